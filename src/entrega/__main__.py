@@ -1,0 +1,3 @@
+from entrega.cli.main import main
+
+main()

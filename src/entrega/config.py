@@ -1,0 +1,376 @@
+"""entrega.yaml: typed configuration, validated with pydantic.
+
+The file is parsed with PyYAML into plain data while a map from each value's path
+(``("environments", 1, "router", "listen")``) to its line is kept, so a validation error
+can name the file, the line and the field, and say what was expected. Paths in the
+config (artifacts, state) are relative to the config file's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from entrega.errors import ConfigError
+from entrega.net import parse_address
+
+CONFIG_FILE = "entrega.yaml"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _address(value: str) -> str:
+    parse_address(value)  # raises ValueError with "expected HOST:PORT"
+    return value
+
+
+class HealthConfig(_Model):
+    path: str = "/healthz"
+    #: Probing twice a second notices a dead instance within ~1.5 s at the default thresholds.
+    interval_s: float = Field(0.5, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+    #: Consecutive successes before an instance takes traffic: one success proves little.
+    healthy_threshold: int = Field(3, ge=1)
+    unhealthy_threshold: int = Field(3, ge=1)
+
+
+class RunConfig(_Model):
+    """How to run one instance of the app (local and ssh targets)."""
+
+    command: str = Field(min_length=1)
+    env: dict[str, str] = {}
+    health: HealthConfig = HealthConfig()
+    #: Seconds an instance may take to finish in-flight requests after SIGTERM.
+    drain_s: float = Field(10.0, ge=0)
+
+
+class LocalTargetConfig(_Model):
+    kind: Literal["local"] = "local"
+    instances: int = Field(1, ge=1, le=64)
+    host: str = "127.0.0.1"
+
+
+TargetConfig = Annotated[LocalTargetConfig, Field(discriminator="kind")]
+
+
+class EmbeddedRouterConfig(_Model):
+    kind: Literal["embedded"] = "embedded"
+    listen: str
+    #: Where a blue-green preview (the new release alone) is served before the switch.
+    preview_listen: str | None = None
+
+    _check_listen = field_validator("listen", "preview_listen")(
+        lambda v: v if v is None else _address(v)
+    )
+
+
+RouterConfig = Annotated[EmbeddedRouterConfig, Field(discriminator="kind")]
+
+
+class MetricConfig(_Model):
+    """One metric of an analysis: what to measure and how to judge canary against stable."""
+
+    provider: Literal["builtin"] = "builtin"
+    #: What the builtin provider measures; defaults from the metric's name.
+    measure: Literal["error-rate", "latency-p50", "latency-p95", "latency-p99"] | None = None
+    judge: Literal["threshold"] = "threshold"
+    #: Fail when the canary's value is above this absolute bound.
+    max: float | None = Field(None, ge=0)
+    #: Fail when canary - stable is above this (e.g. 0.01 = one point of error rate).
+    max_increase: float | None = Field(None, ge=0)
+    #: Fail when canary / stable is above this (e.g. 1.2 = 20% slower).
+    max_ratio: float | None = Field(None, gt=0)
+    #: Below this many canary requests the verdict is inconclusive, never a pass.
+    min_requests: int = Field(30, ge=1)
+    #: A critical metric fails the whole analysis on its own.
+    critical: bool = True
+
+
+class AnalysisStep(_Model):
+    metrics: list[str] = Field(min_length=1)
+    #: How long the step watches the canary before it can pass.
+    duration_s: float = Field(30.0, gt=0)
+    #: The controller measures and judges this often during the step.
+    check_every_s: float = Field(1.0, gt=0)
+    #: Failed checks tolerated before rollback (0: the first failure rolls back).
+    failure_limit: int = Field(0, ge=0)
+    #: Extra durations granted when the step ends inconclusive, then it pauses for a human.
+    inconclusive_limit: int = Field(2, ge=0)
+
+
+class PauseStep(_Model):
+    #: None pauses until `entrega promote`.
+    duration_s: float | None = Field(None, ge=0)
+
+
+class CanaryStepConfig(_Model):
+    weight: int | None = Field(None, ge=0, le=100)
+    pause: PauseStep | None = None
+    analysis: AnalysisStep | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CanaryStepConfig:
+        given = [k for k in ("weight", "pause", "analysis") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a step is exactly one of weight, pause or analysis")
+        return self
+
+
+class CanaryConfig(_Model):
+    steps: list[CanaryStepConfig] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _weights_rise(cls, steps: list[CanaryStepConfig]) -> list[CanaryStepConfig]:
+        last = 0
+        for step in steps:
+            if step.weight is not None:
+                if step.weight < last:
+                    raise ValueError(f"weights must not go down (got {step.weight} after {last})")
+                last = step.weight
+        return steps
+
+
+class BlueGreenConfig(_Model):
+    #: Switch as soon as the preview passes verification; false waits for `entrega promote`.
+    auto_promote: bool = True
+    #: The old release stays running this long after the switch, so a rollback is instant.
+    scale_down_delay_s: float = Field(30.0, ge=0)
+    #: Analysis of the new release after the switch, against the old one kept warm.
+    post_switch_analysis: AnalysisStep | None = None
+
+
+class StrategyConfig(_Model):
+    canary: CanaryConfig | None = None
+    blue_green: BlueGreenConfig | None = Field(None, alias="blue-green")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StrategyConfig:
+        if (self.canary is None) == (self.blue_green is None):
+            raise ValueError("give exactly one of canary or blue-green")
+        return self
+
+    @property
+    def name(self) -> str:
+        return "canary" if self.canary is not None else "blue-green"
+
+
+class HttpCheck(_Model):
+    path: str = "/"
+    expect_status: int = Field(200, ge=100, le=599)
+    expect_body: str | None = None
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class VerifyStep(_Model):
+    http: HttpCheck | None = None
+    command: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VerifyStep:
+        if (self.http is None) == (self.command is None):
+            raise ValueError("a verification is exactly one of http or command")
+        return self
+
+
+DEFAULT_METRICS: dict[str, MetricConfig] = {
+    "error-rate": MetricConfig(max=0.05, max_increase=0.02),
+    "latency-p95": MetricConfig(max_ratio=1.5, min_requests=50),
+}
+
+
+class EnvironmentConfig(_Model):
+    name: str
+    target: TargetConfig = LocalTargetConfig()
+    router: RouterConfig
+    strategy: StrategyConfig = StrategyConfig(
+        canary=CanaryConfig(steps=[CanaryStepConfig(weight=100)])
+    )
+    analysis: dict[str, MetricConfig] = {}
+    verify: list[VerifyStep] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lowercase letters, digits and '-' (like 'production')")
+        return value
+
+    def metric(self, name: str) -> MetricConfig:
+        return self.analysis.get(name) or DEFAULT_METRICS[name]
+
+
+class ServerConfig(_Model):
+    listen: str = "127.0.0.1:7070"
+    _check_listen = field_validator("listen")(_address)
+
+
+class StoreConfig(_Model):
+    #: SQLAlchemy URL; default: SQLite in WAL mode at <state_dir>/state.db.
+    url: str | None = None
+
+
+class Config(_Model):
+    app: str
+    run: RunConfig
+    environments: list[EnvironmentConfig] = Field(min_length=1)
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    #: Where entrega keeps its state, artifacts and logs (relative to the config file).
+    state_dir: str = ".entrega"
+
+    #: Directory of the config file (set by load_config; not part of the file).
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("app")
+    @classmethod
+    def _app_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lowercase letters, digits and '-' (like 'shop-api')")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names = [e.name for e in self.environments]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"environment names must be unique, repeated: {sorted(dupes)}")
+        for env in self.environments:
+            for step in (env.strategy.canary.steps if env.strategy.canary else []):
+                for metric in step.analysis.metrics if step.analysis else []:
+                    if metric not in env.analysis and metric not in DEFAULT_METRICS:
+                        raise ValueError(
+                            f"environment {env.name!r}: analysis metric {metric!r} is not "
+                            f"defined under analysis: (built in: {sorted(DEFAULT_METRICS)})"
+                        )
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return (self.base_dir / self.state_dir).resolve()
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.state_path / 'state.db'}"
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise ConfigError(
+            f"no environment named {name!r}",
+            hint=f"environments are {', '.join(e.name for e in self.environments)}",
+        )
+
+
+# -- loading with line numbers -------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            out[key] = _construct(value_node, (*path, key), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, (*path, i), lines) for i, v in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def parse_yaml(text: str, *, file: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse YAML into plain data and a map from each value's path to its line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(
+            f"not valid YAML: {exc.problem}",
+            file=file, line=mark.line + 1 if mark else None,
+        ) from exc
+    if node is None:
+        raise ConfigError("the file is empty", file=file, hint="run `entrega init` for a start")
+    lines: dict[Path_, int] = {}
+    return _construct(node, (), lines), lines
+
+
+def _line_for(loc: Path_, lines: dict[Path_, int]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Path_:
+    # pydantic inserts tagged-union tags ("local") and validator names into loc; keep the
+    # ones that are keys or indexes of the document.
+    return tuple(p for p in loc if isinstance(p, (str, int)))
+
+
+def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
+                    base_dir: Path) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping at the top (app:, run:, environments:)",
+                          file=file, line=1)
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = _clean_loc(first["loc"])
+        # Drop loc parts pydantic adds that are not in the document (union tags).
+        doc_loc: list[str | int] = []
+        for i, part in enumerate(loc):
+            candidate = (*doc_loc, part)
+            if candidate in lines or not doc_loc or isinstance(part, int) or i == len(loc) - 1:
+                doc_loc.append(part)
+        field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in doc_loc)
+        field = field.replace(".[", "[")
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            message = "this field is required"
+        elif first["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling)"
+        elif "input" in first and first["type"] not in ("value_error", "assertion_error"):
+            message = f"{message} (got {json.dumps(first['input'], default=str)[:60]})"
+        more = len(exc.errors()) - 1
+        hint = f"and {more} more problem(s)" if more else None
+        raise ConfigError(message, file=file, line=_line_for(tuple(doc_loc), lines),
+                          field=field or None, hint=hint) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate entrega.yaml (default: ./entrega.yaml)."""
+    file = Path(path) if path else Path(CONFIG_FILE)
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=str(file),
+                          hint="run `entrega init` to write one") from None
+    data, lines = parse_yaml(text, file=str(file))
+    return validate_config(data, file=str(file), lines=lines, base_dir=file.resolve().parent)
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON Schema of entrega.yaml, for editors."""
+    schema = Config.model_json_schema(by_alias=True)
+    schema.get("properties", {}).pop("base_dir", None)
+    return schema

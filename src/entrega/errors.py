@@ -1,0 +1,129 @@
+"""One exception tree for entrega.
+
+Every error a user can see derives from :class:`EntregaError` and carries a sentence that
+says what failed, where, and (when we know it) what to do next::
+
+    EntregaError
+    ├── ConfigError            bad entrega.yaml: file, line, field, what was expected
+    ├── StoreError             the state database cannot be opened, migrated or locked
+    │   └── ControllerLocked   another controller owns the store
+    ├── NotFound               an app, environment, release or rollout does not exist
+    ├── Conflict               the request contradicts the current state (409)
+    │   ├── ReleaseConflict    same version, other bytes
+    │   └── RolloutInProgress  one rollout per environment at a time
+    ├── ArtifactError          an artifact cannot be read, unpacked or verified
+    ├── TargetError            instances could not be started, probed or stopped
+    │   └── TargetUnreachable  the target (host, runtime) does not answer
+    ├── RouterError            the router could not be started or reconfigured
+    │   └── RouterUnreachable  the router's control socket does not answer
+    ├── AnalysisError          a metric could not be measured
+    └── ApiError               the server answered a CLI call with an error
+
+The controller separates temporary failures (retry with backoff) from permanent ones
+(abort the rollout) by :attr:`EntregaError.temporary`.
+"""
+
+from __future__ import annotations
+
+
+class EntregaError(Exception):
+    """Root of every entrega error; ``str(error)`` is a full sentence for the user."""
+
+    #: HTTP status the API answers with when this error escapes a handler.
+    status_code: int = 500
+    #: True when retrying later may succeed (network, a process still starting).
+    temporary: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class ConfigError(EntregaError):
+    """The configuration is invalid; the message names file, line and field."""
+
+    status_code = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = file or "<config>"
+        if line is not None:
+            where = f"{where}:{line}"
+        prefix = f"{where}: " + (f"{field}: " if field else "")
+        super().__init__(prefix + message, hint=hint)
+        self.file = file
+        self.line = line
+        self.field = field
+
+
+class StoreError(EntregaError):
+    """The state database cannot be used."""
+
+
+class ControllerLocked(StoreError):
+    """Another controller holds the store's lock."""
+
+    status_code = 409
+
+
+class NotFound(EntregaError):
+    status_code = 404
+
+
+class Conflict(EntregaError):
+    status_code = 409
+
+
+class ReleaseConflict(Conflict):
+    """The same version was created before with different bytes."""
+
+
+class RolloutInProgress(Conflict):
+    """The environment already has a rollout that has not finished."""
+
+
+class ArtifactError(EntregaError):
+    status_code = 400
+
+
+class TargetError(EntregaError):
+    """Instances could not be started, probed or stopped."""
+
+
+class TargetUnreachable(TargetError):
+    temporary = True
+
+
+class RouterError(EntregaError):
+    """The router could not be started or reconfigured."""
+
+
+class RouterUnreachable(RouterError):
+    temporary = True
+
+
+class AnalysisError(EntregaError):
+    """A metric could not be measured (the judge then sees no data, never a pass)."""
+
+    temporary = True
+
+
+class ApiError(EntregaError):
+    """The server answered with an error; carries its status code."""
+
+    def __init__(self, message: str, *, status_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status_code = status_code

@@ -1,0 +1,48 @@
+"""Network addresses shared by targets (which produce endpoints) and routers (which use them)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """One instance's address. ``instance`` names it within its release (``"0"``, ``"1"``...)."""
+
+    host: str
+    port: int
+    instance: str = "0"
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"host": self.host, "port": self.port, "instance": self.instance}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Endpoint:
+        return cls(host=str(data["host"]), port=int(str(data["port"])),
+                   instance=str(data.get("instance", "0")))
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` or ``"[::1]:8080"`` -> (host, port). Raises ValueError."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free now (another process may still take it later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

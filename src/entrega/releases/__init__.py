@@ -1,0 +1,1 @@
+"""Releases: immutable, content-addressed artifacts and their lifecycle."""

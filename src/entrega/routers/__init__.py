@@ -1,0 +1,1 @@
+"""Routers: how traffic reaches instances and how it is split between releases."""

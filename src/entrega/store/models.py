@@ -1,0 +1,99 @@
+"""SQLAlchemy models. The schema itself is owned by the Alembic migrations beside this file;
+a test checks that the migrated schema and these models agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class App(Base):
+    __tablename__ = "apps"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Release(Base):
+    """app + version + artifact digest + commit metadata. Immutable once written."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("app", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app: Mapped[str] = mapped_column(ForeignKey("apps.name"))
+    version: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(71))  # "sha256:" + 64 hex
+    artifact_path: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("app", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app: Mapped[str] = mapped_column(ForeignKey("apps.name"))
+    name: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    #: the release the environment runs when no rollout is in progress
+    current_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Rollout(Base):
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_env_phase", "app", "environment", "phase"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app: Mapped[str] = mapped_column(ForeignKey("apps.name"))
+    environment: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(128))
+    from_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    strategy: Mapped[str] = mapped_column(String(32))
+    #: denormalised from state, for queries
+    phase: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class AnalysisRun(Base):
+    """One analysis window of a rollout: the baseline snapshot and the latest verdict."""
+
+    __tablename__ = "analysis_runs"
+    __table_args__ = (UniqueConstraint("rollout_id", "window"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"))
+    window: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[list[Any]] = mapped_column(JSON)
+    baseline: Mapped[dict[str, Any]] = mapped_column(JSON)
+    started_at: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Event(Base):
+    """Append-only record of everything that happened (audit log, notifications, DORA)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_app_time", "app", "time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[float] = mapped_column(Float)
+    app: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    rollout_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,1 @@
+"""Targets: where instances of a release run (local processes today; ssh, containers later)."""

@@ -1,0 +1,133 @@
+"""The store: migrations, the single-controller lock, immutable content-addressed releases."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from entrega.errors import ArtifactError, ControllerLocked, ReleaseConflict
+from entrega.releases.artifacts import ArtifactStore, tree_digest
+from entrega.releases.catalog import create_release
+from entrega.store import Store
+from entrega.store.database import ControllerLock
+from entrega.store.models import Base
+from entrega.store.repository import Repository
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.migrate()
+    repo = Repository(store)
+    repo.sync_app("shop", ["staging", "production"])
+    return repo
+
+
+def make_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_migrated_schema_matches_models(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.migrate()
+    store.migrate()  # idempotent
+    inspector = inspect(store.engine)
+    for table in Base.metadata.sorted_tables:
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        assert columns == {c.name for c in table.columns}, table.name
+    with store.engine.connect() as connection:
+        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+    assert mode == "wal"
+
+
+def test_environments_keep_configured_order(repo: Repository) -> None:
+    assert [e.name for e in repo.environments("shop")] == ["staging", "production"]
+    repo.sync_app("shop", ["production", "staging"])
+    assert [e.name for e in repo.environments("shop")] == ["production", "staging"]
+
+
+def test_digest_is_content_not_packaging(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "a", {"app.py": "print(1)\n", "lib/x.txt": "x"})
+    tarball = tmp_path / "a.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(tree, arcname=".")
+    store = ArtifactStore(tmp_path / "state")
+    digest_dir, path_dir = store.ingest(tree)
+    digest_tar, path_tar = store.ingest(tarball)
+    assert digest_dir == digest_tar == tree_digest(tree)
+    assert path_dir == path_tar and (path_dir / "lib" / "x.txt").read_text() == "x"
+
+
+def test_same_version_same_bytes_is_a_noop_other_bytes_a_conflict(
+        tmp_path: Path, repo: Repository) -> None:
+    store = ArtifactStore(tmp_path / "state")
+    tree = make_tree(tmp_path / "v1", {"app.py": "print(1)\n"})
+    release, created = create_release(repo, store, app="shop", version="v1", source=tree,
+                                      meta={"commit": "abc"}, actor="ci")
+    assert created and release.digest.startswith("sha256:")
+    again, created = create_release(repo, store, app="shop", version="v1", source=tree,
+                                    meta={}, actor="ci")
+    assert not created and again.digest == release.digest
+    other = make_tree(tmp_path / "v1b", {"app.py": "print(2)\n"})
+    with pytest.raises(ReleaseConflict, match="exists with other bytes"):
+        create_release(repo, store, app="shop", version="v1", source=other, meta={},
+                       actor="ci")
+    assert Path(repo.release("shop", "v1").artifact_path).resolve() == \
+        store.path_for(release.digest)
+
+
+def test_tampered_artifact_is_detected(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "state")
+    digest, path = store.ingest(make_tree(tmp_path / "v1", {"app.py": "print(1)\n"}))
+    assert store.verify(digest) == path
+    (path / "app.py").write_text("print('evil')\n")
+    with pytest.raises(ArtifactError, match="modified on disk"):
+        store.verify(digest)
+
+
+@pytest.mark.parametrize("member", ["../escape.txt", "/etc/evil.txt"])
+def test_unsafe_tarballs_are_refused(tmp_path: Path, member: str) -> None:
+    tarball = tmp_path / "evil.tar"
+    with tarfile.open(tarball, "w") as tar:
+        info = tarfile.TarInfo(member)  # addfile keeps the name as given (add() strips "/")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ArtifactError, match="refused unsafe member"):
+        ArtifactStore(tmp_path / "state").ingest(tarball)
+    assert not (tmp_path / "state" / "escape.txt").exists()
+
+
+def test_link_outside_the_tree_is_refused(tmp_path: Path) -> None:
+    tarball = tmp_path / "link.tar"
+    with tarfile.open(tarball, "w") as tar:
+        info = tarfile.TarInfo("passwd")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(ArtifactError, match="refused unsafe member"):
+        ArtifactStore(tmp_path / "state").ingest(tarball)
+
+
+def test_one_controller_at_a_time(tmp_path: Path) -> None:
+    lock = ControllerLock(tmp_path / "controller.lock")
+    lock.acquire()
+    code = ("import sys; from pathlib import Path; from entrega.store.database import "
+            "ControllerLock; ControllerLock(Path(sys.argv[1])).acquire()")
+    other = subprocess.run([sys.executable, "-c", code, str(tmp_path / "controller.lock")],
+                           capture_output=True, text=True)
+    assert other.returncode != 0 and "ControllerLocked" in other.stderr
+    with pytest.raises(ControllerLocked, match="another entrega server"):
+        ControllerLock(tmp_path / "controller.lock").acquire()
+    lock.release()
+    second = ControllerLock(tmp_path / "controller.lock")
+    second.acquire()
+    second.release()
