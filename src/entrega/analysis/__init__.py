@@ -1,0 +1,1 @@
+"""Analysis: measure canary and stable (providers, I/O at the edge) and judge them (pure)."""

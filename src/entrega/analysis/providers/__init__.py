@@ -1,0 +1,1 @@
+"""Metric providers: raw measurements only; judging happens in entrega.analysis.judges."""

@@ -1,0 +1,73 @@
+"""Turning two cumulative router snapshots into one window's figures (pure).
+
+Routers report counters since they started. A window is the difference between the
+snapshot taken when the window began (its *baseline*) and the latest one. A counter that
+went down means the router restarted in between; the latest snapshot is then the whole
+window (we lose what came before the restart, never invent data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from entrega.routers.base import LATENCY_BUCKETS_MS, ReleaseMetrics
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    requests: int
+    errors: int
+    latency_buckets: tuple[int, ...]
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    def percentile_ms(self, q: float) -> float | None:
+        return histogram_percentile(self.latency_buckets, q)
+
+
+def compute_window(baseline: ReleaseMetrics | None, latest: ReleaseMetrics | None,
+                   *, router_restarted: bool = False) -> WindowCounts:
+    if latest is None:
+        return WindowCounts(0, 0, ())
+    if baseline is None or router_restarted or _went_down(baseline, latest):
+        return WindowCounts(latest.requests, latest.errors_5xx, latest.latency_buckets)
+    buckets = latest.latency_buckets
+    if len(baseline.latency_buckets) == len(buckets):
+        buckets = tuple(a - b for a, b in zip(buckets, baseline.latency_buckets, strict=True))
+    return WindowCounts(latest.requests - baseline.requests,
+                        latest.errors_5xx - baseline.errors_5xx, buckets)
+
+
+def _went_down(baseline: ReleaseMetrics, latest: ReleaseMetrics) -> bool:
+    """Any counter lower than at the baseline: the router restarted in between."""
+    if latest.requests < baseline.requests or latest.errors_5xx < baseline.errors_5xx:
+        return True
+    if len(baseline.latency_buckets) != len(latest.latency_buckets):
+        return False
+    return any(a < b for a, b in zip(latest.latency_buckets, baseline.latency_buckets,
+                                     strict=True))
+
+
+def histogram_percentile(buckets: tuple[int, ...], q: float,
+                         bounds: tuple[float, ...] = LATENCY_BUCKETS_MS) -> float | None:
+    """The q-quantile (0..1) from fixed buckets, interpolating linearly inside a bucket.
+
+    The last bucket has no upper bound; a quantile that falls in it is reported as its
+    lower bound (we know only that it is at least that slow).
+    """
+    total = sum(buckets)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            lower = bounds[i - 1] if i > 0 else 0.0
+            if i >= len(bounds):
+                return lower
+            upper = bounds[i]
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return bounds[-1]

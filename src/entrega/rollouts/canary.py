@@ -1,0 +1,164 @@
+"""Canary: the new release takes a growing share of traffic, step by step.
+
+Steps are ``weight`` (set the canary's share), ``pause`` (for a duration, or until
+promoted) and ``analysis`` (compare canary with stable on live traffic). Zero-time steps
+run back to back in one pass; a pass stops at the first step that has to wait. Stable
+keeps all its instances until the canary is promoted, so rollback is one route change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from entrega.rollouts import common
+from entrega.rollouts.model import (
+    Action,
+    AnalysisProgress,
+    AnalysisStep,
+    BeginAnalysis,
+    Observed,
+    PauseStep,
+    Phase,
+    RolloutSpec,
+    RolloutState,
+    SetRoutes,
+    Transition,
+    WeightStep,
+)
+
+
+def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
+            now: float) -> Transition:
+    if (aborted := common.handle_abort(state, now)) is not None:
+        return aborted
+    if state.phase == Phase.PENDING:
+        return common.start(state, now)
+    if state.phase == Phase.STARTING:
+        if (waiting := common.wait_ready(spec, state, observed, now)) is not None:
+            return waiting
+        state = replace(common.enter(state, Phase.PROGRESSING, now, "running steps"),
+                        step_index=0, step_started_at=now)
+        return _run_steps(spec, state, observed, now, events=[f"{state.canary} is ready"])
+    if state.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        return _run_steps(spec, state, observed, now, events=[])
+    return Transition(state)
+
+
+def _next_step(state: RolloutState, now: float) -> RolloutState:
+    return replace(state, step_index=state.step_index + 1, step_started_at=now,
+                   analysis=None, phase=Phase.PROGRESSING, promote_requested=False)
+
+
+def _run_steps(spec: RolloutSpec, state: RolloutState, observed: Observed, now: float,
+               events: list[str]) -> Transition:
+    actions: list[Action] = []
+    stable = state.stable
+    if state.promote_full:
+        state = replace(state, step_index=len(spec.steps), promote_full=False)
+        events.append("promoted by a user: skipping the remaining steps")
+
+    while state.step_index < len(spec.steps):
+        step = spec.steps[state.step_index]
+        number = f"step {state.step_index + 1}/{len(spec.steps)}"
+
+        if isinstance(step, WeightStep):
+            weights = ({state.canary: step.weight, stable: 100 - step.weight}
+                       if stable else {state.canary: 100})
+            weights = {r: w for r, w in weights.items() if w > 0 or r == state.canary}
+            state = replace(state, weights=weights)
+            actions.append(SetRoutes(weights))
+            events.append(f"{number}: {state.canary} receives {step.weight}% of traffic")
+            state = _next_step(state, now)
+            continue
+
+        if isinstance(step, PauseStep):
+            if state.promote_requested:
+                events.append(f"{number}: pause ended by a user")
+                state = _next_step(state, now)
+                continue
+            if step.duration_s is None:
+                if state.phase != Phase.PAUSED:
+                    state = common.enter(state, Phase.PAUSED, now,
+                                         f"{number}: paused until promoted")
+                    events.append(state.message)
+                return Transition(state, tuple(actions), tuple(events))
+            end = state.step_started_at + step.duration_s
+            if now >= end:
+                state = _next_step(state, now)
+                continue
+            state = replace(state, message=f"{number}: pause {step.duration_s:g}s")
+            return Transition(state, tuple(actions), tuple(events), requeue_at=end)
+
+        result = _analysis(step, state, observed, now, number)
+        if isinstance(result, Transition):
+            return Transition(result.state, (*actions, *result.actions),
+                              (*events, *result.events), result.requeue_at)
+        state, more = result
+        events.extend(more)
+
+    done = common.succeed(state, now)
+    return Transition(done.state, (*actions, *done.actions), (*events, *done.events))
+
+
+def _analysis(step: AnalysisStep, state: RolloutState, observed: Observed, now: float,
+              number: str) -> Transition | tuple[RolloutState, list[str]]:
+    """One pass of an analysis step: a Transition to return, or (state, events) when the
+    step passed and the next one may run now."""
+    progress = state.analysis
+    if progress is None:
+        progress = AnalysisProgress(window=state.analysis_windows + 1, started_at=now,
+                                    next_check_at=now + step.check_every_s)
+        state = replace(state, analysis=progress, analysis_windows=progress.window,
+                        message=f"{number}: analysing {', '.join(step.metrics)}")
+        return Transition(state, (BeginAnalysis(progress.window, step.metrics),),
+                          (f"{number}: analysis of {', '.join(step.metrics)} started",),
+                          requeue_at=progress.next_check_at)
+
+    if state.promote_requested:
+        return _next_step(state, now), [f"{number}: analysis skipped by a user"]
+    if state.phase == Phase.PAUSED:  # inconclusive: a human decides
+        return Transition(state)
+
+    verdict = observed.analysis
+    if now < progress.next_check_at or verdict is None or verdict.window != progress.window:
+        return Transition(state, requeue_at=max(progress.next_check_at, now + common.POLL_S))
+
+    progress = replace(progress, checks=progress.checks + 1, last_verdict=verdict.verdict,
+                       last_reason=verdict.reason, next_check_at=now + step.check_every_s)
+    record = {"window": progress.window, "verdict": verdict.verdict, "reason": verdict.reason,
+              "at": now, "metrics": verdict.metrics, "step": state.step_index}
+
+    if verdict.verdict == "fail":
+        progress = replace(progress, failures=progress.failures + 1)
+        state = replace(state, analysis=progress,
+                        analysis_history=(*state.analysis_history, record))
+        if progress.failures > step.failure_limit:
+            return common.rollback(state, now, f"analysis failed: {verdict.reason}")
+        # A fresh window, so the next verdict is not the same data judged again.
+        progress = replace(progress, window=state.analysis_windows + 1, started_at=now)
+        state = replace(state, analysis=progress, analysis_windows=progress.window)
+        return Transition(state, (BeginAnalysis(progress.window, step.metrics),),
+                          (f"{number}: analysis check failed ({progress.failures}/"
+                           f"{step.failure_limit} allowed): {verdict.reason}",),
+                          requeue_at=progress.next_check_at)
+
+    ends_at = progress.started_at + step.duration_s * (1 + progress.extensions)
+    if now < ends_at:
+        state = replace(state, analysis=progress)
+        return Transition(state, requeue_at=min(progress.next_check_at, ends_at))
+
+    state = replace(state, analysis=progress,
+                    analysis_history=(*state.analysis_history, record))
+    if verdict.verdict == "pass":
+        return _next_step(state, now), [f"{number}: analysis passed: {verdict.reason}"]
+
+    if progress.extensions < step.inconclusive_limit:
+        progress = replace(progress, extensions=progress.extensions + 1)
+        state = replace(state, analysis=progress)
+        return Transition(state, (), (f"{number}: analysis inconclusive ({verdict.reason}); "
+                                      f"watching {step.duration_s:g}s more",),
+                          requeue_at=progress.next_check_at)
+    state = common.enter(state, Phase.PAUSED, now,
+                         f"{number}: analysis inconclusive ({verdict.reason}): "
+                         "promote or abort")
+    return Transition(state, (), (state.message,))

@@ -1,0 +1,244 @@
+"""The rollout state machine's data: spec, state, observations, actions, transitions.
+
+Everything here is a frozen dataclass. ``RolloutState`` is what the store persists (one
+JSON document per rollout, converted only by :func:`state_to_dict` / :func:`state_from_dict`),
+so a restarted controller resumes any rollout exactly where it stood. ``RolloutSpec`` is
+fixed when the rollout is created: editing entrega.yaml does not change a rollout in
+flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+Strategy = Literal["canary", "blue-green", "direct"]
+
+
+class Phase(StrEnum):
+    PENDING = "pending"            # created; nothing started yet
+    STARTING = "starting"          # the new release's instances start and warm up
+    PROGRESSING = "progressing"    # canary steps run
+    VERIFYING = "verifying"        # blue-green: preview under verification
+    PAUSED = "paused"              # waiting for `promote` (or `abort`)
+    SCALING_DOWN = "scaling_down"  # blue-green: switched; old release kept warm
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"    # traffic back on stable, new release stopped
+    FAILED = "failed"              # the new release never became ready
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
+
+
+# -- steps ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightStep:
+    weight: int
+
+
+@dataclass(frozen=True)
+class PauseStep:
+    duration_s: float | None  # None: until promoted
+
+
+@dataclass(frozen=True)
+class AnalysisStep:
+    metrics: tuple[str, ...]
+    duration_s: float
+    check_every_s: float = 1.0
+    failure_limit: int = 0
+    inconclusive_limit: int = 2
+
+
+Step = WeightStep | PauseStep | AnalysisStep
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How this rollout proceeds; fixed at creation."""
+
+    strategy: Strategy
+    steps: tuple[Step, ...] = ()
+    #: blue-green: switch without waiting for `promote` once verification passed
+    auto_promote: bool = True
+    #: blue-green: how long the old release stays warm after the switch
+    scale_down_delay_s: float = 30.0
+    #: blue-green: run the environment's verification against the preview
+    verify: bool = True
+    #: the new release must be ready within this many seconds, or the rollout fails
+    progress_deadline_s: float = 300.0
+
+
+# -- state ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnalysisProgress:
+    """Where the current analysis step stands. A *window* is one measurement period whose
+    baseline the controller snapshots when told (``BeginAnalysis``)."""
+
+    window: int
+    started_at: float
+    next_check_at: float
+    checks: int = 0
+    failures: int = 0
+    extensions: int = 0
+    last_verdict: str | None = None
+    last_reason: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    phase: Phase
+    #: release the environment ran before (None for the first release)
+    stable: str | None
+    #: release being rolled out
+    canary: str
+    step_index: int = 0
+    #: desired traffic split (percent per release), what the router must show
+    weights: dict[str, int] = field(default_factory=dict)
+    #: release served on the preview listener (blue-green)
+    preview: str | None = None
+    phase_started_at: float = 0.0
+    step_started_at: float = 0.0
+    analysis: AnalysisProgress | None = None
+    #: analysis windows begun so far; window numbers are unique within the rollout, so a
+    #: late verdict for an earlier step's window is never taken for the current one
+    analysis_windows: int = 0
+    verification: str | None = None  # None | "running" | "passed" | "failed"
+    promote_requested: bool = False
+    promote_full: bool = False
+    abort_requested: bool = False
+    scale_down_at: float | None = None
+    message: str = ""
+    #: analysis windows whose verdicts are final, for `status` and reports
+    analysis_history: tuple[dict[str, Any], ...] = ()
+
+
+def initial_state(*, stable: str | None, canary: str, now: float) -> RolloutState:
+    weights = {stable: 100} if stable else {}
+    return RolloutState(phase=Phase.PENDING, stable=stable, canary=canary, weights=weights,
+                        phase_started_at=now, step_started_at=now)
+
+
+# -- observations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnalysisVerdict:
+    """The judged result of one analysis window, computed by the controller (pure judges)."""
+
+    window: int
+    verdict: Literal["pass", "fail", "inconclusive"]
+    reason: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the controller saw this pass."""
+
+    canary_ready: bool = False
+    #: why the canary cannot run (e.g. its command exits at once); fails the rollout
+    canary_error: str | None = None
+    analysis: AnalysisVerdict | None = None
+    verification: str | None = None  # None | "passed" | "failed"
+    verification_detail: str = ""
+
+
+# -- actions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartInstances:
+    release: str
+
+
+@dataclass(frozen=True)
+class SetRoutes:
+    weights: dict[str, int]
+    preview: str | None = None
+
+
+@dataclass(frozen=True)
+class StopInstances:
+    release: str
+
+
+@dataclass(frozen=True)
+class BeginAnalysis:
+    window: int
+    metrics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunVerification:
+    release: str
+
+
+Action = StartInstances | SetRoutes | StopInstances | BeginAnalysis | RunVerification
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: RolloutState
+    actions: tuple[Action, ...] = ()
+    #: human-readable events (one per thing that happened), recorded in order
+    events: tuple[str, ...] = ()
+    #: when the controller should look again at the latest (None: on the next command)
+    requeue_at: float | None = None
+
+
+# -- storage -------------------------------------------------------------------------------
+
+
+def state_to_dict(state: RolloutState) -> dict[str, Any]:
+    data = dataclasses.asdict(state)
+    data["phase"] = state.phase.value
+    data["analysis_history"] = list(state.analysis_history)
+    return data
+
+
+def state_from_dict(data: dict[str, Any]) -> RolloutState:
+    data = dict(data)
+    data["phase"] = Phase(data["phase"])
+    if data.get("analysis") is not None:
+        data["analysis"] = AnalysisProgress(**data["analysis"])
+    data["analysis_history"] = tuple(data.get("analysis_history") or ())
+    known = {f.name for f in dataclasses.fields(RolloutState)}
+    return RolloutState(**{k: v for k, v in data.items() if k in known})
+
+
+def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    for step in spec.steps:
+        if isinstance(step, WeightStep):
+            steps.append({"weight": step.weight})
+        elif isinstance(step, PauseStep):
+            steps.append({"pause": {"duration_s": step.duration_s}})
+        else:
+            steps.append({"analysis": {**dataclasses.asdict(step),
+                                       "metrics": list(step.metrics)}})
+    data = dataclasses.asdict(spec)
+    data["steps"] = steps
+    return data
+
+
+def spec_from_dict(data: dict[str, Any]) -> RolloutSpec:
+    steps: list[Step] = []
+    for raw in data.get("steps") or ():
+        if "weight" in raw:
+            steps.append(WeightStep(int(raw["weight"])))
+        elif "pause" in raw:
+            steps.append(PauseStep(raw["pause"].get("duration_s")))
+        else:
+            a = dict(raw["analysis"])
+            a["metrics"] = tuple(a["metrics"])
+            steps.append(AnalysisStep(**a))
+    rest = {k: v for k, v in data.items() if k != "steps"}
+    return RolloutSpec(**rest, steps=tuple(steps))
