@@ -1,0 +1,59 @@
+"""A small synchronous client of the server's API, for the CLI."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any
+
+import httpx
+
+from entrega.errors import ApiError, EntregaError
+
+
+def server_url(listen: str | None) -> str:
+    url = os.environ.get("ENTREGA_SERVER")
+    if url:
+        return url.rstrip("/")
+    if not listen:
+        raise EntregaError("no server address: no entrega.yaml here and ENTREGA_SERVER is unset",
+                           hint="run in the directory of entrega.yaml or set ENTREGA_SERVER")
+    host, _, port = listen.rpartition(":")
+    if host in ("0.0.0.0", "", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+class Client:
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (containers)
+            user = "cli"
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s,
+                                  headers={"X-Entrega-Actor": f"cli:{user}"[:64]})
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise EntregaError(f"cannot reach the entrega server at {self.base_url}",
+                               hint="is `entrega server` running?") from None
+        except httpx.HTTPError as exc:
+            raise EntregaError(f"request to {self.base_url}{path} failed: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message, hint = body.get("error") or str(body.get("detail")), body.get("hint")
+            except ValueError:
+                message, hint = response.text[:200], None
+            raise ApiError(message, status_code=response.status_code, hint=hint)
+        return response.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items()
+                                                  if v is not None})
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, json=body or {})

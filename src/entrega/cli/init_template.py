@@ -1,0 +1,45 @@
+"""The entrega.yaml that `entrega init` writes: every field explained where it stands."""
+
+TEMPLATE = """\
+# entrega.yaml — how entrega delivers {app}.
+# Check it with `entrega config validate`; editors can use `entrega config schema`.
+
+app: {app}                       # the service's name (lowercase, digits, '-')
+
+server:
+  listen: "127.0.0.1:7070"       # the API and dashboard; the CLI talks to it
+
+run:                              # how one instance runs (local target)
+  command: "{command}"            # started in the release's directory; $PORT is set
+  env: {{}}                        # extra environment variables for the app
+  health:
+    path: /healthz                # GET must answer 2xx/3xx
+    interval_s: 0.5               # probe every half second...
+    healthy_threshold: 3          # ...and take traffic after 3 successes in a row
+  drain_s: 10                     # after SIGTERM, seconds to finish requests, then SIGKILL
+
+environments:                     # in lifecycle order
+  - name: production
+    target: {{kind: local, instances: 2}}
+    router:
+      kind: embedded              # entrega's own proxy, a process of its own
+      listen: "127.0.0.1:8080"    # where your users' traffic arrives
+      preview_listen: "127.0.0.1:8180"   # blue-green previews are served here
+    strategy:
+      canary:                     # or: blue-green: {{auto_promote: true, scale_down_delay_s: 30}}
+        steps:
+          - weight: 10            # 10% of requests go to the new release
+          - analysis: {{duration_s: 60, metrics: [error-rate, latency-p95]}}
+          - weight: 50
+          - analysis: {{duration_s: 60, metrics: [error-rate, latency-p95]}}
+          - weight: 100
+    analysis:                     # how each metric is judged (canary vs stable)
+      error-rate: {{max: 0.05, max_increase: 0.02, min_requests: 30}}
+      latency-p95: {{max_ratio: 1.5, min_requests: 50}}
+    verify:                       # checks of a blue-green preview before the switch
+      - http: {{path: /healthz, expect_status: 200}}
+"""
+
+
+def render(app: str, command: str) -> str:
+    return TEMPLATE.format(app=app, command=command.replace('"', '\\"'))

@@ -1,0 +1,215 @@
+"""Applying rollout actions to the world, idempotently.
+
+Slow work (draining and stopping instances, running verifications) runs in background
+tasks keyed by what they act on, so the loop keeps serving other environments and a
+second request for the same work joins the first instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from entrega.analysis.providers.builtin import snapshot
+from entrega.controller.runtime import EnvironmentRuntime, release_ref
+from entrega.controller.verification import VerificationResult, run_verification
+from entrega.errors import EntregaError, NotFound
+from entrega.net import parse_address
+from entrega.releases.artifacts import ArtifactStore
+from entrega.rollouts.model import (
+    Action,
+    BeginAnalysis,
+    RunVerification,
+    SetRoutes,
+    StartInstances,
+    StopInstances,
+)
+from entrega.store.models import Rollout
+from entrega.store.repository import Repository
+from entrega.targets.base import ReleaseRef
+
+log = logging.getLogger("entrega.controller")
+
+#: Longest wait for a removed release's in-flight requests before its instances get
+#: SIGTERM anyway (they then have their own drain_s to finish).
+ROUTER_DRAIN_TIMEOUT_S = 30.0
+
+
+class ActionRunner:
+    def __init__(self, app: str, repo: Repository, artifacts: ArtifactStore) -> None:
+        self.app = app
+        self.repo = repo
+        self.artifacts = artifacts
+        self._tasks: dict[tuple[str, ...], asyncio.Task[Any]] = {}
+        self.verifications: dict[int, VerificationResult] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def ref(self, version: str) -> ReleaseRef:
+        release = self.repo.release(self.app, version)
+        if release is None:
+            raise NotFound(f"release {self.app} {version} is not in the store")
+        return release_ref(self.app, version, release.digest, release.artifact_path)
+
+    def _background(self, key: tuple[str, ...], work: Coroutine[Any, Any, Any]) -> None:
+        task = self._tasks.get(key)
+        if task is not None and not task.done():
+            work.close()
+            return
+        self._tasks[key] = asyncio.create_task(work, name="/".join(key))
+
+    def busy(self, *key: str) -> bool:
+        task = self._tasks.get(key)
+        return task is not None and not task.done()
+
+    async def cancel_background(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- instances ------------------------------------------------------------------------
+
+    async def adopt(self, rt: EnvironmentRuntime) -> None:
+        """After a (re)start: learn the endpoints of instances that kept running."""
+        for instance in await rt.target.observe():
+            if instance.alive and instance.endpoint is not None:
+                known = rt.endpoints.get(instance.version, ())
+                if instance.endpoint not in known:
+                    rt.endpoints[instance.version] = tuple(sorted((*known, instance.endpoint)))
+            rt.restarts_seen[(instance.version, instance.instance)] = instance.restarts
+
+    async def ensure_started(self, rt: EnvironmentRuntime, version: str) -> None:
+        """Start (or adopt) a release's instances once; remembers a permanent failure."""
+        if version in rt.start_errors or self.busy("stop", rt.name, version):
+            return
+        if len(rt.endpoints.get(version, ())) >= rt.config.target.instances:
+            return
+        try:
+            ref = self.ref(version)
+            self.artifacts.verify(ref.digest)
+            endpoints = await rt.target.start(release=ref)
+        except EntregaError as exc:
+            if exc.temporary:
+                raise
+            rt.start_errors[version] = str(exc)
+            self.repo.add_event(app=self.app, environment=rt.name, version=version,
+                                kind="error", actor="controller",
+                                message=f"{version} cannot start: {exc}")
+            return
+        rt.endpoints[version] = tuple(endpoints)
+
+    async def observe_instances(self, rt: EnvironmentRuntime, needed: set[str]) -> None:
+        """Record restarts; stop instances of releases nobody needs (left by a crash)."""
+        for instance in await rt.target.observe():
+            key = (instance.version, instance.instance)
+            seen = rt.restarts_seen.get(key, 0)
+            if instance.restarts > seen:
+                rt.restarts_seen[key] = instance.restarts
+                self.repo.add_event(
+                    app=self.app, environment=rt.name, version=instance.version,
+                    kind="instance_restarted", actor="controller",
+                    message=f"instance {instance.instance} of {instance.version} crashed and "
+                            f"was restarted ({instance.restarts} restart(s) so far)",
+                    data={"instance": instance.instance, "restarts": instance.restarts})
+            if instance.alive and instance.version not in needed:
+                self._background(("stop", rt.name, instance.version),
+                                 self._stop(rt, instance.version, reason="no longer needed"))
+
+    async def _stop(self, rt: EnvironmentRuntime, version: str, *, reason: str) -> None:
+        # Traffic first: wait until the router has no request in flight for the release.
+        deadline = time.monotonic() + ROUTER_DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                routes = await rt.router.get_routes()
+            except EntregaError:
+                break
+            if version not in routes.backends and not routes.draining.get(version):
+                break
+            await asyncio.sleep(0.05)
+        rt.endpoints.pop(version, None)
+        try:
+            ref = self.ref(version)
+        except NotFound:
+            return
+        await rt.target.stop(release=ref, drain_s=rt.drain_s)
+        rt.start_errors.pop(version, None)
+        self.repo.add_event(app=self.app, environment=rt.name, version=version,
+                            kind="stopped", actor="controller",
+                            message=f"{version} stopped ({reason})")
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def ensure_routes(self, rt: EnvironmentRuntime, weights: dict[str, int],
+                            preview: str | None, *, force: bool = False) -> bool:
+        """Make the router's table match; True when it had to change it."""
+        wanted = rt.routes_for(weights, preview)
+        if not force:
+            live = await rt.router.get_routes()
+            if live.same_table(wanted):
+                return False
+        await rt.router.set_routes(wanted)
+        return True
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def apply(self, rt: EnvironmentRuntime, row: Rollout, action: Action) -> None:
+        if isinstance(action, StartInstances):
+            await self.ensure_started(rt, action.release)
+        elif isinstance(action, SetRoutes):
+            for version in action.weights:
+                await self.ensure_started(rt, version)
+            await self.ensure_routes(rt, action.weights, action.preview, force=True)
+            shown = ", ".join(f"{v} {w}%" for v, w in action.weights.items())
+            self.repo.add_event(app=self.app, environment=rt.name, version=row.version,
+                                rollout_id=row.id, kind="traffic", actor="controller",
+                                message=f"router now sends {shown}"
+                                        + (f"; preview: {action.preview}" if action.preview
+                                           else ""),
+                                data={"weights": action.weights, "preview": action.preview})
+        elif isinstance(action, StopInstances):
+            self._background(("stop", rt.name, action.release),
+                             self._stop(rt, action.release, reason=f"rollout {row.id}"))
+        elif isinstance(action, BeginAnalysis):
+            await self.begin_analysis(rt, row, action.window, list(action.metrics))
+        elif isinstance(action, RunVerification):
+            self.start_verification(rt, row, action.release)
+
+    async def begin_analysis(self, rt: EnvironmentRuntime, row: Rollout, window: int,
+                             metrics: list[str]) -> None:
+        baseline = await snapshot(rt.router)
+        self.repo.begin_analysis_run(rollout_id=row.id, window=window, metrics=metrics,
+                                     baseline=baseline)
+
+    def start_verification(self, rt: EnvironmentRuntime, row: Rollout, version: str) -> None:
+        if row.id in self.verifications:
+            return
+        self._background(("verify", str(row.id)), self._verify(rt, row, version))
+
+    async def _verify(self, rt: EnvironmentRuntime, row: Rollout, version: str) -> None:
+        listen = rt.config.router.preview_listen
+        if listen:
+            host, port = parse_address(listen)
+            host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            base_url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+        else:
+            endpoints = rt.endpoints.get(version) or ()
+            if not endpoints:
+                self.verifications[row.id] = VerificationResult(False, "no instance", 0.0)
+                return
+            base_url = f"http://{endpoints[0].address}"
+        ref = self.ref(version)
+        result = await run_verification(list(rt.config.verify), base_url=base_url,
+                                        version=version, cwd=str(ref.path))
+        self.verifications[row.id] = result
+        self.repo.add_event(app=self.app, environment=rt.name, version=version,
+                            rollout_id=row.id,
+                            kind="verified" if result.passed else "verification_failed",
+                            actor="controller", message=f"verification of {version} on "
+                            f"{base_url}: {result.detail}",
+                            data={"passed": result.passed, "duration_s": result.duration_s})

@@ -1,0 +1,190 @@
+"""The reconcile loop: one asyncio task drives every rollout of the app.
+
+Each pass, per environment:
+1. the active rollout (if any) is observed, advanced by the pure state machine, its new
+   state and events committed, then its actions applied;
+2. the environment is repaired toward what the store says: the releases it must run are
+   started (adopted after a restart), the router's table matches the desired weights,
+   instances of releases nobody needs any more are stopped, restarts are recorded.
+
+The loop never sleeps inside a step: it waits until the earliest ``requeue_at``, a
+command (``wake``), or the repair interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from entrega.config import Config
+from entrega.controller.actions import ActionRunner
+from entrega.controller.observe import observe_rollout
+from entrega.controller.runtime import EnvironmentRuntime, build_runtime
+from entrega.errors import EntregaError
+from entrega.releases.artifacts import ArtifactStore
+from entrega.rollouts import advance
+from entrega.rollouts.model import (
+    Phase,
+    RolloutState,
+    Transition,
+    spec_from_dict,
+    state_from_dict,
+    state_to_dict,
+)
+from entrega.store.models import Rollout
+from entrega.store.repository import Repository
+
+log = logging.getLogger("entrega.controller")
+
+#: How often an environment is compared with the store even when nothing is due. One
+#: second bounds how long a lost action (crash, router restart) stays unrepaired.
+REPAIR_INTERVAL_S = 1.0
+#: Instances are observed (restarts, strays) this often; it reads files of every instance.
+OBSERVE_INTERVAL_S = 2.0
+
+_FINAL_KIND = {Phase.SUCCEEDED: "promoted", Phase.ROLLED_BACK: "rolled_back",
+               Phase.FAILED: "failed"}
+
+
+class Controller:
+    def __init__(self, config: Config, repo: Repository, artifacts: ArtifactStore, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.repo = repo
+        self.clock = clock
+        self.runtimes: dict[str, EnvironmentRuntime] = {
+            env.name: build_runtime(config, env) for env in config.environments}
+        self.locks = {name: asyncio.Lock() for name in self.runtimes}
+        self.actions = ActionRunner(config.app, repo, artifacts)
+        self._wake = asyncio.Event()
+        self._due: dict[int, float] = {}
+        self._last_observe: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.passes = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt the running data plane and instances, then start the loop."""
+        self.repo.sync_app(self.config.app, [e.name for e in self.config.environments])
+        for rt in self.runtimes.values():
+            await rt.router.ensure_running()
+            await self.actions.adopt(rt)
+        self._task = asyncio.create_task(self._run(), name="entrega-reconcile")
+
+    async def stop(self) -> None:
+        """Stop the loop; routers and instances keep running (the data plane outlives us)."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.actions.cancel_background()
+        for rt in self.runtimes.values():
+            await rt.target.close()
+            await rt.router.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                log.exception("reconcile pass failed")
+            now = self.clock()
+            next_at = min([now + REPAIR_INTERVAL_S, *self._due.values()])
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_at - now))
+
+    # -- one pass --------------------------------------------------------------------------
+
+    async def reconcile_once(self) -> None:
+        self.passes += 1
+        for name, rt in self.runtimes.items():
+            async with self.locks[name]:
+                rollout = self.repo.active_rollout(self.config.app, name)
+                if rollout is not None:
+                    await self._reconcile_rollout(rt, rollout)
+                await self._repair(rt)
+
+    async def _reconcile_rollout(self, rt: EnvironmentRuntime, row: Rollout) -> None:
+        now = self.clock()
+        spec = spec_from_dict(row.spec)
+        state = state_from_dict(row.state)
+        observed = await observe_rollout(self.actions, rt, row, spec, state, now=now)
+        transition = advance(spec, state, observed, now=now)
+        self._persist(row, state, transition)
+        for action in transition.actions:
+            try:
+                await self.actions.apply(rt, row, action)
+            except EntregaError as exc:
+                # The state is committed; the next pass re-derives and retries the action.
+                log.warning("action %s on %s failed: %s", type(action).__name__, rt.name, exc)
+                self.repo.add_event(app=row.app, environment=row.environment,
+                                    version=row.version, rollout_id=row.id, kind="error",
+                                    actor="controller", message=str(exc))
+        if transition.state.phase.terminal:
+            self._due.pop(row.id, None)
+            self.wake()  # a queued rollout (or the repair) may go on at once
+        else:
+            self._due[row.id] = transition.requeue_at or math.inf
+
+    def _persist(self, row: Rollout, before: RolloutState, transition: Transition) -> None:
+        after = transition.state
+        if after == before and not transition.events:
+            return
+        data = {"phase": after.phase.value, "weights": after.weights,
+                "step_index": after.step_index}
+        events: list[tuple[str, str, dict[str, Any]]] = [
+            ("step", message, data) for message in transition.events]
+        if after.phase != before.phase and after.phase in _FINAL_KIND and events:
+            kind, message, _ = events[-1]
+            events[-1] = (_FINAL_KIND[after.phase], message,
+                          {**data, "reason": after.message})
+        succeeded = after.phase == Phase.SUCCEEDED and before.phase != Phase.SUCCEEDED
+        self.repo.save_transition(row.id, state=state_to_dict(after), phase=after.phase.value,
+                                  events=events, actor="controller",
+                                  current_version=after.canary, set_current=succeeded)
+        row.state = state_to_dict(after)
+        row.phase = after.phase.value
+
+    async def _repair(self, rt: EnvironmentRuntime) -> None:
+        env = self.repo.environment(self.config.app, rt.name)
+        assert env is not None
+        active = self.repo.active_rollout(self.config.app, rt.name)
+        if active is not None:
+            state = state_from_dict(active.state)
+            weights, preview = state.weights, state.preview
+            needed = {v for v in (state.stable, state.canary) if v}
+            if state.phase == Phase.PENDING:
+                needed.discard(state.canary)
+        else:
+            weights = {env.current_version: 100} if env.current_version else {}
+            preview = None
+            needed = {env.current_version} if env.current_version else set()
+        try:
+            for version in sorted(set(weights) | ({preview} if preview else set())):
+                await self.actions.ensure_started(rt, version)
+            await self.actions.ensure_routes(rt, weights, preview)
+            now = self.clock()
+            if now - self._last_observe.get(rt.name, 0.0) >= OBSERVE_INTERVAL_S:
+                self._last_observe[rt.name] = now
+                await self.actions.observe_instances(rt, needed)
+        except EntregaError as exc:
+            log.warning("repair of %s: %s", rt.name, exc)
+
+    # -- commands (called by the service layer, under the environment's lock) ---------------
+
+    def update_state(self, row: Rollout, state: RolloutState, *, actor: str,
+                     message: str) -> None:
+        self.repo.save_transition(row.id, state=state_to_dict(state), phase=state.phase.value,
+                                  events=[("command", message, {})], actor=actor)
+        self._due[row.id] = 0.0
+        self.wake()

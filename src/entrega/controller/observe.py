@@ -1,0 +1,72 @@
+"""Observing one rollout: what the pure state machine needs to decide its next step."""
+
+from __future__ import annotations
+
+from entrega.analysis.evaluate import evaluate_window
+from entrega.analysis.providers.builtin import snapshot
+from entrega.controller.actions import ActionRunner
+from entrega.controller.runtime import EnvironmentRuntime
+from entrega.errors import EntregaError
+from entrega.rollouts.model import (
+    AnalysisStep,
+    AnalysisVerdict,
+    Observed,
+    Phase,
+    RolloutSpec,
+    RolloutState,
+)
+from entrega.store.models import Rollout
+
+
+async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
+                          spec: RolloutSpec, state: RolloutState, *, now: float) -> Observed:
+    if state.phase == Phase.PENDING or state.phase.terminal:
+        return Observed()
+
+    # Level-triggered: whatever phase we are in, the new release must be running.
+    await actions.ensure_started(rt, state.canary)
+    error = rt.start_errors.get(state.canary)
+
+    ready = False
+    if state.phase == Phase.STARTING and not error:
+        readiness = await rt.target.ready(release=actions.ref(state.canary))
+        ready = readiness.ready
+
+    analysis = None
+    progress = state.analysis
+    if progress is not None and state.phase == Phase.PROGRESSING \
+            and now >= progress.next_check_at:
+        step = spec.steps[state.step_index]
+        assert isinstance(step, AnalysisStep)
+        analysis = await _judge(actions, rt, row, state, step, progress.window)
+
+    verification = detail = None
+    if state.phase == Phase.VERIFYING and state.verification == "running":
+        result = actions.verifications.get(row.id)
+        if result is None:
+            actions.start_verification(rt, row, state.canary)
+        else:
+            verification = "passed" if result.passed else "failed"
+            detail = result.detail
+
+    return Observed(canary_ready=ready, canary_error=error, analysis=analysis,
+                    verification=verification, verification_detail=detail or "")
+
+
+async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
+                 state: RolloutState, step: AnalysisStep, window: int) -> AnalysisVerdict | None:
+    run = actions.repo.analysis_run(row.id, window)
+    if run is None:  # the BeginAnalysis action was lost to a crash: start the window now
+        await actions.begin_analysis(rt, row, window, list(step.metrics))
+        return None
+    try:
+        latest = await snapshot(rt.router)
+    except EntregaError:
+        return None  # no data is never a pass; the state machine simply waits
+    configs = {name: rt.config.metric(name) for name in step.metrics}
+    verdict, reason, metrics = evaluate_window(configs, baseline=run.baseline, latest=latest,
+                                               canary=state.canary, stable=state.stable)
+    result = {"verdict": verdict, "reason": reason, "metrics": [m.to_dict() for m in metrics]}
+    actions.repo.record_analysis(run.id, verdict=verdict, result=result)
+    return AnalysisVerdict(window=window, verdict=verdict, reason=reason,
+                           metrics={m.metric: m.to_dict() for m in metrics})

@@ -1,0 +1,82 @@
+"""The live providers of one environment: its target and its router, built from config.
+
+Registries are plain dicts filled explicitly; a provider kind is chosen by ``kind:`` in
+entrega.yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from entrega.config import Config, EnvironmentConfig
+from entrega.net import Endpoint
+from entrega.routers.base import Router, Routes
+from entrega.routers.embedded.client import EmbeddedRouter
+from entrega.targets.base import HealthCheck, ReleaseRef, Target
+from entrega.targets.local import LocalTarget
+
+
+def _local_target(config: Config, env: EnvironmentConfig) -> Target:
+    health = config.run.health
+    return LocalTarget(
+        app=config.app, environment=env.name, command=config.run.command,
+        env=dict(config.run.env), instances=env.target.instances,
+        health=HealthCheck(path=health.path, interval_s=health.interval_s,
+                           timeout_s=health.timeout_s,
+                           healthy_threshold=health.healthy_threshold,
+                           unhealthy_threshold=health.unhealthy_threshold),
+        state_dir=config.state_path, host=env.target.host)
+
+
+def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
+    return EmbeddedRouter(name=f"{config.app}-{env.name}", listen=env.router.listen,
+                          preview_listen=env.router.preview_listen,
+                          state_dir=config.state_path, app=config.app)
+
+
+TARGETS: dict[str, Callable[[Config, EnvironmentConfig], Target]] = {"local": _local_target}
+ROUTERS: dict[str, Callable[[Config, EnvironmentConfig], Router]] = {
+    "embedded": _embedded_router}
+
+
+@dataclass
+class EnvironmentRuntime:
+    config: EnvironmentConfig
+    target: Target
+    router: Router
+    #: seconds an instance may take to finish its requests after SIGTERM
+    drain_s: float = 10.0
+    #: release version -> endpoints of its running instances (filled by start/observe)
+    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    #: release version -> why it cannot run (from a failed start)
+    start_errors: dict[str, str] = field(default_factory=dict)
+    #: instance key -> restarts already recorded as events
+    restarts_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def routes_for(self, weights: dict[str, int], preview: str | None) -> Routes:
+        """The route table that sends ``weights`` and ``preview`` to running instances.
+
+        A release with no known endpoints yet is left out of the table (it cannot take
+        traffic); the weights of the others are kept as they are.
+        """
+        wanted = set(weights) | ({preview} if preview else set())
+        backends = {v: self.endpoints[v] for v in sorted(wanted) if self.endpoints.get(v)}
+        return Routes(backends=backends,
+                      weights={v: w for v, w in weights.items() if v in backends},
+                      preview=preview if preview in backends else None)
+
+
+def build_runtime(config: Config, env: EnvironmentConfig) -> EnvironmentRuntime:
+    return EnvironmentRuntime(config=env, target=TARGETS[env.target.kind](config, env),
+                              router=ROUTERS[env.router.kind](config, env),
+                              drain_s=config.run.drain_s)
+
+
+def release_ref(app: str, version: str, digest: str, path: str | Path) -> ReleaseRef:
+    return ReleaseRef(app=app, version=version, digest=digest, path=Path(path))
