@@ -1,0 +1,96 @@
+"""Cumulative router counters -> one window's counts, and percentiles from histograms."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from entrega.analysis.window import compute_window, histogram_percentile
+from entrega.routers.base import LATENCY_BUCKETS_MS, ReleaseMetrics
+
+from .conftest import INF, N_BUCKETS, counts, hist, snapshot
+
+WINDOWS = [
+    pytest.param(None, None, False, (0, 0, ()), id="no-snapshot-yet-is-empty"),
+    pytest.param(None, snapshot(40, 2), False, (40, 2, hist((2, 40))),
+                 id="no-baseline-takes-latest-whole"),
+    pytest.param(snapshot(100, 3, hist((2, 90), (50, 10))),
+                 snapshot(160, 9, hist((2, 130), (50, 20), (INF, 10))), False,
+                 (60, 6, hist((2, 40), (50, 10), (INF, 10))), id="delta-of-counters"),
+    pytest.param(snapshot(100, 3), snapshot(100, 3), False, (0, 0, hist()),
+                 id="no-traffic-since-baseline"),
+    pytest.param(snapshot(500, 50), snapshot(20, 1), False, (20, 1, hist((2, 20))),
+                 id="requests-went-down-router-restarted"),
+    pytest.param(snapshot(100, 30), snapshot(120, 2), False, (120, 2, hist((2, 120))),
+                 id="errors-went-down-router-restarted"),
+    pytest.param(snapshot(100, 0, hist((50, 100))), snapshot(130, 0, hist((2, 130))), False,
+                 (130, 0, hist((2, 130))), id="bucket-went-down-router-restarted"),
+    pytest.param(snapshot(10, 1), snapshot(200, 5), True, (200, 5, hist((2, 200))),
+                 id="restart-flag-wins-over-higher-counters"),
+    pytest.param(ReleaseMetrics(), snapshot(25, 1), False, (25, 1, hist((2, 25))),
+                 id="baseline-before-any-traffic-has-no-buckets"),
+]
+
+
+@pytest.mark.parametrize(("baseline", "latest", "restarted", "expected"), WINDOWS)
+def test_compute_window(baseline, latest, restarted, expected):
+    w = compute_window(baseline, latest, router_restarted=restarted)
+    assert (w.requests, w.errors, w.latency_buckets) == expected
+    assert w.requests >= 0 and w.errors >= 0 and all(b >= 0 for b in w.latency_buckets)
+
+
+@pytest.mark.parametrize(("window", "expected"), [
+    pytest.param(counts(0), None, id="no-requests-no-rate"),
+    pytest.param(counts(50, 0), 0.0, id="clean"),
+    pytest.param(counts(50, 5), 0.1, id="one-in-ten"),
+])
+def test_error_rate(window, expected):
+    assert window.error_rate == expected
+
+
+PERCENTILES = [
+    pytest.param((), 0.5, None, id="no-buckets"),
+    pytest.param(hist(), 0.95, None, id="all-zero"),
+    pytest.param(hist((1, 100)), 0.5, 0.5, id="first-bucket-starts-at-zero"),
+    pytest.param(hist((2, 10)), 0.5, 1.5, id="uniform-within-a-bucket-median"),
+    pytest.param(hist((2, 10)), 0.0, 1.0, id="q0-is-the-lower-bound"),
+    pytest.param(hist((2, 10)), 1.0, 2.0, id="q1-is-the-upper-bound"),
+    pytest.param(hist((1, 50), (5, 50)), 0.5, 1.0, id="median-at-a-bucket-edge"),
+    pytest.param(hist((1, 50), (5, 50)), 0.75, 4.0, id="inside-the-second-bucket"),
+    pytest.param(hist((1, 50), (5, 50)), 0.99, 4.96, id="p99-near-the-top"),
+    pytest.param(hist((100, 40), (150, 60)), 0.95, 145.83333333333334, id="p95-interpolates"),
+    pytest.param(hist((INF, 7)), 0.5, 10_000.0, id="last-bucket-reports-its-lower-bound"),
+    pytest.param(hist((1, 99), (INF, 1)), 0.99, 1.0, id="p99-below-the-slow-tail"),
+    pytest.param(hist((1, 99), (INF, 1)), 1.0, 10_000.0, id="max-in-the-slow-tail"),
+]
+
+
+@pytest.mark.parametrize(("buckets", "q", "expected"), PERCENTILES)
+def test_histogram_percentile(buckets, q, expected):
+    result = histogram_percentile(buckets, q)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == pytest.approx(expected)
+
+
+def test_percentile_with_other_bounds():
+    assert histogram_percentile((0, 4, 0), 0.5, bounds=(10.0, 20.0)) == pytest.approx(15.0)
+    assert histogram_percentile((0, 0, 3), 0.5, bounds=(10.0, 20.0)) == 20.0
+
+
+def test_window_percentile_uses_the_router_buckets():
+    assert counts(10, buckets=hist((300, 10))).percentile_ms(0.5) == pytest.approx(250.0)
+
+
+@given(st.lists(st.integers(0, 1_000), min_size=N_BUCKETS, max_size=N_BUCKETS),
+       st.floats(0, 1), st.floats(0, 1))
+def test_percentiles_are_monotone_and_within_the_buckets(buckets, q1, q2):
+    lo, hi = sorted((q1, q2))
+    a, b = histogram_percentile(tuple(buckets), lo), histogram_percentile(tuple(buckets), hi)
+    if sum(buckets) == 0:
+        assert a is None and b is None
+        return
+    assert a is not None and b is not None
+    assert 0.0 <= a <= b + 1e-9 <= LATENCY_BUCKETS_MS[-1] + 1e-9
