@@ -1,0 +1,455 @@
+"""The ``local`` target: every instance is a supervised process on this machine.
+
+Each instance has a supervisor of its own (:mod:`entrega.targets.supervisor`), started
+detached, so instances outlive the controller: after a crash or ``kill -9`` of the
+controller, :meth:`LocalTarget.start` and :meth:`LocalTarget.observe` adopt them from
+their directories. Nothing about instances is kept in memory that is not also on disk::
+
+    STATE_DIR/run/ENVIRONMENT/VERSION/INSTANCE/
+        supervisor.json   supervisor and child pid, port, restarts, status (atomic writes)
+        events.jsonl      started / exited / restarted / stopping / killed / stopped
+        stdout.log stderr.log supervisor.log
+
+Logs stay after :meth:`LocalTarget.stop`: they are the release's record.
+
+Failures of the app itself (a command that is not found, an app that crashes at import)
+do not make :meth:`LocalTarget.start` fail: the supervisor keeps restarting the app with
+backoff, and :meth:`LocalTarget.ready` reports the instance not ready with a
+``last_error`` naming the exit code, the restart count and the tail of ``stderr.log``.
+That way an app that fails for a moment (a port still held, a database starting) heals by
+itself, and the controller's readiness deadline turns a permanent failure into a failed
+rollout with the reason attached. ``start`` raises :class:`TargetError` only when the
+instance cannot be supervised at all: the release directory is missing or the supervisor
+did not come up (its own log is quoted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from entrega.errors import TargetError
+from entrega.net import Endpoint, free_port
+from entrega.targets.base import (
+    HealthCheck,
+    InstanceHealth,
+    InstanceState,
+    Readiness,
+    ReleaseRef,
+    Target,
+)
+from entrega.targets.probe import HttpProbe
+from entrega.targets.supervisor import (
+    BACKOFF,
+    EXIT_ALREADY_SUPERVISED,
+    FAILED,
+    RUNNING,
+    STATE_FILE,
+    STDERR_LOG,
+    STOP_REQUEST_FILE,
+    STOPPED,
+    SUPERVISOR_LOG,
+    SupervisorState,
+    read_state,
+    write_json_atomically,
+)
+
+#: How long a new supervisor may take to start its app (a Python interpreter or two).
+SUPERVISOR_START_TIMEOUT_S = 15.0
+#: Slack on top of ``drain_s`` for a supervisor to kill its app and write its last state.
+STOP_GRACE_S = 5.0
+#: How often a waiting call re-reads the state files; they are tiny.
+POLL_INTERVAL_S = 0.02
+#: Lines of stderr quoted in errors: enough for a traceback's last frames and message.
+STDERR_TAIL_LINES = 8
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+class LocalTarget(Target):
+    """Runs ``instances`` copies of each release as supervised local processes.
+
+    ``command`` is a shell line run in the release directory with ``$PORT`` (and
+    ``ENTREGA_APP``, ``ENTREGA_VERSION``, ``ENTREGA_ENVIRONMENT``, ``ENTREGA_INSTANCE``)
+    set on top of the controller's environment and ``env``.
+    """
+
+    def __init__(
+        self,
+        *,
+        app: str,
+        environment: str,
+        command: str,
+        env: dict[str, str],
+        instances: int,
+        health: HealthCheck,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if instances < 1:
+            raise TargetError(f"local target of {environment}: instances must be at least 1")
+        _check_name("environment", environment)
+        self.app = app
+        self.environment = environment
+        self.command = command
+        self.env = dict(env)
+        self.instances = instances
+        self.health = health
+        self.host = host
+        self.run_dir = state_dir.resolve() / "run" / environment
+        self._probes: dict[str, list[HttpProbe]] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def release_dir(self, version: str) -> Path:
+        _check_name("version", version)
+        return self.run_dir / version
+
+    def instance_dir(self, version: str, instance: int) -> Path:
+        return self.release_dir(version) / str(instance)
+
+    def _instance_dirs(self, version: str) -> list[Path]:
+        release_dir = self.release_dir(version)
+        if not release_dir.is_dir():
+            return []
+        return sorted((d for d in release_dir.iterdir() if (d / STATE_FILE).exists()),
+                      key=lambda d: (len(d.name), d.name))
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def start(self, *, release: ReleaseRef) -> list[Endpoint]:
+        """Start the release's instances, or adopt the running ones (same ports and pids).
+
+        Returns once every supervisor has started its app process; whether the app
+        answers is :meth:`ready`'s business. Raises :class:`TargetError` when the release
+        directory is missing or a supervisor cannot start.
+        """
+        if not release.path.is_dir():
+            raise TargetError(
+                f"cannot start {release.app} {release.version} in {self.environment}: "
+                f"release directory {release.path} does not exist",
+                hint="unpack the release's artifact there first")
+        endpoints = list(await asyncio.gather(
+            *(self._start_instance(release, i) for i in range(self.instances))))
+        probes = self._probes.get(release.version)
+        if probes is not None and [p.endpoint for p in probes] != endpoints:
+            await self._cancel_probes(release.version)  # re-created by the next ready()
+        return endpoints
+
+    async def _start_instance(self, release: ReleaseRef, instance: int) -> Endpoint:
+        directory = self.instance_dir(release.version, instance)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = read_state(directory)
+        if state is None or not supervisor_alive(state.supervisor_pid, directory):
+            # Coming back on the old port keeps the routes that still point at it valid.
+            port = (state.port if state is not None and _port_is_free(self.host, state.port)
+                    else free_port(self.host))
+            env = self._app_env(release, instance, port)
+            code = await asyncio.to_thread(self._spawn_supervisor, release, directory, port, env)
+            if code == EXIT_ALREADY_SUPERVISED:
+                await self._wait_for_other_supervisor(release, directory)
+            state = await self._wait_until_spawned(release, directory)
+        return Endpoint(self.host, state.port, str(instance))
+
+    def _app_env(self, release: ReleaseRef, instance: int, port: int) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.env,
+            "PORT": str(port),
+            "ENTREGA_APP": release.app,
+            "ENTREGA_VERSION": release.version,
+            "ENTREGA_ENVIRONMENT": self.environment,
+            "ENTREGA_INSTANCE": str(instance),
+        }
+
+    def _spawn_supervisor(self, release: ReleaseRef, directory: Path, port: int,
+                          env: dict[str, str]) -> int:
+        """Run the supervisor, which detaches; its first process exits once it is set up.
+
+        Returns 0, or :data:`EXIT_ALREADY_SUPERVISED` when another controller started the
+        instance at the same moment; raises :class:`TargetError` otherwise.
+        """
+        argv = [sys.executable, "-m", "entrega.targets.supervisor",
+                "--dir", str(directory), "--port", str(port),
+                "--cwd", str(release.path.resolve()), "--", self.command]
+        with open(directory / SUPERVISOR_LOG, "ab") as log:
+            process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=log, start_new_session=True)
+        try:
+            code = process.wait(timeout=SUPERVISOR_START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise TargetError(
+                f"the supervisor of {self._where(release.version, directory)} did not start "
+                f"within {SUPERVISOR_START_TIMEOUT_S:g} s"
+                + _quote_tail(directory / SUPERVISOR_LOG),
+                hint="is the machine overloaded?") from None
+        if code in (0, EXIT_ALREADY_SUPERVISED):
+            return code
+        raise TargetError(
+            f"cannot start the supervisor of {self._where(release.version, directory)}: "
+            f"it exited with code {code}" + _quote_tail(directory / SUPERVISOR_LOG))
+
+    async def _wait_for_other_supervisor(self, release: ReleaseRef, directory: Path) -> None:
+        def supervised() -> bool:
+            state = read_state(directory)
+            return state is not None and supervisor_alive(state.supervisor_pid, directory)
+
+        if not await _poll_until(supervised, SUPERVISOR_START_TIMEOUT_S):
+            raise TargetError(
+                f"{self._where(release.version, directory)} is locked by a supervisor that "
+                "does not write its state", hint=f"look for stray processes holding {directory}")
+
+    async def _wait_until_spawned(self, release: ReleaseRef, directory: Path) -> SupervisorState:
+        """Wait until the supervisor has started the app once (it may have exited since)."""
+        state: SupervisorState | None = None
+
+        def spawned() -> bool:
+            nonlocal state
+            state = read_state(directory)
+            if state is None:
+                return False
+            if state.status in (RUNNING, BACKOFF):
+                return True
+            if state.status == FAILED or not supervisor_alive(state.supervisor_pid, directory):
+                raise TargetError(
+                    f"the supervisor of {self._where(release.version, directory)} died "
+                    f"before starting the app (status {state.status}"
+                    + (f": {state.error}" if state.error else "") + ")"
+                    + _quote_tail(directory / SUPERVISOR_LOG) + _quote_tail(directory / STDERR_LOG))
+            return False
+
+        if not await _poll_until(spawned, SUPERVISOR_START_TIMEOUT_S):
+            raise TargetError(
+                f"the supervisor of {self._where(release.version, directory)} did not start "
+                f"the app within {SUPERVISOR_START_TIMEOUT_S:g} s"
+                + _quote_tail(directory / SUPERVISOR_LOG), hint="is the machine overloaded?")
+        assert state is not None
+        return state
+
+    # -- readiness -------------------------------------------------------------------------
+
+    async def ready(self, *, release: ReleaseRef) -> Readiness:
+        """A snapshot of continuous probing; the first call starts the probes.
+
+        Ready when every instance has passed ``healthy_threshold`` probes in a row (and not
+        failed ``unhealthy_threshold`` in a row since). Never waits on the network.
+        """
+        probes = self._probes.get(release.version)
+        if probes is None:
+            endpoints = self._known_endpoints(release.version)
+            if not endpoints:
+                return Readiness(ready=False, detail=(
+                    f"{release.app} {release.version} has no instances in "
+                    f"{self.environment}; start it first"))
+            if self._client is None:
+                self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+            probes = [HttpProbe(client=self._client, endpoint=e, health=self.health)
+                      for e in endpoints]
+            for probe in probes:
+                probe.start()
+            self._probes[release.version] = probes
+        snapshots = tuple(self._explain(release.version, p.snapshot()) for p in probes)
+        healthy = sum(1 for s in snapshots if s.healthy)
+        return Readiness(
+            ready=len(snapshots) >= self.instances and healthy == len(snapshots),
+            instances=snapshots,
+            detail=f"{healthy}/{len(snapshots)} instances of {release.version} healthy",
+        )
+
+    def _known_endpoints(self, version: str) -> list[Endpoint]:
+        endpoints = []
+        for directory in self._instance_dirs(version):
+            state = read_state(directory)
+            if state is not None and state.status != STOPPED:
+                endpoints.append(Endpoint(self.host, state.port, directory.name))
+        return endpoints
+
+    def _explain(self, version: str, health: InstanceHealth) -> InstanceHealth:
+        """Add what the supervisor knows to a failing probe's error (exit code, stderr)."""
+        if health.healthy or health.last_error is None:
+            return health
+        directory = self.release_dir(version) / health.endpoint.instance
+        state = read_state(directory)
+        if state is None:
+            return health
+        notes = []
+        if not supervisor_alive(state.supervisor_pid, directory):
+            notes.append(f"the supervisor is not running (last status {state.status})")
+        elif state.status == BACKOFF:
+            notes.append(f"the app exited with code {state.last_exit_code} and is being "
+                         f"restarted ({state.restarts} restarts so far)")
+        elif state.restarts:
+            notes.append(f"the app has been restarted {state.restarts} times, last exit code "
+                         f"{state.last_exit_code}")
+        if not notes:
+            return health
+        # The current run's output if it has any (a crash loop repeats itself), else the log's.
+        stderr = (_quote_tail(directory / STDERR_LOG, start=state.stderr_offset)
+                  or _quote_tail(directory / STDERR_LOG))
+        error = f"{health.last_error}; {'; '.join(notes)}{stderr}"
+        return dataclasses.replace(health, last_error=error)
+
+    async def _cancel_probes(self, version: str) -> None:
+        for probe in self._probes.pop(version, []):
+            await probe.cancel()
+
+    # -- stop ------------------------------------------------------------------------------
+
+    async def stop(self, *, release: ReleaseRef, drain_s: float) -> None:
+        """SIGTERM every instance, SIGKILL those still running after ``drain_s`` seconds.
+
+        Idempotent: instances already stopped (or never started) are skipped. Returns once
+        every supervisor and app process of the release has exited. Logs stay.
+        """
+        await self._cancel_probes(release.version)
+        await asyncio.gather(*(self._stop_instance(release.version, d, drain_s)
+                               for d in self._instance_dirs(release.version)))
+
+    async def _stop_instance(self, version: str, directory: Path, drain_s: float) -> None:
+        state = read_state(directory)
+        if state is None or not supervisor_alive(state.supervisor_pid, directory):
+            return
+        write_json_atomically(directory / STOP_REQUEST_FILE,
+                              {"drain_s": drain_s, "requested_at": time.time()})
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.supervisor_pid, signal.SIGTERM)
+        pid = state.supervisor_pid
+        if await _poll_until(lambda: not supervisor_alive(pid, directory), drain_s + STOP_GRACE_S):
+            return
+        # The supervisor is stuck (stopped by a debugger, a bug): kill it and its app.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        latest = read_state(directory) or state
+        if latest.child_pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(latest.child_pid, signal.SIGKILL)
+        if not await _poll_until(lambda: not supervisor_alive(pid, directory), STOP_GRACE_S):
+            raise TargetError(f"cannot stop {self._where(version, directory)}: supervisor "
+                              f"{pid} survives SIGKILL")
+        stopped = dataclasses.replace(
+            latest, status=STOPPED, child_pid=None, updated_at=time.time(),
+            error=f"killed by the controller after {drain_s + STOP_GRACE_S:g} s")
+        write_json_atomically(directory / STATE_FILE, dataclasses.asdict(stopped))
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def observe(self) -> list[InstanceState]:
+        """Every instance directory of this environment; ``alive`` means supervised now.
+
+        A supervised instance may be between two runs of its app (``extra["status"]`` is
+        ``"backoff"``, ``pid`` is None). ``pid`` is the app's; the supervisor's is in
+        ``extra["supervisor_pid"]``.
+        """
+        if not self.run_dir.is_dir():
+            return []
+        observed = []
+        for release_dir in sorted(self.run_dir.iterdir()):
+            for directory in self._instance_dirs(release_dir.name):
+                state = read_state(directory)
+                if state is None:
+                    continue
+                alive = (state.status != STOPPED
+                         and supervisor_alive(state.supervisor_pid, directory))
+                observed.append(InstanceState(
+                    version=release_dir.name,
+                    instance=directory.name,
+                    endpoint=Endpoint(self.host, state.port, directory.name),
+                    alive=alive,
+                    pid=state.child_pid if alive else None,
+                    restarts=state.restarts,
+                    started_at=state.started_at,
+                    extra={"status": state.status if alive or state.status == STOPPED
+                           else "lost",
+                           "supervisor_pid": state.supervisor_pid,
+                           "last_exit_code": state.last_exit_code,
+                           "directory": str(directory)},
+                ))
+        return observed
+
+    async def close(self) -> None:
+        """Stop probing and close the HTTP client; the instances keep running."""
+        for version in list(self._probes):
+            await self._cancel_probes(version)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _where(self, version: str, directory: Path) -> str:
+        return f"{self.app} {version} instance {directory.name} in {self.environment} ({directory})"
+
+
+def supervisor_alive(pid: int, instance_dir: Path) -> bool:
+    """True when ``pid`` runs and is the supervisor of ``instance_dir`` (not a reused pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): trust the pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # A zombie has an empty command line, so it counts as dead, as it should.
+    return b"entrega.targets.supervisor" in argv and os.fsencode(instance_dir) in argv
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As servers do, so that connections of a previous run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _check_name(what: str, name: str) -> None:
+    if not _SAFE_NAME.match(name):
+        raise TargetError(f"the local target cannot use {what} {name!r} as a directory name",
+                          hint="use letters, digits, '.', '_', '+' and '-'")
+
+
+def _quote_tail(path: Path, *, start: int = 0) -> str:
+    """The last lines of a log (from byte ``start`` on), formatted to end an error message."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(start, f.tell() - 4096))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line for line in text.splitlines() if line.strip()][-STDERR_TAIL_LINES:]
+    if not lines:
+        return ""
+    return f"; {path.name} ends with:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+async def _poll_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Re-check ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(POLL_INTERVAL_S)
+    return True
