@@ -1,0 +1,214 @@
+"""``EmbeddedRouter``: the controller's handle on one embedded router process.
+
+Files of a router named ``name`` live in ``state_dir/routers/<name>/``:
+
+    routes.json   the last route table (the router reads it when it starts)
+    router.pid    its pid, written once it is ready
+    router.log    its stdout/stderr (startup errors, drain summary; no per-request lines)
+    router.sock   the control socket
+
+A unix socket path must fit in 108 bytes (``sun_path``). When ``state_dir`` is too deep
+for that, the socket goes to ``/tmp/entrega-<hash>.sock`` instead, where ``<hash>`` is the
+first 16 hex digits of sha256 of the preferred path: stable, so a restarted controller
+finds the same socket again.
+
+The router is started detached (its own session, no inherited stdin) so it survives the
+controller, even ``kill -9`` of it. ``ensure_running`` adopts a router that answers on the
+control socket, and starts one otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from entrega.errors import RouterError, RouterUnreachable
+from entrega.routers.base import ReleaseMetrics, Router, RouterMetrics, Routes
+
+#: AF_UNIX sun_path is 108 bytes including the terminating NUL; keep a margin.
+MAX_SOCKET_PATH = 100
+START_TIMEOUT_S = 15.0
+#: POST /shutdown waits for the drain (10 s by default) plus process exit.
+STOP_TIMEOUT_S = 20.0
+_POLL_S = 0.02
+
+
+def control_socket_path(router_dir: Path) -> Path:
+    preferred = router_dir / "router.sock"
+    if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(os.fsencode(preferred.absolute())).hexdigest()[:16]
+    return Path("/tmp") / f"entrega-{digest}.sock"
+
+
+class EmbeddedRouter(Router):
+    """Start, adopt, configure and stop one embedded router process.
+
+    Every method is idempotent. Control calls raise ``RouterUnreachable`` (temporary)
+    when the router does not answer, ``RouterError`` when it refuses a request.
+    """
+
+    def __init__(self, *, name: str, listen: str, preview_listen: str | None,
+                 state_dir: Path, app: str = "", upstream_timeout_s: float = 60.0,
+                 header_timeout_s: float = 30.0, client_idle_timeout_s: float = 75.0,
+                 control_timeout_s: float = 10.0) -> None:
+        self.name = name
+        self.listen = listen
+        self.preview_listen = preview_listen
+        self.app = app
+        self.dir = Path(state_dir) / "routers" / name
+        self.socket_path = control_socket_path(self.dir)
+        self.state_path = self.dir / "routes.json"
+        self.pid_path = self.dir / "router.pid"
+        self.log_path = self.dir / "router.log"
+        self.upstream_timeout_s = upstream_timeout_s
+        self.header_timeout_s = header_timeout_s
+        self.client_idle_timeout_s = client_idle_timeout_s
+        self.control_timeout_s = control_timeout_s
+        self._client: httpx.AsyncClient | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- Router ------------------------------------------------------------------------------
+
+    async def ensure_running(self) -> None:
+        health = await self._health()
+        if health is not None:
+            self._check_adopted(health)
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        cmd = [sys.executable, "-m", "entrega.routers.embedded", "--listen", self.listen,
+               "--control", str(self.socket_path), "--state", str(self.state_path),
+               "--pidfile", str(self.pid_path), "--app", self.app,
+               "--upstream-timeout-s", str(self.upstream_timeout_s),
+               "--header-timeout-s", str(self.header_timeout_s),
+               "--idle-timeout-s", str(self.client_idle_timeout_s)]
+        if self.preview_listen:
+            cmd += ["--preview-listen", self.preview_listen]
+        with open(self.log_path, "ab") as log:
+            self._proc = proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if await self._health() is not None:
+                return
+            code = proc.poll()
+            if code is not None:
+                raise RouterError(
+                    f"embedded router {self.name!r} ({self.listen}) exited with code {code} "
+                    f"while starting: {self._log_tail(log_offset)}",
+                    hint=f"full log: {self.log_path}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RouterError(
+                    f"embedded router {self.name!r} ({self.listen}) did not answer on "
+                    f"{self.socket_path} within {START_TIMEOUT_S:g} s: "
+                    f"{self._log_tail(log_offset)}", hint=f"full log: {self.log_path}")
+            await asyncio.sleep(_POLL_S)
+
+    async def set_routes(self, routes: Routes) -> None:
+        await self._call("PUT", "/routes", json=routes.to_dict())
+
+    async def get_routes(self) -> Routes:
+        return Routes.from_dict(await self._call("GET", "/routes"))
+
+    async def metrics(self) -> RouterMetrics:
+        data = await self._call("GET", "/metrics")
+        releases = data.get("releases") or {}
+        assert isinstance(releases, dict)
+        return RouterMetrics(
+            started_at=float(data["started_at"]),
+            releases={version: ReleaseMetrics(
+                requests=m["requests"], errors_5xx=m["errors_5xx"],
+                latency_buckets=tuple(m["latency_buckets"]),
+                latency_sum_ms=m["latency_sum_ms"], inflight=m["inflight"],
+                samples_ms=tuple(m["samples_ms"]), samples_total=m["samples_total"],
+            ) for version, m in releases.items()})
+
+    async def shutdown(self) -> None:
+        """Drain and stop the router; returns once it has exited (or was not running)."""
+        try:
+            await self._call("POST", "/shutdown")
+        except RouterUnreachable:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while await self._health() is not None:
+            if time.monotonic() > deadline:
+                raise RouterError(f"embedded router {self.name!r} still answers "
+                                  f"{STOP_TIMEOUT_S:g} s after POST /shutdown",
+                                  hint=f"see {self.log_path}")
+            await asyncio.sleep(_POLL_S)
+        if self._proc is not None:
+            await asyncio.to_thread(self._proc.wait, STOP_TIMEOUT_S)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The pid from the pidfile, if the router wrote one."""
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    async def _health(self) -> dict[str, object] | None:
+        if not self.socket_path.exists():
+            return None
+        try:
+            return await self._call("GET", "/health")
+        except RouterError:
+            return None
+
+    def _check_adopted(self, health: dict[str, object]) -> None:
+        if health.get("listen") != self.listen or (
+                health.get("preview_listen") or None) != (self.preview_listen or None):
+            raise RouterError(
+                f"embedded router {self.name!r} already runs (pid {health.get('pid')}) on "
+                f"{health.get('listen')} (preview {health.get('preview_listen')}), not on "
+                f"{self.listen} (preview {self.preview_listen})",
+                hint="shut it down to restart it with the new addresses")
+
+    async def _call(self, method: str, path: str, *,
+                    json: object | None = None) -> dict[str, Any]:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+                base_url="http://entrega-router", timeout=self.control_timeout_s)
+        try:
+            response = await self._client.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            raise RouterUnreachable(
+                f"embedded router {self.name!r} does not answer on {self.socket_path}: "
+                f"{type(exc).__name__}: {exc}", hint=f"see {self.log_path}") from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"error": response.text}
+        if response.status_code != 200 or not isinstance(data, dict):
+            error = data.get("error") if isinstance(data, dict) else data
+            raise RouterError(f"embedded router {self.name!r}: {method} {path} answered "
+                              f"{response.status_code}: {error}")
+        return data
+
+    def _log_tail(self, offset: int, max_lines: int = 10) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        lines = [line for line in text.splitlines() if line.strip()][-max_lines:]
+        return " | ".join(lines) or "(log is empty)"

@@ -1,0 +1,131 @@
+"""The router's control API: HTTP/1.1 + JSON on a unix socket, for the controller only.
+
+    GET  /health     {"ok": true, "pid", "listen", "preview_listen", "app"}
+    GET  /routes     Routes.to_dict(), with ``draining`` {release: requests in flight}
+    PUT  /routes     body Routes.to_dict(); validated, persisted, then applied; 200 {"ok"}
+    GET  /metrics    {"started_at", "releases": {version: ReleaseMetrics fields}}
+    POST /shutdown   200 at once, then drain and exit
+
+The socket file is created mode 0600: whoever can reach it can reroute all traffic.
+Not on the data path, so it uses asyncio streams and a minimal parser: one request per
+read of the head, Content-Length bodies only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from entrega.routers.embedded.proxy import Proxy
+from entrega.routers.embedded.state import parse_routes, save_routes
+from entrega.routers.embedded.table import validate_routes
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            411: "Length Required", 413: "Content Too Large", 500: "Internal Server Error"}
+
+
+class ControlServer:
+    def __init__(self, proxy: Proxy, *, state_path: Path, info: dict[str, object],
+                 on_shutdown: Callable[[], None]) -> None:
+        self.proxy = proxy
+        self.state_path = state_path
+        self.info = info
+        self.on_shutdown = on_shutdown
+        self._lock = asyncio.Lock()
+
+    async def start(self, path: str) -> asyncio.AbstractServer:
+        old_umask = os.umask(0o177)
+        try:
+            return await asyncio.start_unix_server(self._serve, path=path)
+        finally:
+            os.umask(old_umask)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split(" ")
+                if len(parts) != 3:
+                    await self._answer(writer, 400, {"error": "malformed request line"}, False)
+                    return
+                method, target, _ = parts
+                headers = {}
+                for line in lines[1:]:
+                    name, sep, value = line.partition(":")
+                    if sep:
+                        headers[name.strip().lower()] = value.strip()
+                keep = headers.get("connection", "").lower() != "close"
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    await self._answer(writer, 411, {"error": "send a Content-Length body"}, False)
+                    return
+                length = int(headers.get("content-length", "0") or 0)
+                if length > MAX_BODY_BYTES:
+                    await self._answer(writer, 413, {"error": "body too large"}, False)
+                    return
+                body = await reader.readexactly(length) if length else b""
+                status, payload = await self._dispatch(method, target.split("?")[0], body)
+                await self._answer(writer, status, payload, keep)
+                if method == "POST" and target == "/shutdown" and status == 200:
+                    self.on_shutdown()
+                    return
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError):
+            return
+        finally:
+            writer.close()
+
+    async def _answer(self, writer: asyncio.StreamWriter, status: int, payload: object,
+                      keep: bool) -> None:
+        body = json.dumps(payload).encode()
+        writer.write(
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n".encode() + body)
+        await writer.drain()
+
+    async def _dispatch(self, method: str, path: str, body: bytes) -> tuple[int, object]:
+        proxy = self.proxy
+        if path == "/health":
+            return 200, {"ok": True, "pid": os.getpid(), **self.info}
+        if path == "/routes":
+            if method == "GET":
+                data = proxy.table.routes.to_dict()
+                data["draining"] = proxy.draining()
+                return 200, data
+            if method == "PUT":
+                return await self._put_routes(body)
+            return 405, {"error": f"{method} /routes: use GET or PUT"}
+        if path == "/metrics":
+            return 200, proxy.metrics.to_dict()
+        if path == "/shutdown":
+            if method != "POST":
+                return 405, {"error": "use POST /shutdown"}
+            return 200, {"ok": True, "draining": len(proxy.clients)}
+        return 404, {"error": f"no such endpoint {path}; try /health /routes /metrics /shutdown"}
+
+    async def _put_routes(self, body: bytes) -> tuple[int, object]:
+        try:
+            routes = parse_routes(body)
+        except ValueError as exc:
+            return 400, {"error": f"PUT /routes: {exc}"}
+        async with self._lock:  # one writer at a time: the file and the table agree
+            try:
+                validate_routes(routes)  # before persisting: the file only holds valid tables
+            except ValueError as exc:
+                return 400, {"error": f"PUT /routes: invalid route table: {exc}"}
+            try:
+                await asyncio.to_thread(save_routes, self.state_path, routes)
+            except OSError as exc:
+                return 500, {"error": f"cannot persist routes to {self.state_path}: {exc}"}
+            self.proxy.apply(routes)
+        return 200, {"ok": True}

@@ -1,0 +1,434 @@
+"""The embedded router's data path: client connections and the state they share.
+
+Requests on one client connection are answered strictly in order. The parser may run
+ahead into pipelined requests that arrived in the same read; those wait in ``queue``
+(bodies held in their own buffers) and reading pauses until the pending answer is out,
+so no request's bytes ever reach another request's upstream.
+
+Nothing here logs per request or awaits per request: a request on a pooled upstream
+connection is handled entirely in protocol callbacks. Timeouts are enforced by one sweep
+per ``sweep_interval_s`` over all connections instead of a timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from entrega.routers.base import Routes
+from entrega.routers.embedded import wire
+from entrega.routers.embedded.exchange import Exchange
+from entrega.routers.embedded.metrics import MetricsRegistry
+from entrega.routers.embedded.pool import PoolRegistry
+from entrega.routers.embedded.table import RouteTable
+
+log = logging.getLogger("entrega.router")
+
+_NO_NAMES: frozenset[bytes] = frozenset()
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing an oversized request head."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    #: a client must send a whole request head within this time (slowloris guard)
+    header_timeout_s: float = 30.0
+    #: idle keep-alive client connections are closed after this; above the 60 s idle
+    #: timeout of common load balancers in front of us, so they close first
+    client_idle_timeout_s: float = 75.0
+    #: an upstream that has not started its answer by then gets a 504
+    upstream_timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    #: larger request heads are answered 431 (nginx and HAProxy use 8-64 KiB)
+    max_header_bytes: int = 65536
+    #: request bodies up to this size are held so the request can be retried once
+    replay_max_bytes: int = 65536
+    #: below the 5 s keep-alive timeout of uvicorn and Node, so the upstream rarely
+    #: closes a pooled connection just as we reuse it
+    upstream_idle_timeout_s: float = 4.0
+    max_idle_per_endpoint: int = 256
+
+    @property
+    def sweep_interval_s(self) -> float:
+        return max(0.05, min(1.0, self.upstream_timeout_s / 4, self.header_timeout_s / 4,
+                             self.upstream_idle_timeout_s / 4))
+
+
+class Proxy:
+    """State shared by every connection of one router process."""
+
+    def __init__(self, settings: ProxySettings, *, app: str = "") -> None:
+        self.settings = settings
+        self.app = app
+        self.loop = asyncio.get_running_loop()
+        self.pools = PoolRegistry(max_idle_per_endpoint=settings.max_idle_per_endpoint)
+        self.metrics = MetricsRegistry()
+        self.table = self._compile(Routes())
+        self.clients: set[ClientConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _compile(self, routes: Routes) -> RouteTable:
+        return RouteTable(routes, pool_for=self.pools.get, stats_for=self.metrics.for_release,
+                          app=self.app)
+
+    def apply(self, routes: Routes) -> None:
+        """Swap the route table (raises ValueError, leaving the old one, if invalid)."""
+        table = self._compile(routes)
+        self.table = table
+        self.pools.retain(table.endpoints())
+        self.metrics.forget_old(set(routes.backends))
+
+    def draining(self) -> dict[str, int]:
+        """Releases no longer routed that still have requests in flight."""
+        routed = self.table.routes.backends
+        return {version: stats.inflight for version, stats in self.metrics.releases.items()
+                if version not in routed and stats.inflight > 0}
+
+    def protocol_factory(self, *, preview: bool) -> Callable[[], ClientConnection]:
+        return lambda: ClientConnection(self, preview)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def sweep_forever(self) -> None:
+        interval_s = self.settings.sweep_interval_s
+        while True:
+            await asyncio.sleep(interval_s)
+            self.sweep(self.loop.time())
+
+    def sweep(self, now: float) -> None:
+        for client in list(self.clients):
+            client.check_deadlines(now)
+        self.pools.expire(now - self.settings.upstream_idle_timeout_s)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Close idle connections, let the others finish their request; returns how many
+        connections were still open at the deadline (and were then closed)."""
+        for client in list(self.clients):
+            client.start_closing()
+        deadline = self.loop.time() + timeout_s
+        while self.clients and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        left = len(self.clients)
+        for client in list(self.clients):
+            client.transport.abort()
+        self.pools.close()
+        return left
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = ("proxy", "preview", "transport", "parser", "peer_ip", "host_header", "url",
+                 "headers", "reading", "active", "queue", "paused", "write_paused", "in_head",
+                 "head_bytes", "head_seen", "deadline", "closing", "closed", "tunnel", "upgrading",
+                 "_advancing")
+
+    def __init__(self, proxy: Proxy, preview: bool) -> None:
+        self.proxy = proxy
+        self.preview = preview
+        self.transport: asyncio.Transport = cast(asyncio.Transport, None)
+        self.parser = HttpRequestParser(self)
+        self.peer_ip = b""
+        self.host_header = b""
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reading: Exchange | None = None   # the request being parsed
+        self.active: Exchange | None = None    # the request being answered
+        self.queue: deque[Exchange] = deque()  # parsed requests waiting for ``active``
+        self.paused = 0
+        self.write_paused = False
+        self.in_head = False
+        self.head_bytes = 0  # url + header lines of the request head being parsed
+        self.head_seen = 0   # bytes received while a head is incomplete (bounds memory)
+        self.deadline = 0.0
+        self.closing = False  # answer what was asked, then close (drain, bad bytes)
+        self.closed = False
+        self.tunnel: Exchange | None = None
+        self.upgrading: Exchange | None = None
+        self._advancing = False
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = str(peer[0]).encode() if peer else b"unknown"
+        self.proxy.clients.add(self)
+        self.deadline = self.proxy.loop.time() + self.proxy.settings.header_timeout_s
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.proxy.clients.discard(self)
+        active, self.active = self.active, None
+        if active is not None:
+            active.client_gone()
+        self.queue.clear()
+        self.reading = self.tunnel = self.upgrading = None
+
+    def eof_received(self) -> bool:
+        # A client that closes while its answer is pending has given up on it (nginx and
+        # HAProxy treat it so too): close, which aborts the upstream request.
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        active = self.active
+        if active is not None and active.upstream is not None:
+            active.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        active = self.active
+        if active is not None and active.upstream is not None:
+            active.upstream.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.tunnel_to_upstream(data)
+            return
+        if self.in_head:
+            self.head_seen += len(data)
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self._upgraded(data[exc.args[0]:])
+        except HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._refuse(431, f"request head larger than "
+                                  f"{self.proxy.settings.max_header_bytes} bytes")
+            else:
+                log.exception("router bug while parsing a request")
+                self._refuse(500, "internal error of the router")
+            return
+        except HttpParserError as exc:
+            self._refuse(400, f"malformed HTTP request: {exc}")
+            return
+        if self.in_head and self.head_seen > self.proxy.settings.max_header_bytes:
+            self._refuse(431, f"request head larger than "
+                              f"{self.proxy.settings.max_header_bytes} bytes")
+            return
+        active = self.active
+        if active is not None and active.out and active.upstream is not None:
+            active.flush()
+
+    # -- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_bytes = self.head_seen = 0
+        self.url = b""
+        self.headers = []
+        if self.active is None:
+            self.deadline = self.proxy.loop.time() + self.proxy.settings.header_timeout_s
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        self.head_bytes += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.deadline = 0.0
+        if self.head_bytes > self.proxy.settings.max_header_bytes:
+            raise _HeadTooLarge  # stops the parser; data_received answers 431
+        parser = self.parser
+        table = self.proxy.table
+        method = parser.get_method()
+        cohort = None if self.preview else table.cohort
+        wanted = cohort.header_names if cohort is not None else _NO_NAMES
+        cohort_values: dict[bytes, bytes] = {}
+        out = [method, b" ", self.url, wire.HTTP11]
+        xff = b""
+        host = chunked = False
+        connection: list[bytes] | None = None
+        upgrade_to = b""
+        special = wire.REQUEST_SPECIAL
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname in wanted:
+                seen = cohort_values.get(lname)
+                cohort_values[lname] = value if seen is None else seen + b"; " + value
+            kind = special.get(lname)
+            if kind is None:
+                out += (name, wire.COLON, value, wire.CRLF)
+            elif kind == wire.HOST or kind == wire.CONTENT_LENGTH:
+                host = host or kind == wire.HOST
+                out += (name, wire.COLON, value, wire.CRLF)
+            elif kind == wire.XFF:
+                xff = value if not xff else xff + b", " + value
+            elif kind == wire.TRANSFER_ENCODING:
+                chunked = True
+                out += (name, wire.COLON, value, wire.CRLF)
+            elif kind == wire.CONNECTION:
+                if connection is None:
+                    connection = []
+                connection.append(value)
+            elif kind == wire.UPGRADE:
+                upgrade_to = value
+        if connection is not None:
+            names = wire.named_hop_headers(connection)
+            if names:
+                kept = out[:4]
+                for i in range(4, len(out), 4):
+                    if out[i].lower() not in names:
+                        kept += out[i:i + 4]
+                out = kept
+        if not host:
+            out.append(self._host_header())
+        out += (b"X-Forwarded-For: ", xff + b", " + self.peer_ip if xff else self.peer_ip,
+                wire.CRLF, wire.XFP_HTTP)
+        upgrade = parser.should_upgrade() and method != b"CONNECT"
+        if upgrade:
+            out += (wire.CONN_UPGRADE, b"Upgrade: ", upgrade_to, wire.CRLF)
+        out.append(wire.CRLF)
+
+        if self.preview:
+            route = table.preview
+        elif cohort is not None and table.cohort_route is not None and cohort.matches(
+                cohort_values):
+            route = table.cohort_route
+        else:
+            route = table.pick()
+        exchange = Exchange(
+            self, route, b"".join(out), is_head=method == b"HEAD", chunked=chunked,
+            keep_alive=parser.should_keep_alive() and not upgrade and method != b"CONNECT",
+            http10=parser.get_http_version() == "1.0", upgrade=upgrade,
+            refuse=405 if method == b"CONNECT" else 0)
+        if upgrade:
+            self.upgrading = exchange
+        self.reading = exchange
+        if self.active is None:
+            self.active = exchange
+            exchange.start()
+        else:
+            self.queue.append(exchange)
+
+    def on_body(self, body: bytes) -> None:
+        if self.reading is not None:
+            self.reading.send_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.reading
+        self.reading = None
+        if exchange is not None:
+            exchange.request_complete()
+        if self.queue:
+            # A pipelined request waits for the one being answered; read nothing more.
+            # (While only the active request is pending, reading goes on so that a
+            # client giving up is noticed at once.)
+            self.pause(wire.PAUSE_PIPELINE)
+
+    # -- used by Exchange ----------------------------------------------------------------------
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.transport.close()
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        if exchange is not self.active or self.closed:
+            return
+        self.active = None
+        if not exchange.keep_alive:
+            self.transport.close()
+            return
+        self._advance()
+
+    def check_deadlines(self, now: float) -> None:
+        active = self.active
+        if active is None:
+            if self.deadline and now > self.deadline:
+                self.close()  # idle keep-alive, or a request head too slow to arrive
+        elif active.deadline and now > active.deadline:
+            active.fail(504, f"release {active.version}: upstream did not answer within "
+                             f"{self.proxy.settings.upstream_timeout_s:g} s")
+
+    def start_closing(self) -> None:
+        self.closing = True
+        if self.active is None and not self.in_head:
+            self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Start the next queued request, or go idle."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            queue = self.queue
+            while queue:
+                exchange = queue.popleft()
+                self.active = exchange
+                exchange.start()
+                if self.closed or self.transport.is_closing():
+                    return
+                if self.active is not None:
+                    if not exchange.req_done or not queue:
+                        self.resume(wire.PAUSE_PIPELINE)
+                    return
+        finally:
+            self._advancing = False
+        if self.closing or self.paused & wire.PAUSE_BROKEN:
+            self.transport.close()
+            return
+        if not self.in_head:
+            self.deadline = self.proxy.loop.time() + self.proxy.settings.client_idle_timeout_s
+        self.resume(wire.PAUSE_PIPELINE)
+
+    def _upgraded(self, rest: bytes) -> None:
+        exchange = self.upgrading
+        self.upgrading = None
+        if exchange is None:
+            self.close()
+            return
+        self.tunnel = exchange
+        if rest:
+            exchange.tunnel_to_upstream(rest)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request that cannot be parsed, after whatever is still pending."""
+        self.in_head = False
+        reading, self.reading = self.reading, None
+        if reading is not None:
+            if reading is self.active:
+                self.close()  # its body cannot be delimited any more: nothing to answer on
+                return
+            self.queue.remove(reading)
+        if self.active is None:
+            self.transport.write(wire.error_response(status, message, keep_alive=False))
+            self.transport.close()
+            return
+        self.closing = True
+        self.pause(wire.PAUSE_BROKEN)
+
+    def _host_header(self) -> bytes:
+        if not self.host_header:
+            sock = self.transport.get_extra_info("sockname")
+            host = str(sock[0]) if sock else "localhost"
+            host = f"[{host}]" if ":" in host else host
+            self.host_header = f"Host: {host}:{sock[1] if sock else 80}\r\n".encode()
+        return self.host_header

@@ -1,0 +1,111 @@
+"""The live route table: ``Routes`` compiled for the data path.
+
+A table is immutable once built and the proxy holds exactly one reference to the live
+one, so ``PUT /routes`` swaps every rule at once (weights, cohort, preview): a request
+sees either the old table or the new one, never a mix. A request keeps the
+``ReleaseRoute`` it picked, so it finishes on that release even if the release is removed
+meanwhile.
+
+Weights are integer percents summing to 100, compiled into a 100-slot array: picking is
+one ``random()`` and one index, and over many requests each release gets exactly its share
+in expectation. An all-zero (or empty) weight map is allowed: only cohort traffic is routed
+and everything else gets 503.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from entrega.net import Endpoint
+from entrega.routers.base import Routes
+from entrega.routers.embedded.cohort import CohortMatcher
+from entrega.routers.embedded.metrics import ReleaseStats
+from entrega.routers.embedded.pool import EndpointPool
+
+_random = random.random
+
+
+class ReleaseRoute:
+    """One release as the data path sees it: its pools in round-robin, its counters."""
+
+    __slots__ = ("version", "pools", "stats", "release_header", "_next")
+
+    def __init__(self, version: str, pools: list[EndpointPool], stats: ReleaseStats) -> None:
+        self.version = version
+        self.pools = pools
+        self.stats = stats
+        #: precomputed response header line naming the release
+        self.release_header = b"X-Entrega-Release: " + version.encode("latin-1") + b"\r\n"
+        self._next = 0
+
+    def next_pool(self) -> EndpointPool:
+        """The next endpoint in round-robin order (the release has at least one)."""
+        pools = self.pools
+        i = self._next
+        self._next = i + 1 if i + 1 < len(pools) else 0
+        return pools[i]
+
+
+class RouteTable:
+    __slots__ = ("routes", "releases", "_slots", "cohort", "cohort_route", "preview")
+
+    def __init__(
+        self,
+        routes: Routes,
+        *,
+        pool_for: Callable[[Endpoint], EndpointPool],
+        stats_for: Callable[[str], ReleaseStats],
+        app: str = "",
+    ) -> None:
+        validate_routes(routes)
+        self.routes = routes
+        self.releases = {
+            version: ReleaseRoute(version, [pool_for(e) for e in endpoints], stats_for(version))
+            for version, endpoints in routes.backends.items()
+        }
+        slots: list[ReleaseRoute] = []
+        for version, weight in sorted(routes.weights.items()):
+            slots.extend([self.releases[version]] * weight)
+        self._slots = slots
+        self.cohort = CohortMatcher(routes.cohort, default_app=app) if routes.cohort else None
+        self.cohort_route = self.releases[routes.cohort.release] if routes.cohort else None
+        self.preview = self.releases[routes.preview] if routes.preview else None
+
+    def pick(self) -> ReleaseRoute | None:
+        """A release by weight, or None when no release takes non-cohort traffic."""
+        slots = self._slots
+        if not slots:
+            return None
+        return slots[int(_random() * 100)]
+
+    def endpoints(self) -> set[tuple[str, int]]:
+        return {(e.host, e.port) for eps in self.routes.backends.values() for e in eps}
+
+
+def validate_routes(routes: Routes) -> None:
+    """Raise ValueError with a sentence naming what is wrong with ``routes``."""
+    for version, endpoints in routes.backends.items():
+        if not version or not version.isprintable() or not version.isascii():
+            raise ValueError(f"release name {version!r} must be non-empty printable ASCII")
+        for endpoint in endpoints:
+            if not 0 < endpoint.port < 65536 or not endpoint.host:
+                raise ValueError(f"release {version!r}: bad endpoint {endpoint.address!r}")
+    for version, weight in routes.weights.items():
+        if version not in routes.backends:
+            raise ValueError(f"weights name release {version!r} which is not in backends")
+        if not 0 <= weight <= 100:
+            raise ValueError(f"weight of release {version!r} is {weight}, expected 0..100")
+        if weight and not routes.backends[version]:
+            raise ValueError(f"release {version!r} has weight {weight} but no endpoints")
+    total = sum(routes.weights.values())
+    if total not in (0, 100):
+        raise ValueError(f"weights must sum to 100 (or all be 0), they sum to {total}")
+    cohort = routes.cohort
+    if cohort is not None:
+        if cohort.release not in routes.backends or not routes.backends[cohort.release]:
+            raise ValueError(f"cohort release {cohort.release!r} has no endpoints in backends")
+        if not 0 <= cohort.percent <= 100:
+            raise ValueError(f"cohort percent is {cohort.percent}, expected 0..100")
+    if routes.preview is not None and not routes.backends.get(routes.preview):
+        raise ValueError(f"preview release {routes.preview!r} has no endpoints in backends")

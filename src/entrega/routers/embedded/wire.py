@@ -1,0 +1,98 @@
+"""HTTP/1.1 wire details shared by both sides of the proxy, precomputed as bytes.
+
+Header names are compared lowercased against these tables once per header; everything
+the proxy adds (framing, X-Forwarded-*, the release header, its own error answers) is
+built from constants here so the data path only joins bytes.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+# Kinds of request/response headers the proxy treats specially (identity-compared ints).
+HOP = 1             # hop-by-hop: never forwarded
+CONNECTION = 2      # hop-by-hop, and names more hop-by-hop headers
+UPGRADE = 3         # hop-by-hop unless the exchange is an upgrade
+TRANSFER_ENCODING = 4  # framing: the proxy re-frames bodies itself
+CONTENT_LENGTH = 5
+XFF = 6             # X-Forwarded-For: the client's address is appended
+HOST = 7
+XFP = 8             # X-Forwarded-Proto: replaced by ours
+
+REQUEST_SPECIAL: dict[bytes, int] = {
+    b"connection": CONNECTION, b"keep-alive": HOP, b"proxy-connection": HOP, b"te": HOP,
+    b"trailer": HOP, b"upgrade": UPGRADE, b"transfer-encoding": TRANSFER_ENCODING,
+    b"content-length": CONTENT_LENGTH, b"x-forwarded-for": XFF, b"host": HOST,
+    b"x-forwarded-proto": XFP,
+}
+RESPONSE_SPECIAL: dict[bytes, int] = {
+    b"connection": CONNECTION, b"keep-alive": HOP, b"proxy-connection": HOP, b"te": HOP,
+    b"trailer": HOP, b"upgrade": UPGRADE, b"transfer-encoding": TRANSFER_ENCODING,
+    b"content-length": CONTENT_LENGTH,
+}
+#: Connection header tokens that do not name another header
+CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+CRLF = b"\r\n"
+COLON = b": "
+HTTP11 = b" HTTP/1.1\r\n"
+XFP_HTTP = b"X-Forwarded-Proto: http\r\n"
+CHUNKED = b"Transfer-Encoding: chunked\r\n"
+CONN_CLOSE = b"Connection: close\r\n"
+CONN_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+CONN_UPGRADE = b"Connection: Upgrade\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+_REASONS = {
+    400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+    408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+_STATUS_LINES = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, HTTPStatus(code).phrase.encode()) for code in
+    (s.value for s in HTTPStatus)}
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <code> <standard reason>\\r\\n``, precomputed for known codes."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+def named_hop_headers(connection_values: list[bytes]) -> frozenset[bytes]:
+    """Lowercased header names listed in Connection headers (beyond close/keep-alive)."""
+    names = set()
+    for value in connection_values:
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token and token not in CONNECTION_OPTIONS:
+                names.add(token)
+    return frozenset(names)
+
+
+def error_response(status: int, message: str, *, release_header: bytes = b"",
+                   keep_alive: bool, http10: bool = False) -> bytes:
+    """A complete plain-text answer of the router itself."""
+    body = message.encode() + b"\n"
+    if not keep_alive:
+        connection = CONN_CLOSE
+    elif http10:
+        connection = CONN_KEEP_ALIVE
+    else:
+        connection = b""
+    return b"".join((
+        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body),
+        b"Cache-Control: no-store\r\n", release_header, connection, CRLF, body,
+    ))
+
+# Why a client connection's reading is paused (a bit set; reading resumes at zero).
+PAUSE_PIPELINE = 1     # a response is pending: the next request waits in the socket
+PAUSE_UPSTREAM = 2     # the upstream's send buffer is full
+PAUSE_CONNECTING = 4   # the upstream connection is still being made
+PAUSE_BROKEN = 8       # unparseable bytes: answer what came before, then close

@@ -1,0 +1,90 @@
+"""Route table compilation, weighted picking, validation, and per-release counters."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from entrega.net import Endpoint
+from entrega.routers.base import LATENCY_BUCKETS_MS, CohortRule, Routes
+from entrega.routers.embedded.metrics import SAMPLES_RING_SIZE, MetricsRegistry, ReleaseStats
+from entrega.routers.embedded.pool import PoolRegistry
+from entrega.routers.embedded.table import RouteTable
+
+A = Endpoint("127.0.0.1", 9001, "0")
+B = Endpoint("127.0.0.1", 9002, "1")
+C = Endpoint("127.0.0.1", 9003, "0")
+
+
+def _table(routes: Routes) -> RouteTable:
+    return RouteTable(routes, pool_for=PoolRegistry().get,
+                      stats_for=MetricsRegistry().for_release, app="shop")
+
+
+def test_pick_follows_weights_exactly_in_slots() -> None:
+    table = _table(Routes(backends={"v1": (A, B), "v2": (C,)}, weights={"v1": 90, "v2": 10}))
+    random.seed(7)
+    counts = Counter(table.pick().version for _ in range(20_000))  # type: ignore[union-attr]
+    # binomial sd = sqrt(20000 * .1 * .9) ~ 42; allow 5 sd
+    assert abs(counts["v2"] - 2000) < 5 * 42
+
+
+def test_zero_weight_release_gets_nothing_and_empty_weights_give_none() -> None:
+    table = _table(Routes(backends={"v1": (A,), "v2": (C,)}, weights={"v1": 100, "v2": 0}))
+    assert {table.pick().version for _ in range(1000)} == {"v1"}  # type: ignore[union-attr]
+    assert _table(Routes(backends={"v1": (A,)})).pick() is None
+    assert _table(Routes()).pick() is None
+
+
+def test_round_robin_over_endpoints() -> None:
+    table = _table(Routes(backends={"v1": (A, B)}, weights={"v1": 100}))
+    route = table.releases["v1"]
+    ports = [route.next_pool().port for _ in range(4)]
+    assert ports == [9001, 9002, 9001, 9002]
+
+
+@pytest.mark.parametrize(("routes", "message"), [
+    (Routes(backends={"v1": (A,)}, weights={"v1": 60}), "sum to 100"),
+    (Routes(backends={"v1": (A,)}, weights={"v2": 100}), "not in backends"),
+    (Routes(backends={"v1": ()}, weights={"v1": 100}), "no endpoints"),
+    (Routes(backends={"v1": (A,)}, weights={"v1": 101}), "expected 0..100"),
+    (Routes(backends={"v1": (A,)}, weights={"v1": 100},
+            cohort=CohortRule(release="v9")), "cohort release"),
+    (Routes(backends={"v1": (A,)}, weights={"v1": 100}, preview="v9"), "preview release"),
+    (Routes(backends={"bad\nname": (A,)}), "printable"),
+], ids=["sum", "unknown-release", "no-endpoints", "over-100", "cohort", "preview", "name"])
+def test_invalid_routes_are_refused_with_a_reason(routes: Routes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _table(routes)
+
+
+def test_release_stats_buckets_sum_and_ring() -> None:
+    stats = ReleaseStats()
+    stats.record(200, 0.5)
+    stats.record(200, 1.0)   # equal to a bound: that bucket ("le")
+    stats.record(503, 20_000.0)  # beyond the last bound: +inf bucket
+    assert stats.requests == 3 and stats.errors_5xx == 1
+    assert len(stats.buckets) == len(LATENCY_BUCKETS_MS) + 1
+    assert stats.buckets[0] == 2 and stats.buckets[-1] == 1
+    assert stats.latency_sum_ms == pytest.approx(20_001.5)
+    assert stats.samples_ms() == [0.5, 1.0, 20_000.0]
+    for i in range(SAMPLES_RING_SIZE + 10):
+        stats.record(200, float(i))
+    samples = stats.samples_ms()
+    assert len(samples) == SAMPLES_RING_SIZE
+    assert samples[-1] == float(SAMPLES_RING_SIZE + 9)  # newest last
+    assert samples[0] == 10.0  # 2061 recorded, the last 2048 kept: i = 10 onwards
+    assert stats.samples_total == SAMPLES_RING_SIZE + 13
+
+
+def test_metrics_registry_forgets_only_old_unrouted_idle_releases() -> None:
+    registry = MetricsRegistry()
+    for i in range(70):
+        registry.for_release(f"r{i}")
+    registry.for_release("r1").inflight = 1
+    registry.forget_old({"r0"})
+    assert len(registry.releases) == 64
+    assert "r0" in registry.releases and "r1" in registry.releases
+    assert "r2" not in registry.releases
