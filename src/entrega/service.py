@@ -7,6 +7,7 @@ wake the controller.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -100,7 +101,7 @@ class Service:
                      strategy: str | None = None, reason: str = "") -> Rollout:
         env = self.config.environment(environment)
         self.release(version)
-        async with self.controller.locks[environment]:
+        async with self._lock(environment):
             active = self.repo.active_rollout(self.app, environment)
             if active is not None:
                 raise RolloutInProgress(
@@ -119,6 +120,10 @@ class Service:
         self.controller.wake()
         return rollout
 
+    def _lock(self, environment: str) -> asyncio.Lock:
+        self.config.environment(environment)  # a clear error for an unknown name
+        return self.controller.locks[environment]
+
     def _environment(self, name: str) -> Any:
         env = self.repo.environment(self.app, name)
         if env is None:
@@ -133,7 +138,7 @@ class Service:
         return active
 
     async def promote(self, *, environment: str, actor: str, full: bool = False) -> Rollout:
-        async with self.controller.locks[environment]:
+        async with self._lock(environment):
             row = self._active(environment)
             state = state_from_dict(row.state)
             state = replace(state, promote_requested=True, promote_full=full)
@@ -143,7 +148,7 @@ class Service:
             return row
 
     async def abort(self, *, environment: str, actor: str) -> Rollout:
-        async with self.controller.locks[environment]:
+        async with self._lock(environment):
             row = self._active(environment)
             state = replace(state_from_dict(row.state), abort_requested=True)
             self.controller.update_state(row, state, actor=actor,

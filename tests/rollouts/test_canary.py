@@ -263,7 +263,7 @@ WALK_PASSES = [
     (T0 + 67, observed(analysis=verdict("pass", 1)), (P.PROGRESSING, AT_50, [], T0 + 67.25)),
     (T0 + 68, observed(analysis=verdict("pass", 2)), (P.PROGRESSING, AT_50, [], T0 + 73)),
     (T0 + 122, observed(analysis=verdict("pass", 2)),
-     (P.SUCCEEDED, PROMOTED, ["SetRoutes", "SetRoutes", "StopInstances"], None)),
+     (P.SUCCEEDED, PROMOTED, ["SetRoutes", "StopInstances"], None)),
     (T0 + 500, observed(analysis=verdict("fail", 2)), (P.SUCCEEDED, PROMOTED, [], None)),
 ]
 

@@ -1,1 +1,1 @@
-"""HTTP API under /api/v1 (FastAPI) and the server process that hosts it."""
+"""HTTP API under /api/v1 (FastAPI)."""

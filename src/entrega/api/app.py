@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel, Field
 from entrega import __version__
 from entrega.errors import EntregaError
 from entrega.service import Service
+
+log = logging.getLogger("entrega.api")
 
 
 class ReleaseIn(BaseModel):
@@ -44,6 +47,12 @@ def create_app(service: Service) -> FastAPI:
     async def _entrega_error(_: Request, exc: EntregaError) -> JSONResponse:
         return JSONResponse({"error": exc.message, "hint": exc.hint},
                             status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}",
+                             "hint": "see the server's log"}, status_code=500)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

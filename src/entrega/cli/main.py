@@ -102,7 +102,7 @@ def server(config: str = ConfigOpt) -> None:
     """Run the API and the reconcile loop (routers and instances run on their own)."""
     import logging
 
-    from entrega.api.server import run_server
+    from entrega.server import run_server
     from entrega.logs import setup_logging
 
     setup_logging(logging.INFO)

@@ -23,7 +23,7 @@ def clock(ts: float | None) -> str:
 def weights_bar(weights: dict[str, int], width: int = 30) -> Text:
     text = Text()
     styles = ["green", "magenta", "blue", "yellow"]
-    for i, (version, weight) in enumerate(sorted(weights.items())):
+    for i, (_, weight) in enumerate(sorted(weights.items())):
         cells = round(width * weight / 100)
         text.append("█" * cells, style=styles[i % len(styles)])
     text.append("  " + "  ".join(f"{v} {w}%" for v, w in sorted(weights.items())))

@@ -17,7 +17,7 @@ from typing import Any
 from entrega.analysis.providers.builtin import snapshot
 from entrega.controller.runtime import EnvironmentRuntime, release_ref
 from entrega.controller.verification import VerificationResult, run_verification
-from entrega.errors import EntregaError, NotFound
+from entrega.errors import EntregaError, NotFound, RouterUnreachable
 from entrega.net import parse_address
 from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts.model import (
@@ -149,10 +149,13 @@ class ActionRunner:
                             preview: str | None, *, force: bool = False) -> bool:
         """Make the router's table match; True when it had to change it."""
         wanted = rt.routes_for(weights, preview)
-        if not force:
-            live = await rt.router.get_routes()
-            if live.same_table(wanted):
+        try:
+            if not force and (await rt.router.get_routes()).same_table(wanted):
                 return False
+        except RouterUnreachable:
+            # The router died (or was killed): start it again; it reloads its last routes,
+            # and the set_routes below makes sure they are the ones the store says.
+            await rt.router.ensure_running()
         await rt.router.set_routes(wanted)
         return True
 

@@ -76,8 +76,11 @@ def succeed(state: RolloutState, now: float, *, stop_old: bool = True) -> Transi
     new = replace(enter(state, Phase.SUCCEEDED, now, f"{state.canary} is stable"),
                   weights={state.canary: 100}, preview=None, analysis=None,
                   scale_down_at=None)
-    actions: tuple[SetRoutes | StopInstances, ...] = (SetRoutes({state.canary: 100}),)
-    events = [f"{state.canary} receives 100% of traffic"]
+    actions: tuple[SetRoutes | StopInstances, ...] = ()
+    events: list[str] = []
+    if state.weights != {state.canary: 100} or state.preview is not None:
+        actions = (SetRoutes({state.canary: 100}),)
+        events.append(f"{state.canary} receives 100% of traffic")
     if stop_old and state.stable and state.stable != state.canary:
         actions = (*actions, StopInstances(state.stable))
         events.append(f"stopping {state.stable}")

@@ -49,7 +49,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     # Our handlers, not uvicorn's: uvicorn re-raises the signal after serving, which would
     # kill the process before the controller is stopped cleanly.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     log.info("entrega server for %s on %s", config.app, config.server.listen)
     try:
         await server.serve()
