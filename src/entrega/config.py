@@ -156,17 +156,26 @@ class BlueGreenConfig(_Model):
 
 
 class StrategyConfig(_Model):
+    """How new releases reach users. Both may be given: ``default`` is used unless a
+    deploy asks for the other (``entrega deploy --strategy blue-green``)."""
+
     canary: CanaryConfig | None = None
     blue_green: BlueGreenConfig | None = Field(None, alias="blue-green")
+    default: Literal["canary", "blue-green"] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> StrategyConfig:
-        if (self.canary is None) == (self.blue_green is None):
-            raise ValueError("give exactly one of canary or blue-green")
+    def _at_least_one(self) -> StrategyConfig:
+        if self.canary is None and self.blue_green is None:
+            raise ValueError("give canary or blue-green (or both, with default:)")
+        if self.default == "canary" and self.canary is None \
+                or self.default == "blue-green" and self.blue_green is None:
+            raise ValueError(f"default is {self.default} but it is not configured")
         return self
 
     @property
     def name(self) -> str:
+        if self.default:
+            return self.default
         return "canary" if self.canary is not None else "blue-green"
 
 
