@@ -17,7 +17,7 @@ demo: install
 	$(PY) examples/demo.py
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff check src tests examples $(wildcard bench)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -102,8 +102,8 @@ def server(config: str = ConfigOpt) -> None:
     """Run the API and the reconcile loop (routers and instances run on their own)."""
     import logging
 
-    from entrega.server import run_server
     from entrega.logs import setup_logging
+    from entrega.server import run_server
 
     setup_logging(logging.INFO)
     cfg = load_config(config)
