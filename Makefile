@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: install lint
+# Real servers the tests run against (prometheus, haproxy, chromium...), from Debian.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: install system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 clean:

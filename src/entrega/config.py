@@ -82,23 +82,84 @@ class EmbeddedRouterConfig(_Model):
 RouterConfig = Annotated[EmbeddedRouterConfig, Field(discriminator="kind")]
 
 
-class MetricConfig(_Model):
-    """One metric of an analysis: what to measure and how to judge canary against stable."""
+class PrometheusSource(_Model):
+    """A PromQL query over Prometheus' HTTP API, run once per release per check."""
 
-    provider: Literal["builtin"] = "builtin"
+    #: Base URL of the Prometheus server (``http://prometheus:9090``).
+    url: str = Field(min_length=1)
+    #: PromQL returning one number; ``{release}``, ``{app}`` and ``{window}`` (the analysis
+    #: window as a PromQL duration, e.g. ``30s``) are replaced before it is sent.
+    query: str = Field(min_length=1)
+    #: A check runs every second: a slow server must not stall the controller for long.
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class HttpSource(_Model):
+    """A JSON document from any URL and the number in it."""
+
+    #: ``{release}`` and ``{app}`` are replaced before the request.
+    url: str = Field(min_length=1)
+    #: Where the number is: ``$.data.error_rate``, ``$.items[0].value``.
+    select: str = Field(pattern=r"^\$")
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class MetricConfig(_Model):
+    """One metric of an analysis: where its numbers come from and how to judge them.
+
+    ``provider`` defaults from the section given (``prometheus:`` or ``http:``), else the
+    router's own counters (``builtin``). ``judge``: ``sequential`` (error counts, builtin),
+    ``mann-whitney`` (request latencies, builtin) or ``threshold`` (anything).
+    """
+
+    provider: Literal["builtin", "prometheus", "http"] = "builtin"
+    prometheus: PrometheusSource | None = None
+    http: HttpSource | None = None
     #: What the builtin provider measures; defaults from the metric's name.
     measure: Literal["error-rate", "latency-p50", "latency-p95", "latency-p99"] | None = None
-    judge: Literal["threshold"] = "threshold"
-    #: Fail when the canary's value is above this absolute bound.
-    max: float | None = Field(None, ge=0)
-    #: Fail when canary - stable is above this (e.g. 0.01 = one point of error rate).
-    max_increase: float | None = Field(None, ge=0)
-    #: Fail when canary / stable is above this (e.g. 1.2 = 20% slower).
-    max_ratio: float | None = Field(None, gt=0)
+    judge: Literal["threshold", "sequential", "mann-whitney"] = "threshold"
+    #: threshold: fail when the canary's value is above this absolute bound.
+    max: float | None = Field(default=None, ge=0)
+    #: threshold: fail when canary - stable is above this (e.g. 0.01 = one point of error
+    #: rate); sequential: the observed increase must be above this to fail.
+    max_increase: float | None = Field(default=None, ge=0)
+    #: threshold: fail when canary / stable is above this (e.g. 1.2 = 20% slower);
+    #: sequential and mann-whitney: fail when the canary is *surely* worse than this ratio.
+    max_ratio: float | None = Field(default=None, gt=0)
     #: Below this many canary requests the verdict is inconclusive, never a pass.
-    min_requests: int = Field(30, ge=1)
+    min_requests: int = Field(default=30, ge=1)
+    #: sequential, mann-whitney: probability that a canary within bounds ever fails.
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    #: mann-whitney: checks of one window that ``alpha`` covers (an hour of 1 s checks).
+    max_checks: int = Field(default=3600, ge=1)
     #: A critical metric fails the whole analysis on its own.
     critical: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_provider(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "provider" not in data:
+            for kind in ("prometheus", "http"):
+                if data.get(kind) is not None:
+                    return {**data, "provider": kind}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MetricConfig:
+        if self.provider == "prometheus" and self.prometheus is None:
+            raise ValueError("provider prometheus needs prometheus: {url, query}")
+        if self.provider == "http" and self.http is None:
+            raise ValueError("provider http needs http: {url, select}")
+        if self.provider != "builtin" and self.judge != "threshold":
+            raise ValueError(f"judge {self.judge} needs the builtin provider's request "
+                             "counts; use judge: threshold for a provider's values")
+        if self.judge == "sequential" and self.measure not in (None, "error-rate"):
+            raise ValueError("judge sequential judges error counts: measure error-rate")
+        if self.judge == "mann-whitney" and self.measure == "error-rate":
+            raise ValueError("judge mann-whitney judges latencies: measure latency-pNN")
+        if self.judge != "threshold" and self.max is not None:
+            raise ValueError(f"max is an absolute bound of judge threshold, not {self.judge}")
+        return self
 
 
 class AnalysisStep(_Model):
@@ -198,9 +259,13 @@ class VerifyStep(_Model):
         return self
 
 
+#: The built-in metrics. Error rate: the sequential test may be checked every second with
+#: at most 1% false rollbacks; 0.2 points of absolute increase keep a x3 of a 0.01% error
+#: rate at high volume from failing. Latency: p95 may grow by 20% (bench/analysis.py shows
+#: what these catch, and how fast).
 DEFAULT_METRICS: dict[str, MetricConfig] = {
-    "error-rate": MetricConfig(max=0.05, max_increase=0.02),
-    "latency-p95": MetricConfig(max_ratio=1.5, min_requests=50),
+    "error-rate": MetricConfig(judge="sequential", max_increase=0.002),
+    "latency-p95": MetricConfig(judge="mann-whitney", max_ratio=1.2, min_requests=50),
 }
 
 
@@ -213,6 +278,9 @@ class EnvironmentConfig(_Model):
     )
     analysis: dict[str, MetricConfig] = {}
     verify: list[VerifyStep] = []
+    #: How a release that passed the previous environment enters this one: at once
+    #: (automatic) or after `entrega approve` (manual). The first environment has no gate.
+    gate: Literal["automatic", "manual"] = "automatic"
 
     @field_validator("name")
     @classmethod
@@ -223,6 +291,43 @@ class EnvironmentConfig(_Model):
 
     def metric(self, name: str) -> MetricConfig:
         return self.analysis.get(name) or DEFAULT_METRICS[name]
+
+
+class TokenConfig(_Model):
+    role: Literal["viewer", "deployer", "admin"]
+    #: sha256 (hex) of the token; the token itself never goes in the file.
+    #: `entrega token create NAME --role ROLE` makes one and prints this line.
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class AuthConfig(_Model):
+    """API access. With no tokens, the API trusts every caller: only allowed while the
+    server listens on loopback."""
+
+    tokens: dict[str, TokenConfig] = {}
+    #: Environment variable holding the CI webhook's HMAC-SHA256 secret.
+    webhook_secret_env: str | None = None
+    #: Largest request body (artifact uploads); bigger ones get 413.
+    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+
+
+class RetentionConfig(_Model):
+    #: Releases kept restorable per environment (the newest ones it ran). Older artifacts
+    #: are deleted; what an environment runs or could roll back to is never deleted.
+    keep: int = Field(10, ge=1)
+
+
+class WebhookNotify(_Model):
+    url: str = Field(pattern=r"^https?://")
+    #: Event kinds to send: release, verified, promoted, rolled_back, failed, ... or "*".
+    events: list[str] = ["release", "verified", "promoted", "rolled_back", "failed"]
+    timeout_s: float = Field(5.0, gt=0)
+    #: Attempts before giving up; retried with exponential backoff from 1 s.
+    max_attempts: int = Field(8, ge=1)
+
+
+class NotifyConfig(_Model):
+    webhook: WebhookNotify
 
 
 class ServerConfig(_Model):
@@ -241,6 +346,9 @@ class Config(_Model):
     environments: list[EnvironmentConfig] = Field(min_length=1)
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
+    auth: AuthConfig = AuthConfig()
+    retention: RetentionConfig = RetentionConfig()
+    notify: list[NotifyConfig] = []
     #: Where entrega keeps its state, artifacts and logs (relative to the config file).
     state_dir: str = ".entrega"
 
@@ -260,6 +368,10 @@ class Config(_Model):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"environment names must be unique, repeated: {sorted(dupes)}")
+        host = parse_address(self.server.listen)[0]
+        if not self.auth.tokens and host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(f"the server listens on {host}, beyond loopback: "
+                             "define auth.tokens (entrega token create NAME --role admin)")
         for env in self.environments:
             for step in (env.strategy.canary.steps if env.strategy.canary else []):
                 for metric in step.analysis.metrics if step.analysis else []:

@@ -94,3 +94,33 @@ def test_percentiles_are_monotone_and_within_the_buckets(buckets, q1, q2):
         return
     assert a is not None and b is not None
     assert 0.0 <= a <= b + 1e-9 <= LATENCY_BUCKETS_MS[-1] + 1e-9
+
+
+def ring(total: int, size: int = 8) -> tuple[float, ...]:
+    """The last ``size`` of ``total`` samples numbered 1..total (as a router's ring)."""
+    return tuple(float(i) for i in range(max(1, total - size + 1), total + 1))
+
+
+SAMPLE_WINDOWS = [
+    pytest.param(ReleaseMetrics(samples_total=0),
+                 ReleaseMetrics(samples_ms=ring(5), samples_total=5), ((1., 2., 3., 4., 5.), 5),
+                 id="all-new"),
+    pytest.param(ReleaseMetrics(samples_total=3),
+                 ReleaseMetrics(samples_ms=ring(5), samples_total=5), ((4., 5.), 2),
+                 id="only-the-new-ones"),
+    pytest.param(ReleaseMetrics(samples_total=2),
+                 ReleaseMetrics(samples_ms=ring(30), samples_total=30),
+                 (tuple(float(i) for i in range(23, 31)), 28), id="ring-overflowed-keeps-newest"),
+    pytest.param(ReleaseMetrics(samples_total=5),
+                 ReleaseMetrics(samples_ms=(), samples_total=9), ((), 4),
+                 id="latest-without-ring"),
+    pytest.param(ReleaseMetrics(samples_total=50),
+                 ReleaseMetrics(samples_ms=ring(4), samples_total=4), ((1., 2., 3., 4.), 4),
+                 id="samples-went-down-router-restarted"),
+]
+
+
+@pytest.mark.parametrize(("baseline", "latest", "expected"), SAMPLE_WINDOWS)
+def test_window_samples_are_the_newest_entries_of_the_latest_ring(baseline, latest, expected):
+    w = compute_window(baseline, latest)
+    assert (w.samples_ms, w.samples_window) == expected

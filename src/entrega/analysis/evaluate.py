@@ -1,18 +1,77 @@
-"""One analysis check, pure: two snapshots and the metric configs in, a verdict out."""
+"""One analysis check, pure: two snapshots, the metric configs and any external
+measurements in, a verdict out. This is the controller's entry point."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from entrega.analysis.judges import MetricVerdict, ThresholdRule, judge_analysis, judge_threshold
+from entrega.analysis.judges import (
+    AnalysisVerdict,
+    MannWhitneyRule,
+    MetricVerdict,
+    SequentialRule,
+    ThresholdRule,
+    judge_analysis,
+    judge_mann_whitney,
+    judge_sequential,
+    judge_threshold,
+    judge_threshold_value,
+)
+from entrega.analysis.providers.base import Measurement
 from entrega.analysis.providers.builtin import release_metrics
-from entrega.analysis.window import compute_window
+from entrega.analysis.window import WindowCounts, compute_window
 from entrega.config import MetricConfig
 
+BuiltinJudge = Callable[[str, str, MetricConfig, WindowCounts, WindowCounts | None],
+                        MetricVerdict]
 
-def evaluate_window(metrics: dict[str, MetricConfig], *, baseline: dict[str, Any],
+
+def _threshold(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
+               stable: WindowCounts | None) -> MetricVerdict:
+    rule = ThresholdRule(max=cfg.max, max_increase=cfg.max_increase, max_ratio=cfg.max_ratio,
+                         min_requests=cfg.min_requests, critical=cfg.critical)
+    return judge_threshold(name, measure, rule, canary, stable)
+
+
+def _sequential(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
+                stable: WindowCounts | None) -> MetricVerdict:
+    rule = SequentialRule(max_ratio=cfg.max_ratio or 1.0, max_increase=cfg.max_increase or 0.0,
+                          alpha=cfg.alpha, min_requests=cfg.min_requests,
+                          critical=cfg.critical)
+    return judge_sequential(name, rule, canary, stable)
+
+
+def _mann_whitney(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
+                  stable: WindowCounts | None) -> MetricVerdict:
+    if not measure.startswith("latency-p"):
+        return MetricVerdict(name, "no-data", f"mann-whitney judges latencies, not {measure}",
+                             critical=cfg.critical)
+    rule = MannWhitneyRule(max_ratio=cfg.max_ratio or 1.2,
+                           quantile=int(measure.removeprefix("latency-p")) / 100,
+                           alpha=cfg.alpha, max_checks=cfg.max_checks,
+                           min_requests=cfg.min_requests, critical=cfg.critical)
+    return judge_mann_whitney(name, rule, canary, stable)
+
+
+#: Judges of the builtin provider's window counts, by ``judge:`` kind.
+JUDGES: dict[str, BuiltinJudge] = {
+    "threshold": _threshold,
+    "sequential": _sequential,
+    "mann-whitney": _mann_whitney,
+}
+
+
+def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, Any],
                     latest: dict[str, Any], canary: str, stable: str | None,
-                    ) -> tuple[Literal["pass", "fail", "inconclusive"], str, list[MetricVerdict]]:
+                    measurements: Mapping[str, Mapping[str, Measurement]] | None = None,
+                    ) -> tuple[AnalysisVerdict, str, list[MetricVerdict]]:
+    """Judge one window (baseline -> latest snapshot of the builtin provider).
+
+    ``measurements`` holds what external providers measured over the same window, by
+    metric name then ``"canary"``/``"stable"`` (see ``providers.measure_external``); a
+    metric with an external provider and no measurement is ``no-data``.
+    """
     restarted = baseline.get("started_at") != latest.get("started_at")
     canary_counts = compute_window(release_metrics(baseline, canary),
                                    release_metrics(latest, canary), router_restarted=restarted)
@@ -21,10 +80,26 @@ def evaluate_window(metrics: dict[str, MetricConfig], *, baseline: dict[str, Any
                      if stable else None)
     verdicts = []
     for name, cfg in metrics.items():
-        rule = ThresholdRule(max=cfg.max, max_increase=cfg.max_increase,
-                             max_ratio=cfg.max_ratio, min_requests=cfg.min_requests,
-                             critical=cfg.critical)
-        verdicts.append(judge_threshold(name, cfg.measure or name, rule, canary_counts,
-                                        stable_counts))
+        if cfg.provider != "builtin":
+            verdicts.append(_judge_external(name, cfg, (measurements or {}).get(name, {})))
+            continue
+        judge = JUDGES[cfg.judge]
+        verdicts.append(judge(name, cfg.measure or name, cfg, canary_counts, stable_counts))
     verdict, reason = judge_analysis(verdicts)
     return verdict, reason, verdicts
+
+
+def _judge_external(name: str, cfg: MetricConfig,
+                    measured: Mapping[str, Measurement]) -> MetricVerdict:
+    rule = ThresholdRule(max=cfg.max, max_increase=cfg.max_increase, max_ratio=cfg.max_ratio,
+                         critical=cfg.critical)
+    canary, stable = measured.get("canary"), measured.get("stable")
+    if canary is None or canary.value is None:
+        why = canary.error if canary is not None and canary.error else "no canary value"
+        return MetricVerdict(name, "no-data", f"{cfg.provider}: {why}", critical=cfg.critical,
+                             details={"query": canary.query} if canary else {})
+    verdict = judge_threshold_value(name, rule, canary.value,
+                                    stable.value if stable is not None else None)
+    details = {"provider": cfg.provider, "query": canary.query}
+    return MetricVerdict(verdict.metric, verdict.verdict, verdict.reason, verdict.canary,
+                         verdict.stable, verdict.critical, details)

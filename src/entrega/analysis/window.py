@@ -4,6 +4,14 @@ Routers report counters since they started. A window is the difference between t
 snapshot taken when the window began (its *baseline*) and the latest one. A counter that
 went down means the router restarted in between; the latest snapshot is then the whole
 window (we lose what came before the restart, never invent data).
+
+Request-level latencies come from the router's ring of recent samples (``samples_ms``,
+newest last, with ``samples_total`` counting every sample ever recorded). Only the
+*latest* snapshot carries the ring; the baseline, persisted in the store, carries just
+``samples_total``. The window's samples are the last ``latest.samples_total -
+baseline.samples_total`` entries of the latest ring, capped at the ring's length: when more
+requests than the ring holds arrived during the window, the window's samples are its most
+recent ones (``samples_window`` says how many requests the window really had).
 """
 
 from __future__ import annotations
@@ -18,6 +26,10 @@ class WindowCounts:
     requests: int
     errors: int
     latency_buckets: tuple[int, ...]
+    #: the window's most recent request latencies (ms), oldest first; at most a ring's worth
+    samples_ms: tuple[float, ...] = ()
+    #: latency samples recorded during the whole window (>= len(samples_ms))
+    samples_window: int = 0
 
     @property
     def error_rate(self) -> float | None:
@@ -32,17 +44,28 @@ def compute_window(baseline: ReleaseMetrics | None, latest: ReleaseMetrics | Non
     if latest is None:
         return WindowCounts(0, 0, ())
     if baseline is None or router_restarted or _went_down(baseline, latest):
-        return WindowCounts(latest.requests, latest.errors_5xx, latest.latency_buckets)
+        return WindowCounts(latest.requests, latest.errors_5xx, latest.latency_buckets,
+                            *_window_samples(0, latest))
     buckets = latest.latency_buckets
     if len(baseline.latency_buckets) == len(buckets):
         buckets = tuple(a - b for a, b in zip(buckets, baseline.latency_buckets, strict=True))
     return WindowCounts(latest.requests - baseline.requests,
-                        latest.errors_5xx - baseline.errors_5xx, buckets)
+                        latest.errors_5xx - baseline.errors_5xx, buckets,
+                        *_window_samples(baseline.samples_total, latest))
+
+
+def _window_samples(since_total: int, latest: ReleaseMetrics,
+                    ) -> tuple[tuple[float, ...], int]:
+    new = max(0, latest.samples_total - since_total)
+    take = min(new, len(latest.samples_ms))
+    return (latest.samples_ms[len(latest.samples_ms) - take:] if take else ()), new
 
 
 def _went_down(baseline: ReleaseMetrics, latest: ReleaseMetrics) -> bool:
     """Any counter lower than at the baseline: the router restarted in between."""
     if latest.requests < baseline.requests or latest.errors_5xx < baseline.errors_5xx:
+        return True
+    if latest.samples_total < baseline.samples_total:
         return True
     if len(baseline.latency_buckets) != len(latest.latency_buckets):
         return False

@@ -1,38 +1,20 @@
-"""Judges: pure functions from measurements to verdicts.
+"""The ``threshold`` judge: point estimates against bounds, like Flagger and Keptn.
 
-A verdict is ``pass``, ``fail``, ``inconclusive`` (too little data to be sure) or
-``no-data``. Too little data is never a pass: a canary nobody calls has proved nothing.
-
-``threshold`` compares point estimates, like Flagger and Keptn do: canary above an
-absolute bound (``max``), above stable by more than ``max_increase``, or above stable by
-more than ``max_ratio`` fails. Checked every second over a growing window it reacts fast
-to gross regressions; small ones need the statistical judges.
+Canary above an absolute bound (``max``), above stable by more than ``max_increase``
+(Keptn's ``<=+0.01``), or above stable by more than ``max_ratio`` (Keptn's ``<=+20%``)
+fails. It has no false-alarm bound: checked every second over a growing window it reacts
+fast to gross regressions and flaps on noise, which is why the built-in metrics use the
+``sequential`` and ``mann-whitney`` judges. Use it for values a provider computes
+(Prometheus, HTTP) and for absolute limits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
+from entrega.analysis.judges.base import MetricVerdict
 from entrega.analysis.window import WindowCounts
-
-Verdict = Literal["pass", "fail", "inconclusive", "no-data"]
-
-
-@dataclass(frozen=True)
-class MetricVerdict:
-    metric: str
-    verdict: Verdict
-    reason: str
-    canary: float | None = None
-    stable: float | None = None
-    critical: bool = True
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "verdict": self.verdict, "reason": self.reason,
-                "canary": self.canary, "stable": self.stable, "critical": self.critical,
-                **({"details": self.details} if self.details else {})}
 
 
 @dataclass(frozen=True)
@@ -109,15 +91,32 @@ def judge_threshold(metric: str, measure: str, rule: ThresholdRule, canary: Wind
                          value, reference, details=details, **base)
 
 
-def judge_analysis(verdicts: list[MetricVerdict]) -> tuple[Literal["pass", "fail",
-                                                                    "inconclusive"], str]:
-    """Combine metric verdicts: a critical failure fails alone; pass needs every metric
-    to pass; anything else is inconclusive."""
-    failed = [v for v in verdicts if v.verdict == "fail"]
-    critical = [v for v in failed if v.critical]
-    if critical:
-        return "fail", "; ".join(f"{v.metric}: {v.reason}" for v in critical)
-    if verdicts and all(v.verdict == "pass" for v in verdicts):
-        return "pass", "; ".join(f"{v.metric} {v.reason}" for v in verdicts)
-    pending = [v for v in verdicts if v.verdict != "pass"]
-    return "inconclusive", "; ".join(f"{v.metric}: {v.reason}" for v in pending)
+def judge_threshold_value(metric: str, rule: ThresholdRule, value: float | None,
+                          reference: float | None, *, unit: str = "") -> MetricVerdict:
+    """The threshold judge on values a provider computed (Prometheus, HTTP): no request
+    counts, so no ``min_requests``; a missing value is ``no-data``, never a pass."""
+    base: dict[str, Any] = {"critical": rule.critical}
+    if value is None:
+        return MetricVerdict(metric, "no-data", "the provider returned no canary value",
+                             stable=reference, **base)
+
+    def fmt(v: float) -> str:
+        return f"{v:g}{unit}"
+
+    found: list[str] = []
+    if rule.max is not None and value > rule.max:
+        found.append(f"{fmt(value)} > max {fmt(rule.max)}")
+    relative = rule.max_increase is not None or rule.max_ratio is not None
+    if reference is not None:
+        if rule.max_increase is not None and value - reference > rule.max_increase:
+            found.append(f"{fmt(value)} exceeds stable {fmt(reference)} by more than "
+                         f"{fmt(rule.max_increase)}")
+        if rule.max_ratio is not None and value > rule.max_ratio * reference:
+            found.append(f"{fmt(value)} is above {rule.max_ratio:g}x stable {fmt(reference)}")
+    if found:
+        return MetricVerdict(metric, "fail", "; ".join(found), value, reference, **base)
+    if relative and reference is None:
+        return MetricVerdict(metric, "inconclusive", "the provider returned no stable value",
+                             value, None, **base)
+    shown = f"{fmt(value)} (stable {fmt(reference)})" if reference is not None else fmt(value)
+    return MetricVerdict(metric, "pass", shown, value, reference, **base)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the real servers the test suite runs against, from Debian's packages.
+#
+# Idempotent: packages already installed are skipped, and `apt-get update` runs at most
+# once, only when something is missing. Needs root (CI and the dev machines run as root).
+# Add a package to SYSTEM_PACKAGES when a test starts a new kind of real server.
+set -euo pipefail
+
+SYSTEM_PACKAGES=(
+    prometheus      # tests/analysis: the prometheus metric provider against a real server
+    chromium        # tests/web: Playwright drives Debian's chromium (executable_path)
+)
+
+missing=()
+for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        echo "install-system-deps: $pkg already installed"
+    else
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-system-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# The packages' own services are not wanted: the tests start each server on a free port.
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-system-deps: installed ${missing[*]}"

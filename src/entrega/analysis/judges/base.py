@@ -1,0 +1,46 @@
+"""What every judge returns, and how one check's metric verdicts combine.
+
+A verdict is ``pass``, ``fail``, ``inconclusive`` (too little data, or a suspicion the
+data cannot yet confirm) or ``no-data``. Too little data is never a pass: a canary nobody
+calls has proved nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Verdict = Literal["pass", "fail", "inconclusive", "no-data"]
+AnalysisVerdict = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """One metric's verdict on one check; ``details`` holds the test's numbers, so
+    ``entrega analysis explain`` can show why it decided."""
+
+    metric: str
+    verdict: Verdict
+    reason: str
+    canary: float | None = None
+    stable: float | None = None
+    critical: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "verdict": self.verdict, "reason": self.reason,
+                "canary": self.canary, "stable": self.stable, "critical": self.critical,
+                **({"details": self.details} if self.details else {})}
+
+
+def judge_analysis(verdicts: list[MetricVerdict]) -> tuple[AnalysisVerdict, str]:
+    """Combine metric verdicts: a critical failure fails alone; pass needs every metric
+    to pass; anything else is inconclusive."""
+    failed = [v for v in verdicts if v.verdict == "fail"]
+    critical = [v for v in failed if v.critical]
+    if critical:
+        return "fail", "; ".join(f"{v.metric}: {v.reason}" for v in critical)
+    if verdicts and all(v.verdict == "pass" for v in verdicts):
+        return "pass", "; ".join(f"{v.metric} {v.reason}" for v in verdicts)
+    pending = [v for v in verdicts if v.verdict != "pass"]
+    return "inconclusive", "; ".join(f"{v.metric}: {v.reason}" for v in pending)

@@ -1,0 +1,111 @@
+"""evaluate_window: the controller's entry point, with the default judges and snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from entrega.analysis.evaluate import evaluate_window
+from entrega.analysis.providers.base import Measurement
+from entrega.analysis.providers.builtin import release_metrics, snapshot
+from entrega.config import DEFAULT_METRICS, MetricConfig
+from entrega.routers.base import ReleaseMetrics, RouterMetrics
+
+from .conftest import hist
+
+
+def release(requests: int, errors: int, samples: np.ndarray | None = None,
+            *, ring: bool = True) -> dict:
+    samples = np.asarray([] if samples is None else samples, float)
+    data = {"requests": requests, "errors_5xx": errors,
+            "latency_buckets": list(hist((75, requests))), "samples_total": len(samples)}
+    if ring:
+        data["samples_ms"] = samples.tolist()
+    return data
+
+
+def snap(**releases: dict) -> dict:
+    return {"started_at": 1.0, "releases": releases}
+
+
+BASELINE = snap(v1=release(0, 0, ring=False), v2=release(0, 0, ring=False))
+rng = np.random.default_rng(0)
+
+
+def test_defaults_are_the_statistical_judges():
+    assert DEFAULT_METRICS["error-rate"].judge == "sequential"
+    assert DEFAULT_METRICS["latency-p95"].judge == "mann-whitney"
+    assert DEFAULT_METRICS["latency-p95"].max_ratio == 1.2
+
+
+def test_a_bad_canary_fails_on_errors_alone():
+    latest = snap(v1=release(9000, 45, rng.lognormal(3.7, 0.6, 2048)),
+                  v2=release(1000, 50, rng.lognormal(3.7, 0.6, 1000)))
+    verdict, reason, metrics = evaluate_window(DEFAULT_METRICS, baseline=BASELINE,
+                                               latest=latest, canary="v2", stable="v1")
+    assert verdict == "fail" and reason.startswith("error-rate:")
+    assert {m.metric: m.verdict for m in metrics} == {"error-rate": "fail",
+                                                      "latency-p95": "pass"}
+
+
+def test_a_good_canary_passes():
+    latest = snap(v1=release(9000, 45, rng.lognormal(3.7, 0.6, 2048)),
+                  v2=release(1000, 5, rng.lognormal(3.7, 0.6, 1000)))
+    verdict, _, _ = evaluate_window(DEFAULT_METRICS, baseline=BASELINE, latest=latest,
+                                    canary="v2", stable="v1")
+    assert verdict == "pass"
+
+
+def test_a_slow_canary_fails_on_latency():
+    latest = snap(v1=release(9000, 45, rng.lognormal(3.7, 0.6, 2048)),
+                  v2=release(1000, 5, rng.lognormal(3.7 + 0.5, 0.6, 1000)))
+    verdict, reason, _ = evaluate_window(DEFAULT_METRICS, baseline=BASELINE, latest=latest,
+                                         canary="v2", stable="v1")
+    assert verdict == "fail" and reason.startswith("latency-p95:")
+
+
+def test_latest_without_rings_is_no_data_for_latency():
+    latest = snap(v1=release(9000, 45, rng.lognormal(3.7, 0.6, 2048), ring=False),
+                  v2=release(1000, 5, rng.lognormal(3.7, 0.6, 1000), ring=False))
+    _, _, metrics = evaluate_window(DEFAULT_METRICS, baseline=BASELINE, latest=latest,
+                                    canary="v2", stable="v1")
+    assert metrics[1].verdict == "no-data" and "samples_ms" in metrics[1].reason
+
+
+EXTERNAL = MetricConfig.model_validate(
+    {"prometheus": {"url": "http://prom:9090", "query": "x{release='{release}'}"},
+     "max_ratio": 1.5})
+
+
+@pytest.mark.parametrize(("measured", "verdict"), [
+    pytest.param({"canary": Measurement(1.0), "stable": Measurement(1.0)}, "pass", id="pass"),
+    pytest.param({"canary": Measurement(2.0), "stable": Measurement(1.0)}, "fail", id="fail"),
+    pytest.param({"canary": Measurement(None, error="down"), "stable": Measurement(1.0)},
+                 "no-data", id="no-canary-value"),
+    pytest.param({}, "no-data", id="not-measured"),
+    pytest.param({"canary": Measurement(1.0)}, "inconclusive", id="no-stable-value"),
+])
+def test_external_metrics_are_judged_by_threshold(measured, verdict):
+    _, _, metrics = evaluate_window({"custom": EXTERNAL}, baseline=BASELINE, latest=BASELINE,
+                                    canary="v2", stable="v1",
+                                    measurements={"custom": measured} if measured else None)
+    assert metrics[0].verdict == verdict
+
+
+class FakeRouter:
+    async def metrics(self) -> RouterMetrics:
+        return RouterMetrics(started_at=5.0, releases={"v1": ReleaseMetrics(
+            requests=3, errors_5xx=1, latency_buckets=(1, 2), samples_ms=(1.5, 2.5, 3.5),
+            samples_total=3)})
+
+
+async def test_only_the_latest_snapshot_carries_the_ring():
+    baseline = await snapshot(FakeRouter())  # type: ignore[arg-type]
+    latest = await snapshot(FakeRouter(), samples=True)  # type: ignore[arg-type]
+    assert "samples_ms" not in baseline["releases"]["v1"]
+    assert baseline["releases"]["v1"]["samples_total"] == 3
+    back = release_metrics(latest, "v1")
+    assert back is not None and back.samples_ms == (1.5, 2.5, 3.5) and back.samples_total == 3
+    old = release_metrics({"releases": {"v1": {"requests": 1, "errors_5xx": 0,
+                                               "latency_buckets": []}}}, "v1")
+    assert old is not None and old.samples_total == 0  # baselines stored before this change
