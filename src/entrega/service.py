@@ -37,19 +37,24 @@ from entrega.store.repository import Repository
 STRATEGIES = ("canary", "blue-green", "direct")
 
 
-def spec_for(env: EnvironmentConfig, strategy: str | None = None) -> RolloutSpec:
-    """The rollout spec an environment's config gives (optionally another strategy)."""
+def spec_for(env: EnvironmentConfig, strategy: str | None = None, *,
+             rollback: bool = False) -> RolloutSpec:
+    """The rollout spec an environment's config gives (optionally another strategy).
+
+    A rollback restores a release that ran here before: it skips verification, since
+    getting back to a known state fast matters more than checking it again."""
     chosen = strategy or env.strategy.name
     if chosen not in STRATEGIES:
         raise Conflict(f"unknown strategy {chosen!r}", hint=f"use one of {STRATEGIES}")
+    verify = bool(env.verify) and not rollback
     if chosen == "direct":
-        return RolloutSpec(strategy="direct")
+        return RolloutSpec(strategy="direct", verify=verify)
     if chosen == "blue-green":
         bg = env.strategy.blue_green
         if bg is None:
-            return RolloutSpec(strategy="blue-green", verify=bool(env.verify))
+            return RolloutSpec(strategy="blue-green", verify=verify)
         return RolloutSpec(strategy="blue-green", auto_promote=bg.auto_promote,
-                           scale_down_delay_s=bg.scale_down_delay_s, verify=bool(env.verify))
+                           scale_down_delay_s=bg.scale_down_delay_s, verify=verify)
     canary = env.strategy.canary
     raw_steps = canary.steps if canary else []
     steps: list[Step] = []
@@ -66,7 +71,7 @@ def spec_for(env: EnvironmentConfig, strategy: str | None = None) -> RolloutSpec
                                       inconclusive_limit=a.inconclusive_limit))
     if not steps:
         steps = [WeightStep(100)]
-    return RolloutSpec(strategy="canary", steps=tuple(steps))
+    return RolloutSpec(strategy="canary", steps=tuple(steps), verify=verify)
 
 
 class Service:

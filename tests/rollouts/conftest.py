@@ -55,7 +55,7 @@ def canary(*steps: Step, **kw: Any) -> RolloutSpec:
 
 
 def bluegreen(**kw: Any) -> RolloutSpec:
-    return RolloutSpec(strategy="blue-green", **kw)
+    return RolloutSpec(strategy="blue-green", **{"verify": True, **kw})
 
 
 def state(phase: Phase, *, stable: str | None = STABLE, weights: dict[str, int] | None = None,

@@ -20,6 +20,7 @@ from entrega.rollouts.model import (
     Phase,
     RolloutSpec,
     RolloutState,
+    RunVerification,
     SetRoutes,
     StartInstances,
     StopInstances,
@@ -50,7 +51,7 @@ from .conftest import (
 P = Phase
 STRATEGIES = {
     "canary": canary(weight(10), analysis(60), weight(50), pause()),
-    "blue-green": bluegreen(auto_promote=False),
+    "blue-green": bluegreen(auto_promote=False, verify=False),
     "direct": RolloutSpec(strategy="direct"),
 }
 FIRST = [pytest.param(spec, id=name) for name, spec in STRATEGIES.items()]
@@ -271,3 +272,49 @@ def test_invariants_hold_for_any_sequence(strategy, spec, first, run):
         else:
             assert t.requeue_at >= now
         s = new
+
+
+# -- verification with all traffic (canary and direct; a first release of any strategy) ---
+
+VERIFIED = {
+    "canary": canary(weight(50), verify=True),
+    "direct": RolloutSpec(strategy="direct", verify=True),
+}
+
+
+@pytest.mark.parametrize("spec", [pytest.param(s, id=n) for n, s in VERIFIED.items()])
+def test_verification_runs_with_all_traffic_before_the_old_release_stops(spec):
+    ready = state(P.STARTING, phase_started_at=T0)
+    verifying = go(spec, ready, observed(), now=T0 + 1)
+    assert verifying.state.phase == P.VERIFYING
+    assert verifying.state.weights == {CANARY: 100}
+    assert verifying.actions[-1] == RunVerification(CANARY, on_preview=False)
+    assert not any(isinstance(a, StopInstances) for a in verifying.actions)  # stable warm
+
+    waiting = go(spec, verifying.state, Observed(), now=T0 + 2)
+    assert summary(waiting) == (P.VERIFYING, {CANARY: 100}, [], T0 + 2 + POLL_S)
+
+    passed = go(spec, verifying.state, Observed(verification="passed",
+                                                verification_detail="2 checks"), now=T0 + 3)
+    assert passed.state.phase == P.SUCCEEDED
+    assert passed.actions == (StopInstances(STABLE),)
+
+    failed = go(spec, verifying.state, Observed(verification="failed",
+                                                verification_detail="500 on /"), now=T0 + 3)
+    assert failed.state.phase == P.ROLLED_BACK and "500 on /" in failed.state.message
+    assert failed.actions == (SetRoutes({STABLE: 100}), StopInstances(CANARY))
+
+
+@pytest.mark.parametrize("strategy", ["canary", "blue-green", "direct"])
+def test_a_first_release_that_fails_verification_leaves_an_empty_table(strategy):
+    spec = RolloutSpec(strategy=strategy, verify=True)
+    ready = replace(initial_state(stable=None, canary=CANARY, now=T0), phase=P.STARTING)
+    verifying = go(spec, ready, observed(), now=T0 + 1)
+    assert verifying.state.phase == P.VERIFYING
+    assert verifying.actions == (SetRoutes({CANARY: 100}),
+                                 RunVerification(CANARY, on_preview=False))
+    failed = go(spec, verifying.state, Observed(verification="failed"), now=T0 + 2)
+    assert failed.state.phase == P.FAILED
+    assert failed.actions == (SetRoutes({}), StopInstances(CANARY))
+    passed = go(spec, verifying.state, Observed(verification="passed"), now=T0 + 2)
+    assert passed.state.phase == P.SUCCEEDED and passed.actions == ()

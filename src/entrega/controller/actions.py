@@ -181,7 +181,7 @@ class ActionRunner:
         elif isinstance(action, BeginAnalysis):
             await self.begin_analysis(rt, row, action.window, list(action.metrics))
         elif isinstance(action, RunVerification):
-            self.start_verification(rt, row, action.release)
+            self.start_verification(rt, row, action.release, on_preview=action.on_preview)
 
     async def begin_analysis(self, rt: EnvironmentRuntime, row: Rollout, window: int,
                              metrics: list[str]) -> None:
@@ -189,13 +189,16 @@ class ActionRunner:
         self.repo.begin_analysis_run(rollout_id=row.id, window=window, metrics=metrics,
                                      baseline=baseline)
 
-    def start_verification(self, rt: EnvironmentRuntime, row: Rollout, version: str) -> None:
+    def start_verification(self, rt: EnvironmentRuntime, row: Rollout, version: str, *,
+                           on_preview: bool) -> None:
         if row.id in self.verifications:
             return
-        self._background(("verify", str(row.id)), self._verify(rt, row, version))
+        self._background(("verify", str(row.id)),
+                         self._verify(rt, row, version, on_preview=on_preview))
 
-    async def _verify(self, rt: EnvironmentRuntime, row: Rollout, version: str) -> None:
-        listen = rt.config.router.preview_listen
+    async def _verify(self, rt: EnvironmentRuntime, row: Rollout, version: str, *,
+                      on_preview: bool) -> None:
+        listen = rt.config.router.preview_listen if on_preview else rt.config.router.listen
         if listen:
             host, port = parse_address(listen)
             host = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from entrega.analysis.evaluate import evaluate_window
+from entrega.analysis.providers import MeasureWindow, measure_external
 from entrega.analysis.providers.builtin import snapshot
 from entrega.controller.actions import ActionRunner
 from entrega.controller.runtime import EnvironmentRuntime
@@ -44,7 +47,8 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
     if state.phase == Phase.VERIFYING and state.verification == "running":
         result = actions.verifications.get(row.id)
         if result is None:
-            actions.start_verification(rt, row, state.canary)
+            actions.start_verification(rt, row, state.canary,
+                                       on_preview=state.preview == state.canary)
         else:
             verification = "passed" if result.passed else "failed"
             detail = result.detail
@@ -60,12 +64,16 @@ async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
         await actions.begin_analysis(rt, row, window, list(step.metrics))
         return None
     try:
-        latest = await snapshot(rt.router)
+        latest = await snapshot(rt.router, samples=True)
     except EntregaError:
         return None  # no data is never a pass; the state machine simply waits
     configs = {name: rt.config.metric(name) for name in step.metrics}
+    measured = await measure_external(
+        configs, app=row.app, canary=state.canary, stable=state.stable,
+        window=MeasureWindow(started_at=run.started_at, ended_at=time.time()))
     verdict, reason, metrics = evaluate_window(configs, baseline=run.baseline, latest=latest,
-                                               canary=state.canary, stable=state.stable)
+                                               canary=state.canary, stable=state.stable,
+                                               measurements=measured)
     result = {"verdict": verdict, "reason": reason, "metrics": [m.to_dict() for m in metrics]}
     actions.repo.record_analysis(run.id, verdict=verdict, result=result)
     return AnalysisVerdict(window=window, verdict=verdict, reason=reason,

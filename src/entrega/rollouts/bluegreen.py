@@ -45,7 +45,7 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
         if (waiting := common.wait_ready(spec, state, observed, now)) is not None:
             return waiting
         if state.stable is None:
-            return common.succeed(state, now)
+            return common.finish(spec, state, now)
         preview = replace(common.enter(state, Phase.VERIFYING, now,
                                        f"{state.canary} on preview, verifying"),
                           preview=state.canary,
@@ -57,17 +57,15 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
                           requeue_at=now + common.POLL_S)
 
     if state.phase == Phase.VERIFYING:
-        if state.verification == "running":
-            if observed.verification is None:
-                return Transition(state, requeue_at=now + common.POLL_S)
-            result = observed.verification
-            state = replace(state, verification=result)
-            if result == "failed":
-                return common.rollback(
-                    state, now, f"verification failed: {observed.verification_detail}")
-            events: tuple[str, ...] = (f"verification passed: {observed.verification_detail}",)
-        else:
-            events = ()
+        was_running = state.verification == "running"
+        result = common.await_verification(state, observed, now)
+        if isinstance(result, Transition):
+            return result
+        state = result
+        events: tuple[str, ...] = (state.message,) if was_running else ()
+        if state.stable is None:  # a first release is verified on the live address
+            done = common.succeed(state, now)
+            return Transition(done.state, done.actions, (*events, *done.events))
         if spec.auto_promote or state.promote_requested or state.promote_full:
             return _switch(spec, state, now, events)
         paused = common.enter(state, Phase.PAUSED, now, "verified; waiting for promote")

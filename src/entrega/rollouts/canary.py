@@ -41,6 +41,12 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
         return _run_steps(spec, state, observed, now, events=[f"{state.canary} is ready"])
     if state.phase in (Phase.PROGRESSING, Phase.PAUSED):
         return _run_steps(spec, state, observed, now, events=[])
+    if state.phase == Phase.VERIFYING:
+        result = common.await_verification(state, observed, now)
+        if isinstance(result, Transition):
+            return result
+        done = common.succeed(result, now)
+        return Transition(done.state, done.actions, (result.message, *done.events))
     return Transition(state)
 
 
@@ -96,8 +102,9 @@ def _run_steps(spec: RolloutSpec, state: RolloutState, observed: Observed, now: 
         state, more = result
         events.extend(more)
 
-    done = common.succeed(state, now)
-    return Transition(done.state, (*actions, *done.actions), (*events, *done.events))
+    done = common.finish(spec, state, now)
+    return Transition(done.state, (*actions, *done.actions), (*events, *done.events),
+                      done.requeue_at)
 
 
 def _analysis(step: AnalysisStep, state: RolloutState, observed: Observed, now: float,

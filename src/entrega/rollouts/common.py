@@ -14,6 +14,7 @@ from entrega.rollouts.model import (
     Phase,
     RolloutSpec,
     RolloutState,
+    RunVerification,
     SetRoutes,
     StartInstances,
     StopInstances,
@@ -49,10 +50,14 @@ def wait_ready(spec: RolloutSpec, state: RolloutState, observed: Observed,
 
 def fail(state: RolloutState, now: float, reason: str) -> Transition:
     """The new release never took traffic: stop it, leave routes on stable."""
-    routes = SetRoutes({state.stable: 100}) if state.stable else None
     weights = {state.stable: 100} if state.stable else {}
-    new = replace(enter(state, Phase.FAILED, now, reason), weights=weights, preview=None)
-    actions = (*((routes,) if routes else ()), StopInstances(state.canary))
+    new = replace(enter(state, Phase.FAILED, now, reason), weights=weights, preview=None,
+                  analysis=None, scale_down_at=None)
+    exposed = state.weights.get(state.canary, 0) > 0 or state.preview == state.canary
+    # Routes first whenever the new release took any traffic (a first release that failed
+    # its verification leaves an empty table: nothing is better than a broken release).
+    routes = (SetRoutes(weights),) if state.stable or exposed else ()
+    actions = (*routes, StopInstances(state.canary))
     return Transition(new, actions, (f"failed: {reason}",))
 
 
@@ -91,3 +96,35 @@ def handle_abort(state: RolloutState, now: float) -> Transition | None:
     if state.abort_requested:
         return rollback(state, now, "aborted by a user")
     return None
+
+
+def finish(spec: RolloutSpec, state: RolloutState, now: float) -> Transition:
+    """The release has passed its steps: verify it on the environment's own address
+    (when configured) while the old release still runs, then succeed."""
+    if not spec.verify:
+        return succeed(state, now)
+    new = replace(enter(state, Phase.VERIFYING, now, f"verifying {state.canary}"),
+                  weights={state.canary: 100}, preview=None, analysis=None,
+                  verification="running")
+    actions: tuple[SetRoutes | RunVerification, ...] = (RunVerification(state.canary,
+                                                                        on_preview=False),)
+    events = [f"verifying {state.canary} with all traffic"]
+    if state.weights != {state.canary: 100} or state.preview is not None:
+        actions = (SetRoutes({state.canary: 100}), *actions)
+        events.insert(0, f"{state.canary} receives 100% of traffic")
+    return Transition(new, actions, tuple(events), requeue_at=now + POLL_S)
+
+
+def await_verification(state: RolloutState, observed: Observed,
+                       now: float) -> Transition | RolloutState:
+    """While VERIFYING: the waiting transition, a rollback on failure, or the state with
+    the verification recorded as passed (the caller decides what passing leads to)."""
+    if state.verification != "running":
+        return state
+    if observed.verification is None:
+        return Transition(state, requeue_at=now + POLL_S)
+    if observed.verification == "failed":
+        return rollback(replace(state, verification="failed"), now,
+                        f"verification failed: {observed.verification_detail}")
+    return replace(state, verification="passed",
+                   message=f"verification passed: {observed.verification_detail}")

@@ -1,4 +1,5 @@
-"""Direct: start the new release, and once it is ready give it all traffic at once.
+"""Direct: start the new release, and once it is ready give it all traffic at once,
+verify it there (when the environment has checks), then stop the old one.
 
 Used for an environment's first release (there is nothing to compare against) and for
 ``rollback --to``, where the target release already ran in this environment.
@@ -19,5 +20,11 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
     if state.phase == Phase.STARTING:
         if (waiting := common.wait_ready(spec, state, observed, now)) is not None:
             return waiting
-        return common.succeed(state, now)
+        return common.finish(spec, state, now)
+    if state.phase == Phase.VERIFYING:
+        result = common.await_verification(state, observed, now)
+        if isinstance(result, Transition):
+            return result
+        done = common.succeed(result, now)
+        return Transition(done.state, done.actions, (result.message, *done.events))
     return Transition(state)

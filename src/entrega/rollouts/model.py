@@ -68,8 +68,9 @@ class RolloutSpec:
     auto_promote: bool = True
     #: blue-green: how long the old release stays warm after the switch
     scale_down_delay_s: float = 30.0
-    #: blue-green: run the environment's verification against the preview
-    verify: bool = True
+    #: run the environment's verification: blue-green on the preview before the switch;
+    #: canary and direct once the release has all traffic, before the old one is stopped
+    verify: bool = False
     #: the new release must be ready within this many seconds, or the rollout fails
     progress_deadline_s: float = 300.0
 
@@ -179,6 +180,9 @@ class BeginAnalysis:
 @dataclass(frozen=True)
 class RunVerification:
     release: str
+    #: True: check the preview address (blue-green, before the switch); False: the
+    #: environment's own address, once the release has all traffic.
+    on_preview: bool = True
 
 
 Action = StartInstances | SetRoutes | StopInstances | BeginAnalysis | RunVerification
