@@ -77,9 +77,9 @@ environments:
           - analysis: {{duration_s: 6, metrics: [error-rate, latency-p95]}}
           - weight: 100
       blue-green: {{auto_promote: true, scale_down_delay_s: 4}}
-    analysis:
-      error-rate: {{max: 0.05, max_increase: 0.02, min_requests: 30}}
-      latency-p95: {{max_ratio: 2.0, min_requests: 50}}
+    analysis:                     # the statistical judges (entrega's defaults), tuned
+      error-rate: {{judge: sequential, max_increase: 0.002, min_requests: 30}}
+      latency-p95: {{judge: mann-whitney, max_ratio: 1.5, min_requests: 20}}
     verify:
       - http: {{path: /healthz, expect_status: 200}}
       - http: {{path: /api/products, expect_status: 200, expect_body: "moka pot"}}
@@ -123,6 +123,9 @@ class Users:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at += interval
             self.requests += 1
+            # A new anonymous visitor each time: the router pins each visitor to the release
+            # it first got (a cookie), so one shared cookie jar would be a single user.
+            client.cookies.clear()
             try:
                 response = await client.get(self.url + "/api/products")
             except httpx.HTTPError as exc:

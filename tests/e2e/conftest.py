@@ -89,6 +89,9 @@ class Users:
             while not self._stop.is_set():
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += self.interval
+                # Each request is a new anonymous visitor: the router pins a visitor to a
+                # release with a cookie, and one jar for all would be a single user.
+                client.cookies.clear()
                 try:
                     response = client.get(self.url + "/api/products")
                 except httpx.HTTPError as exc:
@@ -210,6 +213,7 @@ class Deployment:
         seen: Counter[str] = Counter()
         with httpx.Client(timeout=5) as client:
             for _ in range(n):
+                client.cookies.clear()  # a new visitor each time (see Users)
                 seen[client.get((url or self.router_url) + "/api/products")
                      .headers.get("x-entrega-release", "?")] += 1
         return seen
