@@ -17,6 +17,9 @@ says what failed, where, and (when we know it) what to do next::
     ├── RouterError            the router could not be started or reconfigured
     │   └── RouterUnreachable  the router's control socket does not answer
     ├── AnalysisError          a metric could not be measured
+    ├── Unauthorized           no valid token or webhook signature (401)
+    ├── Forbidden              the token's role does not allow it (403)
+    ├── PayloadTooLarge        a request body over the configured limit (413)
     └── ApiError               the server answered a CLI call with an error
 
 The controller separates temporary failures (retry with backoff) from permanent ones
@@ -119,6 +122,18 @@ class AnalysisError(EntregaError):
     """A metric could not be measured (the judge then sees no data, never a pass)."""
 
     temporary = True
+
+
+class Unauthorized(EntregaError):
+    status_code = 401
+
+
+class Forbidden(EntregaError):
+    status_code = 403
+
+
+class PayloadTooLarge(EntregaError):
+    status_code = 413
 
 
 class ApiError(EntregaError):

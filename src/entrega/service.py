@@ -8,70 +8,27 @@ wake the controller.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from entrega.config import Config, EnvironmentConfig
+from entrega.config import Config
+from entrega.controller.launch import launch_rollout
 from entrega.controller.loop import Controller
-from entrega.errors import Conflict, NotFound, RolloutInProgress
+from entrega.controller.pipeline import order_problem
+from entrega.errors import Conflict, Forbidden, NotFound, RolloutInProgress
 from entrega.releases.artifacts import ArtifactStore
 from entrega.releases.catalog import create_release
 from entrega.rollouts.model import (
-    AnalysisStep,
     PauseStep,
     Phase,
-    RolloutSpec,
     Step,
     WeightStep,
-    initial_state,
     spec_from_dict,
-    spec_to_dict,
     state_from_dict,
-    state_to_dict,
 )
-from entrega.store.models import Event, Release, Rollout
+from entrega.store.models import DeployRequest, Event, Release, Rollout
 from entrega.store.repository import Repository
-
-STRATEGIES = ("canary", "blue-green", "direct")
-
-
-def spec_for(env: EnvironmentConfig, strategy: str | None = None, *,
-             rollback: bool = False) -> RolloutSpec:
-    """The rollout spec an environment's config gives (optionally another strategy).
-
-    A rollback restores a release that ran here before: it skips verification, since
-    getting back to a known state fast matters more than checking it again."""
-    chosen = strategy or env.strategy.name
-    if chosen not in STRATEGIES:
-        raise Conflict(f"unknown strategy {chosen!r}", hint=f"use one of {STRATEGIES}")
-    verify = bool(env.verify) and not rollback
-    if chosen == "direct":
-        return RolloutSpec(strategy="direct", verify=verify)
-    if chosen == "blue-green":
-        bg = env.strategy.blue_green
-        if bg is None:
-            return RolloutSpec(strategy="blue-green", verify=verify)
-        return RolloutSpec(strategy="blue-green", auto_promote=bg.auto_promote,
-                           scale_down_delay_s=bg.scale_down_delay_s, verify=verify)
-    canary = env.strategy.canary
-    raw_steps = canary.steps if canary else []
-    steps: list[Step] = []
-    for step in raw_steps:
-        if step.weight is not None:
-            steps.append(WeightStep(step.weight))
-        elif step.pause is not None:
-            steps.append(PauseStep(step.pause.duration_s))
-        elif step.analysis is not None:
-            a = step.analysis
-            steps.append(AnalysisStep(metrics=tuple(a.metrics), duration_s=a.duration_s,
-                                      check_every_s=a.check_every_s,
-                                      failure_limit=a.failure_limit,
-                                      inconclusive_limit=a.inconclusive_limit))
-    if not steps:
-        steps = [WeightStep(100)]
-    return RolloutSpec(strategy="canary", steps=tuple(steps), verify=verify)
 
 
 class Service:
@@ -103,27 +60,66 @@ class Service:
     # -- rollouts --------------------------------------------------------------------------
 
     async def deploy(self, *, environment: str, version: str, actor: str,
-                     strategy: str | None = None, reason: str = "") -> Rollout:
-        env = self.config.environment(environment)
-        self.release(version)
+                     strategy: str | None = None, reason: str = "", queue: bool = True,
+                     force: bool = False, admin: bool = False) -> dict[str, Any]:
+        """Roll ``version`` out to ``environment`` now, or queue it behind the rollout in
+        progress (newest wins). Returns {"rollout": view} or {"queued": request}."""
+        self.config.environment(environment)
+        release = self.release(version)
+        if release.pruned_at is not None:
+            raise Conflict(f"release {version} is no longer retained (its artifact was "
+                           "deleted)")
+        problem = order_problem(self.repo, self.config, environment, version)
+        if problem and not force:
+            raise Conflict(problem, hint="an admin can force it: --force --reason '...'")
+        if force:
+            if not admin:
+                raise Forbidden("forcing a release past the pipeline's order needs an admin")
+            if not reason.strip():
+                raise Conflict("--force needs a --reason: it is recorded in the audit log")
         async with self._lock(environment):
             active = self.repo.active_rollout(self.app, environment)
-            if active is not None:
+            if active is None:
+                rollout = launch_rollout(self.repo, self.config, environment=environment,
+                                         version=version, actor=actor, strategy=strategy,
+                                         reason=reason)
+                self.repo.add_request(app=self.app, environment=environment, version=version,
+                                      status="started", actor=actor, reason=reason,
+                                      strategy=strategy, forced=force, rollout_id=rollout.id)
+                if force:
+                    self.repo.add_event(app=self.app, environment=environment, version=version,
+                                        rollout_id=rollout.id, kind="forced", actor=actor,
+                                        message=f"{actor} forced {version} into {environment}"
+                                                f": {reason}")
+                self.controller.wake()
+                return {"rollout": self.rollout_view(rollout)}
+            if not queue:
                 raise RolloutInProgress(
                     f"{environment} is busy with rollout {active.id} of {active.version} "
-                    f"({active.phase})", hint="wait for it, or `entrega abort` it")
-            current = self._environment(environment).current_version
-            if current == version:
-                raise Conflict(f"{environment} already runs {version}")
-            spec = spec_for(env, strategy)
-            state = initial_state(stable=current, canary=version, now=time.time())
-            rollout = self.repo.create_rollout(
-                app=self.app, environment=environment, version=version,
-                from_version=current, strategy=spec.strategy if current else "direct",
-                spec=spec_to_dict(spec), state=state_to_dict(state), actor=actor,
-                reason=reason)
+                    f"({active.phase})", hint="wait for it, `entrega abort` it, or queue")
+            request = self.repo.add_request(app=self.app, environment=environment,
+                                            version=version, status="queued", actor=actor,
+                                            reason=reason, strategy=strategy, forced=force)
+            self.repo.add_event(app=self.app, environment=environment, version=version,
+                                kind="queued", actor=actor,
+                                message=f"{version} queued for {environment} behind rollout "
+                                        f"{active.id} of {active.version}")
+        return {"queued": request_view(request)}
+
+    async def approve(self, *, environment: str, version: str, actor: str) -> dict[str, Any]:
+        """Pass a manual gate: the release waiting at it is queued for the environment."""
+        async with self._lock(environment):
+            waiting = [r for r in self.repo.waiting_requests(self.app, environment)
+                       if r.version == version and r.status == "awaiting_approval"]
+            if not waiting:
+                raise NotFound(f"{version} is not waiting for approval in {environment}",
+                               hint="`entrega pipeline` shows where each release stands")
+            self.repo.set_request_status(waiting[-1].id, "queued")
+            self.repo.add_event(app=self.app, environment=environment, version=version,
+                                kind="approved", actor=actor,
+                                message=f"{actor} approved {version} for {environment}")
         self.controller.wake()
-        return rollout
+        return {"approved": version, "environment": environment}
 
     def _lock(self, environment: str) -> asyncio.Lock:
         self.config.environment(environment)  # a clear error for an unknown name
@@ -162,8 +158,8 @@ class Service:
 
     async def rollback(self, *, environment: str, actor: str,
                        to: str | None = None) -> Rollout:
-        """Abort the rollout in progress, or restore an earlier release (default: the
-        one the current release replaced)."""
+        """Abort the rollout in progress, or restore an earlier retained release at once
+        (default: the one the current release replaced)."""
         self.config.environment(environment)
         active = self.repo.active_rollout(self.app, environment)
         if active is not None and to in (None, active.from_version):
@@ -174,8 +170,13 @@ class Service:
         current = self._environment(environment).current_version
         if to is None:
             to = self._previous(environment, current)
-        return await self.deploy(environment=environment, version=to, actor=actor,
-                                 strategy="direct", reason=f"rollback from {current}")
+        self.release(to)
+        async with self._lock(environment):
+            rollout = launch_rollout(self.repo, self.config, environment=environment,
+                                     version=to, actor=actor, strategy="direct",
+                                     reason=f"rollback from {current}", rollback=True)
+        self.controller.wake()
+        return rollout
 
     def _previous(self, environment: str, current: str | None) -> str:
         for row in self.repo.rollouts(self.app, environment, limit=200):
@@ -199,6 +200,24 @@ class Service:
                 "last_rollout": self.rollout_view(last[0]) if last and not active else None,
             })
         return {"app": self.app, "environments": environments}
+
+    def pipeline(self, *, limit: int = 20) -> dict[str, Any]:
+        """Where each recent release stands in each environment."""
+        envs = self.repo.environments(self.app)
+        rollouts = self.repo.rollouts(self.app, limit=2000)
+        requests = self.repo.requests(self.app, limit=2000)
+        releases = []
+        for release in self.repo.releases(self.app)[:limit]:
+            stages = {}
+            for env in envs:
+                stages[env.name] = _stage(release.version, env.name, env.current_version,
+                                          rollouts, requests)
+            releases.append({"version": release.version, "digest": release.digest,
+                             "created_at": release.created_at, "meta": release.meta,
+                             "retained": release.pruned_at is None,
+                             "environments": stages})
+        return {"app": self.app, "environments": [e.name for e in envs],
+                "releases": releases}
 
     def rollout_view(self, row: Rollout) -> dict[str, Any]:
         state = state_from_dict(row.state)
@@ -245,6 +264,13 @@ class Service:
                 for r in self.repo.releases(self.app)]
 
 
+def request_view(request: DeployRequest) -> dict[str, Any]:
+    return {"id": request.id, "environment": request.environment, "version": request.version,
+            "status": request.status, "actor": request.actor, "reason": request.reason,
+            "forced": request.forced, "rollout_id": request.rollout_id,
+            "created_at": request.created_at}
+
+
 def event_view(event: Event) -> dict[str, Any]:
     return {"id": event.id, "time": event.time, "environment": event.environment,
             "version": event.version, "rollout_id": event.rollout_id, "kind": event.kind,
@@ -257,3 +283,21 @@ def _step_text(step: Step) -> str:
     if isinstance(step, PauseStep):
         return f"pause {step.duration_s:g}s" if step.duration_s is not None else "pause"
     return f"analysis {', '.join(step.metrics)} {step.duration_s:g}s"
+
+
+def _stage(version: str, environment: str, current: str | None, rollouts: list[Rollout],
+           requests: list[DeployRequest]) -> dict[str, Any]:
+    """One cell of the pipeline view (rollouts and requests come newest first)."""
+    rollout = next((r for r in rollouts
+                    if r.version == version and r.environment == environment), None)
+    request = next((r for r in requests
+                    if r.version == version and r.environment == environment), None)
+    if request is not None and request.status in ("queued", "awaiting_approval",
+                                                  "superseded", "cancelled") \
+            and (rollout is None or request.created_at > rollout.created_at):
+        return {"status": request.status, "since": request.created_at,
+                "running": current == version}
+    if rollout is None:
+        return {"status": "-", "running": current == version}
+    return {"status": rollout.phase, "rollout_id": rollout.id, "since": rollout.updated_at,
+            "running": current == version, "message": rollout.state.get("message", "")}

@@ -130,8 +130,11 @@ def test_cli_errors_are_one_clear_sentence(deployment: Deployment) -> None:
     first_release(dep)
     rollout = dep.deploy("v2")
     dep.wait_phase(rollout["id"], {"paused"})
-    busy = dep.cli("deploy", "v3", "--artifact", str(dep.artifact("v3")), check=False)
+    busy = dep.cli("deploy", "v3", "--artifact", str(dep.artifact("v3")), "--no-queue",
+                   check=False)
     assert busy.returncode == 1 and "production is busy with rollout" in busy.stderr
+    queued = dep.cli("deploy", "v3")
+    assert "v3 queued for production" in queued.stdout
 
     nothing = dep.cli("deploy", "v1", "--artifact", str(dep.artifact("v1", error_rate=1)),
                       check=False)

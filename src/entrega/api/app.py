@@ -1,4 +1,8 @@
-"""The HTTP API: parse, call the service layer, render JSON. Nothing else lives here."""
+"""The HTTP API: authenticate, parse, call the service layer, render JSON.
+
+Reads need a viewer, changes a deployer, forcing the pipeline's order an admin. The CI
+webhook (``POST /api/v1/releases``) may instead sign its body with the shared secret.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from entrega import __version__
-from entrega.errors import EntregaError
+from entrega.api.auth import SIGNATURE_HEADER, Authenticator, Caller
+from entrega.api.uploads import parse_upload, receive_body
+from entrega.errors import ConfigError, EntregaError, Unauthorized
+from entrega.releases.catalog import check_version
 from entrega.service import Service
 
 log = logging.getLogger("entrega.api")
-
-
-class ReleaseIn(BaseModel):
-    version: str = Field(min_length=1, max_length=128)
-    #: a directory or tarball the server can read
-    artifact: str
-    meta: dict[str, Any] = {}
 
 
 class DeployIn(BaseModel):
@@ -30,6 +30,11 @@ class DeployIn(BaseModel):
     artifact: str | None = None
     strategy: str | None = None
     meta: dict[str, Any] = {}
+    #: false: answer 409 instead of queueing behind a rollout in progress
+    queue: bool = True
+    #: admin only: skip the pipeline's order (needs a reason, recorded)
+    force: bool = False
+    reason: str = ""
 
 
 class PromoteIn(BaseModel):
@@ -40,8 +45,21 @@ class RollbackIn(BaseModel):
     to: str | None = None
 
 
-def create_app(service: Service) -> FastAPI:
+class ApproveIn(BaseModel):
+    version: str
+
+
+def create_app(service: Service, auth: Authenticator | None = None) -> FastAPI:
+    auth = auth or Authenticator(service.config.auth)
     app = FastAPI(title="entrega", version=__version__, openapi_url="/openapi.json")
+    app.state.service = service
+    app.state.auth = auth
+
+    def viewer(request: Request) -> Caller:
+        return auth.require(request, "viewer")
+
+    def deployer(request: Request) -> Caller:
+        return auth.require(request, "deployer")
 
     @app.exception_handler(EntregaError)
     async def _entrega_error(_: Request, exc: EntregaError) -> JSONResponse:
@@ -59,61 +77,112 @@ def create_app(service: Service) -> FastAPI:
         return {"ok": True, "app": service.app, "passes": service.controller.passes}
 
     @app.get("/api/v1/status")
-    async def status() -> dict[str, Any]:
+    async def status(request: Request) -> dict[str, Any]:
+        viewer(request)
         return service.status()
 
+    @app.get("/api/v1/pipeline")
+    async def pipeline(request: Request, limit: int = 20) -> dict[str, Any]:
+        viewer(request)
+        return service.pipeline(limit=min(limit, 200))
+
     @app.get("/api/v1/releases")
-    async def releases() -> list[dict[str, Any]]:
+    async def releases(request: Request) -> list[dict[str, Any]]:
+        viewer(request)
         return service.releases()
 
     @app.post("/api/v1/releases", status_code=201)
-    async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
-        release, created = service.create_release(
-            version=body.version, artifact=Path(body.artifact), meta=body.meta,
-            actor=_actor(request))
-        return {"version": release.version, "digest": release.digest, "created": created}
+    async def create_release(request: Request) -> JSONResponse:
+        """The CI webhook: multipart (artifact file + fields) or JSON, signed with
+        ``X-Entrega-Signature-256: sha256=<hex HMAC of the body>`` or sent with a token."""
+        secret = auth.webhook_secret()
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if signature is None:
+            # Unsigned: only a deployer's token will do (or an open, loopback-only API
+            # without a webhook secret).
+            if secret is not None and (auth.open or auth.caller(request) is None):
+                raise Unauthorized("the webhook is not signed",
+                                   hint=f"send {SIGNATURE_HEADER} or a deployer's token")
+            actor = deployer(request).name
+        elif secret is None:
+            raise Unauthorized("a signed webhook, but no webhook secret is configured",
+                               hint="set auth.webhook_secret_env and that variable")
+        else:
+            actor = "ci"  # checked against the body once it has arrived, below
+        body = await receive_body(request, limit=service.config.auth.max_body_bytes,
+                                  secret=secret,
+                                  spool_dir=service.config.state_path / "uploads")
+        try:
+            if signature is not None and not auth.verify_signature(body.digest, signature):
+                raise Unauthorized("the webhook signature does not match the body",
+                                   hint=f"{SIGNATURE_HEADER}: sha256=<HMAC-SHA256 of the "
+                                        "exact body with the shared secret>")
+            upload = await parse_upload(request, body,
+                                        limit=service.config.auth.max_body_bytes)
+            try:
+                check_version(upload.version)
+            except ValueError as exc:
+                raise ConfigError(str(exc), file="request", field="version") from None
+            release, created = service.create_release(
+                version=upload.version, artifact=upload.artifact, meta=upload.meta,
+                actor=actor)
+        finally:
+            body.cleanup()
+        answer: dict[str, Any] = {"version": release.version, "digest": release.digest,
+                                  "created": created}
+        if created and upload.deploy:
+            first = service.config.environments[0].name
+            answer["deploy"] = await service.deploy(environment=first,
+                                                    version=release.version, actor=actor,
+                                                    reason="new release")
+        return JSONResponse(answer, status_code=201 if created else 200)
 
     @app.post("/api/v1/environments/{environment}/deploy", status_code=201)
-    async def deploy(environment: str, body: DeployIn, request: Request) -> dict[str, Any]:
-        actor = _actor(request)
+    async def deploy(environment: str, body: DeployIn, request: Request) -> JSONResponse:
+        caller = deployer(request)
         if body.artifact:
             service.create_release(version=body.version, artifact=Path(body.artifact),
-                                   meta=body.meta, actor=actor)
-        rollout = await service.deploy(environment=environment, version=body.version,
-                                       strategy=body.strategy, actor=actor)
-        return service.rollout_view(rollout)
+                                   meta=body.meta, actor=caller.name)
+        result = await service.deploy(environment=environment, version=body.version,
+                                      strategy=body.strategy, actor=caller.name,
+                                      queue=body.queue, force=body.force, reason=body.reason,
+                                      admin=caller.allows("admin"))
+        if "rollout" in result:
+            return JSONResponse(result["rollout"], status_code=201)
+        return JSONResponse(result, status_code=202)
+
+    @app.post("/api/v1/environments/{environment}/approve")
+    async def approve(environment: str, body: ApproveIn, request: Request) -> dict[str, Any]:
+        return await service.approve(environment=environment, version=body.version,
+                                     actor=deployer(request).name)
 
     @app.post("/api/v1/environments/{environment}/promote")
     async def promote(environment: str, body: PromoteIn, request: Request) -> dict[str, Any]:
         row = await service.promote(environment=environment, full=body.full,
-                                    actor=_actor(request))
+                                    actor=deployer(request).name)
         return {"rollout": row.id}
 
     @app.post("/api/v1/environments/{environment}/abort")
     async def abort(environment: str, request: Request) -> dict[str, Any]:
-        row = await service.abort(environment=environment, actor=_actor(request))
+        row = await service.abort(environment=environment, actor=deployer(request).name)
         return {"rollout": row.id}
 
     @app.post("/api/v1/environments/{environment}/rollback")
     async def rollback(environment: str, body: RollbackIn, request: Request) -> dict[str, Any]:
         row = await service.rollback(environment=environment, to=body.to,
-                                     actor=_actor(request))
+                                     actor=deployer(request).name)
         return {"rollout": row.id, "version": row.version}
 
     @app.get("/api/v1/rollouts/{rollout_id}")
-    async def rollout(rollout_id: int) -> dict[str, Any]:
+    async def rollout(rollout_id: int, request: Request) -> dict[str, Any]:
+        viewer(request)
         return service.rollout(rollout_id)
 
     @app.get("/api/v1/history")
-    async def history(environment: str | None = None, limit: int = 100,
+    async def history(request: Request, environment: str | None = None, limit: int = 100,
                       after_id: int = 0) -> list[dict[str, Any]]:
+        viewer(request)
         return service.history(environment=environment, limit=min(limit, 1000),
                                after_id=after_id)
 
     return app
-
-
-def _actor(request: Request) -> str:
-    # Token auth with named tokens comes with the API's roles; until then the caller
-    # names itself (the CLI sends its user name).
-    return request.headers.get("x-entrega-actor", "api")[:64]

@@ -31,8 +31,11 @@ class Client:
             user = getpass.getuser()
         except (KeyError, OSError):  # no passwd entry (containers)
             user = "cli"
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s,
-                                  headers={"X-Entrega-Actor": f"cli:{user}"[:64]})
+        headers = {"X-Entrega-Actor": f"cli:{user}"[:64]}
+        token = os.environ.get("ENTREGA_TOKEN")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

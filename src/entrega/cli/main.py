@@ -138,6 +138,11 @@ def deploy(
     strategy: str = typer.Option(None, "--strategy", "-s",
                                  help="canary, blue-green or direct (default: from config)."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Follow the rollout until it ends."),
+    no_queue: bool = typer.Option(False, "--no-queue",
+                                  help="Fail if a rollout is in progress instead of queueing."),
+    force: bool = typer.Option(False, "--force",
+                               help="Admin: skip the pipeline's order (needs --reason)."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in the audit log)."),
     as_json: bool = JsonOpt,
     config: str = ConfigOpt,
 ) -> None:
@@ -145,12 +150,20 @@ def deploy(
     ctx = _ctx(config)
     client = ctx.client()
     env = env or ctx.config.environments[0].name
-    body: dict[str, Any] = {"version": version, "strategy": strategy}
+    body: dict[str, Any] = {"version": version, "strategy": strategy, "queue": not no_queue,
+                            "force": force, "reason": reason}
     if artifact is not None:
         if not artifact.exists():
             raise EntregaError(f"artifact {artifact} does not exist")
         body["artifact"] = str(artifact.resolve())
     rollout = client.post(f"/api/v1/environments/{env}/deploy", body)
+    if "queued" in rollout:
+        if as_json:
+            _print_json(rollout)
+        else:
+            console.print(f"{version} queued for {env} behind the rollout in progress "
+                          "(a newer request replaces it)")
+        return
     if not wait:
         if as_json:
             _print_json(rollout)
@@ -222,12 +235,15 @@ def abort(env: str = EnvOpt, config: str = ConfigOpt) -> None:
 
 
 @app.command()
-def rollback(env: str = EnvOpt,
+def rollback(app_name: str = typer.Argument(None, metavar="[APP]",
+                                            help="The app (must match entrega.yaml)."),
+             env: str = EnvOpt,
              to: str = typer.Option(None, "--to", help="Release to restore (default: the "
                                                        "one the current release replaced)."),
              config: str = ConfigOpt) -> None:
     """Abort the rollout in progress, or restore an earlier release at once."""
     ctx = _ctx(config)
+    check_app(ctx.config, app_name)
     client = ctx.client()
     env = _pick_env(ctx, env, busy_first=True, client=client)
     result = client.post(f"/api/v1/environments/{env}/rollback", {"to": to})
@@ -270,6 +286,17 @@ def config_validate(config: str = ConfigOpt) -> None:
 def config_schema_cmd() -> None:
     """Print the JSON Schema of entrega.yaml (for editors)."""
     _print_json(config_schema())
+
+
+def check_app(cfg: Config, name: str | None) -> None:
+    """Commands may name the app (`entrega rollback shop ...`): it must be this config's."""
+    if name and name != cfg.app:
+        raise EntregaError(f"this entrega.yaml delivers {cfg.app!r}, not {name!r}",
+                           hint="run in the app's directory or pass -c its entrega.yaml")
+
+
+# Command groups kept in modules of their own register themselves on `app`.
+from entrega.cli import pipeline as _pipeline  # noqa: E402,F401
 
 
 def main() -> None:

@@ -23,7 +23,10 @@ from typing import Any
 
 from entrega.config import Config
 from entrega.controller.actions import ActionRunner
+from entrega.controller.notify import Notifier
 from entrega.controller.observe import observe_rollout
+from entrega.controller.pipeline import after_success, start_next
+from entrega.controller.retention import prune
 from entrega.controller.runtime import EnvironmentRuntime, build_runtime
 from entrega.errors import EntregaError
 from entrega.releases.artifacts import ArtifactStore
@@ -60,7 +63,9 @@ class Controller:
         self.runtimes: dict[str, EnvironmentRuntime] = {
             env.name: build_runtime(config, env) for env in config.environments}
         self.locks = {name: asyncio.Lock() for name in self.runtimes}
+        self.artifacts = artifacts
         self.actions = ActionRunner(config.app, repo, artifacts)
+        self.notifier = Notifier(config, repo)
         self._wake = asyncio.Event()
         self._due: dict[int, float] = {}
         self._last_observe: dict[str, float] = {}
@@ -75,6 +80,7 @@ class Controller:
         for rt in self.runtimes.values():
             await rt.router.ensure_running()
             await self.actions.adopt(rt)
+        self.notifier.start()
         self._task = asyncio.create_task(self._run(), name="entrega-reconcile")
 
     async def stop(self) -> None:
@@ -83,6 +89,7 @@ class Controller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.notifier.stop()
         await self.actions.cancel_background()
         for rt in self.runtimes.values():
             await rt.target.close()
@@ -110,9 +117,12 @@ class Controller:
         for name, rt in self.runtimes.items():
             async with self.locks[name]:
                 rollout = self.repo.active_rollout(self.config.app, name)
+                if rollout is None:
+                    rollout = start_next(self.repo, self.config, name)
                 if rollout is not None:
                     await self._reconcile_rollout(rt, rollout)
                 await self._repair(rt)
+        self.notifier.wake()
 
     async def _reconcile_rollout(self, rt: EnvironmentRuntime, row: Rollout) -> None:
         now = self.clock()
@@ -132,6 +142,10 @@ class Controller:
                                     actor="controller", message=str(exc))
         if transition.state.phase.terminal:
             self._due.pop(row.id, None)
+            if transition.state.phase == Phase.SUCCEEDED and state.phase != Phase.SUCCEEDED:
+                after_success(self.repo, self.config, row)
+                for version in prune(self.repo, self.artifacts, self.config):
+                    log.info("retention pruned %s", version)
             self.wake()  # a queued rollout (or the repair) may go on at once
         else:
             self._due[row.id] = transition.requeue_at or math.inf

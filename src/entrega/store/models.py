@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -32,6 +42,8 @@ class Release(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str] = mapped_column(String(64))
+    #: when retention removed the artifact (the release row stays, for history)
+    pruned_at: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
 
 
 class Environment(Base):
@@ -64,6 +76,9 @@ class Rollout(Base):
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text, default="")
+    #: "deploy" (moves the release along the pipeline) or "rollback" (restores one)
+    purpose: Mapped[str] = mapped_column(String(16), default="deploy",
+                                         server_default="deploy")
 
 
 class AnalysisRun(Base):
@@ -97,3 +112,50 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DeployRequest(Base):
+    """A request to roll a release out to an environment: queued behind a running
+    rollout, waiting at a manual gate, started, or superseded by a newer one."""
+
+    __tablename__ = "deploy_requests"
+    __table_args__ = (Index("ix_deploy_requests_env_status", "app", "environment", "status"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app: Mapped[str] = mapped_column(ForeignKey("apps.name"))
+    environment: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(128))
+    #: queued | awaiting_approval | started | superseded | cancelled
+    status: Mapped[str] = mapped_column(String(32))
+    strategy: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    rollout_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Cursor(Base):
+    """A named position in the event log (e.g. the last event considered for notifying),
+    so work driven by events resumes after a restart without repeating or skipping."""
+
+    __tablename__ = "cursors"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+class Notification(Base):
+    """Outbox of outgoing webhooks: persisted so retries survive a restart."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_status_next", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: pending | sent | failed (gave up)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -5,12 +5,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from entrega.store.database import Store
-from entrega.store.models import AnalysisRun, App, Environment, Event, Release, Rollout
+from entrega.store.models import (
+    AnalysisRun,
+    App,
+    Cursor,
+    DeployRequest,
+    Environment,
+    Event,
+    Notification,
+    Release,
+    Rollout,
+)
 
 TERMINAL_PHASES = ("succeeded", "rolled_back", "failed")
+#: deploy requests that still wait for their turn (or for an approval)
+WAITING = ("queued", "awaiting_approval")
 
 
 class Repository:
@@ -81,14 +93,15 @@ class Repository:
 
     def create_rollout(self, *, app: str, environment: str, version: str,
                        from_version: str | None, strategy: str, spec: dict[str, Any],
-                       state: dict[str, Any], actor: str, reason: str) -> Rollout:
+                       state: dict[str, Any], actor: str, reason: str,
+                       purpose: str = "deploy") -> Rollout:
         now = time.time()
         with self.store.session() as s:
             rollout = Rollout(app=app, environment=environment, version=version,
                               from_version=from_version, strategy=strategy,
                               phase=state["phase"], spec=spec, state=state, created_at=now,
                               updated_at=now, finished_at=None, created_by=actor,
-                              reason=reason)
+                              reason=reason, purpose=purpose)
             s.add(rollout)
             s.flush()
             s.add(Event(time=now, app=app, environment=environment, version=version,
@@ -203,3 +216,135 @@ class Repository:
                 query = query.where(Event.rollout_id == rollout_id)
             rows = list(s.scalars(query.order_by(Event.id.desc()).limit(limit)))
             return rows[::-1]
+
+    # -- deploy requests (queue and gates) ----------------------------------------------------
+
+    def add_request(self, *, app: str, environment: str, version: str, status: str,
+                    actor: str, reason: str, strategy: str | None = None,
+                    forced: bool = False, rollout_id: int | None = None) -> DeployRequest:
+        """Record a request; a waiting one supersedes older waiting ones (newest wins)."""
+        now = time.time()
+        with self.store.session() as s:
+            if status in WAITING:
+                for older in s.scalars(select(DeployRequest).where(
+                        DeployRequest.app == app, DeployRequest.environment == environment,
+                        DeployRequest.status.in_(WAITING))):
+                    older.status = "superseded"
+                    older.updated_at = now
+                    s.add(Event(time=now, app=app, environment=environment,
+                                version=older.version, kind="superseded", actor=actor,
+                                message=f"{older.version} will not go to {environment}: "
+                                        f"superseded by {version}",
+                                data={"request": older.id}))
+            request = DeployRequest(app=app, environment=environment, version=version,
+                                    status=status, strategy=strategy, actor=actor,
+                                    reason=reason, forced=forced, rollout_id=rollout_id,
+                                    created_at=now, updated_at=now)
+            s.add(request)
+            return request
+
+    def waiting_requests(self, app: str, environment: str | None = None) -> list[DeployRequest]:
+        with self.store.session() as s:
+            query = select(DeployRequest).where(DeployRequest.app == app,
+                                                DeployRequest.status.in_(WAITING))
+            if environment:
+                query = query.where(DeployRequest.environment == environment)
+            return list(s.scalars(query.order_by(DeployRequest.id)))
+
+    def requests(self, app: str, limit: int = 500) -> list[DeployRequest]:
+        with self.store.session() as s:
+            return list(s.scalars(select(DeployRequest).where(DeployRequest.app == app)
+                                  .order_by(DeployRequest.id.desc()).limit(limit)))
+
+    def set_request_status(self, request_id: int, status: str, *,
+                           rollout_id: int | None = None) -> None:
+        with self.store.session() as s:
+            request = s.get(DeployRequest, request_id)
+            assert request is not None
+            request.status = status
+            request.updated_at = time.time()
+            if rollout_id is not None:
+                request.rollout_id = rollout_id
+
+    # -- cursors and the notification outbox ------------------------------------------------
+
+    def cursor(self, name: str) -> int | None:
+        with self.store.session() as s:
+            row = s.get(Cursor, name)
+            return None if row is None else row.value
+
+    def set_cursor(self, name: str, value: int) -> None:
+        with self.store.session() as s:
+            row = s.get(Cursor, name)
+            if row is None:
+                s.add(Cursor(name=name, value=value))
+            else:
+                row.value = value
+
+    def last_event_id(self) -> int:
+        with self.store.session() as s:
+            return int(s.scalar(select(func.max(Event.id))) or 0)
+
+    def events_after(self, after_id: int, limit: int = 500) -> list[Event]:
+        with self.store.session() as s:
+            return list(s.scalars(select(Event).where(Event.id > after_id)
+                                  .order_by(Event.id).limit(limit)))
+
+    def enqueue_notifications(self, rows: list[tuple[int, str, dict[str, Any]]],
+                              cursor: tuple[str, int]) -> None:
+        """Add outbox rows and move the cursor past their events, in one transaction."""
+        now = time.time()
+        with self.store.session() as s:
+            for event_id, url, payload in rows:
+                s.add(Notification(event_id=event_id, url=url, payload=payload,
+                                   status="pending", attempts=0, next_attempt_at=now,
+                                   last_error=None, created_at=now))
+            name, value = cursor
+            row = s.get(Cursor, name)
+            if row is None:
+                s.add(Cursor(name=name, value=value))
+            else:
+                row.value = value
+
+    def due_notifications(self, now: float, limit: int = 50) -> list[Notification]:
+        with self.store.session() as s:
+            return list(s.scalars(select(Notification).where(
+                Notification.status == "pending", Notification.next_attempt_at <= now)
+                .order_by(Notification.id).limit(limit)))
+
+    def next_notification_at(self) -> float | None:
+        with self.store.session() as s:
+            value = s.scalar(select(func.min(Notification.next_attempt_at)).where(
+                Notification.status == "pending"))
+            return None if value is None else float(value)
+
+    def record_delivery(self, notification_id: int, *, ok: bool, error: str | None,
+                        retry_at: float | None) -> None:
+        with self.store.session() as s:
+            row = s.get(Notification, notification_id)
+            assert row is not None
+            row.attempts += 1
+            row.last_error = error
+            if ok:
+                row.status = "sent"
+            elif retry_at is None:
+                row.status = "failed"
+            else:
+                row.next_attempt_at = retry_at
+
+    def notifications(self, limit: int = 100) -> list[Notification]:
+        with self.store.session() as s:
+            return list(s.scalars(select(Notification).order_by(Notification.id.desc())
+                                  .limit(limit)))
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def mark_pruned(self, app: str, version: str) -> None:
+        with self.store.session() as s:
+            release = s.scalar(select(Release).where(Release.app == app,
+                                                     Release.version == version))
+            assert release is not None
+            release.pruned_at = time.time()
+            s.add(Event(time=release.pruned_at, app=app, version=version, kind="pruned",
+                        actor="controller",
+                        message=f"artifact of {version} deleted by retention"))

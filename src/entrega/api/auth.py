@@ -1,0 +1,84 @@
+"""Who is calling: bearer tokens with roles, and the CI webhook's HMAC signature.
+
+Roles are ordered: viewer (read) < deployer (release, deploy, promote, abort, rollback,
+approve) < admin (force a release past the order of environments). Tokens are compared
+by their sha256 in constant time; the token and the webhook secret are never logged,
+stored in events, or echoed in a response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from entrega.config import AuthConfig
+from entrega.errors import Forbidden, Unauthorized
+
+ROLES = ("viewer", "deployer", "admin")
+SIGNATURE_HEADER = "X-Entrega-Signature-256"
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    role: str
+
+    def allows(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh token and its sha256 (what goes into entrega.yaml)."""
+    token = "ent_" + secrets.token_urlsafe(32)
+    return token, hashlib.sha256(token.encode()).hexdigest()
+
+
+class Authenticator:
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+        self._by_digest = {t.sha256: (name, t.role) for name, t in config.tokens.items()}
+
+    @property
+    def open(self) -> bool:
+        """No tokens configured: every caller is trusted (loopback only, see config)."""
+        return not self._by_digest
+
+    def webhook_secret(self) -> bytes | None:
+        name = self.config.webhook_secret_env
+        value = os.environ.get(name) if name else None
+        return value.encode() if value else None
+
+    def caller(self, request: Request) -> Caller | None:
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else \
+            request.cookies.get("entrega_token", "")
+        if token:
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            for known, (name, role) in self._by_digest.items():
+                if hmac.compare_digest(known, digest):
+                    return Caller(name, role)
+            raise Unauthorized("the token is not valid", hint="check ENTREGA_TOKEN")
+        if self.open:
+            actor = request.headers.get("x-entrega-actor", "local")[:64]
+            return Caller(actor, "admin")
+        return None
+
+    def require(self, request: Request, role: str) -> Caller:
+        caller = self.caller(request)
+        if caller is None:
+            raise Unauthorized("this needs a token",
+                               hint="send Authorization: Bearer <token> (ENTREGA_TOKEN)")
+        if not caller.allows(role):
+            raise Forbidden(f"{caller.name} is a {caller.role}; this needs {role}")
+        return caller
+
+    def verify_signature(self, body_digest: hmac.HMAC | None, header: str | None) -> bool:
+        """True if ``header`` is ``sha256=<hex>`` of the body under the webhook secret."""
+        if body_digest is None or not header or not header.startswith("sha256="):
+            return False
+        return hmac.compare_digest(body_digest.hexdigest(), header.removeprefix("sha256="))

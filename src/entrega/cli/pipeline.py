@@ -1,0 +1,149 @@
+"""Commands of the pipeline: `release create`, `approve`, `pipeline`, `token create`."""
+
+from __future__ import annotations
+
+import getpass
+import tarfile
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from entrega.cli.main import (
+    ConfigOpt,
+    EnvOpt,
+    JsonOpt,
+    _ctx,
+    _print_json,
+    app,
+    check_app,
+    console,
+)
+from entrega.errors import EntregaError
+
+release_app = typer.Typer(help="Create releases (what CI's webhook does).",
+                          no_args_is_help=True)
+token_app = typer.Typer(help="Make API tokens.", no_args_is_help=True)
+app.add_typer(release_app, name="release")
+app.add_typer(token_app, name="token")
+
+STAGE_STYLE = {"succeeded": "green", "rolled_back": "red", "failed": "red",
+               "awaiting_approval": "yellow", "queued": "cyan", "superseded": "dim",
+               "cancelled": "dim", "-": "dim"}
+
+
+def _tarball(directory: Path, into: Path) -> Path:
+    target = into / "artifact.tar.gz"
+    with tarfile.open(target, "w:gz") as tar:
+        for path in sorted(directory.iterdir()):
+            if path.name in ("__pycache__", ".entrega"):
+                continue
+            tar.add(path, arcname=path.name)
+    return target
+
+
+@release_app.command("create")
+def release_create(
+    version: str = typer.Argument(..., help="The new release's version."),
+    artifact: Path = typer.Option(..., "--artifact", "-a", help="Directory or .tar.gz."),
+    commit_sha: str = typer.Option(None, "--commit-sha", help="The commit built."),
+    commit_time: str = typer.Option(None, "--commit-time",
+                                    help="When it was committed (ISO 8601): for lead time."),
+    ci_url: str = typer.Option(None, "--ci-url", help="Link to the CI run."),
+    deploy: bool = typer.Option(True, "--deploy/--no-deploy",
+                                help="Start the pipeline at once (default) or only store it."),
+    as_json: bool = JsonOpt,
+    config: str = ConfigOpt,
+) -> None:
+    """Upload an artifact as a new immutable release; it then flows through the pipeline."""
+    client = _ctx(config).client()
+    if not artifact.exists():
+        raise EntregaError(f"artifact {artifact} does not exist")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _tarball(artifact, Path(tmp)) if artifact.is_dir() else artifact
+        fields = {"version": version, "deploy": "true" if deploy else "false"}
+        for key, value in (("commit_sha", commit_sha), ("commit_time", commit_time),
+                           ("ci_url", ci_url)):
+            if value:
+                fields[key] = value
+        fields.setdefault("author", getpass.getuser())
+        with path.open("rb") as f:
+            answer = client.request("POST", "/api/v1/releases", data=fields,
+                                    files={"artifact": (path.name, f)})
+    if as_json:
+        _print_json(answer)
+        return
+    verb = "created" if answer["created"] else "exists already (same bytes)"
+    console.print(f"release {answer['version']} {verb}: {answer['digest'][:19]}")
+    if "deploy" in answer:
+        console.print("the pipeline has started; follow it with `entrega pipeline`")
+
+
+@app.command()
+def approve(
+    args: list[str] = typer.Argument(..., metavar="[APP] VERSION",
+                                     help="The release to let through the gate."),
+    env: str = EnvOpt,
+    config: str = ConfigOpt,
+) -> None:
+    """Pass a manual gate: the release enters the environment."""
+    ctx = _ctx(config)
+    if len(args) > 2:
+        raise EntregaError("give at most an app and a version")
+    check_app(ctx.config, args[0] if len(args) == 2 else None)
+    version = args[-1]
+    if env is None:
+        gated = [e.name for e in ctx.config.environments if e.gate == "manual"]
+        if len(gated) != 1:
+            raise EntregaError("say which environment with --env")
+        env = gated[0]
+    ctx.client().post(f"/api/v1/environments/{env}/approve", {"version": version})
+    console.print(f"{version} approved for {env}")
+
+
+@app.command()
+def pipeline(
+    app_name: str = typer.Argument(None, metavar="[APP]", help="Must match entrega.yaml."),
+    limit: int = typer.Option(10, "--limit", "-n", help="How many recent releases."),
+    as_json: bool = JsonOpt,
+    config: str = ConfigOpt,
+) -> None:
+    """Where every recent release stands in every environment."""
+    ctx = _ctx(config)
+    check_app(ctx.config, app_name)
+    view = ctx.client().get("/api/v1/pipeline", limit=limit)
+    if as_json:
+        _print_json(view)
+        return
+    table = Table("release", *view["environments"], box=None, padding=(0, 2))
+    for release in view["releases"]:
+        cells = []
+        for env in view["environments"]:
+            stage = release["environments"][env]
+            text = Text(stage["status"].replace("_", " "),
+                        style=STAGE_STYLE.get(stage["status"], "cyan"))
+            if stage.get("running"):
+                text.append(" ●", style="bold green")
+            cells.append(text)
+        name = release["version"] + ("" if release["retained"] else " (pruned)")
+        table.add_row(name, *cells)
+    console.print(table)
+    console.print("● runs there now", style="dim")
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Argument(..., help="Who or what uses it: alice, ci..."),
+    role: str = typer.Option("deployer", "--role", help="viewer, deployer or admin."),
+) -> None:
+    """Make a token: prints it once, and the line to add under auth.tokens."""
+    from entrega.api.auth import ROLES, new_token
+
+    if role not in ROLES:
+        raise EntregaError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
+    token, digest = new_token()
+    console.print(f"token for {name} (shown once; give it as ENTREGA_TOKEN):\n{token}\n")
+    console.print("add to entrega.yaml:\nauth:\n  tokens:\n"
+                  f"    {name}: {{role: {role}, sha256: \"{digest}\"}}", highlight=False)

@@ -1,0 +1,88 @@
+"""Starting rollouts: the spec an environment's config gives, and the rollout row.
+
+Both the service (a user's deploy) and the controller (the next queued request, the
+next environment of the pipeline) start rollouts, so this lives below both.
+"""
+
+from __future__ import annotations
+
+import time
+
+from entrega.config import Config, EnvironmentConfig
+from entrega.errors import Conflict, NotFound
+from entrega.rollouts.model import (
+    AnalysisStep,
+    PauseStep,
+    RolloutSpec,
+    Step,
+    WeightStep,
+    initial_state,
+    spec_to_dict,
+    state_to_dict,
+)
+from entrega.store.models import Rollout
+from entrega.store.repository import Repository
+
+STRATEGIES = ("canary", "blue-green", "direct")
+
+
+def spec_for(env: EnvironmentConfig, strategy: str | None = None, *,
+             rollback: bool = False) -> RolloutSpec:
+    """The rollout spec an environment's config gives (optionally another strategy).
+
+    A rollback restores a release that ran here before: it skips verification, since
+    getting back to a known state fast matters more than checking it again."""
+    chosen = strategy or env.strategy.name
+    if chosen not in STRATEGIES:
+        raise Conflict(f"unknown strategy {chosen!r}", hint=f"use one of {STRATEGIES}")
+    verify = bool(env.verify) and not rollback
+    if chosen == "direct":
+        return RolloutSpec(strategy="direct", verify=verify)
+    if chosen == "blue-green":
+        bg = env.strategy.blue_green
+        if bg is None:
+            return RolloutSpec(strategy="blue-green", verify=verify)
+        return RolloutSpec(strategy="blue-green", auto_promote=bg.auto_promote,
+                           scale_down_delay_s=bg.scale_down_delay_s, verify=verify)
+    canary = env.strategy.canary
+    steps: list[Step] = []
+    for step in canary.steps if canary else []:
+        if step.weight is not None:
+            steps.append(WeightStep(step.weight))
+        elif step.pause is not None:
+            steps.append(PauseStep(step.pause.duration_s))
+        elif step.analysis is not None:
+            a = step.analysis
+            steps.append(AnalysisStep(metrics=tuple(a.metrics), duration_s=a.duration_s,
+                                      check_every_s=a.check_every_s,
+                                      failure_limit=a.failure_limit,
+                                      inconclusive_limit=a.inconclusive_limit))
+    return RolloutSpec(strategy="canary", steps=tuple(steps or [WeightStep(100)]),
+                       verify=verify)
+
+
+def launch_rollout(repo: Repository, config: Config, *, environment: str, version: str,
+                   actor: str, strategy: str | None = None, reason: str = "",
+                   rollback: bool = False) -> Rollout:
+    """Create the rollout of ``version`` in an idle environment (the caller holds the
+    environment's lock and has checked it is idle)."""
+    env_config = config.environment(environment)
+    env = repo.environment(config.app, environment)
+    if env is None:
+        raise NotFound(f"no environment {environment!r}")
+    release = repo.release(config.app, version)
+    if release is None:
+        raise NotFound(f"no release {version} of {config.app}")
+    if release.pruned_at is not None:
+        raise Conflict(f"release {version} is no longer retained (its artifact was deleted)",
+                       hint=f"retention keeps the last {config.retention.keep} per environment")
+    current = env.current_version
+    if current == version:
+        raise Conflict(f"{environment} already runs {version}")
+    spec = spec_for(env_config, strategy, rollback=rollback)
+    state = initial_state(stable=current, canary=version, now=time.time())
+    return repo.create_rollout(
+        app=config.app, environment=environment, version=version, from_version=current,
+        strategy=spec.strategy if current else "direct", spec=spec_to_dict(spec),
+        state=state_to_dict(state), actor=actor, reason=reason,
+        purpose="rollback" if rollback else "deploy")

@@ -1,0 +1,123 @@
+"""Outgoing webhooks: an outbox in the store, delivered in the background.
+
+Events are turned into outbox rows by a cursor over the event log, so nothing is sent
+twice or skipped across restarts; rows are retried with exponential backoff (1 s, 2 s,
+4 s... capped at 5 min) until ``max_attempts``. Delivery runs in a task of its own: a slow
+or dead receiver never delays a rollout. The payload carries a Slack-compatible ``text``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from entrega.config import Config
+from entrega.store.models import Event
+from entrega.store.repository import Repository
+
+log = logging.getLogger("entrega.notify")
+
+CURSOR = "notify"
+BACKOFF_CAP_S = 300.0
+#: How often the outbox is looked at when nothing else wakes the notifier.
+POLL_S = 0.5
+
+
+def payload_for(app: str, event: Event) -> dict[str, Any]:
+    where = f" {event.environment}" if event.environment else ""
+    version = f" {event.version}" if event.version else ""
+    return {
+        "text": f"[{app}{where}]{version}: {event.message}",
+        "event": event.kind, "app": app, "environment": event.environment,
+        "version": event.version, "rollout_id": event.rollout_id, "actor": event.actor,
+        "message": event.message, "time": event.time, "event_id": event.id,
+    }
+
+
+class Notifier:
+    def __init__(self, config: Config, repo: Repository) -> None:
+        self.config = config
+        self.repo = repo
+        self.hooks = [n.webhook for n in config.notify]
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        if not self.hooks:
+            return
+        if self.repo.cursor(CURSOR) is None:
+            # First start with notifications: history is not news.
+            self.repo.set_cursor(CURSOR, self.repo.last_event_id())
+        self._task = asyncio.create_task(self._run(), name="entrega-notify")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def scan(self) -> None:
+        """Turn new events into outbox rows (one transaction with the cursor)."""
+        cursor = self.repo.cursor(CURSOR) or 0
+        while True:
+            events = self.repo.events_after(cursor)
+            if not events:
+                return
+            rows = []
+            for event in events:
+                for hook in self.hooks:
+                    if "*" in hook.events or event.kind in hook.events:
+                        rows.append((event.id, hook.url, payload_for(self.config.app, event)))
+            cursor = events[-1].id
+            self.repo.enqueue_notifications(rows, (CURSOR, cursor))
+
+    async def deliver_due(self, client: httpx.AsyncClient) -> None:
+        now = time.time()
+        due = self.repo.due_notifications(now)
+        if due:
+            await asyncio.gather(*(self._deliver(client, n.id, n.url, n.payload, n.attempts)
+                                   for n in due))
+
+    async def _deliver(self, client: httpx.AsyncClient, notification_id: int, url: str,
+                       payload: dict[str, Any], attempts: int) -> None:
+        hook = next((h for h in self.hooks if h.url == url), None)
+        timeout = hook.timeout_s if hook else 5.0
+        max_attempts = hook.max_attempts if hook else 1
+        error: str | None = None
+        try:
+            response = await client.post(url, json=payload, timeout=timeout)
+            if response.status_code >= 300:
+                error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if error is None:
+            self.repo.record_delivery(notification_id, ok=True, error=None, retry_at=None)
+            return
+        retry_at = None
+        if attempts + 1 < max_attempts:
+            retry_at = time.time() + min(BACKOFF_CAP_S, 2.0 ** attempts)
+        log.warning("notification %s to %s failed (attempt %d): %s", notification_id, url,
+                    attempts + 1, error)
+        self.repo.record_delivery(notification_id, ok=False, error=error, retry_at=retry_at)
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            while True:
+                try:
+                    self.scan()
+                    await self.deliver_due(client)
+                except Exception:  # noqa: BLE001 - notifying must never stop
+                    log.exception("notification pass failed")
+                next_at = self.repo.next_notification_at()
+                delay = POLL_S if next_at is None else min(POLL_S, next_at - time.time())
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, delay))
