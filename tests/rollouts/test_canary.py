@@ -260,7 +260,7 @@ WALK_PASSES = [
     (T0 + 57, observed(analysis=verdict("pass", 1)), (P.PROGRESSING, AT_10, [], T0 + 62)),
     (T0 + 62, observed(analysis=verdict("pass", 1)),
      (P.PROGRESSING, AT_50, ["SetRoutes", "BeginAnalysis"], T0 + 67)),
-    (T0 + 67, observed(analysis=verdict("pass", 1)), (P.PROGRESSING, AT_50, [], T0 + 67.25)),
+    (T0 + 67, observed(analysis=verdict("pass", 1)), (P.PROGRESSING, AT_50, [], T0 + 67 + POLL_S)),
     (T0 + 68, observed(analysis=verdict("pass", 2)), (P.PROGRESSING, AT_50, [], T0 + 73)),
     (T0 + 122, observed(analysis=verdict("pass", 2)),
      (P.SUCCEEDED, PROMOTED, ["SetRoutes", "StopInstances"], None)),

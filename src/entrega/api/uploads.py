@@ -14,7 +14,7 @@ import hmac
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ async def receive_body(request: Request, *, limit: int, secret: bytes | None,
     return ReceivedBody(path=path, size=size, digest=digest, workdir=workdir)
 
 
-async def _file_stream(path: Path) -> AsyncIterator[bytes]:
+async def _file_stream(path: Path) -> AsyncGenerator[bytes, None]:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             yield chunk

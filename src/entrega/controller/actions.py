@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from entrega.analysis.providers.builtin import snapshot
@@ -40,7 +40,10 @@ ROUTER_DRAIN_TIMEOUT_S = 30.0
 
 
 class ActionRunner:
-    def __init__(self, app: str, repo: Repository, artifacts: ArtifactStore) -> None:
+    def __init__(self, app: str, repo: Repository, artifacts: ArtifactStore, *,
+                 on_result: Callable[[], None] = lambda: None) -> None:
+        #: called when background work has a result the rollouts wait for
+        self.on_result = on_result
         self.app = app
         self.repo = repo
         self.artifacts = artifacts
@@ -213,6 +216,7 @@ class ActionRunner:
         result = await run_verification(list(rt.config.verify), base_url=base_url,
                                         version=version, cwd=str(ref.path))
         self.verifications[row.id] = result
+        self.on_result()
         self.repo.add_event(app=self.app, environment=rt.name, version=version,
                             rollout_id=row.id,
                             kind="verified" if result.passed else "verification_failed",

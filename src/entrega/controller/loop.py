@@ -64,7 +64,7 @@ class Controller:
             env.name: build_runtime(config, env) for env in config.environments}
         self.locks = {name: asyncio.Lock() for name in self.runtimes}
         self.artifacts = artifacts
-        self.actions = ActionRunner(config.app, repo, artifacts)
+        self.actions = ActionRunner(config.app, repo, artifacts, on_result=self.wake)
         self.notifier = Notifier(config, repo)
         self._wake = asyncio.Event()
         self._due: dict[int, float] = {}
@@ -100,13 +100,15 @@ class Controller:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the pass, not after: a wake() during the pass (a command, a
+            # finished verification) must cause another pass, not be lost.
+            self._wake.clear()
             try:
                 await self.reconcile_once()
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("reconcile pass failed")
             now = self.clock()
             next_at = min([now + REPAIR_INTERVAL_S, *self._due.values()])
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_at - now))
 

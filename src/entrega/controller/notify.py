@@ -111,6 +111,7 @@ class Notifier:
     async def _run(self) -> None:
         async with httpx.AsyncClient(trust_env=False) as client:
             while True:
+                self._wake.clear()
                 try:
                     self.scan()
                     await self.deliver_due(client)
@@ -118,6 +119,5 @@ class Notifier:
                     log.exception("notification pass failed")
                 next_at = self.repo.next_notification_at()
                 delay = POLL_S if next_at is None else min(POLL_S, next_at - time.time())
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, delay))
