@@ -179,31 +179,63 @@ class PauseStep(_Model):
     duration_s: float | None = Field(None, ge=0)
 
 
+class CohortConfig(_Model):
+    """Who the selected users are: sent to the canary by ``cohort:`` and ``users:`` steps."""
+
+    #: Requests carrying this header (with ``value``, when given) are in the cohort.
+    header: str = "X-Entrega-Cohort"
+    value: str | None = "beta"
+    #: Where a request's user id is: a header and/or a cookie.
+    user_header: str | None = "X-User-Id"
+    user_cookie: str | None = None
+    #: User ids always in the cohort (an allowlist).
+    users: list[str] = []
+
+
+def _percent(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return value.strip()[:-1].strip()
+    return value
+
+
 class CanaryStepConfig(_Model):
     weight: int | None = Field(None, ge=0, le=100)
     pause: PauseStep | None = None
     analysis: AnalysisStep | None = None
+    #: Send the cohort (header, allowlist) to the canary; the name is shown in status.
+    cohort: str | None = None
+    #: Also send this share of users (by a stable hash of their id), e.g. "10%".
+    users: int | None = Field(None, ge=0, le=100)
+
+    _users_percent = field_validator("users", mode="before")(_percent)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CanaryStepConfig:
-        given = [k for k in ("weight", "pause", "analysis") if getattr(self, k) is not None]
+        kinds = ("weight", "pause", "analysis", "cohort", "users")
+        given = [k for k in kinds if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("a step is exactly one of weight, pause or analysis")
+            raise ValueError("a step is exactly one of weight, pause, analysis, cohort or users")
         return self
 
 
 class CanaryConfig(_Model):
     steps: list[CanaryStepConfig] = Field(min_length=1)
+    cohort: CohortConfig = CohortConfig()
 
     @field_validator("steps")
     @classmethod
     def _weights_rise(cls, steps: list[CanaryStepConfig]) -> list[CanaryStepConfig]:
-        last = 0
+        last = last_users = 0
         for step in steps:
             if step.weight is not None:
                 if step.weight < last:
                     raise ValueError(f"weights must not go down (got {step.weight} after {last})")
                 last = step.weight
+            if step.users is not None:
+                if step.users < last_users:
+                    raise ValueError(f"users must not go down (got {step.users}% after "
+                                     f"{last_users}%)")
+                last_users = step.users
         return steps
 
 

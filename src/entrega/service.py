@@ -20,9 +20,11 @@ from entrega.errors import Conflict, Forbidden, NotFound, RolloutInProgress
 from entrega.releases.artifacts import ArtifactStore
 from entrega.releases.catalog import create_release
 from entrega.rollouts.model import (
+    CohortStep,
     PauseStep,
     Phase,
     Step,
+    UsersStep,
     WeightStep,
     spec_from_dict,
     state_from_dict,
@@ -236,6 +238,8 @@ class Service:
             "from_version": row.from_version, "strategy": row.strategy,
             "phase": state.phase.value, "weights": state.weights, "preview": state.preview,
             "step_index": state.step_index, "steps": steps, "message": state.message,
+            "cohort": ({"name": state.cohort_name, "selected": state.cohort.selected,
+                        "users_percent": state.cohort.percent} if state.cohort else None),
             "analysis": analysis, "analysis_history": list(state.analysis_history),
             "created_at": row.created_at, "updated_at": row.updated_at,
             "finished_at": row.finished_at, "created_by": row.created_by,
@@ -282,6 +286,10 @@ def _step_text(step: Step) -> str:
         return f"weight {step.weight}%"
     if isinstance(step, PauseStep):
         return f"pause {step.duration_s:g}s" if step.duration_s is not None else "pause"
+    if isinstance(step, CohortStep):
+        return f"cohort {step.name}"
+    if isinstance(step, UsersStep):
+        return f"users {step.percent}%"
     return f"analysis {', '.join(step.metrics)} {step.duration_s:g}s"
 
 

@@ -60,7 +60,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
         ("  command: \"python app.py\"", "  commando: x", 3, "run.command: this field is required"),
         ("- weight: 100", "- weight: 5", 11, "weights must not go down"),
         ("- weight: 10", "- {weight: 10, pause: {}}", 11,
-         "exactly one of weight, pause or analysis"),
+         "exactly one of weight, pause, analysis, cohort or users"),
     ],
     ids=["instances-zero", "unknown-target-kind", "bad-address", "weight-over-100",
          "undefined-metric", "bad-app-name", "misspelt-field", "missing-command",

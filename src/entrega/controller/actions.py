@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from entrega.analysis.providers.builtin import snapshot
+from entrega.controller.launch import cohort_rule
 from entrega.controller.runtime import EnvironmentRuntime, release_ref
 from entrega.controller.verification import VerificationResult, run_verification
 from entrega.errors import EntregaError, NotFound, RouterUnreachable
@@ -27,7 +28,9 @@ from entrega.rollouts.model import (
     SetRoutes,
     StartInstances,
     StopInstances,
+    spec_from_dict,
 )
+from entrega.routers.base import CohortRule
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
 from entrega.targets.base import ReleaseRef
@@ -149,9 +152,10 @@ class ActionRunner:
     # -- routes ----------------------------------------------------------------------------
 
     async def ensure_routes(self, rt: EnvironmentRuntime, weights: dict[str, int],
-                            preview: str | None, *, force: bool = False) -> bool:
+                            preview: str | None, cohort: CohortRule | None = None, *,
+                            force: bool = False) -> bool:
         """Make the router's table match; True when it had to change it."""
-        wanted = rt.routes_for(weights, preview)
+        wanted = rt.routes_for(weights, preview, cohort)
         try:
             if not force and (await rt.router.get_routes()).same_table(wanted):
                 return False
@@ -170,14 +174,20 @@ class ActionRunner:
         elif isinstance(action, SetRoutes):
             for version in action.weights:
                 await self.ensure_started(rt, version)
-            await self.ensure_routes(rt, action.weights, action.preview, force=True)
+            spec = spec_from_dict(row.spec)
+            rule = cohort_rule(spec.cohort, action.cohort, canary=row.version, app=self.app)
+            await self.ensure_routes(rt, action.weights, action.preview, rule, force=True)
             shown = ", ".join(f"{v} {w}%" for v, w in action.weights.items())
+            if rule is not None:
+                shown += f"; cohort{' + ' if rule.header else ' '}{rule.percent}% of users" \
+                         f" to {rule.release}"
             self.repo.add_event(app=self.app, environment=rt.name, version=row.version,
                                 rollout_id=row.id, kind="traffic", actor="controller",
                                 message=f"router now sends {shown}"
                                         + (f"; preview: {action.preview}" if action.preview
                                            else ""),
-                                data={"weights": action.weights, "preview": action.preview})
+                                data={"weights": action.weights, "preview": action.preview,
+                                      "cohort": rule.to_dict() if rule else None})
         elif isinstance(action, StopInstances):
             self._background(("stop", rt.name, action.release),
                              self._stop(rt, action.release, reason=f"rollout {row.id}"))

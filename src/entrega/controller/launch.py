@@ -12,14 +12,19 @@ from entrega.config import Config, EnvironmentConfig
 from entrega.errors import Conflict, NotFound
 from entrega.rollouts.model import (
     AnalysisStep,
+    Cohort,
+    CohortRoute,
+    CohortStep,
     PauseStep,
     RolloutSpec,
     Step,
+    UsersStep,
     WeightStep,
     initial_state,
     spec_to_dict,
     state_to_dict,
 )
+from entrega.routers.base import CohortRule
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
 
@@ -57,8 +62,30 @@ def spec_for(env: EnvironmentConfig, strategy: str | None = None, *,
                                       check_every_s=a.check_every_s,
                                       failure_limit=a.failure_limit,
                                       inconclusive_limit=a.inconclusive_limit))
+        elif step.cohort is not None:
+            steps.append(CohortStep(step.cohort))
+        elif step.users is not None:
+            steps.append(UsersStep(step.users))
+    cohort = Cohort()
+    if canary is not None:
+        c = canary.cohort
+        cohort = Cohort(header=c.header, value=c.value, user_header=c.user_header,
+                        user_cookie=c.user_cookie, users=tuple(c.users))
     return RolloutSpec(strategy="canary", steps=tuple(steps or [WeightStep(100)]),
-                       verify=verify)
+                       verify=verify, cohort=cohort)
+
+
+def cohort_rule(cohort: Cohort, route: CohortRoute | None, *, canary: str,
+                app: str) -> CohortRule | None:
+    """The router's rule for a rollout's cohort routing (None: no cohort)."""
+    if route is None:
+        return None
+    return CohortRule(release=canary,
+                      header=cohort.header if route.selected else None,
+                      header_value=cohort.value if route.selected else None,
+                      user_header=cohort.user_header, user_cookie=cohort.user_cookie,
+                      users=frozenset(cohort.users) if route.selected else frozenset(),
+                      percent=route.percent, app=app)
 
 
 def launch_rollout(repo: Repository, config: Config, *, environment: str, version: str,

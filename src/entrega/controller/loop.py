@@ -23,6 +23,7 @@ from typing import Any
 
 from entrega.config import Config
 from entrega.controller.actions import ActionRunner
+from entrega.controller.launch import cohort_rule
 from entrega.controller.notify import Notifier
 from entrega.controller.observe import observe_rollout
 from entrega.controller.pipeline import after_success, start_next
@@ -175,9 +176,12 @@ class Controller:
         env = self.repo.environment(self.config.app, rt.name)
         assert env is not None
         active = self.repo.active_rollout(self.config.app, rt.name)
+        cohort = None
         if active is not None:
             state = state_from_dict(active.state)
             weights, preview = state.weights, state.preview
+            cohort = cohort_rule(spec_from_dict(active.spec).cohort, state.cohort,
+                                 canary=state.canary, app=self.config.app)
             needed = {v for v in (state.stable, state.canary) if v}
             if state.phase == Phase.PENDING:
                 needed.discard(state.canary)
@@ -188,7 +192,7 @@ class Controller:
         try:
             for version in sorted(set(weights) | ({preview} if preview else set())):
                 await self.actions.ensure_started(rt, version)
-            await self.actions.ensure_routes(rt, weights, preview)
+            await self.actions.ensure_routes(rt, weights, preview, cohort)
             now = self.clock()
             if now - self._last_observe.get(rt.name, 0.0) >= OBSERVE_INTERVAL_S:
                 self._last_observe[rt.name] = now

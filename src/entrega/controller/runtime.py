@@ -12,7 +12,7 @@ from pathlib import Path
 
 from entrega.config import Config, EnvironmentConfig
 from entrega.net import Endpoint
-from entrega.routers.base import Router, Routes
+from entrega.routers.base import CohortRule, Router, Routes
 from entrega.routers.embedded.client import EmbeddedRouter
 from entrega.targets.base import HealthCheck, ReleaseRef, Target
 from entrega.targets.local import LocalTarget
@@ -59,8 +59,10 @@ class EnvironmentRuntime:
     def name(self) -> str:
         return self.config.name
 
-    def routes_for(self, weights: dict[str, int], preview: str | None) -> Routes:
-        """The route table that sends ``weights`` and ``preview`` to running instances.
+    def routes_for(self, weights: dict[str, int], preview: str | None,
+                   cohort: CohortRule | None = None) -> Routes:
+        """The route table that sends ``weights``, ``preview`` and the cohort to running
+        instances.
 
         A release with no known endpoints yet is left out of the table (it cannot take
         traffic); the weights of the others are kept as they are.
@@ -69,6 +71,7 @@ class EnvironmentRuntime:
         backends = {v: self.endpoints[v] for v in sorted(wanted) if self.endpoints.get(v)}
         return Routes(backends=backends,
                       weights={v: w for v, w in weights.items() if v in backends},
+                      cohort=cohort if cohort and cohort.release in backends else None,
                       preview=preview if preview in backends else None)
 
 

@@ -1,7 +1,9 @@
 """Canary: the new release takes a growing share of traffic, step by step.
 
 Steps are ``weight`` (set the canary's share), ``pause`` (for a duration, or until
-promoted) and ``analysis`` (compare canary with stable on live traffic). Zero-time steps
+promoted), ``analysis`` (compare canary with stable on live traffic), ``cohort`` (the
+selected users go to the canary whatever the weight) and ``users`` (a stable share of
+users, by a hash of their id, goes there: the same users stay as the share grows). Zero-time steps
 run back to back in one pass; a pass stops at the first step that has to wait. Stable
 keeps all its instances until the canary is promoted, so rollback is one route change.
 """
@@ -16,6 +18,8 @@ from entrega.rollouts.model import (
     AnalysisProgress,
     AnalysisStep,
     BeginAnalysis,
+    CohortRoute,
+    CohortStep,
     Observed,
     PauseStep,
     Phase,
@@ -23,6 +27,7 @@ from entrega.rollouts.model import (
     RolloutState,
     SetRoutes,
     Transition,
+    UsersStep,
     WeightStep,
 )
 
@@ -72,8 +77,25 @@ def _run_steps(spec: RolloutSpec, state: RolloutState, observed: Observed, now: 
                        if stable else {state.canary: 100})
             weights = {r: w for r, w in weights.items() if w > 0 or r == state.canary}
             state = replace(state, weights=weights)
-            actions.append(SetRoutes(weights))
+            actions.append(SetRoutes(weights, cohort=state.cohort))
             events.append(f"{number}: {state.canary} receives {step.weight}% of traffic")
+            state = _next_step(state, now)
+            continue
+
+        if isinstance(step, CohortStep | UsersStep):
+            route = state.cohort or CohortRoute()
+            if isinstance(step, CohortStep):
+                route = replace(route, selected=True)
+                state = replace(state, cohort_name=step.name)
+                events.append(f"{number}: cohort {step.name!r} goes to {state.canary}")
+            else:
+                route = replace(route, percent=step.percent)
+                events.append(f"{number}: {step.percent}% of users go to {state.canary}")
+            # The canary joins the table (at its current weight, 0 at first) so that the
+            # router can send the cohort there.
+            weights = {**state.weights, state.canary: state.weights.get(state.canary, 0)}
+            state = replace(state, cohort=route, weights=weights)
+            actions.append(SetRoutes(weights, cohort=route))
             state = _next_step(state, now)
             continue
 

@@ -53,8 +53,9 @@ def fail(state: RolloutState, now: float, reason: str) -> Transition:
     """The new release never took traffic: stop it, leave routes on stable."""
     weights = {state.stable: 100} if state.stable else {}
     new = replace(enter(state, Phase.FAILED, now, reason), weights=weights, preview=None,
-                  analysis=None, scale_down_at=None)
-    exposed = state.weights.get(state.canary, 0) > 0 or state.preview == state.canary
+                  analysis=None, scale_down_at=None, cohort=None)
+    exposed = state.weights.get(state.canary, 0) > 0 or state.preview == state.canary \
+        or state.cohort is not None
     # Routes first whenever the new release took any traffic (a first release that failed
     # its verification leaves an empty table: nothing is better than a broken release).
     routes = (SetRoutes(weights),) if state.stable or exposed else ()
@@ -67,7 +68,7 @@ def rollback(state: RolloutState, now: float, reason: str) -> Transition:
     if state.stable is None:
         return fail(state, now, reason)
     new = replace(enter(state, Phase.ROLLED_BACK, now, reason),
-                  weights={state.stable: 100}, preview=None, analysis=None,
+                  weights={state.stable: 100}, preview=None, analysis=None, cohort=None,
                   scale_down_at=None)
     return Transition(
         new,
@@ -81,10 +82,11 @@ def succeed(state: RolloutState, now: float, *, stop_old: bool = True) -> Transi
     """The new release takes all traffic for good; the old one is stopped after it drains."""
     new = replace(enter(state, Phase.SUCCEEDED, now, f"{state.canary} is stable"),
                   weights={state.canary: 100}, preview=None, analysis=None,
-                  scale_down_at=None)
+                  scale_down_at=None, cohort=None)
     actions: tuple[SetRoutes | StopInstances, ...] = ()
     events: list[str] = []
-    if state.weights != {state.canary: 100} or state.preview is not None:
+    if state.weights != {state.canary: 100} or state.preview is not None \
+            or state.cohort is not None:
         actions = (SetRoutes({state.canary: 100}),)
         events.append(f"{state.canary} receives 100% of traffic")
     if stop_old and state.stable and state.stable != state.canary:
@@ -106,11 +108,12 @@ def finish(spec: RolloutSpec, state: RolloutState, now: float) -> Transition:
         return succeed(state, now)
     new = replace(enter(state, Phase.VERIFYING, now, f"verifying {state.canary}"),
                   weights={state.canary: 100}, preview=None, analysis=None,
-                  verification="running")
+                  verification="running", cohort=None)
     actions: tuple[SetRoutes | RunVerification, ...] = (RunVerification(state.canary,
                                                                         on_preview=False),)
     events = [f"verifying {state.canary} with all traffic"]
-    if state.weights != {state.canary: 100} or state.preview is not None:
+    if state.weights != {state.canary: 100} or state.preview is not None \
+            or state.cohort is not None:
         actions = (SetRoutes({state.canary: 100}), *actions)
         events.insert(0, f"{state.canary} receives 100% of traffic")
     return Transition(new, actions, tuple(events), requeue_at=now + POLL_S)

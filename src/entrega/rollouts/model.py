@@ -55,7 +55,41 @@ class AnalysisStep:
     inconclusive_limit: int = 2
 
 
-Step = WeightStep | PauseStep | AnalysisStep
+@dataclass(frozen=True)
+class CohortStep:
+    """Send the selected users (a header, an allowlist) to the canary, whatever the weight."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class UsersStep:
+    """Send this share of users to the canary, chosen by a stable hash of their id."""
+
+    percent: int
+
+
+Step = WeightStep | PauseStep | AnalysisStep | CohortStep | UsersStep
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Who the selected users are (from the environment's config)."""
+
+    header: str | None = "X-Entrega-Cohort"
+    value: str | None = "beta"
+    user_header: str | None = "X-User-Id"
+    user_cookie: str | None = None
+    users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CohortRoute:
+    """The cohort part of a route table: the selected users (``selected``) and a share of
+    all users (``percent``) go to the canary."""
+
+    selected: bool = False
+    percent: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,6 +107,8 @@ class RolloutSpec:
     verify: bool = False
     #: the new release must be ready within this many seconds, or the rollout fails
     progress_deadline_s: float = 300.0
+    #: who `cohort` and `users` steps select
+    cohort: Cohort = Cohort()
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -119,6 +155,10 @@ class RolloutState:
     message: str = ""
     #: analysis windows whose verdicts are final, for `status` and reports
     analysis_history: tuple[dict[str, Any], ...] = ()
+    #: cohort routing in force: the selected users and a share of users go to the canary
+    cohort: CohortRoute | None = None
+    #: the name of the cohort step that selected them (shown in status)
+    cohort_name: str | None = None
 
 
 def initial_state(*, stable: str | None, canary: str, now: float) -> RolloutState:
@@ -164,6 +204,8 @@ class StartInstances:
 class SetRoutes:
     weights: dict[str, int]
     preview: str | None = None
+    #: selected users to the canary (None: no cohort rule)
+    cohort: CohortRoute | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +244,7 @@ class Transition:
 
 
 def state_to_dict(state: RolloutState) -> dict[str, Any]:
-    data = dataclasses.asdict(state)
+    data = dataclasses.asdict(state)  # CohortRoute becomes a plain dict
     data["phase"] = state.phase.value
     data["analysis_history"] = list(state.analysis_history)
     return data
@@ -214,6 +256,8 @@ def state_from_dict(data: dict[str, Any]) -> RolloutState:
     if data.get("analysis") is not None:
         data["analysis"] = AnalysisProgress(**data["analysis"])
     data["analysis_history"] = tuple(data.get("analysis_history") or ())
+    if data.get("cohort") is not None:
+        data["cohort"] = CohortRoute(**data["cohort"])
     known = {f.name for f in dataclasses.fields(RolloutState)}
     return RolloutState(**{k: v for k, v in data.items() if k in known})
 
@@ -225,6 +269,10 @@ def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
             steps.append({"weight": step.weight})
         elif isinstance(step, PauseStep):
             steps.append({"pause": {"duration_s": step.duration_s}})
+        elif isinstance(step, CohortStep):
+            steps.append({"cohort": step.name})
+        elif isinstance(step, UsersStep):
+            steps.append({"users": step.percent})
         else:
             steps.append({"analysis": {**dataclasses.asdict(step),
                                        "metrics": list(step.metrics)}})
@@ -240,9 +288,16 @@ def spec_from_dict(data: dict[str, Any]) -> RolloutSpec:
             steps.append(WeightStep(int(raw["weight"])))
         elif "pause" in raw:
             steps.append(PauseStep(raw["pause"].get("duration_s")))
+        elif "cohort" in raw:
+            steps.append(CohortStep(str(raw["cohort"])))
+        elif "users" in raw:
+            steps.append(UsersStep(int(raw["users"])))
         else:
             a = dict(raw["analysis"])
             a["metrics"] = tuple(a["metrics"])
             steps.append(AnalysisStep(**a))
-    rest = {k: v for k, v in data.items() if k != "steps"}
+    rest = {k: v for k, v in data.items() if k not in ("steps", "cohort")}
+    cohort = data.get("cohort")
+    if cohort is not None:
+        rest["cohort"] = Cohort(**{**cohort, "users": tuple(cohort.get("users") or ())})
     return RolloutSpec(**rest, steps=tuple(steps))
