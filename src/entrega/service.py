@@ -255,6 +255,34 @@ class Service:
                                                                    rollout_id=rollout_id)]
         return view
 
+    def analysis(self, rollout_id: int) -> dict[str, Any]:
+        """Every analysis window of a rollout: per metric, the numbers, the test and why
+        it decided (what `entrega analysis explain` shows)."""
+        row = self.repo.rollout(rollout_id)
+        if row is None or row.app != self.app:
+            raise NotFound(f"no rollout {rollout_id}")
+        state = state_from_dict(row.state)
+        spec = spec_from_dict(row.spec)
+        steps = {h["window"]: h.get("step") for h in state.analysis_history}
+        windows: list[dict[str, Any]] = []
+        asked: set[str] = set()
+        for run in self.repo.analysis_runs(rollout_id):
+            asked.update(run.metrics)
+            step = steps.get(run.window)
+            windows.append({
+                "window": run.window, "metrics_asked": run.metrics,
+                "started_at": run.started_at, "updated_at": run.updated_at,
+                "step": None if step is None else step + 1,
+                "verdict": run.verdict, "result": run.result,
+                "final": run.window in steps,
+            })
+        return {"rollout": self.rollout_view(row), "steps": len(spec.steps),
+                "environment_metrics": {
+                    name: self.config.environment(row.environment).metric(name)
+                    .model_dump(exclude_none=True)
+                    for name in sorted(asked)},
+                "windows": windows}
+
     def history(self, *, environment: str | None = None, limit: int = 100,
                 after_id: int = 0) -> list[dict[str, Any]]:
         if environment:

@@ -37,7 +37,7 @@ environments:
     strategy:
 {strategy}
     analysis:
-      error-rate: {{max: 0.05, max_increase: 0.02, min_requests: 20}}
+      error-rate: {{judge: sequential, max_increase: 0.002, min_requests: 20}}
     verify:
       - http: {{path: /api/products, expect_status: 200, expect_body: "moka pot"}}
 """

@@ -80,6 +80,13 @@ def test_failed_analysis_rolls_back_by_itself(
     assert dep.status()["current"] == "v1"
     text = dep.cli("history").stdout
     assert "rolling back to v1" in text
+    # Nobody has to guess why: the test, the numbers and the decision.
+    explained = dep.cli("analysis", "explain", str(rollout["id"])).stdout
+    assert "error-rate" in explained and "fail" in explained
+    assert "evidence that it is worse" in explained and "fails at 100:1" in explained
+    data = dep.cli_json("analysis", "explain", str(rollout["id"]))
+    failed = [w for w in data["windows"] if w["verdict"] == "fail"]
+    assert failed and failed[0]["result"]["metrics"][0]["details"]["canary_errors"] > 0
 
 
 def test_blue_green_preview_switch_and_abort_after_switch(

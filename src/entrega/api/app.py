@@ -178,6 +178,11 @@ def create_app(service: Service, auth: Authenticator | None = None) -> FastAPI:
         viewer(request)
         return service.rollout(rollout_id)
 
+    @app.get("/api/v1/rollouts/{rollout_id}/analysis")
+    async def analysis(rollout_id: int, request: Request) -> dict[str, Any]:
+        viewer(request)
+        return service.analysis(rollout_id)
+
     @app.get("/api/v1/history")
     async def history(request: Request, environment: str | None = None, limit: int = 100,
                       after_id: int = 0) -> list[dict[str, Any]]:
