@@ -149,3 +149,22 @@ def test_cli_errors_are_one_clear_sentence(deployment: Deployment) -> None:
 
     bad_env = dep.cli("promote", "--env", "nowhere", check=False)
     assert bad_env.returncode == 1 and "no environment named 'nowhere'" in bad_env.stderr
+
+
+def test_a_crashed_instance_is_restarted_and_recorded(deployment: Deployment) -> None:
+    import os
+    import signal
+
+    dep = deployment
+    first_release(dep)
+    with Users(dep.router_url) as users:
+        victim = dep.instance_pids()["v1"][0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(dep.instance_pids().get("v1", [])) == 2
+                 and victim not in dep.instance_pids()["v1"], what="the instance to be back")
+        events = wait_for(lambda: [e for e in dep.cli_json("history")
+                                   if e["kind"] == "instance_restarted"], what="the event")
+        assert "crashed and was restarted" in events[0]["message"]
+        wait_for(lambda: users.total > 30, what="traffic")
+    # The router's retry on a fresh connection and the other instance cover the crash.
+    assert len(users.failures) <= 2, users.failures
