@@ -8,6 +8,9 @@ set -euo pipefail
 
 SYSTEM_PACKAGES=(
     prometheus      # tests/analysis: the prometheus metric provider against a real server
+    haproxy         # tests/routers: the haproxy router; bench/router.py's reference proxy
+    wrk             # bench/router.py: the load generator
+    nginx-light     # bench/router.py: the static backend
     chromium        # tests/web: Playwright drives Debian's chromium (executable_path)
 )
 

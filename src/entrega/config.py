@@ -73,13 +73,36 @@ class EmbeddedRouterConfig(_Model):
     listen: str
     #: Where a blue-green preview (the new release alone) is served before the switch.
     preview_listen: str | None = None
+    #: Where the router serves Prometheus metrics per release (/metrics); off if unset.
+    metrics_listen: str | None = None
+    #: Forward ``/.entrega/*`` (the feedback widget and endpoint) to entrega's server, so
+    #: a page needs no second host. Default: the server's own address; "" turns it off.
+    control_plane_url: str | None = None
 
-    _check_listen = field_validator("listen", "preview_listen")(
+    _check_listen = field_validator("listen", "preview_listen", "metrics_listen")(
         lambda v: v if v is None else _address(v)
     )
 
 
-RouterConfig = Annotated[EmbeddedRouterConfig, Field(discriminator="kind")]
+class HaproxyRouterConfig(_Model):
+    """HAProxy from the distribution, driven through its runtime API (routers/haproxy)."""
+
+    kind: Literal["haproxy"] = "haproxy"
+    listen: str
+    preview_listen: str | None = None
+    #: the admin runtime socket; default ``<state>/routers/<app>-<env>/haproxy.sock``
+    runtime_socket: str | None = None
+    #: HOST:PORT serving HAProxy's Prometheus exporter (/metrics) and stats page (/stats)
+    stats_listen: str | None = None
+    #: the haproxy executable (PATH lookup by default; Debian's 2.6 or newer is needed)
+    binary: str = "haproxy"
+
+    _check_listen = field_validator("listen", "preview_listen", "stats_listen")(
+        lambda v: v if v is None else _address(v)
+    )
+
+
+RouterConfig = Annotated[EmbeddedRouterConfig | HaproxyRouterConfig, Field(discriminator="kind")]
 
 
 class PrometheusSource(_Model):

@@ -15,6 +15,8 @@ Answers with its own name and serves the odd behaviours the router tests need:
     POST /sha         sha256 hex and length of the request body (CL or chunked)
     /ws               Upgrade: 101, then echoes bytes
     /stats            {"connections": connections accepted so far, not counting /stats ones}
+    /.entrega/...     JSON {"backend", "method", "path", "headers"}: stands in for entrega's
+                      server behind the router's control-plane passthrough
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class Backend:
                     body = self.name.encode()
                 elif path == "/headers":
                     body = json.dumps(headers).encode()
+                elif path.startswith("/.entrega/"):
+                    body = json.dumps({"backend": self.name, "method": method, "path": target,
+                                       "headers": headers, "size": size}).encode()
                 elif path == "/stats":
                     self.stats_calls += 1  # each call comes on a connection of its own
                     body = json.dumps(

@@ -56,10 +56,12 @@ async def test_weights_split_traffic_within_binomial_tolerance(
     counts: Counter[str] = Counter()
 
     async def worker(n: int) -> None:
-        for _ in range(n):
-            r = await client.get("/")
-            assert r.status_code == 200
-            counts[r.headers["x-entrega-release"]] += 1
+        async with httpx.AsyncClient(base_url=f"http://{router.listen}") as c:
+            for _ in range(n):
+                r = await c.get("/")
+                assert r.status_code == 200
+                counts[r.headers["x-entrega-release"]] += 1
+                c.cookies.clear()  # a new visitor each time, not one pinned to its release
 
     await asyncio.gather(*(worker(250) for _ in range(8)))
     assert sum(counts.values()) == 2000 and set(counts) == {"v1", "v2"}

@@ -35,6 +35,7 @@ async def test_no_failed_request_during_100_weight_changes(
                 r = await c.get("/")
                 statuses[r.status_code] += 1
                 releases[r.headers.get("x-entrega-release", "-")] += 1
+                c.cookies.clear()  # new visitors: follow the weights, not a pin
 
     workers = [asyncio.create_task(hammer()) for _ in range(6)]
     try:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from entrega.config import Config, EnvironmentConfig
-from entrega.net import Endpoint
+from entrega.config import Config, EmbeddedRouterConfig, EnvironmentConfig, HaproxyRouterConfig
+from entrega.net import Endpoint, parse_address
 from entrega.routers.base import CohortRule, Router, Routes
 from entrega.routers.embedded.client import EmbeddedRouter
 from entrega.targets.base import HealthCheck, ReleaseRef, Target
@@ -31,14 +31,36 @@ def _local_target(config: Config, env: EnvironmentConfig) -> Target:
 
 
 def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
-    return EmbeddedRouter(name=f"{config.app}-{env.name}", listen=env.router.listen,
-                          preview_listen=env.router.preview_listen,
-                          state_dir=config.state_path, app=config.app)
+    router = env.router
+    assert isinstance(router, EmbeddedRouterConfig)
+    control_plane = router.control_plane_url
+    if control_plane is None:
+        host, port = parse_address(config.server.listen)
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        control_plane = f"http://{host}:{port}"
+    return EmbeddedRouter(name=f"{config.app}-{env.name}", listen=router.listen,
+                          preview_listen=router.preview_listen,
+                          state_dir=config.state_path, app=config.app,
+                          metrics_listen=router.metrics_listen,
+                          control_plane_url=control_plane or None)
+
+
+def _haproxy_router(config: Config, env: EnvironmentConfig) -> Router:
+    from entrega.routers.haproxy import HaproxyRouter
+
+    router = env.router
+    assert isinstance(router, HaproxyRouterConfig)
+    return HaproxyRouter(name=f"{config.app}-{env.name}", listen=router.listen,
+                         preview_listen=router.preview_listen, state_dir=config.state_path,
+                         app=config.app,
+                         runtime_socket=Path(router.runtime_socket)
+                         if router.runtime_socket else None,
+                         stats_listen=router.stats_listen, binary=router.binary)
 
 
 TARGETS: dict[str, Callable[[Config, EnvironmentConfig], Target]] = {"local": _local_target}
 ROUTERS: dict[str, Callable[[Config, EnvironmentConfig], Router]] = {
-    "embedded": _embedded_router}
+    "embedded": _embedded_router, "haproxy": _haproxy_router}
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from entrega.net import parse_address
 from entrega.routers.embedded.control import ControlServer
+from entrega.routers.embedded.exposition import MetricsServer
 from entrega.routers.embedded.proxy import Proxy, ProxySettings
 from entrega.routers.embedded.state import load_routes
 
@@ -39,6 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state", required=True, help="JSON file holding the last routes")
     p.add_argument("--pidfile")
     p.add_argument("--app", default="", help="app name (cohort user hashing)")
+    p.add_argument("--metrics-listen",
+                   help="HOST:PORT serving GET /metrics in the Prometheus text format")
+    p.add_argument("--control-plane-url",
+                   help="http://HOST:PORT of entrega's server: requests under /.entrega/ "
+                        "(user feedback) are forwarded there")
     d = ProxySettings()
     p.add_argument("--upstream-timeout-s", type=float, default=d.upstream_timeout_s)
     p.add_argument("--connect-timeout-s", type=float, default=d.connect_timeout_s)
@@ -67,7 +73,11 @@ async def run(args: argparse.Namespace) -> int:
         header_timeout_s=args.header_timeout_s, client_idle_timeout_s=args.idle_timeout_s,
         upstream_idle_timeout_s=args.upstream_idle_timeout_s,
         max_header_bytes=args.max_header_bytes)
-    proxy = Proxy(settings, app=args.app)
+    try:
+        proxy = Proxy(settings, app=args.app, control_plane_url=args.control_plane_url)
+    except ValueError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_USAGE
     control_path = args.control
     if _control_in_use(control_path):
         log.error("cannot start: another router answers on control socket %s", control_path)
@@ -88,6 +98,14 @@ async def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.error("cannot listen on %s: %s", address, exc.strerror or exc)
             return EXIT_USAGE
+    if args.metrics_listen:
+        try:
+            host, port = parse_address(args.metrics_listen)
+            servers.append(await MetricsServer(proxy.metrics).start(host, port))
+        except (ValueError, OSError) as exc:
+            log.error("cannot listen on %s (metrics): %s", args.metrics_listen,
+                      getattr(exc, "strerror", None) or exc)
+            return EXIT_USAGE
 
     state_path = Path(args.state)
     try:
@@ -104,7 +122,8 @@ async def run(args: argparse.Namespace) -> int:
 
     stop = asyncio.Event()
     info: dict[str, object] = {"listen": args.listen, "preview_listen": args.preview_listen,
-                               "app": args.app}
+                               "app": args.app, "metrics_listen": args.metrics_listen,
+                               "control_plane_url": args.control_plane_url}
     control = ControlServer(proxy, state_path=state_path, info=info, on_shutdown=stop.set)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(control_path)  # stale: nothing answered on it

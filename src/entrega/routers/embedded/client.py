@@ -59,7 +59,8 @@ class EmbeddedRouter(Router):
     def __init__(self, *, name: str, listen: str, preview_listen: str | None,
                  state_dir: Path, app: str = "", upstream_timeout_s: float = 60.0,
                  header_timeout_s: float = 30.0, client_idle_timeout_s: float = 75.0,
-                 control_timeout_s: float = 10.0) -> None:
+                 control_timeout_s: float = 10.0, metrics_listen: str | None = None,
+                 control_plane_url: str | None = None) -> None:
         self.name = name
         self.listen = listen
         self.preview_listen = preview_listen
@@ -73,6 +74,10 @@ class EmbeddedRouter(Router):
         self.header_timeout_s = header_timeout_s
         self.client_idle_timeout_s = client_idle_timeout_s
         self.control_timeout_s = control_timeout_s
+        #: HOST:PORT where the router serves Prometheus metrics (None: not served)
+        self.metrics_listen = metrics_listen
+        #: entrega's server, where ``/.entrega/...`` requests are forwarded (None: 404)
+        self.control_plane_url = control_plane_url
         self._client: httpx.AsyncClient | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -93,6 +98,10 @@ class EmbeddedRouter(Router):
                "--idle-timeout-s", str(self.client_idle_timeout_s)]
         if self.preview_listen:
             cmd += ["--preview-listen", self.preview_listen]
+        if self.metrics_listen:
+            cmd += ["--metrics-listen", self.metrics_listen]
+        if self.control_plane_url:
+            cmd += ["--control-plane-url", self.control_plane_url]
         with open(self.log_path, "ab") as log:
             self._proc = proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -45,10 +45,13 @@ class Exchange:
 
     def __init__(self, client: ClientConnection, route: ReleaseRoute | None, head: bytes, *,
                  is_head: bool, chunked: bool, keep_alive: bool, http10: bool,
-                 upgrade: bool = False, refuse: int = 0) -> None:
+                 upgrade: bool = False, refuse: int = 0,
+                 route_header: bytes | None = None) -> None:
         self.client = client
         self.route = route
-        self.route_header = route.release_header if route is not None else b""
+        #: response header lines the router adds: the release, and maybe the pin cookie
+        self.route_header = (route_header if route_header is not None else
+                             route.release_header if route is not None else b"")
         self.out = [head]
         self.replay: list[bytes] | None = [head]
         self.replay_size = 0
@@ -83,6 +86,10 @@ class Exchange:
         if route is None or self.refuse:
             if self.refuse == 405:
                 self.fail(405, "CONNECT is not supported by this router")
+            elif self.refuse == 404:
+                self.fail(404, "/.entrega/ is entrega's own path, but this router has no "
+                               "control plane to forward it to (start it with "
+                               "--control-plane-url http://HOST:PORT)")
             else:
                 self.fail(503, "no release is routable on this listener")
             return

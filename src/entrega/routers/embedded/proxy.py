@@ -18,19 +18,23 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from entrega.routers.base import Routes
 from entrega.routers.embedded import wire
+from entrega.routers.embedded.cohort import cookie_value
 from entrega.routers.embedded.exchange import Exchange
-from entrega.routers.embedded.metrics import MetricsRegistry
-from entrega.routers.embedded.pool import PoolRegistry
-from entrega.routers.embedded.table import RouteTable
+from entrega.routers.embedded.metrics import MetricsRegistry, ReleaseStats
+from entrega.routers.embedded.pool import EndpointPool, PoolRegistry
+from entrega.routers.embedded.table import PIN_COOKIE as _PIN_COOKIE_NAME
+from entrega.routers.embedded.table import ReleaseRoute, RouteTable
 
 log = logging.getLogger("entrega.router")
 
 _NO_NAMES: frozenset[bytes] = frozenset()
+PIN_COOKIE = _PIN_COOKIE_NAME.encode()
 
 
 class _HeadTooLarge(Exception):
@@ -65,13 +69,24 @@ class ProxySettings:
 class Proxy:
     """State shared by every connection of one router process."""
 
-    def __init__(self, settings: ProxySettings, *, app: str = "") -> None:
+    def __init__(self, settings: ProxySettings, *, app: str = "",
+                 control_plane_url: str | None = None) -> None:
         self.settings = settings
         self.app = app
         self.loop = asyncio.get_running_loop()
         self.pools = PoolRegistry(max_idle_per_endpoint=settings.max_idle_per_endpoint)
         self.metrics = MetricsRegistry()
         self.table = self._compile(Routes())
+        #: where ``/.entrega/...`` requests go (user feedback to entrega's server), if set;
+        #: its pool and counters are its own: never in a release's metrics
+        self.control_route: ReleaseRoute | None = None
+        self.control_prefix = b""
+        if control_plane_url:
+            host, port, prefix = parse_control_plane_url(control_plane_url)
+            pool = EndpointPool(host, port, max_idle=settings.max_idle_per_endpoint)
+            self.control_route = ReleaseRoute("control-plane", [pool], ReleaseStats(),
+                                              release_header=False)
+            self.control_prefix = prefix
         self.clients: set[ClientConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -110,6 +125,8 @@ class Proxy:
         for client in list(self.clients):
             client.check_deadlines(now)
         self.pools.expire(now - self.settings.upstream_idle_timeout_s)
+        if self.control_route is not None:
+            self.control_route.pools[0].expire(now - self.settings.upstream_idle_timeout_s)
 
     async def drain(self, timeout_s: float) -> int:
         """Close idle connections, let the others finish their request; returns how many
@@ -123,7 +140,17 @@ class Proxy:
         for client in list(self.clients):
             client.transport.abort()
         self.pools.close()
+        if self.control_route is not None:
+            self.control_route.pools[0].close()
         return left
+
+
+def parse_control_plane_url(url: str) -> tuple[str, int, bytes]:
+    """``http://host:port[/prefix]`` -> (host, port, path prefix without trailing /)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"control plane URL {url!r}: expected http://HOST:PORT[/PREFIX]")
+    return parts.hostname, parts.port or 80, parts.path.rstrip("/").encode()
 
 
 class ClientConnection(asyncio.Protocol):
@@ -245,13 +272,15 @@ class ClientConnection(asyncio.Protocol):
         if self.head_bytes > self.proxy.settings.max_header_bytes:
             raise _HeadTooLarge  # stops the parser; data_received answers 431
         parser = self.parser
-        table = self.proxy.table
+        proxy = self.proxy
+        table = proxy.table
         method = parser.get_method()
         cohort = None if self.preview else table.cohort
         wanted = cohort.header_names if cohort is not None else _NO_NAMES
         cohort_values: dict[bytes, bytes] = {}
-        out = [method, b" ", self.url, wire.HTTP11]
-        xff = b""
+        url = self.url
+        out = [method, b" ", url, wire.HTTP11]
+        xff = cookie = b""
         host = chunked = False
         connection: list[bytes] | None = None
         upgrade_to = b""
@@ -266,6 +295,9 @@ class ClientConnection(asyncio.Protocol):
                 out += (name, wire.COLON, value, wire.CRLF)
             elif kind == wire.HOST or kind == wire.CONTENT_LENGTH:
                 host = host or kind == wire.HOST
+                out += (name, wire.COLON, value, wire.CRLF)
+            elif kind == wire.COOKIE:
+                cookie = value if not cookie else cookie + b"; " + value
                 out += (name, wire.COLON, value, wire.CRLF)
             elif kind == wire.XFF:
                 xff = value if not xff else xff + b", " + value
@@ -293,20 +325,44 @@ class ClientConnection(asyncio.Protocol):
         upgrade = parser.should_upgrade() and method != b"CONNECT"
         if upgrade:
             out += (wire.CONN_UPGRADE, b"Upgrade: ", upgrade_to, wire.CRLF)
-        out.append(wire.CRLF)
 
+        refuse = 405 if method == b"CONNECT" else 0
+        route_header: bytes | None = None
         if self.preview:
             route = table.preview
-        elif cohort is not None and table.cohort_route is not None and cohort.matches(
-                cohort_values):
-            route = table.cohort_route
+        elif url.startswith(wire.PASSTHROUGH_PREFIX):
+            route = proxy.control_route
+            if route is None:
+                refuse = 404
+            else:
+                out[2] = proxy.control_prefix + url
+                pinned = cookie_value(cookie, PIN_COOKIE) if PIN_COOKIE in cookie else None
+                if pinned:
+                    out += (b"X-Entrega-Release: ", unquote_to_bytes(pinned), wire.CRLF)
         else:
-            route = table.pick()
+            route = None
+            bucket = 0
+            if cohort is not None:
+                matched, bucket = cohort.classify(cohort_values)
+                if matched:
+                    route = table.cohort_route
+                elif bucket:
+                    route = table.pick_for_bucket(bucket)  # a user with an id: by bucket
+            if route is None and not bucket:
+                if PIN_COOKIE in cookie:
+                    pinned = cookie_value(cookie, PIN_COOKIE)
+                    if pinned is not None:
+                        route = table.pinnable.get(pinned)
+                if route is None:
+                    route = table.pick()
+                    if route is not None:
+                        route_header = route.pin_header
+        out.append(wire.CRLF)
         exchange = Exchange(
             self, route, b"".join(out), is_head=method == b"HEAD", chunked=chunked,
             keep_alive=parser.should_keep_alive() and not upgrade and method != b"CONNECT",
             http10=parser.get_http_version() == "1.0", upgrade=upgrade,
-            refuse=405 if method == b"CONNECT" else 0)
+            refuse=refuse, route_header=route_header)
         if upgrade:
             self.upgrading = exchange
         self.reading = exchange

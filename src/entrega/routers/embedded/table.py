@@ -10,12 +10,23 @@ Weights are integer percents summing to 100, compiled into a 100-slot array: pic
 one ``random()`` and one index, and over many requests each release gets exactly its share
 in expectation. An all-zero (or empty) weight map is allowed: only cohort traffic is routed
 and everything else gets 503.
+
+The cohort's release takes the first slots, then the others in name order. A user with an
+id is routed by slot ``bucket - 1`` instead of a random one, so the cohort release gets the
+users of buckets ``1..weight``: as its weight (or the cohort's percent, which uses the same
+buckets) grows, users only ever move to it, never back and forth.
+
+Pins: a client without a user id gets the ``entrega-release`` cookie naming the release
+picked for it, and keeps that release while it is ``pinnable`` (weight > 0, or the cohort's
+release). A release that lost its weight (a rollback) is not pinnable, so its clients are
+picked again and re-pinned: the rollback clears their pins.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from urllib.parse import quote
 
 from entrega.net import Endpoint
 from entrega.routers.base import Routes
@@ -25,18 +36,34 @@ from entrega.routers.embedded.pool import EndpointPool
 
 _random = random.random
 
+PIN_COOKIE = "entrega-release"
+#: characters allowed unquoted in a cookie value (RFC 6265 cookie-octet, minus ``%``)
+_COOKIE_SAFE = "!#$&'()*+-./:<=>?@[]^_`{|}~"
+
+
+def pin_value(version: str) -> bytes:
+    """The ``entrega-release`` cookie value naming ``version`` (percent-quoted if needed)."""
+    return quote(version, safe=_COOKIE_SAFE).encode("ascii")
+
 
 class ReleaseRoute:
     """One release as the data path sees it: its pools in round-robin, its counters."""
 
-    __slots__ = ("version", "pools", "stats", "release_header", "_next")
+    __slots__ = ("version", "pools", "stats", "release_header", "pin", "pin_header", "_next")
 
-    def __init__(self, version: str, pools: list[EndpointPool], stats: ReleaseStats) -> None:
+    def __init__(self, version: str, pools: list[EndpointPool], stats: ReleaseStats, *,
+                 release_header: bool = True) -> None:
         self.version = version
         self.pools = pools
         self.stats = stats
         #: precomputed response header line naming the release
-        self.release_header = b"X-Entrega-Release: " + version.encode("latin-1") + b"\r\n"
+        self.release_header = (b"X-Entrega-Release: " + version.encode("latin-1") + b"\r\n"
+                               if release_header else b"")
+        self.pin = pin_value(version)
+        #: the release header plus the Set-Cookie that pins a client to this release
+        self.pin_header = self.release_header + (
+            b"Set-Cookie: " + PIN_COOKIE.encode() + b"=" + self.pin +
+            b"; Path=/; HttpOnly; SameSite=Lax\r\n")
         self._next = 0
 
     def next_pool(self) -> EndpointPool:
@@ -48,7 +75,8 @@ class ReleaseRoute:
 
 
 class RouteTable:
-    __slots__ = ("routes", "releases", "_slots", "cohort", "cohort_route", "preview")
+    __slots__ = ("routes", "releases", "_slots", "cohort", "cohort_route", "preview",
+                 "pinnable")
 
     def __init__(
         self,
@@ -64,13 +92,18 @@ class RouteTable:
             version: ReleaseRoute(version, [pool_for(e) for e in endpoints], stats_for(version))
             for version, endpoints in routes.backends.items()
         }
+        first = routes.cohort.release if routes.cohort else None
         slots: list[ReleaseRoute] = []
-        for version, weight in sorted(routes.weights.items()):
+        for version, weight in sorted(routes.weights.items(), key=lambda vw: (
+                vw[0] != first, vw[0])):
             slots.extend([self.releases[version]] * weight)
         self._slots = slots
         self.cohort = CohortMatcher(routes.cohort, default_app=app) if routes.cohort else None
         self.cohort_route = self.releases[routes.cohort.release] if routes.cohort else None
         self.preview = self.releases[routes.preview] if routes.preview else None
+        #: pin cookie value -> release, for the releases a pinned client may stay on
+        self.pinnable = {route.pin: route for version, route in self.releases.items()
+                         if routes.weights.get(version, 0) > 0 or version == first}
 
     def pick(self) -> ReleaseRoute | None:
         """A release by weight, or None when no release takes non-cohort traffic."""
@@ -78,6 +111,11 @@ class RouteTable:
         if not slots:
             return None
         return slots[int(_random() * 100)]
+
+    def pick_for_bucket(self, bucket: int) -> ReleaseRoute | None:
+        """The release of a user in ``bucket`` (1..100) by weight, stable for that user."""
+        slots = self._slots
+        return slots[bucket - 1] if slots else None
 
     def endpoints(self) -> set[tuple[str, int]]:
         return {(e.host, e.port) for eps in self.routes.backends.values() for e in eps}

@@ -18,12 +18,13 @@ CONTENT_LENGTH = 5
 XFF = 6             # X-Forwarded-For: the client's address is appended
 HOST = 7
 XFP = 8             # X-Forwarded-Proto: replaced by ours
+COOKIE = 9          # forwarded, and read for the release pin
 
 REQUEST_SPECIAL: dict[bytes, int] = {
     b"connection": CONNECTION, b"keep-alive": HOP, b"proxy-connection": HOP, b"te": HOP,
     b"trailer": HOP, b"upgrade": UPGRADE, b"transfer-encoding": TRANSFER_ENCODING,
     b"content-length": CONTENT_LENGTH, b"x-forwarded-for": XFF, b"host": HOST,
-    b"x-forwarded-proto": XFP,
+    b"x-forwarded-proto": XFP, b"cookie": COOKIE,
 }
 RESPONSE_SPECIAL: dict[bytes, int] = {
     b"connection": CONNECTION, b"keep-alive": HOP, b"proxy-connection": HOP, b"te": HOP,
@@ -42,6 +43,8 @@ CONN_CLOSE = b"Connection: close\r\n"
 CONN_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 CONN_UPGRADE = b"Connection: Upgrade\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
+#: requests under this path go to entrega's control plane (user feedback), not to a release
+PASSTHROUGH_PREFIX = b"/.entrega/"
 
 _REASONS = {
     400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",

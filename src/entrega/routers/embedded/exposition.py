@@ -1,0 +1,116 @@
+"""The router's per-release counters in the Prometheus text format (``--metrics-listen``).
+
+Served by the router process itself on an address of its own, so Prometheus scrapes the
+data plane directly and keeps working while the controller is down. Names (used by the
+Prometheus metric provider's queries, keep them stable)::
+
+    entrega_router_requests_total{release}                 counter
+    entrega_router_responses_5xx_total{release}            counter
+    entrega_router_request_duration_seconds{release}       histogram (_bucket/_sum/_count)
+    entrega_router_inflight{release}                       gauge
+
+Rendering walks the counters the data path already keeps (metrics.py); a scrape costs
+O(releases x buckets) and nothing is added to the per-request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from entrega.routers.base import LATENCY_BUCKETS_MS
+from entrega.routers.embedded.metrics import MetricsRegistry
+
+_LE = [f"{ms / 1000:g}" for ms in LATENCY_BUCKETS_MS] + ["+Inf"]
+_MAX_HEAD_BYTES = 16384
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_prometheus(registry: MetricsRegistry) -> bytes:
+    """The whole exposition, text format 0.0.4."""
+    releases = list(registry.releases.items())
+    lines = [
+        "# HELP entrega_router_requests_total Requests answered, by release.",
+        "# TYPE entrega_router_requests_total counter",
+    ]
+    labels = {version: f'release="{_label(version)}"' for version, _ in releases}
+    lines += [f"entrega_router_requests_total{{{labels[v]}}} {s.requests}" for v, s in releases]
+    lines += [
+        "# HELP entrega_router_responses_5xx_total Responses with status >= 500 (the "
+        "router's own 502/503/504 included), by release.",
+        "# TYPE entrega_router_responses_5xx_total counter",
+    ]
+    lines += [f"entrega_router_responses_5xx_total{{{labels[v]}}} {s.errors_5xx}"
+              for v, s in releases]
+    lines += [
+        "# HELP entrega_router_request_duration_seconds Time from the request head to the "
+        "end of the answer, by release.",
+        "# TYPE entrega_router_request_duration_seconds histogram",
+    ]
+    for version, stats in releases:
+        label = labels[version]
+        cumulative = 0
+        for le, count in zip(_LE, stats.buckets, strict=True):
+            cumulative += count
+            lines.append(f'entrega_router_request_duration_seconds_bucket{{{label},le="{le}"}} '
+                         f"{cumulative}")
+        lines.append(f"entrega_router_request_duration_seconds_sum{{{label}}} "
+                     f"{stats.latency_sum_ms / 1000:.6f}")
+        lines.append(f"entrega_router_request_duration_seconds_count{{{label}}} {cumulative}")
+    lines += [
+        "# HELP entrega_router_inflight Requests in flight, by release.",
+        "# TYPE entrega_router_inflight gauge",
+    ]
+    lines += [f"entrega_router_inflight{{{labels[v]}}} {s.inflight}" for v, s in releases]
+    lines += [
+        "# HELP entrega_router_started_at_seconds When this router process started (unix time).",
+        "# TYPE entrega_router_started_at_seconds gauge",
+        f"entrega_router_started_at_seconds {registry.started_at:.3f}",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class MetricsServer:
+    """``GET /metrics`` over HTTP/1.1 keep-alive; anything else is 404."""
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self.registry = registry
+
+    async def start(self, host: str, port: int) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._serve, host, port, reuse_address=True,
+                                          limit=_MAX_HEAD_BYTES)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    return
+                request_line, _, rest = head.partition(b"\r\n")
+                parts = request_line.split(b" ")
+                keep = b"connection: close" not in rest.lower()
+                if len(parts) == 3 and parts[0] in (b"GET", b"HEAD") and (
+                        parts[1].split(b"?")[0] == b"/metrics"):
+                    status = b"200 OK"
+                    body = render_prometheus(self.registry)
+                    ctype = b"text/plain; version=0.0.4; charset=utf-8"
+                else:
+                    status = b"404 Not Found"
+                    body = b"the router serves only GET /metrics here\n"
+                    ctype = b"text/plain; charset=utf-8"
+                writer.write(b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+                    status, ctype, len(body), b"" if keep else b"Connection: close\r\n"))
+                if parts[0] != b"HEAD":
+                    writer.write(body)
+                await writer.drain()
+                if not keep:
+                    return
+        except ConnectionError:
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()

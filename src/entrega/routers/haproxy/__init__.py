@@ -1,0 +1,9 @@
+"""HAProxy (from the distribution) as entrega's data plane, driven by its runtime API.
+
+render.py writes the configuration and maps; runtime.py speaks the admin socket;
+router.py is the ``Router`` the controller uses.
+"""
+
+from entrega.routers.haproxy.router import HaproxyRouter
+
+__all__ = ["HaproxyRouter"]

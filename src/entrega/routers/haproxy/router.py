@@ -1,0 +1,396 @@
+"""``HaproxyRouter``: HAProxy from the distribution as entrega's production data plane.
+
+HAProxy runs in master-worker mode as a detached process of its own (``-W -D``, pidfile
+of the master); ``ensure_running`` adopts one that answers on the runtime socket. Route
+changes go through the runtime API (render.py explains the layout); only a change of the
+cohort's header/cookie names reloads HAProxy (SIGUSR2 to the master: the listeners stay
+open, the old worker finishes its requests). Nothing is persisted by entrega:
+``get_routes`` reads the live maps and servers back from HAProxy.
+
+What is exact and what is not:
+
+- exact: the weight split (the same 100-slot table as the embedded router), cohort
+  header/allowlist/percent (the percent uses the same murmur3 buckets), pins and their
+  clearing on rollback, the preview listener, zero-downtime add/remove of releases.
+- approximate: latencies. HAProxy 2.6 keeps no latency histogram, so ``metrics()`` gives
+  per-release request and 5xx counts and in-flight requests exactly, and
+  ``latency_sum_ms`` as each server's average total time over its last 1024 requests times
+  its request count; ``latency_buckets`` and ``samples_ms`` are empty (use a Prometheus
+  metric on HAProxy's exporter, ``stats_listen``, for latency analysis). Counters restart
+  when HAProxy reloads (``started_at`` says so). 5xx answers HAProxy makes itself with no
+  server chosen (none of the release's servers usable) are not in a release's count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from entrega.errors import RouterError, RouterUnreachable
+from entrega.net import Endpoint
+from entrega.routers.base import CohortRule, ReleaseMetrics, Router, RouterMetrics, Routes
+from entrega.routers.haproxy import render
+from entrega.routers.haproxy.runtime import RuntimeApi, arg
+
+MAX_SOCKET_PATH = 100
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 70.0  # hard-stop-after 60 s, plus exit
+_POLL_S = 0.02
+#: srv_admin_state bits meaning "in maintenance" (forced, inherited, from config)
+_MAINT = 0x01 | 0x02 | 0x04 | 0x20
+
+
+def runtime_socket_path(router_dir: Path) -> Path:
+    preferred = router_dir / "haproxy.sock"
+    if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(os.fsencode(preferred.absolute())).hexdigest()[:16]
+    return Path("/tmp") / f"entrega-haproxy-{digest}.sock"
+
+
+class HaproxyRouter(Router):
+    """Start, adopt, configure and stop one HAProxy. Every method is idempotent."""
+
+    def __init__(self, *, name: str, listen: str, preview_listen: str | None,
+                 state_dir: Path, app: str = "", runtime_socket: Path | None = None,
+                 stats_listen: str | None = None, binary: str = "haproxy") -> None:
+        self.name = name
+        self.listen = listen
+        self.preview_listen = preview_listen
+        self.app = app
+        self.stats_listen = stats_listen
+        self.binary = binary
+        self.dir = Path(state_dir) / "routers" / name
+        self.files = render.Files(self.dir, Path(runtime_socket) if runtime_socket
+                                  else runtime_socket_path(self.dir))
+        self.api = RuntimeApi(self.files.socket, router=name)
+        self._lock = asyncio.Lock()
+
+    # -- Router ------------------------------------------------------------------------------
+
+    async def ensure_running(self) -> None:
+        if await self._answers():
+            return
+        async with self._lock:
+            if await self._answers():
+                return
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not self.files.config.exists():
+                self._write(Routes(), {})
+            await self._start()
+
+    async def set_routes(self, routes: Routes) -> None:
+        try:
+            _validate(routes)
+            render.validate(routes, self.app)
+        except ValueError as exc:
+            raise RouterError(f"haproxy router {self.name!r}: invalid route table: {exc}",
+                              hint="fix the table the controller sent") from None
+        async with self._lock:
+            slots = dict(await self.api.show_map(self.files.map("backends.map")))
+            settings = dict(await self.api.show_map(self.files.map("settings.map")))
+            servers = await self._servers(slots)
+            live_cohort = _cohort_from(settings, [])
+            new_slots = self._allocate(routes, slots, servers)
+            self._write(routes, {v: s for v, s in new_slots.items() if v in routes.backends})
+            if render.cohort_shape(live_cohort) != render.cohort_shape(routes.cohort):
+                await self._reload()
+                return
+            await self._apply(routes, slots, new_slots, servers)
+
+    async def get_routes(self) -> Routes:
+        slots = dict(await self.api.show_map(self.files.map("backends.map")))
+        settings = dict(await self.api.show_map(self.files.map("settings.map")))
+        servers = await self._servers(slots)
+        backends: dict[str, tuple[Endpoint, ...]] = {}
+        draining: dict[str, int] = {}
+        stats = await self._stats(slots) if slots else {}
+        for version, slot in slots.items():
+            live = [s for s in servers.get(slot, []) if not s.maint]
+            if live:
+                backends[version] = tuple(
+                    Endpoint(s.host, s.port, render.instance_of(s.name)) for s in live)
+            else:
+                inflight = sum(int(stats.get((slot, s.name), {}).get("scur") or 0)
+                               for s in servers.get(slot, []))
+                if inflight:
+                    draining[version] = inflight
+        weights = {k.split(":", 1)[1]: int(v) for k, v in settings.items()
+                   if k.startswith("weight:") and k.split(":", 1)[1] in backends}
+        users = await self.api.show_acl(self.files.map("users.acl"))
+        cohort = _cohort_from(settings, users)
+        preview = settings.get("preview")
+        return Routes(backends=backends, weights=weights, cohort=cohort,
+                      preview=preview if preview in backends else None, draining=draining)
+
+    async def metrics(self) -> RouterMetrics:
+        info = await self.api.info()
+        slots = dict(await self.api.show_map(self.files.map("backends.map")))
+        stats = await self._stats(slots)
+        by_slot = {slot: version for version, slot in slots.items()}
+        totals: dict[str, dict[str, float]] = {}
+        for (slot, _server), row in stats.items():
+            version = by_slot.get(slot)
+            if version is None:
+                continue
+            count = sum(int(row.get(f"hrsp_{k}") or 0)
+                        for k in ("1xx", "2xx", "3xx", "4xx", "5xx", "other"))
+            t = totals.setdefault(version, {"requests": 0, "5xx": 0, "sum": 0.0, "cur": 0})
+            t["requests"] += count
+            t["5xx"] += int(row.get("hrsp_5xx") or 0)
+            t["sum"] += float(row.get("ttime") or 0) * count
+            t["cur"] += int(row.get("scur") or 0)
+        uptime = float(info.get("Uptime_sec") or 0)
+        return RouterMetrics(
+            started_at=time.time() - uptime,
+            releases={v: ReleaseMetrics(requests=int(t["requests"]), errors_5xx=int(t["5xx"]),
+                                        latency_sum_ms=t["sum"], inflight=int(t["cur"]))
+                      for v, t in totals.items()})
+
+    async def shutdown(self) -> None:
+        """Soft-stop HAProxy (requests in flight finish); returns once it has exited."""
+        pid = self._master_pid()
+        if pid is None or not _alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise RouterError(f"haproxy router {self.name!r} (pid {pid}) still runs "
+                                  f"{STOP_TIMEOUT_S:g} s after SIGUSR1")
+            await asyncio.sleep(_POLL_S)
+        with contextlib.suppress(FileNotFoundError):
+            self.files.pidfile.unlink()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The master's pid (from the pidfile)."""
+        return self._master_pid()
+
+    def _master_pid(self) -> int | None:
+        try:
+            return int(self.files.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    async def _answers(self) -> bool:
+        if not self.files.socket.exists():
+            return False
+        try:
+            return bool((await self.api.info()).get("Pid"))
+        except RouterUnreachable:
+            return False
+
+    def _write(self, routes: Routes, slots: dict[str, str]) -> None:
+        """Rewrite every file from ``routes`` (write to temp, then rename)."""
+        contents = render.render_maps(routes, slots)
+        contents["haproxy.cfg"] = render.render_config(
+            self.files, routes, listen=self.listen, preview_listen=self.preview_listen,
+            stats_listen=self.stats_listen, app=self.app, slots=slots)
+        for name, text in contents.items():
+            path = self.dir / name
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+
+    async def _start(self) -> None:
+        cmd = [self.binary, "-W", "-D", "-f", str(self.files.config),
+               "-p", str(self.files.pidfile)]
+        try:
+            done = await asyncio.to_thread(
+                subprocess.run, cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                text=True, timeout=START_TIMEOUT_S, start_new_session=True)
+        except FileNotFoundError:
+            raise RouterError(f"haproxy router {self.name!r}: {self.binary!r} not found",
+                              hint="install it (apt-get install haproxy; or "
+                                   "scripts/install-system-deps.sh) or set router.binary"
+                              ) from None
+        if done.returncode != 0:
+            raise RouterError(f"haproxy router {self.name!r} ({self.listen}) did not start "
+                              f"(exit {done.returncode}): {_tail(done.stderr)}",
+                              hint=f"configuration: {self.files.config}")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not await self._answers():
+            if time.monotonic() > deadline:
+                raise RouterError(f"haproxy router {self.name!r} does not answer on "
+                                  f"{self.files.socket} {START_TIMEOUT_S:g} s after starting")
+            await asyncio.sleep(_POLL_S)
+
+    async def _reload(self) -> None:
+        """Hitless reload of the configuration just written; returns once it is live."""
+        done = await asyncio.to_thread(
+            subprocess.run, [self.binary, "-c", "-q", "-f", str(self.files.config)],
+            capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RouterError(f"haproxy router {self.name!r}: the new configuration is "
+                              f"invalid: {_tail(done.stderr)}",
+                              hint=f"configuration: {self.files.config}")
+        old = (await self.api.info()).get("Pid")
+        pid = self._master_pid()
+        if pid is None:
+            raise RouterError(f"haproxy router {self.name!r}: no pidfile at "
+                              f"{self.files.pidfile}, cannot reload")
+        os.kill(pid, signal.SIGUSR2)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            with contextlib.suppress(RouterUnreachable):
+                if (await self.api.info()).get("Pid") not in (None, old):
+                    return
+            if time.monotonic() > deadline:
+                raise RouterError(f"haproxy router {self.name!r}: reload not live after "
+                                  f"{START_TIMEOUT_S:g} s")
+            await asyncio.sleep(_POLL_S)
+
+    def _allocate(self, routes: Routes, slots: dict[str, str],
+                  servers: dict[str, list[_Server]]) -> dict[str, str]:
+        """Slots after the change: kept ones, new releases in free slots, draining ones kept."""
+        out = dict(slots)
+        used = set(slots.values())
+        free = [f"r{i}" for i in range(render.SLOTS) if f"r{i}" not in used]
+        for version in sorted(routes.backends):
+            if version in out or not routes.backends[version]:
+                continue
+            if not free:
+                raise RouterError(
+                    f"haproxy router {self.name!r}: no free backend slot for release "
+                    f"{version!r} (at most {render.SLOTS} releases, draining ones included)",
+                    hint="retry once the removed releases have drained")
+            out[version] = free.pop(0)
+        return out
+
+    async def _apply(self, routes: Routes, old_slots: dict[str, str],
+                     slots: dict[str, str], servers: dict[str, list[_Server]]) -> None:
+        api = self.api
+        m = self.files.map
+        # 1. servers of routed releases: present, at the right address, ready
+        for version, endpoints in routes.backends.items():
+            if not endpoints:
+                continue
+            slot = slots[version]
+            have = {s.name: s for s in servers.get(slot, [])}
+            for endpoint in endpoints:
+                name = render.server_name(endpoint)
+                server = have.get(name)
+                if server is None:
+                    answer = await api.run(f"add server {slot}/{name} {endpoint.address}")
+                    if "New server registered" not in answer:
+                        raise RouterError(f"haproxy router {self.name!r}: add server "
+                                          f"{slot}/{name}: {answer.strip()}")
+                elif (server.host, server.port) != (endpoint.host, endpoint.port):
+                    await api.run(f"set server {slot}/{name} addr {endpoint.host} "
+                                  f"port {endpoint.port}")
+                if server is None or server.maint or (
+                        (server.host, server.port) != (endpoint.host, endpoint.port)):
+                    await api.check(f"set server {slot}/{name} state ready")
+            if version not in old_slots:
+                await api.check(f"add map {arg(str(m('backends.map')))} {version} {slot}")
+        # 2. the tables, each replaced atomically
+        maps = render.render_maps(routes, {})
+        await api.replace("map", m("settings.map"), _entries(maps["settings.map"]))
+        await api.replace("acl", m("users.acl"),
+                          [arg(u) for u in sorted(routes.cohort.users)] if routes.cohort else [])
+        await api.replace("map", m("pins.map"), _entries(maps["pins.map"]))
+        await api.replace("map", m("weights.map"), _entries(maps["weights.map"]))
+        # 3. servers and releases no longer routed: no new requests, deleted once idle
+        for version, slot in slots.items():
+            keep = {render.server_name(e) for e in routes.backends.get(version, ())}
+            left = 0
+            for server in servers.get(slot, []):
+                if server.name in keep:
+                    continue
+                target = f"{slot}/{server.name}"
+                if not server.maint:
+                    await api.check(f"set server {target} state maint")
+                answer = await api.run(f"del server {target}")
+                if "Server deleted" not in answer:
+                    left += 1  # still busy: deleted by a later change
+            if version not in routes.backends and not left:
+                await api.check(f"del map {arg(str(m('backends.map')))} {version}")
+
+    async def _servers(self, slots: dict[str, str]) -> dict[str, list[_Server]]:
+        out: dict[str, list[_Server]] = {}
+        for row in await self.api.table("show servers state", skip=1):
+            backend = row.get("be_name", "")
+            if not backend.startswith("r"):
+                continue
+            out.setdefault(backend, []).append(_Server(
+                row["srv_name"], row["srv_addr"], int(row.get("srv_port") or 0),
+                bool(int(row.get("srv_admin_state") or 0) & _MAINT)))
+        return out
+
+    async def _stats(self, slots: dict[str, str]) -> dict[tuple[str, str], dict[str, str]]:
+        rows = await self.api.table("show stat")
+        wanted = set(slots.values())
+        return {(r["pxname"], r["svname"]): r for r in rows
+                if r.get("pxname") in wanted and r.get("svname") not in ("BACKEND", "FRONTEND")}
+
+
+class _Server:
+    __slots__ = ("name", "host", "port", "maint")
+
+    def __init__(self, name: str, host: str, port: int, maint: bool) -> None:
+        self.name, self.host, self.port, self.maint = name, host, port, maint
+
+
+def _entries(text: str) -> list[str]:
+    return [" ".join(arg(part) for part in line.split(" ", 1)) for line in text.splitlines()]
+
+
+def _cohort_from(settings: dict[str, str], users: list[str]) -> CohortRule | None:
+    release = settings.get("cohort")
+    if release is None:
+        return None
+
+    def field(key: str) -> str | None:
+        value = settings.get(f"cohort:{key}")
+        return bytes.fromhex(value).decode() if value is not None else None
+
+    return CohortRule(release=release, header=field("header"),
+                      header_value=field("header_value"), user_header=field("user_header"),
+                      user_cookie=field("user_cookie"), users=frozenset(users),
+                      percent=int(settings.get("percent") or 0), app=field("app") or "")
+
+
+def _validate(routes: Routes) -> None:
+    total = sum(routes.weights.values())
+    if total not in (0, 100):
+        raise ValueError(f"weights must sum to 100 (or all be 0), they sum to {total}")
+    for version, weight in routes.weights.items():
+        if version not in routes.backends:
+            raise ValueError(f"weights name release {version!r} which is not in backends")
+        if weight < 0 or (weight and not routes.backends[version]):
+            raise ValueError(f"release {version!r}: weight {weight} without endpoints")
+    for version in filter(None, (routes.preview,
+                                 routes.cohort.release if routes.cohort else None)):
+        if not routes.backends.get(version):
+            raise ValueError(f"release {version!r} (cohort or preview) has no endpoints")
+    if routes.cohort is not None and not 0 <= routes.cohort.percent <= 100:
+        raise ValueError(f"cohort percent is {routes.cohort.percent}, expected 0..100")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours is dead for our purpose
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept) or "(no output)"
