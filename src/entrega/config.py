@@ -385,6 +385,27 @@ class NotifyConfig(_Model):
     webhook: WebhookNotify
 
 
+class FeedbackConfig(_Model):
+    """User feedback (POST /api/v1/feedback and /.entrega/feedback on the app's address)."""
+
+    #: Largest accepted body; a rating with a long comment is well under 4 KiB.
+    max_body_bytes: int = Field(8 * 1024, ge=256)
+    #: Sustained submissions per client per minute; a person rates a release once or twice.
+    rate_per_minute: float = Field(10.0, gt=0)
+    #: Submissions a client may send at once before the rate applies.
+    burst: int = Field(5, ge=1)
+    #: Origins allowed to post across origins ("*": any, without credentials).
+    cors_origins: list[str] = ["*"]
+    #: Peers whose X-Forwarded-For is believed (the embedded router connects from here).
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+
+
+class InsightsConfig(_Model):
+    #: How often each router's per-release counters are sampled into the store (for
+    #: scorecards and their plots); a sample is written only when something changed.
+    sample_interval_s: float = Field(5.0, gt=0)
+
+
 class ServerConfig(_Model):
     listen: str = "127.0.0.1:7070"
     _check_listen = field_validator("listen")(_address)
@@ -404,6 +425,8 @@ class Config(_Model):
     auth: AuthConfig = AuthConfig()
     retention: RetentionConfig = RetentionConfig()
     notify: list[NotifyConfig] = []
+    feedback: FeedbackConfig = FeedbackConfig()
+    insights: InsightsConfig = InsightsConfig()
     #: Where entrega keeps its state, artifacts and logs (relative to the config file).
     state_dir: str = ".entrega"
 

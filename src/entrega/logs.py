@@ -22,4 +22,6 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The controller polls local routers every second: their request lines are noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.Formatter.converter = time.gmtime

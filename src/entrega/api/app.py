@@ -7,6 +7,8 @@ webhook (``POST /api/v1/releases``) may instead sign its body with the shared se
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,10 @@ from pydantic import BaseModel
 
 from entrega import __version__
 from entrega.api.auth import SIGNATURE_HEADER, Authenticator, Caller
+from entrega.api.insights import insights_router
 from entrega.api.uploads import parse_upload, receive_body
 from entrega.errors import ConfigError, EntregaError, Unauthorized
+from entrega.feedback.intake import FeedbackSettings
 from entrega.releases.catalog import check_version
 from entrega.service import Service
 
@@ -49,7 +53,11 @@ class ApproveIn(BaseModel):
     version: str
 
 
-def create_app(service: Service, auth: Authenticator | None = None) -> FastAPI:
+def create_app(service: Service, auth: Authenticator | None = None, *,
+               feedback: FeedbackSettings | None = None,
+               clock: Callable[[], float] = time.time) -> FastAPI:
+    """The whole HTTP surface. ``feedback`` and ``clock`` override the config's feedback
+    settings and the wall clock (tests of rate limits)."""
     auth = auth or Authenticator(service.config.auth)
     app = FastAPI(title="entrega", version=__version__, openapi_url="/openapi.json")
     app.state.service = service
@@ -190,4 +198,6 @@ def create_app(service: Service, auth: Authenticator | None = None) -> FastAPI:
         return service.history(environment=environment, limit=min(limit, 1000),
                                after_id=after_id)
 
+    # Feedback, reports, DORA, /metrics and the dashboard (at /).
+    app.include_router(insights_router(service, auth, settings=feedback, clock=clock))
     return app

@@ -55,8 +55,14 @@ class Authenticator:
 
     def caller(self, request: Request) -> Caller | None:
         header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else \
-            request.cookies.get("entrega_token", "")
+        bearer = header.lower().startswith("bearer ")
+        token = header[7:].strip() if bearer else request.cookies.get("entrega_token", "")
+        if token and not bearer and request.method not in ("GET", "HEAD", "OPTIONS") \
+                and "x-entrega-actor" not in request.headers:
+            # A browser sends the cookie along with any form another site posts; the
+            # dashboard's own calls add this header, which a cross-site form cannot.
+            raise Forbidden("a change made with the login cookie needs the X-Entrega-Actor "
+                            "header (cross-site request?)")
         if token:
             digest = hashlib.sha256(token.encode()).hexdigest()
             for known, (name, role) in self._by_digest.items():

@@ -297,6 +297,7 @@ def check_app(cfg: Config, name: str | None) -> None:
 
 # Command groups kept in modules of their own register themselves on `app`.
 from entrega.cli import analysis as _analysis  # noqa: E402,F401
+from entrega.cli import insights as _insights  # noqa: E402,F401
 from entrega.cli import pipeline as _pipeline  # noqa: E402,F401
 
 

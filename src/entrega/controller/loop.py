@@ -30,6 +30,7 @@ from entrega.controller.pipeline import after_success, start_next
 from entrega.controller.retention import prune
 from entrega.controller.runtime import EnvironmentRuntime, build_runtime
 from entrega.errors import EntregaError
+from entrega.insights.collector import MetricsCollector
 from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts import advance
 from entrega.rollouts.model import (
@@ -40,6 +41,7 @@ from entrega.rollouts.model import (
     state_from_dict,
     state_to_dict,
 )
+from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
 
@@ -67,6 +69,8 @@ class Controller:
         self.artifacts = artifacts
         self.actions = ActionRunner(config.app, repo, artifacts, on_result=self.wake)
         self.notifier = Notifier(config, repo)
+        self.collector = MetricsCollector(config.app, InsightsRepository(repo.store),
+                                          interval_s=config.insights.sample_interval_s)
         self._wake = asyncio.Event()
         self._due: dict[int, float] = {}
         self._last_observe: dict[str, float] = {}
@@ -125,6 +129,10 @@ class Controller:
                 if rollout is not None:
                     await self._reconcile_rollout(rt, rollout)
                 await self._repair(rt)
+        try:
+            await self.collector.maybe_collect(self.runtimes, now=self.clock())
+        except EntregaError as exc:  # a router down now is repaired next pass
+            log.warning("collecting release metrics: %s", exc)
         self.notifier.wake()
 
     async def _reconcile_rollout(self, rt: EnvironmentRuntime, row: Rollout) -> None:

@@ -159,3 +159,50 @@ class Notification(Base):
     next_attempt_at: Mapped[float] = mapped_column(Float)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class Feedback(Base):
+    """What a user said about a release. ``version`` is ``unknown`` when the release could
+    not be resolved (kept, never dropped); ``claimed_version`` keeps what the client sent
+    in that case. ``comment`` is stored as given: every view escapes it."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_app_version_time", "app", "version", "time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[float] = mapped_column(Float)
+    app: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version: Mapped[str] = mapped_column(String(128))
+    claimed_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: 1..5, or None for a comment alone
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: keyed hash of the client's address (rate limiting, spotting floods); never the address
+    client: Mapped[str] = mapped_column(String(32))
+
+
+class ReleaseSample(Base):
+    """One cumulative snapshot of a release's router counters (see routers.base).
+
+    Consumers take differences between consecutive samples of one (environment, version);
+    a change of ``router_started_at`` or a counter that went down means the router
+    restarted, and the later sample is then the whole difference.
+    """
+
+    __tablename__ = "release_samples"
+    __table_args__ = (Index("ix_release_samples_app_version_time", "app", "version", "time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[float] = mapped_column(Float)
+    app: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(128))
+    router_started_at: Mapped[float] = mapped_column(Float)
+    requests: Mapped[int] = mapped_column(Integer)
+    errors_5xx: Mapped[int] = mapped_column(Integer)
+    latency_buckets: Mapped[list[Any]] = mapped_column(JSON)
+    latency_sum_ms: Mapped[float] = mapped_column(Float)
+    inflight: Mapped[int] = mapped_column(Integer)
+    #: percent of traffic the router gave the release when sampled (None: unknown)
+    weight: Mapped[int | None] = mapped_column(Integer, nullable=True)

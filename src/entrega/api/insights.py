@@ -1,0 +1,211 @@
+"""HTTP API of practice 5: user feedback, release reports, DORA, /metrics, and the dashboard.
+
+``insights_router(service, auth)`` returns one router with all of it; the server mounts it
+beside the rollout API. Feedback intake is public (no token) and bounded: a body size
+limit, a token bucket per client, CORS as configured. Everything else needs the viewer
+role.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import ValidationError
+
+from entrega.api.auth import Authenticator
+from entrega.errors import EntregaError
+from entrega.feedback import FeedbackIn, FeedbackIntake, FeedbackSettings, feedback_view
+from entrega.feedback.intake import (
+    ENVIRONMENT_HEADER,
+    RELEASE_COOKIE,
+    RELEASE_HEADER,
+    RateLimited,
+    load_or_create_key,
+)
+from entrega.insights.gather import Sources, build_dora, build_report
+from entrega.insights.prometheus import render_metrics
+from entrega.insights.report import render_report_html
+from entrega.service import Service
+from entrega.store.insights_repository import InsightsRepository
+from entrega.web import dashboard_router
+
+FEEDBACK_PATHS = ("/api/v1/feedback", "/.entrega/feedback")
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class PayloadTooLarge(EntregaError):
+    status_code = 413
+
+
+class BadFeedback(EntregaError):
+    status_code = 422
+
+
+class BadRequest(EntregaError):
+    status_code = 400
+
+
+def feedback_settings(config: object) -> FeedbackSettings:
+    """Settings from the config's ``feedback:`` section when it has one (same field names
+    as :class:`FeedbackSettings`), else the defaults."""
+    section = getattr(config, "feedback", None)
+    if section is None:
+        return FeedbackSettings()
+    fields = FeedbackSettings.__dataclass_fields__
+    values = {k: getattr(section, k) for k in fields if getattr(section, k, None) is not None}
+    if "cors_origins" in values:
+        values["cors_origins"] = tuple(values["cors_origins"])
+    if "trusted_proxies" in values:
+        values["trusted_proxies"] = tuple(values["trusted_proxies"])
+    return FeedbackSettings(**values)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"feedback is limited to {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"feedback is limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_feedback(body: bytes, content_type: str) -> FeedbackIn:
+    """JSON (any content type: ``text/plain`` posts need no CORS preflight) or a form."""
+    try:
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+            raw: Any = {**form, "tags": [t for t in form.get("tags", "").split(",") if t]}
+        else:
+            raw = json.loads(body or b"null")
+        if not isinstance(raw, dict):
+            raise BadFeedback("send a JSON object like {\"rating\": 4, \"comment\": \"...\"}")
+        return FeedbackIn.model_validate(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                                 for e in exc.errors())
+            raise BadFeedback(f"invalid feedback: {problems}") from None
+        raise BadFeedback("the body is not valid JSON",
+                          hint='send {"rating": 4, "comment": "..."}') from None
+
+
+def insights_router(service: Service, auth: Authenticator, *,
+                    settings: FeedbackSettings | None = None,
+                    clock: Callable[[], float] = time.time) -> APIRouter:
+    router = APIRouter()
+    insights = InsightsRepository(service.repo.store)
+    sources = Sources(service.app, service.repo, insights)
+    settings = settings or feedback_settings(service.config)
+    intake = FeedbackIntake(
+        app=service.app, repo=service.repo, insights=insights, settings=settings,
+        key=load_or_create_key(service.config.state_path / "feedback.key"), clock=clock)
+
+    def cors(request: Request) -> dict[str, str]:
+        origin = request.headers.get("origin")
+        if not origin:
+            return {}
+        if "*" in settings.cors_origins:
+            return {"Access-Control-Allow-Origin": "*"}
+        if origin in settings.cors_origins:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {}
+
+    async def submit(request: Request) -> Response:
+        headers = cors(request)
+        try:
+            body = parse_feedback(await read_body(request, settings.max_body_bytes),
+                                  request.headers.get("content-type", ""))
+            client = intake.client_of(request.client.host if request.client else None,
+                                      request.headers.get("x-forwarded-for"))
+            row = intake.submit(body, client=client,
+                                header_release=request.headers.get(RELEASE_HEADER),
+                                cookie_release=request.cookies.get(RELEASE_COOKIE),
+                                header_environment=request.headers.get(ENVIRONMENT_HEADER))
+        except RateLimited as exc:
+            return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=429,
+                                headers={**headers,
+                                         "Retry-After": str(max(1, round(exc.retry_after_s)))})
+        except EntregaError as exc:
+            return JSONResponse({"error": exc.message, "hint": exc.hint},
+                                status_code=exc.status_code, headers=headers)
+        return JSONResponse({"id": row.id, "version": row.version,
+                             "environment": row.environment}, status_code=201,
+                            headers=headers)
+
+    async def preflight(request: Request) -> Response:
+        headers = cors(request)
+        if headers:
+            headers.update({"Access-Control-Allow-Methods": "POST, OPTIONS",
+                            "Access-Control-Allow-Headers": "Content-Type, X-Entrega-Release",
+                            "Access-Control-Max-Age": "600"})
+        return Response(status_code=204, headers=headers)
+
+    for path in FEEDBACK_PATHS:
+        router.add_api_route(path, submit, methods=["POST"], status_code=201,
+                             summary="Send a rating and/or a comment (public)")
+        router.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False)
+
+    @router.get("/.entrega/feedback.js", include_in_schema=False)
+    async def widget() -> Response:
+        script = resources.files("entrega.web").joinpath("static", "feedback.js").read_bytes()
+        return Response(script, media_type="text/javascript; charset=utf-8",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+    @router.get("/api/v1/feedback")
+    async def list_feedback(request: Request, version: str | None = None,
+                            environment: str | None = None,
+                            limit: int = 200) -> dict[str, Any]:
+        auth.require(request, "viewer")
+        rows = insights.feedback(service.app, version=version, environment=environment,
+                                 limit=max(1, min(limit, 5000)))
+        totals = insights.feedback_totals(service.app)
+        return {"app": service.app, "feedback": [feedback_view(r) for r in rows],
+                "summary": {v: {"count": t.count, "rated": t.rated,
+                                "mean_rating": t.mean_rating, "low_ratings": t.low}
+                            for v, t in sorted(totals.items())
+                            if version is None or v == version}}
+
+    @router.get("/api/v1/releases/{version}/report", response_model=None)
+    async def report(version: str, request: Request, format: str = "json",
+                     environment: str | None = None) -> Response | dict[str, Any]:
+        auth.require(request, "viewer")
+        if format not in ("json", "html"):
+            raise BadRequest(f"unknown format {format!r}", hint="use json or html")
+        if environment:
+            service.config.environment(environment)
+        data = build_report(sources, version, environment=environment, now=clock())
+        if format == "html":
+            return HTMLResponse(render_report_html(data))
+        return data
+
+    @router.get("/api/v1/dora")
+    async def dora(request: Request, environment: str | None = None,
+                   days: float = 90) -> dict[str, Any]:
+        auth.require(request, "viewer")
+        env = environment or service.config.environments[-1].name
+        service.config.environment(env)
+        if not 0 < days <= 3660:
+            raise BadRequest("days must be between 0 and 3660")
+        return build_dora(sources, environment=env, days=days, now=clock()).to_dict()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        auth.require(request, "viewer")
+        return Response(render_metrics(service.app, insights),
+                        media_type=PROMETHEUS_CONTENT_TYPE)
+
+    router.include_router(dashboard_router(service, auth, clock=clock))
+    return router

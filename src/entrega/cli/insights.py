@@ -1,0 +1,166 @@
+"""`entrega feedback`, `entrega report`, `entrega dora`: practice 5 from the command line.
+
+Registered on the main Typer app by importing this module (see the bottom of main.py).
+Like every command, they are clients of the server's API. The HTML report is drawn here,
+from the report's JSON: the server stays free of matplotlib work for CLI users.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from entrega.cli.main import ConfigOpt, JsonOpt, _Context, _ctx, _print_json, app, console
+from entrega.cli.render import clock
+from entrega.errors import EntregaError
+from entrega.insights.report import format_change, format_duration, format_figure
+
+AppOpt = typer.Option(None, "--app", help="The app (must be the one entrega.yaml delivers).")
+
+
+def _checked(config: str, app_name: str | None) -> _Context:
+    ctx = _ctx(config)
+    if app_name is not None and app_name != ctx.config.app:
+        raise EntregaError(f"{config} delivers {ctx.config.app!r}, not {app_name!r}",
+                           hint=f"run in the directory of {app_name}'s entrega.yaml, "
+                                "or pass its path with --config")
+    return ctx
+
+
+def _stars(rating: int | None) -> Text:
+    return Text("★" * rating + "☆" * (5 - rating), style="yellow") if rating else Text("–")
+
+
+@app.command()
+def feedback(version: str = typer.Option(None, "--version", "-v", help="Only this release."),
+             environment: str = typer.Option(None, "--env", "-e", help="Only this environment."),
+             limit: int = typer.Option(50, "--limit", "-n", help="How many entries."),
+             app_name: str = AppOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
+    """What users said: ratings and comments per release, newest first."""
+    data = _checked(config, app_name).client().get("/api/v1/feedback", version=version,
+                                                     environment=environment, limit=limit)
+    if as_json:
+        _print_json(data)
+        return
+    summary = Table("release", "feedback", "mean rating", "1-2 ratings", box=None,
+                    padding=(0, 1), title="per release", title_justify="left")
+    for v, s in data["summary"].items():
+        mean = "–" if s["mean_rating"] is None else f"{s['mean_rating']:.2f}"
+        summary.add_row(v, str(s["count"]), mean, str(s["low_ratings"]))
+    console.print(summary)
+    table = Table("time", "release", "env", "rating", "comment", "user", "tags", box=None,
+                  padding=(0, 1))
+    for f in data["feedback"]:
+        # Text(), never markup: a comment is shown exactly as the user wrote it.
+        table.add_row(clock(f["time"]), Text(f["version"]), Text(f["environment"] or ""),
+                      _stars(f["rating"]), Text(f["comment"] or ""), Text(f["user_id"] or ""),
+                      Text(", ".join(f["tags"])))
+    if not data["feedback"]:
+        console.print("no feedback yet: add <script src=\"/.entrega/feedback.js\" defer> "
+                      "to your pages, or POST to /.entrega/feedback", highlight=False)
+    else:
+        console.print(table)
+
+
+@app.command()
+def report(version: str = typer.Argument(..., help="The release, e.g. v2."),
+           fmt: str = typer.Option("text", "--format", "-f", help="text, json or html."),
+           output: Path = typer.Option(None, "--output", "-o",
+                                       help="Write to this file (html: default "
+                                            "<app>-<version>-report.html)."),
+           environment: str = typer.Option(None, "--env", "-e",
+                                           help="Environment (default: the latest the "
+                                                "release reached)."),
+           app_name: str = AppOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
+    """A release's scorecard against the release it replaced, its rollout and comments."""
+    fmt = "json" if as_json else fmt
+    if fmt not in ("text", "json", "html"):
+        raise EntregaError(f"unknown format {fmt!r}", hint="use text, json or html")
+    ctx = _checked(config, app_name)
+    data = ctx.client().get(f"/api/v1/releases/{version}/report", environment=environment)
+    if fmt == "json":
+        if output:
+            import json
+
+            output.write_text(json.dumps(data, indent=2, default=str) + "\n")
+            console.print(f"wrote {output}")
+        else:
+            _print_json(data)
+        return
+    if fmt == "html":
+        from entrega.insights.report import render_report_html
+
+        path = output or Path(f"{data['app']}-{version}-report.html")
+        path.write_text(render_report_html(data))
+        console.print(f"wrote {path} (open it in a browser: it is one self-contained file)")
+        return
+    _print_scorecard(data)
+
+
+def _print_scorecard(data: dict[str, Any]) -> None:
+    verdict = data["verdict"]
+    console.print(Text.assemble((f"{data['app']} {data['version']}", "bold"),
+                                f" vs {data['previous_version'] or '–'} in "
+                                f"{data['environment']}: ",
+                                (verdict["outcome"], "bold"), f", {verdict['quality']}"))
+    if verdict["reason"]:
+        console.print(Text(verdict["reason"], style="italic"))
+    table = Table("figure", data["previous_version"] or "previous", data["version"], "change",
+                  "significant", box=None, padding=(0, 1))
+    for f in data["figures"]:
+        if f["significant"]:
+            sig = Text(f"yes, {f['direction']}",
+                       style="red" if f["direction"] == "worse" else "green")
+        else:
+            sig = Text("no" if f["significant"] is False else "–", style="dim")
+        table.add_row(f["label"], format_figure(f["previous"], f["unit"]),
+                      format_figure(f["current"], f["unit"]), format_change(f), sig)
+    console.print(table)
+    if data["time_at_weight"]:
+        console.print("time at each weight: " + ", ".join(
+            f"{w}% {format_duration(s)}" for w, s in data["time_at_weight"].items()))
+    for c in data["comments"][:10]:
+        console.print(Text.assemble(_stars(c["rating"]), " ", Text(c["comment"] or "")))
+
+
+@app.command()
+def dora(environment: str = typer.Option(None, "--env", "-e",
+                                         help="Environment (default: the last one)."),
+         days: float = typer.Option(90, "--days", "-d", help="Period, in days up to now."),
+         app_name: str = AppOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
+    """DORA's four keys from entrega's own records, each with its DORA 2024 tier."""
+    data = _checked(config, app_name).client().get("/api/v1/dora", environment=environment,
+                                                     days=days)
+    if as_json:
+        _print_json(data)
+        return
+    console.print(Text.assemble(("DORA ", "bold"), f"{data['environment']}, last "
+                                f"{data['days']:g} days: {data['deployments']} deployments"))
+    table = Table("metric", "value", "tier", "from", box=None, padding=(0, 1))
+    rows = (("deployment frequency", "deployment_frequency"),
+            ("lead time for changes (median)", "lead_time"),
+            ("change failure rate", "change_failure_rate"),
+            ("failed deployment recovery time (median)", "recovery_time"))
+    styles = {"elite": "green", "high": "cyan", "medium": "yellow", "low": "red"}
+    for label, key in rows:
+        m = data[key]
+        value = m["value"]
+        if value is None:
+            shown = "–"
+        elif key == "deployment_frequency":
+            shown = f"{value:.2f}/day"
+        elif key == "change_failure_rate":
+            shown = f"{value:.1%}"
+        else:
+            shown = format_duration(value)
+        table.add_row(label, shown, Text(m["tier"] or "no data",
+                                         style=styles.get(m["tier"] or "", "dim")),
+                      f"{m['samples']}")
+    console.print(table)
+    for f in data["failures"]:
+        console.print(Text(f"  failed: {f['version']} ({f['how']}), recovered in "
+                           f"{format_duration(f['recovery_s'])}", style="dim"))

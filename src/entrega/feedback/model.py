@@ -1,0 +1,61 @@
+"""What a client may send, and how stored feedback is shown (raw: escaping is the view's)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from entrega.store.models import Feedback
+
+UNKNOWN = "unknown"
+#: A version or environment name as entrega accepts them; anything else is not a release.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
+MAX_COMMENT_CHARS = 2000
+MAX_TAGS = 10
+
+
+class FeedbackIn(BaseModel):
+    """One rating and/or comment. Unknown fields are ignored (older widgets keep working)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    rating: int | None = Field(None, ge=1, le=5)
+    comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
+    user_id: str | None = Field(None, max_length=128)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    #: the release, when the client knows it (otherwise from the router's cookie/header)
+    version: str | None = Field(None, max_length=128)
+    environment: str | None = Field(None, max_length=64)
+
+    @field_validator("comment", "user_id", "version", "environment")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for tag in value:
+            tag = tag.strip()
+            if not tag:
+                continue
+            if len(tag) > 32:
+                raise ValueError("a tag is at most 32 characters")
+            cleaned.append(tag)
+        return cleaned
+
+    @model_validator(mode="after")
+    def _something_said(self) -> FeedbackIn:
+        if self.rating is None and self.comment is None:
+            raise ValueError("send a rating (1-5), a comment, or both")
+        return self
+
+
+def feedback_view(row: Feedback) -> dict[str, Any]:
+    return {"id": row.id, "time": row.time, "environment": row.environment,
+            "version": row.version, "claimed_version": row.claimed_version,
+            "rating": row.rating, "comment": row.comment, "user_id": row.user_id,
+            "tags": list(row.tags or [])}

@@ -1,0 +1,49 @@
+"""What the dashboard needs of the API's authenticator (``api.auth.Authenticator``),
+as a protocol: the web layer sits below the API and never imports it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastapi import Request
+
+from entrega.errors import EntregaError
+
+TOKEN_COOKIE = "entrega_token"
+
+
+class CallerLike(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    def allows(self, role: str) -> bool: ...
+
+
+class AuthLike(Protocol):
+    @property
+    def open(self) -> bool: ...
+
+    def caller(self, request: Request) -> CallerLike | None: ...
+
+    def require(self, request: Request, role: str) -> CallerLike: ...
+
+
+def caller_or_none(auth: AuthLike, request: Request) -> CallerLike | None:
+    """The caller, or None when not logged in or the cookie's token is no longer valid."""
+    try:
+        return auth.caller(request)
+    except EntregaError:
+        return None
+
+
+def check_token(auth: AuthLike, token: str) -> CallerLike | None:
+    """Who ``token`` belongs to, asking the authenticator exactly as the API would."""
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+             "headers": [(b"authorization", f"Bearer {token}".encode("latin-1", "replace"))]}
+    try:
+        return auth.caller(Request(scope))
+    except EntregaError:
+        return None
