@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps demo dashboard test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ install: $(VENV)/.installed
 
 demo: install
 	$(PY) examples/demo.py
+
+# The dashboard on the history `make demo` left behind (Ctrl-C to stop; then
+# `$(VENV)/bin/entrega down -c examples/.demo/entrega.yaml` stops the app it restarted).
+dashboard: install
+	$(PY) -m entrega server -c examples/.demo/entrega.yaml
 
 lint: install
 	$(VENV)/bin/ruff check src tests examples $(wildcard bench)

@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ console = Console(stderr=True, highlight=False)
 # The traffic the simulated users send, in requests per second, over this many connections.
 USERS_RPS = 120
 USERS_CONNECTIONS = 8
+DASHBOARD_PORT = 7070
+# The share of visits after which the visitor rates the release (1-5, with a comment).
+RATING_SHARE = 0.04
+HAPPY_COMMENTS = ["fast as ever", "found the moka pot at once", "", "works", "nice"]
+BROKEN_COMMENTS = ["the page failed to load", "error 500 at checkout?", "broken again"]
 
 DELIVERIES = [  # version, strategy, shop.json, expected outcome
     ("v1", None, {}, "promoted"),
@@ -55,11 +61,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        # As servers do: connections of an earlier run in TIME_WAIT don't hold the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def write_config(server: int, router: int, preview: int) -> Path:
     config = WORK / "entrega.yaml"
     config.write_text(f"""\
 app: shop
 server: {{listen: "127.0.0.1:{server}"}}
+feedback: {{rate_per_minute: 100000, burst: 1000}}   # every simulated user is 127.0.0.1
+insights: {{sample_interval_s: 1}}                     # a short demo: dense plots
 run:
   command: "{sys.executable} app.py"
   health: {{path: /healthz, interval_s: 0.2, healthy_threshold: 3}}
@@ -107,6 +128,8 @@ class Users:
         self.injected: Counter[str] = Counter()
         self.failures: list[str] = []
         self.requests = 0
+        self.ratings: defaultdict[str, list[int]] = defaultdict(list)
+        self.random = random.Random(7)
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -139,6 +162,28 @@ class Users:
                 else:
                     self.failures.append(f"{response.status_code} from {release}: "
                                          f"{response.text[:80]}")
+            # People who hit an error are the ones who tell you about it.
+            share = 1.0 if response.status_code >= 500 else RATING_SHARE
+            if self.random.random() < share:
+                await self._rate(client, response, release)
+
+    async def _rate(self, client: httpx.AsyncClient, response: httpx.Response,
+                    release: str) -> None:
+        """Some visitors rate what they got, through the app's own address: the router
+        forwards /.entrega/feedback to entrega and names the release from their pin."""
+        broken = response.status_code >= 500
+        rating = self.random.choice([1, 1, 2] if broken else [3, 4, 4, 5, 5, 5])
+        comment = self.random.choice(BROKEN_COMMENTS if broken else HAPPY_COMMENTS)
+        pin = response.cookies.get("entrega-release") or release
+        try:
+            answer = await client.post(self.url + "/.entrega/feedback",
+                                       json={"rating": rating, "comment": comment},
+                                       cookies={"entrega-release": pin})
+        except httpx.HTTPError as exc:
+            self.failures.append(f"feedback: {type(exc).__name__}: {exc}")
+            return
+        if answer.status_code == 201:
+            self.ratings[release].append(rating)
 
     def stop(self) -> None:
         self._stop.set()
@@ -168,7 +213,8 @@ class Demo:
         response = self.api.post("/api/v1/environments/production/deploy",
                                  json={"version": version, "strategy": strategy,
                                        "artifact": str(artifact),
-                                       "meta": {"commit": f"demo-{version}"}})
+                                       "meta": {"commit_sha": f"demo-{version}",
+                                                "commit_time": commit_time()}})
         response.raise_for_status()
         rollout_id = response.json()["id"]
         deadline = time.monotonic() + 60
@@ -191,6 +237,11 @@ class Demo:
                     return dict(event)
             time.sleep(0.2)
         return None
+
+
+def commit_time() -> str:
+    """When the change was committed: a few minutes before its delivery, for lead time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))
 
 
 def outcome_of(view: dict[str, Any]) -> str:
@@ -216,7 +267,9 @@ def main() -> int:
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)
-    server_port, router_port, preview_port = free_port(), free_port(), free_port()
+    # A fixed server port when it is free, so `make dashboard` has a URL to remember.
+    server_port = DASHBOARD_PORT if port_is_free(DASHBOARD_PORT) else free_port()
+    router_port, preview_port = free_port(), free_port()
     config = write_config(server_port, router_port, preview_port)
     artifacts = {v: build_artifact(v, settings) for v, _, settings, _ in DELIVERIES}
     entrega = [sys.executable, "-m", "entrega"]
@@ -250,7 +303,11 @@ def main() -> int:
                                      "duration_s": round((view["finished_at"] or time.time())
                                                          - view["created_at"], 2)}
             if view["phase"] == "rolled_back":
-                entry.update(rollback_timings(view, demo.wait_stopped(version)))
+                stopped = demo.wait_stopped(version)
+                # Read the rollout again: its last events (traffic restored) come after
+                # the phase that ended the wait above.
+                view = demo.api.get(f"/api/v1/rollouts/{view['id']}").json()
+                entry.update(rollback_timings(view, stopped))
             summary["deliveries"].append(entry)
             if users_task is None:
                 # Users arrive once the shop is open (v1 serving).
@@ -280,13 +337,17 @@ def main() -> int:
     summary["failed_requests"] = len(users.failures)
     summary["requests_by_release"] = dict(sorted(users.by_release.items()))
     summary["injected_errors"] = dict(users.injected)
+    summary["ratings"] = {v: {"count": len(r), "mean": round(sum(r) / len(r), 2)}
+                          for v, r in sorted(users.ratings.items()) if r}
     summary["duration_s"] = round(time.monotonic() - started, 1)
     console.rule("summary")
     for line in users.failures[:10]:
         console.print(f"[red]failed request:[/] {line}")
     console.print(f"{users.requests} requests, {len(users.failures)} failed "
                   f"(v3's own injected errors not counted: {sum(users.injected.values())})")
-    print(json.dumps(summary))
+    print(json.dumps(summary), flush=True)
+    console.print(f"\nThe dashboard of this demo (history, scorecards, feedback, DORA): "
+                  f"[bold]make dashboard[/], then open http://127.0.0.1:{server_port}/")
     ok = summary["failed_requests"] == 0 and [d["outcome"] for d in summary["deliveries"]] \
         == [d[3] for d in DELIVERIES]
     return 0 if ok else 1
