@@ -34,8 +34,8 @@ environments:                     # in lifecycle order
           - analysis: {{duration_s: 60, metrics: [error-rate, latency-p95]}}
           - weight: 100
     analysis:                     # how each metric is judged (canary vs stable)
-      error-rate: {{max: 0.05, max_increase: 0.02, min_requests: 30}}
-      latency-p95: {{max_ratio: 1.5, min_requests: 50}}
+      error-rate: {{judge: sequential, max_increase: 0.002}}          # sure within 1%
+      latency-p95: {{judge: mann-whitney, max_ratio: 1.2, min_requests: 50}}
     verify:                       # checks of a blue-green preview before the switch
       - http: {{path: /healthz, expect_status: 200}}
 """
