@@ -27,7 +27,10 @@ share of the machine whatever sits in between. With fewer than 2 CPUs nothing is
 HAProxy's (the issue's target: ratio >= 0.75, delta <= 1 ms). The three paths run in
 ``--rounds`` interleaved rounds and each path reports its median round (``rps_rounds`` has
 them all): the machine may be shared. ``cpu_us_per_request`` (the proxy's user+system CPU
-time over the run / requests) is the steadiest number when it is.
+time over the run / requests) is the steadiest number when it is, and
+``cpu_ratio_vs_haproxy`` (haproxy's CPU per request / entrega's) is the throughput ratio
+the proxy alone would allow: when wrk and nginx saturate CPU 0 first, the rps ratio is
+theirs, not the proxy's.
 """
 
 from __future__ import annotations
@@ -335,6 +338,9 @@ async def _run(root: Path, duration_s: float, rounds: int) -> dict[str, object]:
         "ratio_vs_haproxy": round(e.rps / h.rps, 3),
         "p99_delta_ms": round(e.p99_ms - h.p99_ms, 3),
         "cpu_us_per_request": {"haproxy": round(h.cpu_us, 1), "entrega": round(e.cpu_us, 1)},
+        # throughput the router would reach against HAProxy if it alone were the
+        # bottleneck: the number to watch when wrk and nginx saturate their CPU first
+        "cpu_ratio_vs_haproxy": round(h.cpu_us / e.cpu_us, 3) if e.cpu_us else None,
         "failed": {"direct": d.failed, "haproxy": h.failed, "entrega": e.failed},
         "rps_rounds": {path: [round(r.rps) for r in results] for path, results in runs.items()},
         "weight_changes": changes,
@@ -360,7 +366,8 @@ def table(result: dict[str, object]) -> str:
                  f"(p99 delta {result['p99_delta_ms']:+.2f} ms)")
     cpu = result["cpu_us_per_request"]
     assert isinstance(cpu, dict)
-    lines.append(f"CPU per request: haproxy {cpu['haproxy']} us, entrega {cpu['entrega']} us")
+    lines.append(f"CPU per request: haproxy {cpu['haproxy']} us, entrega {cpu['entrega']} us "
+                 f"(ratio {result['cpu_ratio_vs_haproxy']})")
     lines.append(f"{result['weight_changes']} weight changes under load: "
                  f"{result['weight_changes_failed']} failed of "
                  f"{result['weight_changes_requests']:,} requests")

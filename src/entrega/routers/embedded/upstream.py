@@ -6,12 +6,7 @@ for the client (head, body pieces, chunk framing) is gathered in ``cork`` and wr
 one ``writelines``: a small response leaves in one send, not three.
 
 The status line is rebuilt from the code with the standard reason phrase (RFC 9112 says
-clients ignore the phrase), which spares a parser callback per response. The parser gets
-no header callbacks either (they cost more than the rest of a response's handling): the
-bytes of the head are kept until it is complete, and its header lines are forwarded as
-received, minus the few the proxy handles itself, which one regular expression finds.
-llhttp has checked the head strictly by then (CRLF line ends, no folding), so the lines
-can be cut at ``\r\n``.
+clients ignore the phrase), which spares a parser callback per response.
 
 Response framing towards the client is the proxy's choice: Content-Length is passed on,
 a chunked or close-delimited body is re-chunked for HTTP/1.1 clients, and an HTTP/1.0
@@ -21,7 +16,6 @@ client gets the raw body followed by a close.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -32,16 +26,9 @@ from entrega.routers.embedded.pool import EndpointPool
 if TYPE_CHECKING:
     from entrega.routers.embedded.exchange import Exchange
 
-#: A response header line the proxy handles itself, in ``b"\n" + lowercased header lines``:
-#: group 1 is the name, group 2 the value (its trailing blanks included).
-_SPECIAL_LINE = re.compile(
-    rb"\n(" + b"|".join(re.escape(name) for name in sorted(wire.RESPONSE_SPECIAL, key=len,
-                                                              reverse=True))
-    + rb"):[ \t]*([^\r]*)\r")
-
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "parser", "exchange", "idle_since", "raw", "head_at",
+    __slots__ = ("pool", "transport", "parser", "exchange", "idle_since", "headers",
                  "cork", "status", "got_bytes", "chunk_out", "until_close", "head_done",
                  "interim", "done", "keep", "read_paused", "write_paused")
 
@@ -51,10 +38,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
-        #: bytes received since the exchange began, while its final head is incomplete
-        self.raw: list[bytes] = []
-        #: where the head being parsed starts in ``raw`` (past interim 1xx heads)
-        self.head_at = 0
+        self.headers: list[tuple[bytes, bytes]] = []
         self.cork: list[bytes] = []
         self.status = 0
         self.got_bytes = False
@@ -73,8 +57,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = exchange
         self.got_bytes = self.chunk_out = self.until_close = False
         self.head_done = self.interim = self.done = False
-        self.raw = []
-        self.head_at = 0
         if self.write_paused:
             exchange.client.pause(wire.PAUSE_UPSTREAM)
         if exchange.client.write_paused:
@@ -153,8 +135,6 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.client.transport.write(data)
             return
         self.got_bytes = True
-        if not self.head_done:
-            self.raw.append(data)
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -186,57 +166,42 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        self.headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
         exchange = cast("Exchange", self.exchange)
-        if self.done:
-            # A second response to one request: never forwarded, and the connection is
-            # not reused.
-            self.keep = False
-            return
-        raw = self.raw
-        buf = raw[0] if len(raw) == 1 else b"".join(raw)
-        start = self.head_at
-        end = buf.index(b"\r\n\r\n", start) + 2    # past the last header line's CRLF
-        lines = buf[buf.index(b"\r\n", start) + 2:end]  # header lines, each ending in CRLF
         parser = self.parser
         status = self.status = parser.get_status_code()
         if status < 200 and status != 101:
             self.interim = True
-            self.raw = [buf]
-            self.head_at = end + 2
             if not exchange.http10:
                 self.cork += (wire.status_line(status), wire.CRLF)
             return
         self.head_done = True
-        self.raw = []
         out = [wire.status_line(status)]
         length = chunked = False
         connection: list[bytes] | None = None
         upgrade = b""
         special = wire.RESPONSE_SPECIAL
-        at = 0
-        # offsets in ``b"\n" + lines.lower()`` are one past those in ``lines``
-        for match in _SPECIAL_LINE.finditer(b"\n" + lines.lower()):
-            kind = special[match.group(1)]
-            if kind == wire.CONTENT_LENGTH:
+        for name, value in self.headers:
+            kind = special.get(name.lower())
+            if kind is None:
+                out += (name, wire.COLON, value, wire.CRLF)
+            elif kind == wire.CONTENT_LENGTH:
                 length = True
-                continue
-            if kind == wire.TRANSFER_ENCODING:
+                out += (name, wire.COLON, value, wire.CRLF)
+            elif kind == wire.TRANSFER_ENCODING:
                 chunked = True
             elif kind == wire.CONNECTION:
                 if connection is None:
                     connection = []
-                connection.append(lines[match.start(2) - 1:match.end(2) - 1].rstrip(b" \t"))
+                connection.append(value)
             elif kind == wire.UPGRADE:
-                upgrade = lines[match.start(2) - 1:match.end(2) - 1].rstrip(b" \t")
-            line_at = match.start()
-            if line_at > at:
-                out.append(lines[at:line_at])
-            at = match.end()
-        if at == 0:
-            out.append(lines)
-        elif at < len(lines):
-            out.append(lines[at:])
+                upgrade = value
         if connection is not None:
             out = _drop_named(out, wire.named_hop_headers(connection))
         out.append(exchange.route_header)
@@ -286,12 +251,11 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 def _drop_named(out: list[bytes], names: frozenset[bytes]) -> list[bytes]:
-    """Remove the headers named in Connection from a head built as [status line, runs of
-    whole header lines, ...] (rare: only when a Connection header names other headers)."""
+    """Remove headers named in Connection from a head built as [line, (n, ': ', v, CRLF)*]."""
     if not names:
         return out
-    kept = [out[0]]
-    for line in b"".join(out[1:]).split(b"\r\n")[:-1]:
-        if line.partition(b":")[0].strip().lower() not in names:
-            kept.append(line + b"\r\n")
+    kept = out[:1]
+    for i in range(1, len(out), 4):
+        if out[i].lower() not in names:
+            kept += out[i:i + 4]
     return kept

@@ -67,8 +67,15 @@ def status_line(status: int) -> bytes:
     return line
 
 
+_NO_NAMES: frozenset[bytes] = frozenset()
+#: the Connection values almost every peer sends, which name no header
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
+
+
 def named_hop_headers(connection_values: list[bytes]) -> frozenset[bytes]:
     """Lowercased header names listed in Connection headers (beyond close/keep-alive)."""
+    if len(connection_values) == 1 and connection_values[0] in _PLAIN_CONNECTION:
+        return _NO_NAMES
     names = set()
     for value in connection_values:
         for token in value.split(b","):
