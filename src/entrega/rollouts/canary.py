@@ -47,11 +47,7 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
     if state.phase in (Phase.PROGRESSING, Phase.PAUSED):
         return _run_steps(spec, state, observed, now, events=[])
     if state.phase == Phase.VERIFYING:
-        result = common.await_verification(state, observed, now)
-        if isinstance(result, Transition):
-            return result
-        done = common.succeed(result, now)
-        return Transition(done.state, done.actions, (result.message, *done.events))
+        return common.verify_then_succeed(state, observed, now)
     return Transition(state)
 
 

@@ -132,3 +132,12 @@ def await_verification(state: RolloutState, observed: Observed,
                         f"verification failed: {observed.verification_detail}")
     return replace(state, verification="passed",
                    message=f"verification passed: {observed.verification_detail}")
+
+
+def verify_then_succeed(state: RolloutState, observed: Observed, now: float) -> Transition:
+    """While VERIFYING with all traffic (canary, direct): wait, roll back, or succeed."""
+    result = await_verification(state, observed, now)
+    if isinstance(result, Transition):
+        return result
+    done = succeed(result, now)
+    return Transition(done.state, done.actions, (result.message, *done.events))

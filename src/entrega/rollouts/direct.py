@@ -22,9 +22,5 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
             return waiting
         return common.finish(spec, state, now)
     if state.phase == Phase.VERIFYING:
-        result = common.await_verification(state, observed, now)
-        if isinstance(result, Transition):
-            return result
-        done = common.succeed(result, now)
-        return Transition(done.state, done.actions, (result.message, *done.events))
+        return common.verify_then_succeed(state, observed, now)
     return Transition(state)
