@@ -5,7 +5,7 @@
 - v2 goes out by canary (10% -> analysis -> 50% -> analysis -> 100%) and is promoted;
 - v3 answers 5xx on 30% of its requests: the analysis fails and entrega rolls back by
   itself, all traffic back on v2 at once, then v3 stopped;
-- v4 goes out blue-green: preview, verification, switch, v3... v2 kept warm, then stopped.
+- v4 goes out blue-green: preview, verification, switch, v2 kept warm, then stopped.
 
 Simulated users call the shop through entrega's router the whole time. The last line is
 one JSON object; ``failed_requests`` counts every request that failed for any reason
