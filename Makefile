@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install system-deps demo dashboard test lint bench clean
+.PHONY: install system-deps demo dashboard test lint bench clean compile uncompile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,14 @@ test: install system-deps lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache examples/.demo
+
+# Optional: the embedded router's hot path compiled with mypyc (needs gcc and the Python
+# headers; see setup.py). The .so files land next to the sources in src/ and take
+# precedence over them: after editing those modules, `make compile` again, or
+# `make uncompile` to run the .py files.
+compile: install
+	ENTREGA_COMPILE=1 $(PY) -m pip install -q -e '.[test,stats]'
+	$(PY) -c "import entrega.routers.embedded.proxy as p; print('router compiled:', p.__file__)"
+
+uncompile:
+	rm -f src/entrega/routers/embedded/*.so src/entrega_router__mypyc*.so
