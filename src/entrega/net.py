@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, order=True)
@@ -46,3 +49,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+#: AF_UNIX sun_path is 108 bytes including the terminating NUL; keep a margin.
+MAX_SOCKET_PATH = 100
+
+
+def unix_socket_path(directory: Path, filename: str, *, fallback_prefix: str) -> Path:
+    """``directory/filename``, or when that is too long for AF_UNIX, a stable path under
+    /tmp named by a hash of it (the same directory always gets the same socket, so a
+    restarted controller finds the one a running process listens on)."""
+    preferred = directory / filename
+    if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(os.fsencode(preferred.absolute())).hexdigest()[:16]
+    return Path("/tmp") / f"{fallback_prefix}-{digest}.sock"

@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from entrega.errors import RouterError, RouterUnreachable
-from entrega.net import Endpoint, free_port
+from entrega.net import MAX_SOCKET_PATH, Endpoint, free_port
 from entrega.routers.base import Routes
 from entrega.routers.embedded import EmbeddedRouter
-from entrega.routers.embedded.client import MAX_SOCKET_PATH
 from tests.routers.conftest import Backend, RouterFactory, make_routes, wait_for
 
 pytestmark = pytest.mark.real

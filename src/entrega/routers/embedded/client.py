@@ -20,8 +20,6 @@ control socket, and starts one otherwise.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -31,10 +29,9 @@ from typing import Any
 import httpx
 
 from entrega.errors import RouterError, RouterUnreachable
+from entrega.net import unix_socket_path
 from entrega.routers.base import ReleaseMetrics, Router, RouterMetrics, Routes
 
-#: AF_UNIX sun_path is 108 bytes including the terminating NUL; keep a margin.
-MAX_SOCKET_PATH = 100
 START_TIMEOUT_S = 15.0
 #: POST /shutdown waits for the drain (10 s by default) plus process exit.
 STOP_TIMEOUT_S = 20.0
@@ -42,11 +39,7 @@ _POLL_S = 0.02
 
 
 def control_socket_path(router_dir: Path) -> Path:
-    preferred = router_dir / "router.sock"
-    if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
-        return preferred
-    digest = hashlib.sha256(os.fsencode(preferred.absolute())).hexdigest()[:16]
-    return Path("/tmp") / f"entrega-{digest}.sock"
+    return unix_socket_path(router_dir, "router.sock", fallback_prefix="entrega")
 
 
 class EmbeddedRouter(Router):

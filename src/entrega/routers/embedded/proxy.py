@@ -311,13 +311,7 @@ class ClientConnection(asyncio.Protocol):
             elif kind == wire.UPGRADE:
                 upgrade_to = value
         if connection is not None:
-            names = wire.named_hop_headers(connection)
-            if names:
-                kept = out[:4]
-                for i in range(4, len(out), 4):
-                    if out[i].lower() not in names:
-                        kept += out[i:i + 4]
-                out = kept
+            out = wire.drop_named_headers(out, wire.named_hop_headers(connection), head=4)
         if not host:
             out.append(self._host_header())
         out += (b"X-Forwarded-For: ", xff + b", " + self.peer_ip if xff else self.peer_ip,

@@ -203,7 +203,7 @@ class UpstreamConnection(asyncio.Protocol):
             elif kind == wire.UPGRADE:
                 upgrade = value
         if connection is not None:
-            out = _drop_named(out, wire.named_hop_headers(connection))
+            out = wire.drop_named_headers(out, wire.named_hop_headers(connection), head=1)
         out.append(exchange.route_header)
         keep = exchange.keep_alive and not exchange.client.closing
         if status == 101:
@@ -248,14 +248,3 @@ class UpstreamConnection(asyncio.Protocol):
         if self.chunk_out:
             self.cork.append(wire.LAST_CHUNK)
         self.done = True
-
-
-def _drop_named(out: list[bytes], names: frozenset[bytes]) -> list[bytes]:
-    """Remove headers named in Connection from a head built as [line, (n, ': ', v, CRLF)*]."""
-    if not names:
-        return out
-    kept = out[:1]
-    for i in range(1, len(out), 4):
-        if out[i].lower() not in names:
-            kept += out[i:i + 4]
-    return kept

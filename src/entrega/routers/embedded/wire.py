@@ -106,3 +106,16 @@ PAUSE_PIPELINE = 1     # a response is pending: the next request waits in the so
 PAUSE_UPSTREAM = 2     # the upstream's send buffer is full
 PAUSE_CONNECTING = 4   # the upstream connection is still being made
 PAUSE_BROKEN = 8       # unparseable bytes: answer what came before, then close
+
+
+def drop_named_headers(out: list[bytes], names: frozenset[bytes], *,
+                       head: int) -> list[bytes]:
+    """Remove the headers named in Connection from a head built as ``head`` parts of the
+    start line followed by (name, ": ", value, CRLF) groups."""
+    if not names:
+        return out
+    kept = out[:head]
+    for i in range(head, len(out), 4):
+        if out[i].lower() not in names:
+            kept += out[i:i + 4]
+    return kept

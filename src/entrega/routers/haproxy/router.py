@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import signal
 import subprocess
@@ -33,12 +32,11 @@ import time
 from pathlib import Path
 
 from entrega.errors import RouterError, RouterUnreachable
-from entrega.net import Endpoint
+from entrega.net import Endpoint, unix_socket_path
 from entrega.routers.base import CohortRule, ReleaseMetrics, Router, RouterMetrics, Routes
 from entrega.routers.haproxy import render
 from entrega.routers.haproxy.runtime import RuntimeApi, arg
 
-MAX_SOCKET_PATH = 100
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 70.0  # hard-stop-after 60 s, plus exit
 _POLL_S = 0.02
@@ -47,11 +45,7 @@ _MAINT = 0x01 | 0x02 | 0x04 | 0x20
 
 
 def runtime_socket_path(router_dir: Path) -> Path:
-    preferred = router_dir / "haproxy.sock"
-    if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
-        return preferred
-    digest = hashlib.sha256(os.fsencode(preferred.absolute())).hexdigest()[:16]
-    return Path("/tmp") / f"entrega-haproxy-{digest}.sock"
+    return unix_socket_path(router_dir, "haproxy.sock", fallback_prefix="entrega-haproxy")
 
 
 class HaproxyRouter(Router):
