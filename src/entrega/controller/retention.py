@@ -31,8 +31,10 @@ def retained(repo: Repository, config: Config) -> set[str]:
         if env.current_version:
             versions.add(env.current_version)
     versions.update(r.version for r in repo.releases(app)[:keep])
-    versions.update(r.version for r in repo.active_rollouts())
-    versions.update(r.from_version for r in repo.active_rollouts() if r.from_version)
+    for rollout in repo.active_rollouts():
+        versions.add(rollout.version)
+        if rollout.from_version:
+            versions.add(rollout.from_version)
     versions.update(r.version for r in repo.waiting_requests(app))
     return versions
 
