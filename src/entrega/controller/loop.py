@@ -128,7 +128,9 @@ class Controller:
                     rollout = start_next(self.repo, self.config, name)
                 if rollout is not None:
                     await self._reconcile_rollout(rt, rollout)
-                await self._repair(rt)
+                    if Phase(rollout.phase).terminal:  # _persist keeps the row current
+                        rollout = None
+                await self._repair(rt, rollout)
         try:
             await self.collector.maybe_collect(self.runtimes, now=self.clock())
         except EntregaError as exc:  # a router down now is repaired next pass
@@ -170,7 +172,7 @@ class Controller:
         events: list[tuple[str, str, dict[str, Any]]] = [
             ("step", message, data) for message in transition.events]
         if after.phase != before.phase and after.phase in _FINAL_KIND and events:
-            kind, message, _ = events[-1]
+            _, message, _ = events[-1]
             events[-1] = (_FINAL_KIND[after.phase], message,
                           {**data, "reason": after.message})
         succeeded = after.phase == Phase.SUCCEEDED and before.phase != Phase.SUCCEEDED
@@ -180,10 +182,11 @@ class Controller:
         row.state = state_to_dict(after)
         row.phase = after.phase.value
 
-    async def _repair(self, rt: EnvironmentRuntime) -> None:
+    async def _repair(self, rt: EnvironmentRuntime, active: Rollout | None) -> None:
+        """Bring the environment to what the store says: ``active`` is its rollout in
+        progress (None: it runs its current release alone)."""
         env = self.repo.environment(self.config.app, rt.name)
         assert env is not None
-        active = self.repo.active_rollout(self.config.app, rt.name)
         cohort = None
         if active is not None:
             state = state_from_dict(active.state)
