@@ -5,6 +5,11 @@ Startup order makes ``/health`` a readiness signal: the data listeners are bound
 routes are loaded, then the control socket answers, then the pidfile is written.
 SIGTERM, SIGINT and ``POST /shutdown`` drain: stop accepting, close idle connections,
 let requests in flight finish for up to ``--drain-s``, exit 0.
+
+``--workers N`` with N > 1 runs a supervisor instead (supervisor.py), which starts N
+workers sharing the port with SO_REUSEPORT; it re-runs this module with the worker's
+private options (``--worker-index`` and inherited file descriptors, worker.py). With the
+default of 1, nothing of that is involved: the process below is the whole router.
 """
 
 from __future__ import annotations
@@ -16,15 +21,17 @@ import gc
 import logging
 import os
 import signal
-import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from entrega.net import parse_address
-from entrega.routers.embedded.control import ControlServer
-from entrega.routers.embedded.exposition import MetricsServer
+from entrega.routers.embedded.control import ControlServer, ProxyPlane, control_in_use
+from entrega.routers.embedded.exposition import MetricsServer, RouterCounters
 from entrega.routers.embedded.proxy import Proxy, ProxySettings
 from entrega.routers.embedded.state import load_routes
+from entrega.routers.embedded.supervisor import run_supervisor
+from entrega.routers.embedded.worker import run_worker
 
 log = logging.getLogger("entrega.router")
 
@@ -54,32 +61,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-header-bytes", type=int, default=d.max_header_bytes)
     p.add_argument("--drain-s", type=float, default=10.0,
                    help="how long requests in flight may take to finish on shutdown")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="processes sharing the listeners (SO_REUSEPORT) under one "
+                        "supervisor; 1: a single process")
+    # Given by the supervisor to its workers only.
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--link-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--listen-fds", help=argparse.SUPPRESS)
+    p.add_argument("--preview-fds", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def _control_in_use(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(path)
-        except OSError:
-            return False
-        return True
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
-async def run(args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
-    settings = ProxySettings(
+def settings_from(args: argparse.Namespace) -> ProxySettings:
+    return ProxySettings(
         upstream_timeout_s=args.upstream_timeout_s, connect_timeout_s=args.connect_timeout_s,
         header_timeout_s=args.header_timeout_s, client_idle_timeout_s=args.idle_timeout_s,
         upstream_idle_timeout_s=args.upstream_idle_timeout_s,
         max_header_bytes=args.max_header_bytes)
+
+
+async def run(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    settings = settings_from(args)
     try:
         proxy = Proxy(settings, app=args.app, control_plane_url=args.control_plane_url)
     except ValueError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
     control_path = args.control
-    if _control_in_use(control_path):
+    if control_in_use(control_path):
         log.error("cannot start: another router answers on control socket %s", control_path)
         return EXIT_USAGE
 
@@ -101,7 +121,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.metrics_listen:
         try:
             host, port = parse_address(args.metrics_listen)
-            servers.append(await MetricsServer(proxy.metrics).start(host, port))
+            servers.append(await MetricsServer(_counters_of(proxy)).start(host, port))
         except (ValueError, OSError) as exc:
             log.error("cannot listen on %s (metrics): %s", args.metrics_listen,
                       getattr(exc, "strerror", None) or exc)
@@ -124,7 +144,8 @@ async def run(args: argparse.Namespace) -> int:
     info: dict[str, object] = {"listen": args.listen, "preview_listen": args.preview_listen,
                                "app": args.app, "metrics_listen": args.metrics_listen,
                                "control_plane_url": args.control_plane_url}
-    control = ControlServer(proxy, state_path=state_path, info=info, on_shutdown=stop.set)
+    control = ControlServer(ProxyPlane(proxy), state_path=state_path, info=info,
+                            on_shutdown=stop.set)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(control_path)  # stale: nothing answered on it
     control_server = await control.start(control_path)
@@ -159,15 +180,30 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _counters_of(proxy: Proxy) -> Callable[[], Awaitable[RouterCounters]]:
+    async def counters() -> RouterCounters:
+        return proxy.metrics
+
+    return counters
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s entrega-router %(levelname)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    who = "" if args.worker_index is None else f" worker {args.worker_index}"
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s entrega-router{who} %(levelname)s %(message)s")
+    if args.worker_index is not None:
+        main_coro = run_worker(args, settings_from(args))
+    elif args.workers > 1:
+        main_coro = run_supervisor(args, worker_argv=argv)
+    else:
+        main_coro = run(args)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.run(run(args))
-    return uvloop.run(run(args))
+        return asyncio.run(main_coro)
+    return uvloop.run(main_coro)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """The router's control API: HTTP/1.1 + JSON on a unix socket, for the controller only.
 
     GET  /health     {"ok": true, "pid", "listen", "preview_listen", "app"}
+                     (+ "workers": {"count", "pids"} with --workers N)
     GET  /routes     Routes.to_dict(), with ``draining`` {release: requests in flight}
     PUT  /routes     body Routes.to_dict(); validated, persisted, then applied; 200 {"ok"}
     GET  /metrics    {"started_at", "releases": {version: ReleaseMetrics fields}}
     POST /shutdown   200 at once, then drain and exit
 
+The API is the same whoever serves traffic: one process's own :class:`Proxy`
+(:class:`ProxyPlane`), or a supervisor's workers (supervisor.py), behind :class:`DataPlane`.
+Validation and persistence happen here, once, before the data plane sees the table.
 The socket file is created mode 0600: whoever can reach it can reroute all traffic.
 Not on the data path, so it uses asyncio streams and a minimal parser: one request per
 read of the head, Content-Length bodies only.
@@ -16,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
+from entrega.routers.base import Routes
 from entrega.routers.embedded.proxy import Proxy
 from entrega.routers.embedded.state import parse_routes, save_routes
 from entrega.routers.embedded.table import validate_routes
@@ -28,10 +35,72 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             411: "Length Required", 413: "Content Too Large", 500: "Internal Server Error"}
 
 
-class ControlServer:
-    def __init__(self, proxy: Proxy, *, state_path: Path, info: dict[str, object],
-                 on_shutdown: Callable[[], None]) -> None:
+def control_in_use(path: str) -> bool:
+    """True when something answers on the control socket ``path`` (a router runs)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+        return True
+
+
+class RoutesNotApplied(Exception):
+    """The table was persisted but some part of the data plane did not take it (500)."""
+
+
+class DataPlane(Protocol):
+    """What the control API reads and changes."""
+
+    def health(self) -> dict[str, object]:
+        """Fields added to ``GET /health``."""
+        ...
+
+    async def routes(self) -> dict[str, object]:
+        """The live table, ``Routes.to_dict()`` with ``draining`` filled in."""
+        ...
+
+    async def apply(self, routes: Routes) -> None:
+        """Swap in a validated table; raises RoutesNotApplied."""
+        ...
+
+    async def metrics(self) -> dict[str, object]:
+        """``MetricsRegistry.to_dict()`` form."""
+        ...
+
+    async def connections(self) -> int:
+        """Client connections open now."""
+        ...
+
+
+class ProxyPlane:
+    """The single-process router: the control API reads its own :class:`Proxy`."""
+
+    def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+
+    def health(self) -> dict[str, object]:
+        return {}
+
+    async def routes(self) -> dict[str, object]:
+        data = self.proxy.table.routes.to_dict()
+        data["draining"] = self.proxy.draining()
+        return data
+
+    async def apply(self, routes: Routes) -> None:
+        self.proxy.apply(routes)
+
+    async def metrics(self) -> dict[str, object]:
+        return self.proxy.metrics.to_dict()
+
+    async def connections(self) -> int:
+        return len(self.proxy.clients)
+
+
+class ControlServer:
+    def __init__(self, plane: DataPlane, *, state_path: Path, info: dict[str, object],
+                 on_shutdown: Callable[[], None]) -> None:
+        self.plane = plane
         self.state_path = state_path
         self.info = info
         self.on_shutdown = on_shutdown
@@ -94,23 +163,21 @@ class ControlServer:
         await writer.drain()
 
     async def _dispatch(self, method: str, path: str, body: bytes) -> tuple[int, object]:
-        proxy = self.proxy
+        plane = self.plane
         if path == "/health":
-            return 200, {"ok": True, "pid": os.getpid(), **self.info}
+            return 200, {"ok": True, "pid": os.getpid(), **self.info, **plane.health()}
         if path == "/routes":
             if method == "GET":
-                data = proxy.table.routes.to_dict()
-                data["draining"] = proxy.draining()
-                return 200, data
+                return 200, await plane.routes()
             if method == "PUT":
                 return await self._put_routes(body)
             return 405, {"error": f"{method} /routes: use GET or PUT"}
         if path == "/metrics":
-            return 200, proxy.metrics.to_dict()
+            return 200, await plane.metrics()
         if path == "/shutdown":
             if method != "POST":
                 return 405, {"error": "use POST /shutdown"}
-            return 200, {"ok": True, "draining": len(proxy.clients)}
+            return 200, {"ok": True, "draining": await plane.connections()}
         return 404, {"error": f"no such endpoint {path}; try /health /routes /metrics /shutdown"}
 
     async def _put_routes(self, body: bytes) -> tuple[int, object]:
@@ -127,5 +194,8 @@ class ControlServer:
                 await asyncio.to_thread(save_routes, self.state_path, routes)
             except OSError as exc:
                 return 500, {"error": f"cannot persist routes to {self.state_path}: {exc}"}
-            self.proxy.apply(routes)
+            try:
+                await self.plane.apply(routes)
+            except RoutesNotApplied as exc:
+                return 500, {"error": f"PUT /routes: persisted but not applied: {exc}"}
         return 200, {"ok": True}

@@ -10,16 +10,19 @@ Prometheus metric provider's queries, keep them stable)::
     entrega_router_inflight{release}                       gauge
 
 Rendering walks the counters the data path already keeps (metrics.py); a scrape costs
-O(releases x buckets) and nothing is added to the per-request path.
+O(releases x buckets) and nothing is added to the per-request path. With ``--workers N``
+the supervisor serves the same names over the sum of its workers' counters
+(worker_metrics.py), which never goes down when a worker is replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
 from entrega.routers.base import LATENCY_BUCKETS_MS
-from entrega.routers.embedded.metrics import MetricsRegistry
 
 _LE = [f"{ms / 1000:g}" for ms in LATENCY_BUCKETS_MS] + ["+Inf"]
 _MAX_HEAD_BYTES = 16384
@@ -29,7 +32,29 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_prometheus(registry: MetricsRegistry) -> bytes:
+class ReleaseCounters(Protocol):
+    """What is rendered of one release (``ReleaseStats`` or a sum over workers)."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def errors_5xx(self) -> int: ...
+    @property
+    def buckets(self) -> Sequence[int]: ...
+    @property
+    def latency_sum_ms(self) -> float: ...
+    @property
+    def inflight(self) -> int: ...
+
+
+class RouterCounters(Protocol):
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def releases(self) -> Mapping[str, ReleaseCounters]: ...
+
+
+def render_prometheus(registry: RouterCounters) -> bytes:
     """The whole exposition, text format 0.0.4."""
     releases = list(registry.releases.items())
     lines = [
@@ -74,10 +99,14 @@ def render_prometheus(registry: MetricsRegistry) -> bytes:
 
 
 class MetricsServer:
-    """``GET /metrics`` over HTTP/1.1 keep-alive; anything else is 404."""
+    """``GET /metrics`` over HTTP/1.1 keep-alive; anything else is 404.
 
-    def __init__(self, registry: MetricsRegistry) -> None:
-        self.registry = registry
+    ``counters`` is awaited once per scrape: a single router returns its registry at
+    once, a supervisor asks its workers first.
+    """
+
+    def __init__(self, counters: Callable[[], Awaitable[RouterCounters]]) -> None:
+        self.counters = counters
 
     async def start(self, host: str, port: int) -> asyncio.AbstractServer:
         return await asyncio.start_server(self._serve, host, port, reuse_address=True,
@@ -96,7 +125,7 @@ class MetricsServer:
                 if len(parts) == 3 and parts[0] in (b"GET", b"HEAD") and (
                         parts[1].split(b"?")[0] == b"/metrics"):
                     status = b"200 OK"
-                    body = render_prometheus(self.registry)
+                    body = render_prometheus(await self.counters())
                     ctype = b"text/plain; version=0.0.4; charset=utf-8"
                 else:
                     status = b"404 Not Found"
