@@ -25,6 +25,7 @@ environments:                     # in lifecycle order
       kind: embedded              # entrega's own proxy, a process of its own
       listen: "127.0.0.1:8080"    # where your users' traffic arrives
       preview_listen: "127.0.0.1:8180"   # blue-green previews are served here
+      workers: 1                  # processes sharing listen (SO_REUSEPORT); raise it on a busy host
     strategy:
       canary:                     # or: blue-green: {{auto_promote: true, scale_down_delay_s: 30}}
         steps:

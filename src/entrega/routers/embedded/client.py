@@ -12,6 +12,10 @@ for that, the socket goes to ``/tmp/entrega-<hash>.sock`` instead, where ``<hash
 first 16 hex digits of sha256 of the preferred path: stable, so a restarted controller
 finds the same socket again.
 
+With ``workers`` > 1 the pid is the supervisor's, which runs that many worker processes
+sharing the listening port (SO_REUSEPORT; see supervisor.py); everything else, the
+control API included, is the same.
+
 The router is started detached (its own session, no inherited stdin) so it survives the
 controller, even ``kill -9`` of it. ``ensure_running`` adopts a router that answers on the
 control socket, and starts one otherwise.
@@ -53,7 +57,7 @@ class EmbeddedRouter(Router):
                  state_dir: Path, app: str = "", upstream_timeout_s: float = 60.0,
                  header_timeout_s: float = 30.0, client_idle_timeout_s: float = 75.0,
                  control_timeout_s: float = 10.0, metrics_listen: str | None = None,
-                 control_plane_url: str | None = None) -> None:
+                 control_plane_url: str | None = None, workers: int = 1) -> None:
         self.name = name
         self.listen = listen
         self.preview_listen = preview_listen
@@ -71,6 +75,8 @@ class EmbeddedRouter(Router):
         self.metrics_listen = metrics_listen
         #: entrega's server, where ``/.entrega/...`` requests are forwarded (None: 404)
         self.control_plane_url = control_plane_url
+        #: router processes sharing the listeners (1: a single process, no supervisor)
+        self.workers = workers
         self._client: httpx.AsyncClient | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -88,7 +94,8 @@ class EmbeddedRouter(Router):
                "--pidfile", str(self.pid_path), "--app", self.app,
                "--upstream-timeout-s", str(self.upstream_timeout_s),
                "--header-timeout-s", str(self.header_timeout_s),
-               "--idle-timeout-s", str(self.client_idle_timeout_s)]
+               "--idle-timeout-s", str(self.client_idle_timeout_s),
+               "--workers", str(self.workers)]
         if self.preview_listen:
             cmd += ["--preview-listen", self.preview_listen]
         if self.metrics_listen:
@@ -182,6 +189,13 @@ class EmbeddedRouter(Router):
                 f"{health.get('listen')} (preview {health.get('preview_listen')}), not on "
                 f"{self.listen} (preview {self.preview_listen})",
                 hint="shut it down to restart it with the new addresses")
+        running = health.get("workers")
+        count = running.get("count") if isinstance(running, dict) else 1
+        if count != self.workers:
+            raise RouterError(
+                f"embedded router {self.name!r} already runs (pid {health.get('pid')}) with "
+                f"{count} worker(s), not {self.workers}",
+                hint="shut it down to restart it with the new number of workers")
 
     async def _call(self, method: str, path: str, *,
                     json: object | None = None) -> dict[str, Any]:
