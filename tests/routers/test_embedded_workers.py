@@ -154,7 +154,7 @@ async def test_connections_land_on_every_worker_and_metrics_are_summed(
 
 
 @pytest.mark.real
-async def test_route_change_reaches_every_worker_before_the_answer(
+async def test_route_change_reaches_every_worker_before_the_answer_then_shutdown(
         make_router: RouterFactory, backends: dict[str, Backend]) -> None:
     router = await make_router("swap", workers=2)
     await router.set_routes(make_routes(backends, {"v1": 100, "v2": 0}))
@@ -165,6 +165,10 @@ async def test_route_change_reaches_every_worker_before_the_answer(
     assert {(r.status_code, r.headers["x-entrega-release"]) for r in responses} == {(200, "v2")}
     routes = await router.get_routes()
     assert routes.weights == {"v1": 0, "v2": 100} and routes.draining == {}
+
+    pids = await worker_pids(router)
+    await router.shutdown()  # POST /shutdown: returns once the supervisor has gone
+    assert not any(alive(pid) for pid in pids)
 
 
 @pytest.mark.real

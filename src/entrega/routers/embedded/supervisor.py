@@ -133,6 +133,11 @@ class Supervisor:
     async def stop(self, *, drain_s: float) -> None:
         """Every worker drains for up to ``drain_s`` and exits; then the sockets close."""
         self.stopping = True
+        # No restarts from here on; a worker a watcher was starting is signalled below.
+        watchers = [slot.watcher for slot in self.slots if slot.watcher is not None]
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         # Ours first: a listening socket stays open (and queues connections) while any
         # process holds it; the workers' copies close when they stop accepting.
         close_all([[sock for sock, _ in slot.sockets] for slot in self.slots])
@@ -153,8 +158,6 @@ class Supervisor:
                     slot.proc.kill()
                     await slot.proc.wait()
         for slot in self.slots:
-            if slot.watcher is not None:
-                slot.watcher.cancel()
             if slot.link is not None:
                 slot.link.close()
 
@@ -216,10 +219,6 @@ class Supervisor:
                     assert slot.proc is not None
                     slot.proc.kill()
                 continue
-            if self.stopping:  # stop() came while it started: it was not signalled
-                assert slot.proc is not None
-                slot.proc.send_signal(signal.SIGTERM)
-                return
             log.info("%s serving", slot.describe())
 
     # -- asking the workers ------------------------------------------------------------------
