@@ -42,7 +42,7 @@ def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
                           preview_listen=router.preview_listen,
                           state_dir=config.state_path, app=config.app,
                           metrics_listen=router.metrics_listen,
-                          control_plane_url=control_plane or None)
+                          control_plane_url=control_plane or None, workers=router.workers)
 
 
 def _haproxy_router(config: Config, env: EnvironmentConfig) -> Router:
