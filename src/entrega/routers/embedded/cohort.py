@@ -10,6 +10,7 @@ elsewhere agree with ours.
 from __future__ import annotations
 
 from entrega.routers.base import CohortRule
+from entrega.routers.embedded import wire
 
 _C1 = 0xCC9E2D51
 _C2 = 0x1B873593
@@ -68,7 +69,7 @@ class CohortMatcher:
     """A ``CohortRule`` compiled for the data path (lowercased byte header names)."""
 
     __slots__ = ("release", "header", "header_value", "user_header", "user_cookie",
-                 "users", "percent", "app", "header_names", "_buckets")
+                 "users", "percent", "app", "header_names", "request_keys", "_buckets")
 
     def __init__(self, rule: CohortRule, *, default_app: str) -> None:
         self.release = rule.release
@@ -85,6 +86,8 @@ class CohortMatcher:
             names.add(b"cookie")
         #: lowercased names of the request headers ``matches`` needs to see
         self.header_names = frozenset(names)
+        #: ``wire.name_key`` of every request header the data path must look at
+        self.request_keys = wire.REQUEST_KEYS | {wire.name_key(name) for name in names}
         self._buckets: dict[bytes, int] = {}
 
     def matches(self, values: dict[bytes, bytes]) -> bool:

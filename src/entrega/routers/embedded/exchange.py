@@ -102,7 +102,7 @@ class Exchange:
         conn = pool.acquire()
         if conn is not None:
             self.reused = True
-            self.deadline = proxy.loop.time() + proxy.settings.upstream_timeout_s
+            self.deadline = proxy.now + proxy.upstream_timeout_s
             self._attach(conn)  # type: ignore[arg-type]
         else:
             client.pause(wire.PAUSE_CONNECTING)
@@ -120,7 +120,7 @@ class Exchange:
         replay = self.replay
         if replay is not None:
             self.replay_size += len(body)
-            if self.replay_size > self.client.proxy.settings.replay_max_bytes:
+            if self.replay_size > self.client.proxy.replay_max_bytes:
                 self.replay = None
             else:
                 replay += pieces
@@ -171,7 +171,7 @@ class Exchange:
         self.upstream = None
         conn.detach()
         if reusable and self.req_done and not self.upgrade and self.pool is not None:
-            self.pool.release(conn, self.client.proxy.loop.time())
+            self.pool.release(conn, self.client.proxy.now)
         else:
             conn.close()
         self._finish(self.status)
@@ -263,7 +263,7 @@ class Exchange:
                     conn.close()
                     return
                 client.resume(wire.PAUSE_CONNECTING)
-                self.deadline = proxy.loop.time() + proxy.settings.upstream_timeout_s
+                self.deadline = proxy.now + proxy.upstream_timeout_s
                 self._attach(conn)
                 return
             self.fail(502, f"release {route.version}: no endpoint accepted a connection")

@@ -7,7 +7,12 @@ so no request's bytes ever reach another request's upstream.
 
 Nothing here logs per request or awaits per request: a request on a pooled upstream
 connection is handled entirely in protocol callbacks. Timeouts are enforced by one sweep
-per ``sweep_interval_s`` over all connections instead of a timer per request.
+per ``sweep_interval_s`` over all connections instead of a timer per request; deadlines
+are computed from ``Proxy.now``, a clock the sweep advances, so the data path never asks
+the loop for the time (the sweep allows for that clock being one interval behind).
+
+The hot path is written for mypyc (setup.py): module constants are ``Final`` and the
+settings it reads are plain attributes of ``Proxy``, so compiled code uses them directly.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -33,8 +38,8 @@ from entrega.routers.embedded.table import ReleaseRoute, RouteTable
 
 log = logging.getLogger("entrega.router")
 
-_NO_NAMES: frozenset[bytes] = frozenset()
-PIN_COOKIE = _PIN_COOKIE_NAME.encode()
+_NO_NAMES: Final[frozenset[bytes]] = frozenset()
+PIN_COOKIE: Final = _PIN_COOKIE_NAME.encode()
 
 
 class _HeadTooLarge(Exception):
@@ -74,6 +79,14 @@ class Proxy:
         self.settings = settings
         self.app = app
         self.loop = asyncio.get_running_loop()
+        #: the loop's time at the last sweep (at most ``sweep_interval_s`` behind)
+        self.now = self.loop.time()
+        # the settings read on every request, as attributes of this compiled class
+        self.upstream_timeout_s = settings.upstream_timeout_s
+        self.header_timeout_s = settings.header_timeout_s
+        self.idle_timeout_s = settings.client_idle_timeout_s
+        self.max_header_bytes = settings.max_header_bytes
+        self.replay_max_bytes = settings.replay_max_bytes
         self.pools = PoolRegistry(max_idle_per_endpoint=settings.max_idle_per_endpoint)
         self.metrics = MetricsRegistry()
         self.table = self._compile(Routes())
@@ -122,8 +135,12 @@ class Proxy:
             self.sweep(self.loop.time())
 
     def sweep(self, now: float) -> None:
+        self.now = now
+        # Deadlines were set from a ``now`` up to one interval old: judge them against a
+        # time one interval back, so that none fires early.
+        late = now - self.settings.sweep_interval_s
         for client in list(self.clients):
-            client.check_deadlines(now)
+            client.check_deadlines(late)
         self.pools.expire(now - self.settings.upstream_idle_timeout_s)
         if self.control_route is not None:
             self.control_route.pools[0].expire(now - self.settings.upstream_idle_timeout_s)
@@ -167,7 +184,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_ip = b""
         self.host_header = b""
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[bytes] = []  # name, value, name, value...
         self.reading: Exchange | None = None   # the request being parsed
         self.active: Exchange | None = None    # the request being answered
         self.queue: deque[Exchange] = deque()  # parsed requests waiting for ``active``
@@ -190,7 +207,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]).encode() if peer else b"unknown"
         self.proxy.clients.add(self)
-        self.deadline = self.proxy.loop.time() + self.proxy.settings.header_timeout_s
+        self.deadline = self.proxy.now + self.proxy.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -240,9 +257,9 @@ class ClientConnection(asyncio.Protocol):
         except HttpParserError as exc:
             self._refuse(400, f"malformed HTTP request: {exc}")
             return
-        if self.in_head and self.head_seen > self.proxy.settings.max_header_bytes:
+        if self.in_head and self.head_seen > self.proxy.max_header_bytes:
             self._refuse(431, f"request head larger than "
-                              f"{self.proxy.settings.max_header_bytes} bytes")
+                              f"{self.proxy.max_header_bytes} bytes")
             return
         active = self.active
         if active is not None and active.out and active.upstream is not None:
@@ -256,20 +273,22 @@ class ClientConnection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         if self.active is None:
-            self.deadline = self.proxy.loop.time() + self.proxy.settings.header_timeout_s
+            self.deadline = self.proxy.now + self.proxy.header_timeout_s
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        headers = self.headers
+        headers.append(name)
+        headers.append(value)
         self.head_bytes += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.deadline = 0.0
-        if self.head_bytes > self.proxy.settings.max_header_bytes:
+        if self.head_bytes > self.proxy.max_header_bytes:
             raise _HeadTooLarge  # stops the parser; data_received answers 431
         parser = self.parser
         proxy = self.proxy
@@ -277,6 +296,7 @@ class ClientConnection(asyncio.Protocol):
         method = parser.get_method()
         cohort = None if self.preview else table.cohort
         wanted = cohort.header_names if cohort is not None else _NO_NAMES
+        keys = cohort.request_keys if cohort is not None else wire.REQUEST_KEYS
         cohort_values: dict[bytes, bytes] = {}
         url = self.url
         out = [method, b" ", url, wire.HTTP11]
@@ -285,14 +305,22 @@ class ClientConnection(asyncio.Protocol):
         connection: list[bytes] | None = None
         upgrade_to = b""
         special = wire.REQUEST_SPECIAL
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname in wanted:
-                seen = cohort_values.get(lname)
-                cohort_values[lname] = value if seen is None else seen + b"; " + value
-            kind = special.get(lname)
+        headers = self.headers
+        for i in range(0, len(headers), 2):
+            name = headers[i]
+            value = headers[i + 1]
+            kind = None
+            if (len(name) << 8 | (name[0] | 0x20)) in keys:  # wire.name_key, inlined
+                lname = name.lower()
+                if lname in wanted:
+                    seen = cohort_values.get(lname)
+                    cohort_values[lname] = value if seen is None else seen + b"; " + value
+                kind = special.get(lname)
             if kind is None:
-                out += (name, wire.COLON, value, wire.CRLF)
+                out.append(name)
+                out.append(wire.COLON)
+                out.append(value)
+                out.append(wire.CRLF)
             elif kind == wire.HOST or kind == wire.CONTENT_LENGTH:
                 host = host or kind == wire.HOST
                 out += (name, wire.COLON, value, wire.CRLF)
@@ -316,7 +344,12 @@ class ClientConnection(asyncio.Protocol):
             out.append(self._host_header())
         out += (b"X-Forwarded-For: ", xff + b", " + self.peer_ip if xff else self.peer_ip,
                 wire.CRLF, wire.XFP_HTTP)
-        upgrade = parser.should_upgrade() and method != b"CONNECT"
+        # (parser calls only when the headers leave the answer open: each costs)
+        upgrade = bool(upgrade_to) and method != b"CONNECT" and parser.should_upgrade()
+        keep_alive = parser.should_keep_alive()
+        # an HTTP/1.0 client keeps the connection only with ``Connection: keep-alive``
+        http10 = ((connection is not None or not keep_alive)
+                  and parser.get_http_version() == "1.0")
         if upgrade:
             out += (wire.CONN_UPGRADE, b"Upgrade: ", upgrade_to, wire.CRLF)
 
@@ -330,7 +363,7 @@ class ClientConnection(asyncio.Protocol):
                 refuse = 404
             else:
                 out[2] = proxy.control_prefix + url
-                pinned = cookie_value(cookie, PIN_COOKIE) if PIN_COOKIE in cookie else None
+                pinned = cookie_value(cookie, PIN_COOKIE) if cookie else None
                 if pinned:
                     out += (b"X-Entrega-Release: ", unquote_to_bytes(pinned), wire.CRLF)
         else:
@@ -343,7 +376,8 @@ class ClientConnection(asyncio.Protocol):
                 elif bucket:
                     route = table.pick_for_bucket(bucket)  # a user with an id: by bucket
             if route is None and not bucket:
-                if PIN_COOKIE in cookie:
+                # (find, not ``in``: on bytes, ``in`` first tries the needle as an int)
+                if cookie and cookie.find(PIN_COOKIE) >= 0:
                     pinned = cookie_value(cookie, PIN_COOKIE)
                     if pinned is not None:
                         route = table.pinnable.get(pinned)
@@ -354,8 +388,8 @@ class ClientConnection(asyncio.Protocol):
         out.append(wire.CRLF)
         exchange = Exchange(
             self, route, b"".join(out), is_head=method == b"HEAD", chunked=chunked,
-            keep_alive=parser.should_keep_alive() and not upgrade and method != b"CONNECT",
-            http10=parser.get_http_version() == "1.0", upgrade=upgrade,
+            keep_alive=keep_alive and not upgrade and method != b"CONNECT",
+            http10=http10, upgrade=upgrade,
             refuse=refuse, route_header=route_header)
         if upgrade:
             self.upgrading = exchange
@@ -446,7 +480,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
             return
         if not self.in_head:
-            self.deadline = self.proxy.loop.time() + self.proxy.settings.client_idle_timeout_s
+            self.deadline = self.proxy.now + self.proxy.idle_timeout_s
         self.resume(wire.PAUSE_PIPELINE)
 
     def _upgraded(self, rest: bytes) -> None:

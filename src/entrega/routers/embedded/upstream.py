@@ -38,7 +38,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[bytes] = []  # name, value, name, value...
         self.cork: list[bytes] = []
         self.status = 0
         self.got_bytes = False
@@ -55,6 +55,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def begin(self, exchange: Exchange) -> None:
         self.exchange = exchange
+        self.headers = []
         self.got_bytes = self.chunk_out = self.until_close = False
         self.head_done = self.interim = self.done = False
         if self.write_paused:
@@ -166,16 +167,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.headers = []
+    # (no on_message_begin: the headers are reset where they are consumed, one callback
+    # less per response)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        headers = self.headers
+        headers.append(name)
+        headers.append(value)
 
     def on_headers_complete(self) -> None:
         exchange = cast("Exchange", self.exchange)
         parser = self.parser
         status = self.status = parser.get_status_code()
+        headers = self.headers
+        self.headers = []
         if status < 200 and status != 101:
             self.interim = True
             if not exchange.http10:
@@ -187,10 +192,18 @@ class UpstreamConnection(asyncio.Protocol):
         connection: list[bytes] | None = None
         upgrade = b""
         special = wire.RESPONSE_SPECIAL
-        for name, value in self.headers:
-            kind = special.get(name.lower())
+        keys = wire.RESPONSE_KEYS
+        for i in range(0, len(headers), 2):
+            name = headers[i]
+            value = headers[i + 1]
+            kind = None
+            if (len(name) << 8 | (name[0] | 0x20)) in keys:  # wire.name_key, inlined
+                kind = special.get(name.lower())
             if kind is None:
-                out += (name, wire.COLON, value, wire.CRLF)
+                out.append(name)
+                out.append(wire.COLON)
+                out.append(value)
+                out.append(wire.CRLF)
             elif kind == wire.CONTENT_LENGTH:
                 length = True
                 out += (name, wire.COLON, value, wire.CRLF)
