@@ -5,10 +5,17 @@ PYTHON ?= python3
 
 .PHONY: install system-deps demo dashboard test lint bench clean compile uncompile
 
-$(VENV)/.installed: pyproject.toml
+# The router's hot path is compiled by mypyc at install (setup.py): a change to one of
+# its modules rebuilds it.
+HOT_PATH := $(addprefix src/entrega/routers/embedded/,\
+	wire.py metrics.py cohort.py pool.py table.py upstream.py exchange.py proxy.py)
+
+$(VENV)/.installed: pyproject.toml setup.py $(HOT_PATH)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,stats]'
+	$(PY) -c "from entrega.routers.embedded import build; \
+		print('router build:', 'compiled' if build.compiled_modules() else 'pure Python')"
 	touch $@
 
 install: $(VENV)/.installed
@@ -30,19 +37,19 @@ lint: install
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# The suite runs the compiled router (what pip install gives); the router's own tests run
+# a second time on the pure-Python fallback.
 test: install system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+	ENTREGA_PURE_PYTHON=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/routers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache examples/.demo
 
-# Optional: the embedded router's hot path compiled with mypyc (needs gcc and the Python
-# headers; see setup.py). The .so files land next to the sources in src/ and take
-# precedence over them: after editing those modules, `make compile` again, or
-# `make uncompile` to run the .py files.
+# Rebuild the compiled router now; or remove it, so that the .py files run (until the next
+# `make install` after a change: ENTREGA_PURE_PYTHON=1 picks the .py files at run time).
 compile: install
-	ENTREGA_COMPILE=1 $(PY) -m pip install -q -e '.[test,stats]'
-	$(PY) -c "import entrega.routers.embedded.proxy as p; print('router compiled:', p.__file__)"
+	$(PY) -m pip install -q -e '.[test,stats]'
 
 uncompile:
 	rm -f src/entrega/routers/embedded/*.so src/entrega_router__mypyc*.so

@@ -1,20 +1,22 @@
-"""Optional native build of the embedded router's data path (everything else is in pyproject).
+"""The build of entrega: pyproject.toml has everything but the compiled router.
 
-By default this builds the pure-Python package, exactly as without this file. With
-``ENTREGA_COMPILE=1`` in the environment, the router's hot-path modules (below) are also
-compiled to C extensions with mypyc, which takes ~10-15% off the router's CPU per request
-(bench/router.py, ``cpu_us_per_request``; it reports ``"compiled"``):
+``pip install`` compiles the embedded router's hot-path modules (below) to C extensions
+with mypyc, which halves the router's CPU per request in pure-Python terms (bench/router.py
+reports ``"compiled"`` and ``cpu_us_per_request``). mypy, which ships mypyc, is a build
+requirement (pyproject's [build-system]); the build needs a C compiler and the Python
+headers. ``ENTREGA_COMPILE=0`` in the environment skips it:
 
-    ENTREGA_COMPILE=1 pip install -e '.[test,stats]'    # or: make compile
+    ENTREGA_COMPILE=0 pip install -e .
 
-It needs a C compiler and Python headers; mypy (which ships mypyc) is fetched as a build
-requirement. If compiling fails, a warning is printed and the pure-Python modules are
-installed: the .py sources always ship, and Python imports an extension module in
-preference to the .py next to it.
+If compiling fails (no compiler, no headers), a warning is printed and the pure-Python
+modules are installed: the .py sources always ship, and Python imports an extension
+module in preference to the .py next to it. ``ENTREGA_PURE_PYTHON=1`` at run time imports
+the .py files even where the build exists (entrega/routers/embedded/build.py).
 
 Editable installs put the .so files next to the sources in src/ (they are gitignored):
-after editing one of these modules, run ``make compile`` again, or ``make uncompile`` to
-delete them and run the .py files.
+after editing one of these modules, run ``make install`` (which rebuilds when they
+change) or pip install -e . again; the router logs a warning and the test suite stops
+when a compiled module is older than its source.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-#: the modules every proxied request runs through (all of them compile as they are)
+#: the modules every proxied request runs through (entrega.routers.embedded.build.HOT_PATH,
+#: repeated here: setup.py must not import the package it builds)
 COMPILED_MODULES = [
     f"src/entrega/routers/embedded/{name}.py"
     for name in ("wire", "metrics", "cohort", "pool", "table", "upstream", "exchange", "proxy")
@@ -62,14 +65,14 @@ class OptionalBuildExt(build_ext):
 
 
 def _compiled() -> dict[str, object]:
-    if os.environ.get("ENTREGA_COMPILE", "").strip().lower() not in ("1", "true", "yes", "on"):
+    if os.environ.get("ENTREGA_COMPILE", "").strip().lower() in ("0", "false", "no", "off"):
         return {}
     try:
         from mypyc.build import mypycify
     except ImportError:
         # PEP 517 frontends first ask for build requirements (this answer), install them
         # into the build environment, then run this file again with mypyc importable.
-        _warn("ENTREGA_COMPILE is set but mypyc is not importable: asking for "
+        _warn("mypyc is not importable: asking for "
               f"{MYPY_REQUIREMENT} as a build requirement")
         return {"setup_requires": [MYPY_REQUIREMENT]}
     try:

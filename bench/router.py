@@ -38,11 +38,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.machinery
-import importlib.util
 import json
 import os
-import pkgutil
 import re
 import shutil
 import signal
@@ -55,11 +52,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import entrega.routers.embedded
 from entrega.errors import RouterError
 from entrega.net import Endpoint, free_port
 from entrega.routers.base import CohortRule, Routes
-from entrega.routers.embedded import EmbeddedRouter
+from entrega.routers.embedded import EmbeddedRouter, build
 
 CONNECTIONS = 50
 WEIGHT_CHANGES = 100
@@ -292,19 +288,6 @@ async def embedded_router(root: Path, ports: dict[str, int]
             await router.close()
 
 
-def compiled_modules() -> list[str]:
-    """The router's modules that import as C extensions (mypyc, ``ENTREGA_COMPILE=1``).
-
-    Asked in this process: the router runs with the same interpreter and environment."""
-    package = entrega.routers.embedded
-    found = []
-    for info in pkgutil.iter_modules(package.__path__):
-        spec = importlib.util.find_spec(f"{package.__name__}.{info.name}")
-        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
-            found.append(info.name)
-    return sorted(found)
-
-
 def versions() -> dict[str, str]:
     def first_line(cmd: list[str]) -> str:
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -349,7 +332,8 @@ async def _run(root: Path, duration_s: float, rounds: int) -> dict[str, object]:
     med = {path: sorted(results, key=lambda r: r.rps)[len(results) // 2]
            for path, results in runs.items()}
     d, h, e = med["direct"], med["haproxy"], med["entrega"]
-    compiled = compiled_modules()
+    # asked in this process: the router runs with the same interpreter and environment
+    compiled = build.compiled_modules()
     return {
         "rps": {"direct": round(d.rps), "haproxy": round(h.rps), "entrega": round(e.rps)},
         "p99_ms": {"direct": d.p99_ms, "haproxy": h.p99_ms, "entrega": e.p99_ms},
@@ -366,7 +350,8 @@ async def _run(root: Path, duration_s: float, rounds: int) -> dict[str, object]:
         "weight_changes_requests": shifting.requests,
         "weight_changes_rps": round(shifting.rps),
         "router_requests_counted": sum(m.requests for m in metrics.releases.values()),
-        # the router's hot path compiled with mypyc (setup.py, ENTREGA_COMPILE=1)
+        # the router's hot path compiled with mypyc (the default; setup.py), or the .py
+        # files (ENTREGA_COMPILE=0 at install, ENTREGA_PURE_PYTHON=1 at run time)
         "compiled": bool(compiled),
         "compiled_modules": compiled,
         "settings": {"duration_s": duration_s, "rounds": rounds, "connections": CONNECTIONS,

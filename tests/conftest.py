@@ -14,6 +14,16 @@ import pytest
 _skipped_real: list[str] = []
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The compiled router (setup.py) would run its old code against the new tests.
+    from entrega.routers.embedded import build
+    stale = build.stale_modules()
+    if stale:
+        pytest.exit(f"the compiled router is older than its sources ({', '.join(stale)}): "
+                    "run `make install` to rebuild it (or set ENTREGA_PURE_PYTHON=1)",
+                    returncode=2)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and "real" in report.keywords:
         _skipped_real.append(report.nodeid)

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,12 +20,16 @@ pytestmark = pytest.mark.real
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_router_bench_prints_the_json_object() -> None:
-    done = subprocess.run([sys.executable, "-m", "bench.router", "--duration", "1",
-                           "--rounds", "1", "--json"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+def bench_json(module: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", module, *args, "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_router_bench_prints_the_json_object() -> None:
+    result = bench_json("bench.router", "--duration", "1", "--rounds", "1")
     paths = {"direct", "haproxy", "entrega"}
     assert set(result["rps"]) == set(result["p99_ms"]) == paths
     assert all(result["rps"][p] > 0 and result["p99_ms"][p] > 0 for p in paths)
@@ -36,3 +41,13 @@ def test_router_bench_prints_the_json_object() -> None:
     assert result["weight_changes_failed"] == 0  # a correctness property, not a timing one
     assert result["failed"] == {"direct": 0, "haproxy": 0, "entrega": 0}
     assert result["router_requests_counted"] > 0
+
+
+def test_router_path_bench_prints_the_json_object() -> None:
+    result = bench_json("bench.router_path", "--requests", "2000", "--rounds", "1")
+    assert set(result["us_per_request"]) == {"compiled", "pure"}
+    for build in ("compiled", "pure"):
+        assert set(result["us_per_request"][build]) == {"wrk", "browser"}
+        assert all(v > 0 for v in result["us_per_request"][build].values())
+    assert set(result["speedup"]) == {"wrk", "browser"}
+    assert isinstance(result["compiled"], bool)

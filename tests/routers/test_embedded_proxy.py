@@ -166,6 +166,28 @@ async def test_http10_client_and_connection_close(
     assert b"Connection: close" in reply and reply.endswith(b"v2")
 
 
+async def test_http10_keep_alive_client(
+        router: EmbeddedRouter, backends: dict[str, Backend]) -> None:
+    # HTTP/1.0 with Connection: keep-alive: the answer says keep-alive, is never chunked
+    # (a close-delimited body closes after all), and the connection serves a second request
+    await router.set_routes(make_routes(backends, {"v2": 100}))
+    host, port = router.listen.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in head
+            assert b"Transfer-Encoding" not in head
+            assert await reader.readexactly(2) == b"v2"
+        writer.write(b"GET /until-close?n=300 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        reply = await asyncio.wait_for(reader.read(), 10)  # read to the close
+        assert b"Transfer-Encoding" not in reply and b"Connection: close" in reply
+        assert reply.split(b"\r\n\r\n", 1)[1] == PATTERN[:300]
+    finally:
+        writer.close()
+
+
 async def test_pipelined_requests_answered_in_order(
         router: EmbeddedRouter, backends: dict[str, Backend]) -> None:
     await router.set_routes(make_routes(backends, {"v2": 100}))

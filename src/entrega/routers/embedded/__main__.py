@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from entrega.net import parse_address
+from entrega.routers.embedded import build
 from entrega.routers.embedded.control import ControlServer, ProxyPlane, control_in_use
 from entrega.routers.embedded.exposition import MetricsServer, RouterCounters
 from entrega.routers.embedded.proxy import Proxy, ProxySettings
@@ -187,12 +188,24 @@ def _counters_of(proxy: Proxy) -> Callable[[], Awaitable[RouterCounters]]:
     return counters
 
 
+def _log_build() -> None:
+    stale = build.stale_modules()
+    if stale:
+        log.warning("the compiled router is older than its sources (%s): its old code runs. "
+                    "Rebuild with `make install` (or pip install -e . again), or set "
+                    "%s=1 to run the sources", ", ".join(stale), build.PURE_ENV)
+    log.info("router build: %s", "compiled (mypyc)" if build.compiled_modules()
+             else "pure Python")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     who = "" if args.worker_index is None else f" worker {args.worker_index}"
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s entrega-router{who} %(levelname)s %(message)s")
+    if args.worker_index is None:
+        _log_build()
     if args.worker_index is not None:
         main_coro = run_worker(args, settings_from(args))
     elif args.workers > 1:

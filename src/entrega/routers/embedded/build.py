@@ -1,0 +1,79 @@
+"""Which build of the router's hot path runs: compiled by mypyc (the default), or the .py.
+
+``pip install`` compiles the modules in ``HOT_PATH`` to C extensions with mypyc (see
+setup.py; ``ENTREGA_COMPILE=0`` opts out, and a machine without a C compiler falls back
+to pure Python). The .py sources always ship, and Python imports an extension module in
+preference to the .py next to it, so two things can go wrong, and this module answers
+both:
+
+- an editable install whose .py files changed after the build runs the old compiled
+  code: ``stale_modules`` names them (the router logs it, the test suite refuses to run);
+- to run, debug or test the pure-Python fallback on a machine that has the build,
+  ``ENTREGA_PURE_PYTHON=1`` in the environment makes the package import the .py files
+  (``prefer_sources``, called from the package's ``__init__``, before any of them loads).
+
+This module itself is never compiled.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+
+PACKAGE = "entrega.routers.embedded"
+#: the modules every proxied request runs through, compiled together (setup.py)
+HOT_PATH = ("wire", "metrics", "cohort", "pool", "table", "upstream", "exchange", "proxy")
+PURE_ENV = "ENTREGA_PURE_PYTHON"
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pure_python_requested() -> bool:
+    return os.environ.get(PURE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """Finds the hot-path modules as their .py files, before the path finder sees the
+    compiled extension next to them."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        package, _, name = fullname.rpartition(".")
+        if package != PACKAGE or name not in HOT_PATH:
+            return None
+        return importlib.util.spec_from_file_location(fullname, _HERE / f"{name}.py")
+
+
+def prefer_sources() -> None:
+    """Import the hot path from its .py files from now on (idempotent)."""
+    if not any(isinstance(finder, _SourcesFirst) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _SourcesFirst())
+
+
+def compiled_modules() -> list[str]:
+    """The hot-path modules that import as C extensions in this interpreter."""
+    found = []
+    for name in HOT_PATH:
+        spec = importlib.util.find_spec(f"{PACKAGE}.{name}")
+        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            found.append(name)
+    return found
+
+
+def stale_modules() -> list[str]:
+    """Compiled hot-path modules whose .py source is newer than their extension."""
+    stale = []
+    for name in compiled_modules():
+        spec = importlib.util.find_spec(f"{PACKAGE}.{name}")
+        assert spec is not None and spec.origin is not None
+        source = _HERE / f"{name}.py"
+        if source.exists() and source.stat().st_mtime > Path(spec.origin).stat().st_mtime:
+            stale.append(name)
+    return stale
