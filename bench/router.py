@@ -1,6 +1,6 @@
 """How much a request pays for passing through entrega's embedded router, against HAProxy.
 
-    python -m bench.router               # the table (3 rounds of 10 s per path, ~2 minutes)
+    python -m bench.router               # the table (5 rounds of 10 s per path, ~3 minutes)
     python -m bench.router --json        # the same as one JSON object
     python -m bench.router --duration 2 --rounds 1   # a quick look
 
@@ -25,9 +25,11 @@ wrk and nginx share CPU 0 in every run, so the backend and the load generator ge
 share of the machine whatever sits in between. With fewer than 2 CPUs nothing is pinned.
 ``ratio_vs_haproxy`` is entrega rps / haproxy rps; ``p99_delta_ms`` is entrega's p99 minus
 HAProxy's (the issue's target: ratio >= 0.75, delta <= 1 ms). The three paths run in
-``--rounds`` interleaved rounds and each path reports its median round (``rps_rounds`` has
-them all): the machine may be shared. ``cpu_us_per_request`` (the proxy's user+system CPU
-time over the run / requests) is the steadiest number when it is, and
+``--rounds`` interleaved rounds and each figure of a path (rps, p99, CPU per request) is
+its median over the rounds (``rps_rounds`` and ``p99_rounds`` have them all): the machine
+may be shared, and one disturbed round moves a p99 by milliseconds.
+``cpu_us_per_request`` (the proxy's user+system CPU time over the run / requests) is the
+steadiest number when it is, and
 ``cpu_ratio_vs_haproxy`` (haproxy's CPU per request / entrega's) is the throughput ratio
 the proxy alone would allow: when wrk and nginx saturate CPU 0 first, the rps ratio is
 theirs, not the proxy's.
@@ -51,6 +53,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 from entrega.errors import RouterError
 from entrega.net import Endpoint, free_port
@@ -329,14 +332,19 @@ async def _run(root: Path, duration_s: float, rounds: int) -> dict[str, object]:
                                                                epid))
             shifting, changes = await weight_changes(router, ports, eport, duration_s)
             metrics = await router.metrics()
-    med = {path: sorted(results, key=lambda r: r.rps)[len(results) // 2]
+    med = {path: WrkResult(rps=median(r.rps for r in results),
+                           p99_ms=median(r.p99_ms for r in results),
+                           requests=sum(r.requests for r in results),
+                           failed=sum(r.failed for r in results),
+                           cpu_us=median(r.cpu_us for r in results))
            for path, results in runs.items()}
     d, h, e = med["direct"], med["haproxy"], med["entrega"]
     # asked in this process: the router runs with the same interpreter and environment
     compiled = build.compiled_modules()
     return {
         "rps": {"direct": round(d.rps), "haproxy": round(h.rps), "entrega": round(e.rps)},
-        "p99_ms": {"direct": d.p99_ms, "haproxy": h.p99_ms, "entrega": e.p99_ms},
+        "p99_ms": {"direct": round(d.p99_ms, 3), "haproxy": round(h.p99_ms, 3),
+                   "entrega": round(e.p99_ms, 3)},
         "ratio_vs_haproxy": round(e.rps / h.rps, 3),
         "p99_delta_ms": round(e.p99_ms - h.p99_ms, 3),
         "cpu_us_per_request": {"haproxy": round(h.cpu_us, 1), "entrega": round(e.cpu_us, 1)},
@@ -345,6 +353,7 @@ async def _run(root: Path, duration_s: float, rounds: int) -> dict[str, object]:
         "cpu_ratio_vs_haproxy": round(h.cpu_us / e.cpu_us, 3) if e.cpu_us else None,
         "failed": {"direct": d.failed, "haproxy": h.failed, "entrega": e.failed},
         "rps_rounds": {path: [round(r.rps) for r in results] for path, results in runs.items()},
+        "p99_rounds": {path: [r.p99_ms for r in results] for path, results in runs.items()},
         "weight_changes": changes,
         "weight_changes_failed": shifting.failed,
         "weight_changes_requests": shifting.requests,
@@ -386,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="interleaved rounds per path; the median is reported")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved rounds per path; the medians are reported")
     p.add_argument("--cpus", default=",".join(f"{k}={v}" for k, v in CPUS.items()),
                    help="ROLE=CPULIST,... for proxy, wrk and nginx (empty: not pinned)")
     args = p.parse_args(argv)
