@@ -39,6 +39,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
     env = config.environment("production")
     assert env.strategy.name == "canary"
     assert env.target.instances == 2
+    assert env.router.kind == "embedded" and env.router.workers == 1
     assert config.store_url == f"sqlite:///{tmp_path / '.entrega' / 'state.db'}"
 
 
@@ -50,6 +51,8 @@ def test_good_file_loads(tmp_path: Path) -> None:
         ("kind: local", "kind: lokal", 6, "environments[0].target: Input tag 'lokal'"),
         ('"127.0.0.1:8080"', '"127.0.0.1:80x"', 7,
          "environments[0].router.listen: expected HOST:PORT"),
+        ('listen: "127.0.0.1:8080"}', 'listen: "127.0.0.1:8080", workers: 0}', 7,
+         "environments[0].router.workers: Input should be greater than or equal to 1"),
         ("- weight: 10", "- weight: 110", 11,
          "environments[0].strategy.canary.steps[0].weight: Input should be less than or "
          "equal to 100"),
@@ -62,7 +65,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
         ("- weight: 10", "- {weight: 10, pause: {}}", 11,
          "exactly one of weight, pause, analysis, cohort or users"),
     ],
-    ids=["instances-zero", "unknown-target-kind", "bad-address", "weight-over-100",
+    ids=["instances-zero", "unknown-target-kind", "bad-address", "no-workers", "weight-over-100",
          "undefined-metric", "bad-app-name", "misspelt-field", "missing-command",
          "weights-go-down", "step-with-two-kinds"],
 )
