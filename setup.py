@@ -34,7 +34,7 @@ COMPILED_MODULES = [
     for name in ("wire", "metrics", "cohort", "pool", "table", "upstream", "exchange", "proxy")
 ]
 #: mypy (mypyc) for the build; tested with 2.4.1; ENTREGA_MYPY overrides it
-MYPY_REQUIREMENT = os.environ.get("ENTREGA_MYPY", "mypy>=1.10")
+MYPY_REQUIREMENT = os.environ.get("ENTREGA_MYPY", "mypy==2.4.1")
 
 
 def _warn(message: str) -> None:
