@@ -100,6 +100,21 @@ async def test_forwarded_headers_and_hop_by_hop_stripped(
     assert r.headers["x-entrega-release"] == "v2"
 
 
+async def test_header_names_are_matched_whatever_their_case(
+        router: EmbeddedRouter, backends: dict[str, Backend]) -> None:
+    await router.set_routes(make_routes(backends, {"v2": 100}))
+    reply = await raw(router, (
+        b"GET /headers HTTP/1.1\r\nhOsT: x\r\nx-FORWARDED-for: 203.0.113.7\r\n"
+        b"kEEP-aLIVE: timeout=5\r\ncONNECTION: X-Secret, close\r\nX-SECRET: hop\r\n"
+        b"pROXY-cONNECTION: keep-alive\r\nX-Kept: yes\r\n\r\n"))
+    seen = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert seen["host"] == "x" and seen["x-kept"] == "yes"
+    for hop in ("x-secret", "keep-alive", "proxy-connection", "connection"):
+        assert hop not in seen, hop
+    assert b"Connection: close" in reply  # the client's close, in capitals or not
+
+
 async def test_cohort_header_allowlist_and_hash(
         router: EmbeddedRouter, client: httpx.AsyncClient, backends: dict[str, Backend]) -> None:
     cohort = CohortRule(release="v2", header="X-Beta", user_header="X-User",
