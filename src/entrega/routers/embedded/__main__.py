@@ -16,27 +16,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from entrega.net import parse_address
 from entrega.routers.embedded import build
-from entrega.routers.embedded.control import ControlServer, ProxyPlane, control_in_use
-from entrega.routers.embedded.exposition import MetricsServer, RouterCounters
+from entrega.routers.embedded.control import ProxyPlane, control_in_use
+from entrega.routers.embedded.exposition import RouterCounters
+from entrega.routers.embedded.lifecycle import (
+    EXIT_USAGE,
+    StartupFailed,
+    close_control,
+    load_last_routes,
+    open_control,
+    start_metrics,
+)
 from entrega.routers.embedded.proxy import Proxy, ProxySettings
-from entrega.routers.embedded.state import load_routes
 from entrega.routers.embedded.supervisor import run_supervisor
 from entrega.routers.embedded.worker import run_worker
 
 log = logging.getLogger("entrega.router")
-
-EXIT_USAGE = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -119,41 +122,20 @@ async def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.error("cannot listen on %s: %s", address, exc.strerror or exc)
             return EXIT_USAGE
-    if args.metrics_listen:
-        try:
-            host, port = parse_address(args.metrics_listen)
-            servers.append(await MetricsServer(_counters_of(proxy)).start(host, port))
-        except (ValueError, OSError) as exc:
-            log.error("cannot listen on %s (metrics): %s", args.metrics_listen,
-                      getattr(exc, "strerror", None) or exc)
-            return EXIT_USAGE
+    try:
+        servers += await start_metrics(args.metrics_listen, _counters_of(proxy))
+    except StartupFailed as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
 
     state_path = Path(args.state)
-    try:
-        routes = load_routes(state_path)
-    except ValueError as exc:
-        log.error("ignoring unreadable routes in %s: %s; starting with no routes",
-                  state_path, exc)
-        routes = None
+    routes = load_last_routes(state_path)
     if routes is not None:
-        try:
-            proxy.apply(routes)
-        except ValueError as exc:
-            log.error("ignoring invalid routes in %s: %s", state_path, exc)
+        proxy.apply(routes)
 
     stop = asyncio.Event()
-    info: dict[str, object] = {"listen": args.listen, "preview_listen": args.preview_listen,
-                               "app": args.app, "metrics_listen": args.metrics_listen,
-                               "control_plane_url": args.control_plane_url}
-    control = ControlServer(ProxyPlane(proxy), state_path=state_path, info=info,
-                            on_shutdown=stop.set)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(control_path)  # stale: nothing answered on it
-    control_server = await control.start(control_path)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if args.pidfile:
-        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    control_server = await open_control(args, ProxyPlane(proxy), state_path=state_path,
+                                        stop=stop)
     sweeper = loop.create_task(proxy.sweep_forever())
     # Objects made so far live for the whole process; keep the collector off them, and
     # collect young objects less often (an exchange frees itself by refcount anyway).
@@ -170,14 +152,7 @@ async def run(args: argparse.Namespace) -> int:
     if left:
         log.warning("drain deadline: closed %d connections still busy", left)
     sweeper.cancel()
-    control_server.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(control_path)
-    if args.pidfile:
-        with contextlib.suppress(OSError):
-            if Path(args.pidfile).read_text().strip() == str(os.getpid()):
-                os.unlink(args.pidfile)
-    log.info("stopped")
+    close_control(args, control_server)
     return 0
 
 

@@ -41,10 +41,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from entrega.net import parse_address
 from entrega.routers.base import Routes
-from entrega.routers.embedded.control import ControlServer, RoutesNotApplied, control_in_use
-from entrega.routers.embedded.exposition import MetricsServer
+from entrega.routers.embedded.control import RoutesNotApplied, control_in_use
+from entrega.routers.embedded.lifecycle import (
+    EXIT_USAGE,
+    StartupFailed,
+    close_control,
+    load_last_routes,
+    open_control,
+    start_metrics,
+)
 from entrega.routers.embedded.link import (
     MAX_LINE_BYTES,
     LinkClosed,
@@ -53,13 +59,10 @@ from entrega.routers.embedded.link import (
     WorkerRefused,
 )
 from entrega.routers.embedded.listeners import bind_shared, close_all
-from entrega.routers.embedded.state import load_routes
-from entrega.routers.embedded.table import validate_routes
 from entrega.routers.embedded.worker_metrics import SummedMetrics, WorkerLedger
 
 log = logging.getLogger("entrega.router")
 
-EXIT_USAGE = 2
 #: a worker's event loop answers its link between two callbacks; seconds without an
 #: answer mean it is stuck, not busy
 CALL_TIMEOUT_S = 5.0
@@ -300,7 +303,6 @@ async def _exit_code(slot: WorkerSlot) -> int | None:
 async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> int:
     """The multi-worker counterpart of ``__main__.run``, in the same startup order: data
     listeners, routes, workers, control socket, pidfile."""
-    loop = asyncio.get_running_loop()
     control_path = args.control
     if control_in_use(control_path):
         log.error("cannot start: another router answers on control socket %s", control_path)
@@ -321,30 +323,14 @@ async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> in
              for i in range(args.workers)]
 
     state_path = Path(args.state)
+    supervisor = Supervisor(slots, worker_argv=worker_argv,
+                            routes=load_last_routes(state_path))
     try:
-        routes = load_routes(state_path)
-    except ValueError as exc:
-        log.error("ignoring unreadable routes in %s: %s; starting with no routes",
-                  state_path, exc)
-        routes = None
-    if routes is not None:
-        try:
-            validate_routes(routes)
-        except ValueError as exc:
-            log.error("ignoring invalid routes in %s: %s", state_path, exc)
-            routes = None
-    supervisor = Supervisor(slots, worker_argv=worker_argv, routes=routes)
-
-    servers: list[asyncio.AbstractServer] = []
-    if args.metrics_listen:
-        try:
-            host, port = parse_address(args.metrics_listen)
-            servers.append(await MetricsServer(supervisor.counters).start(host, port))
-        except (ValueError, OSError) as exc:
-            log.error("cannot listen on %s (metrics): %s", args.metrics_listen,
-                      getattr(exc, "strerror", None) or exc)
-            close_all([[sock for sock, _ in slot.sockets] for slot in slots])
-            return EXIT_USAGE
+        servers = await start_metrics(args.metrics_listen, supervisor.counters)
+    except StartupFailed as exc:
+        log.error("%s", exc)
+        close_all([[sock for sock, _ in slot.sockets] for slot in slots])
+        return EXIT_USAGE
 
     code = await supervisor.start()
     if code is not None:
@@ -353,18 +339,7 @@ async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> in
         return code
 
     stop = asyncio.Event()
-    info: dict[str, object] = {"listen": args.listen, "preview_listen": args.preview_listen,
-                               "app": args.app, "metrics_listen": args.metrics_listen,
-                               "control_plane_url": args.control_plane_url}
-    control = ControlServer(supervisor, state_path=state_path, info=info,
-                            on_shutdown=stop.set)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(control_path)  # stale: nothing answered on it
-    control_server = await control.start(control_path)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if args.pidfile:
-        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    control_server = await open_control(args, supervisor, state_path=state_path, stop=stop)
     pids = ", ".join(str(slot.proc.pid) for slot in slots if slot.proc)
     log.info("router pid %d listening on %s%s with %d workers (pids %s), control %s",
              os.getpid(), args.listen,
@@ -376,12 +351,5 @@ async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> in
     for server in servers:
         server.close()
     await supervisor.stop(drain_s=args.drain_s)
-    control_server.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(control_path)
-    if args.pidfile:
-        with contextlib.suppress(OSError):
-            if Path(args.pidfile).read_text().strip() == str(os.getpid()):
-                os.unlink(args.pidfile)
-    log.info("stopped")
+    close_control(args, control_server)
     return 0

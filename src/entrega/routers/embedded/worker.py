@@ -27,12 +27,11 @@ import signal
 import socket
 
 from entrega.routers.base import Routes
+from entrega.routers.embedded.lifecycle import EXIT_USAGE
 from entrega.routers.embedded.link import MAX_LINE_BYTES, Message, serve_link
 from entrega.routers.embedded.proxy import Proxy, ProxySettings
 
 log = logging.getLogger("entrega.router")
-
-EXIT_USAGE = 2
 
 
 class Worker:

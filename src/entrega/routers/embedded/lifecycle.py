@@ -1,0 +1,100 @@
+"""The start and the end of the router process that owns the control socket: the single
+router (``__main__.run``) and the multi-worker supervisor (``supervisor.run_supervisor``)
+alike, so both keep the same order and the same messages.
+
+Start: data listeners (each caller its own way), the last routes (``load_last_routes``),
+the Prometheus listener (``start_metrics``), then the control socket, the signal handlers
+and the pidfile (``open_control``): once the pidfile exists, ``/health`` answers. Stop:
+``close_control`` after the drain removes the socket and the pidfile last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from entrega.net import parse_address
+from entrega.routers.base import Routes
+from entrega.routers.embedded.control import ControlServer, DataPlane
+from entrega.routers.embedded.exposition import MetricsServer, RouterCounters
+from entrega.routers.embedded.state import load_routes
+from entrega.routers.embedded.table import validate_routes
+
+log = logging.getLogger("entrega.router")
+
+#: exit code of a router that cannot start (busy port, bad address, bad option)
+EXIT_USAGE = 2
+
+
+class StartupFailed(Exception):
+    """The router cannot start; the message says why and is logged before exiting 2."""
+
+
+def load_last_routes(state_path: Path) -> Routes | None:
+    """The table persisted by the last ``PUT /routes``, if any is there and valid; an
+    unreadable or invalid one is logged and ignored (the router starts with no routes,
+    and the controller sends them again)."""
+    try:
+        routes = load_routes(state_path)
+    except ValueError as exc:
+        log.error("ignoring unreadable routes in %s: %s; starting with no routes",
+                  state_path, exc)
+        return None
+    if routes is None:
+        return None
+    try:
+        validate_routes(routes)
+    except ValueError as exc:
+        log.error("ignoring invalid routes in %s: %s", state_path, exc)
+        return None
+    return routes
+
+
+async def start_metrics(address: str | None,
+                        counters: Callable[[], Awaitable[RouterCounters]]
+                        ) -> list[asyncio.AbstractServer]:
+    """The Prometheus listener on ``address`` (none when it is unset)."""
+    if not address:
+        return []
+    try:
+        host, port = parse_address(address)
+        return [await MetricsServer(counters).start(host, port)]
+    except (ValueError, OSError) as exc:
+        raise StartupFailed(f"cannot listen on {address} (metrics): "
+                            f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path: Path,
+                       stop: asyncio.Event) -> asyncio.AbstractServer:
+    """Serve the control API, stop on SIGTERM/SIGINT, then write the pidfile."""
+    info: dict[str, object] = {"listen": args.listen, "preview_listen": args.preview_listen,
+                               "app": args.app, "metrics_listen": args.metrics_listen,
+                               "control_plane_url": args.control_plane_url}
+    control = ControlServer(plane, state_path=state_path, info=info, on_shutdown=stop.set)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(args.control)  # stale: the caller checked that nothing answers on it
+    server = await control.start(args.control)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if args.pidfile:
+        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    return server
+
+
+def close_control(args: argparse.Namespace, server: asyncio.AbstractServer) -> None:
+    """Stop the control API and remove its socket, and the pidfile if it is still ours."""
+    server.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(args.control)
+    if args.pidfile:
+        with contextlib.suppress(OSError):
+            if Path(args.pidfile).read_text().strip() == str(os.getpid()):
+                os.unlink(args.pidfile)
+    log.info("stopped")
