@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -237,14 +237,21 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    dep = Deployment(tmp_path)
+AnyDeployment = TypeVar("AnyDeployment", bound=Deployment)
+
+
+def serving(dep: AnyDeployment) -> Iterator[AnyDeployment]:
+    """A deployment fixture's body: start its server, yield it, stop all it started."""
     dep.start_server()
     try:
         yield dep
     finally:
         dep.stop()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    yield from serving(Deployment(tmp_path))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import Users, wait_for
+from tests.e2e.conftest import Users, serving, wait_for
 from tests.web.deployment import InsightsDeployment
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -18,12 +18,7 @@ pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[InsightsDeployment]:
-    dep = InsightsDeployment(tmp_path)
-    dep.start_server()
-    try:
-        yield dep
-    finally:
-        dep.stop()
+    yield from serving(InsightsDeployment(tmp_path))
 
 
 def test_feedback_report_and_dora_from_the_cli(deployment: InsightsDeployment,

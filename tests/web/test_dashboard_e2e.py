@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.e2e.conftest import Users
+from tests.e2e.conftest import Users, serving
 from tests.web.deployment import CHROMIUM_ARGS, ROOT, InsightsDeployment, chromium_path
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -18,12 +18,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[InsightsDeployment]:
-    dep = InsightsDeployment(tmp_path)
-    dep.start_server()
-    try:
-        yield dep
-    finally:
-        dep.stop()
+    yield from serving(InsightsDeployment(tmp_path))
 
 
 @pytest.fixture
