@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import sys
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
@@ -34,6 +35,16 @@ def pattern_bytes(n: int) -> bytes:
     reps, rest = divmod(n, len(PATTERN))
     return PATTERN * reps + PATTERN[:rest]
 
+
+async def _digest(reader: asyncio.StreamReader, sha: Any, n: int) -> bool:
+    """Hash the next ``n`` body bytes into ``sha``; False if the client left first."""
+    while n:
+        piece = await reader.read(min(n, 65536))
+        if not piece:
+            return False
+        sha.update(piece)
+        n -= len(piece)
+    return True
 
 class Backend:
     def __init__(self, name: str) -> None:
@@ -65,29 +76,22 @@ class Backend:
                 body = b""
                 sha = hashlib.sha256()
                 size = 0
+
                 if "chunked" in headers.get("transfer-encoding", ""):
                     while True:
                         n = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
                         if n == 0:
                             await reader.readuntil(b"\r\n")
                             break
-                        while n:
-                            piece = await reader.read(min(n, 65536))
-                            if not piece:
-                                return
-                            sha.update(piece)
-                            size += len(piece)
-                            n -= len(piece)
+                        if not await _digest(reader, sha, n):
+                            return
+                        size += n
                         await reader.readexactly(2)
                 elif "content-length" in headers:
                     n = int(headers["content-length"])
-                    while n:
-                        piece = await reader.read(min(n, 65536))
-                        if not piece:
-                            return
-                        sha.update(piece)
-                        size += len(piece)
-                        n -= len(piece)
+                    if not await _digest(reader, sha, n):
+                        return
+                    size += n
                 url = urlsplit(target)
                 q = {k: v[0] for k, v in parse_qs(url.query).items()}
                 keep = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
