@@ -57,23 +57,24 @@ def prefer_sources() -> None:
         sys.meta_path.insert(0, _SourcesFirst())
 
 
-def compiled_modules() -> list[str]:
-    """The hot-path modules that import as C extensions in this interpreter."""
-    found = []
+def _extensions() -> dict[str, Path]:
+    """Hot-path module -> the C extension it imports from, for those that are compiled."""
+    found = {}
     for name in HOT_PATH:
         spec = importlib.util.find_spec(f"{PACKAGE}.{name}")
-        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
-            found.append(name)
+        if (spec is not None and spec.origin is not None
+                and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader)):
+            found[name] = Path(spec.origin)
     return found
+
+
+def compiled_modules() -> list[str]:
+    """The hot-path modules that import as C extensions in this interpreter."""
+    return list(_extensions())
 
 
 def stale_modules() -> list[str]:
     """Compiled hot-path modules whose .py source is newer than their extension."""
-    stale = []
-    for name in compiled_modules():
-        spec = importlib.util.find_spec(f"{PACKAGE}.{name}")
-        assert spec is not None and spec.origin is not None
-        source = _HERE / f"{name}.py"
-        if source.exists() and source.stat().st_mtime > Path(spec.origin).stat().st_mtime:
-            stale.append(name)
-    return stale
+    return [name for name, extension in _extensions().items()
+            if (source := _HERE / f"{name}.py").exists()
+            and source.stat().st_mtime > extension.stat().st_mtime]
