@@ -81,6 +81,9 @@ class Routes:
     preview: str | None = None
     #: get_routes only: releases removed from backends that still have requests in flight
     draining: dict[str, int] = field(default_factory=dict)
+    #: Salt of the sticky-pin draw (the rollout's id): a pin cookie drawn under another
+    #: salt (an earlier rollout) is redrawn, so old pins cannot starve a new canary.
+    pin_salt: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -89,6 +92,7 @@ class Routes:
             "cohort": self.cohort.to_dict() if self.cohort else None,
             "preview": self.preview,
             "draining": dict(self.draining),
+            "pin_salt": self.pin_salt,
         }
 
     @classmethod
@@ -106,12 +110,14 @@ class Routes:
             cohort=CohortRule.from_dict(cohort) if isinstance(cohort, dict) else None,
             preview=_opt_str(data.get("preview")),
             draining={str(r): int(n) for r, n in draining.items()},
+            pin_salt=str(data.get("pin_salt") or ""),
         )
 
     def same_table(self, other: Routes) -> bool:
         """True when both route the same way (ignores ``draining``)."""
         return (self.backends == other.backends and self.weights == other.weights
-                and self.cohort == other.cohort and self.preview == other.preview)
+                and self.cohort == other.cohort and self.preview == other.preview
+                and self.pin_salt == other.pin_salt)
 
 
 @dataclass(frozen=True)
@@ -136,9 +142,25 @@ class ReleaseMetrics:
 
 
 @dataclass(frozen=True)
+class DataPlaneRestart:
+    """A process the data plane restarted by itself, without the controller (a router
+    worker that died). The controller records each one as an event (``history``)."""
+
+    #: what was restarted, e.g. ``"router worker 0"``
+    what: str
+    #: unix time of the restart
+    at: float
+    #: why, e.g. ``"exited with signal 9"``
+    reason: str
+
+
+@dataclass(frozen=True)
 class RouterMetrics:
     started_at: float
     releases: dict[str, ReleaseMetrics]
+    #: the most recent restarts the router did by itself (bounded, oldest first); a
+    #: consumer records the ones newer than the last it saw
+    restarts: tuple[DataPlaneRestart, ...] = ()
 
 
 class Router(abc.ABC):
