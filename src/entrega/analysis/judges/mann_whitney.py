@@ -157,8 +157,8 @@ def judge_mann_whitney(metric: str, rule: MannWhitneyRule, canary: WindowCounts,
         "max_ratio": rule.max_ratio, "alpha": rule.alpha, "max_checks": rule.max_checks,
     }
     pct = f"p{round(q * 100):g}"
-    shown = (f"canary {pct} {_ms(value)} vs stable {_ms(reference)} "
-             f"(max {rule.max_ratio:g}x; {m} vs {n} requests)")
+    shown = f"canary {pct} {_ms(value)} vs stable {_ms(reference)} ({m} vs {n} requests)"
+    bound = f"{rule.max_ratio:g}x stable's (max_ratio: {rule.max_ratio:g})"
     if m < MIN_TEST_SAMPLES or n < MIN_TEST_SAMPLES:
         return MetricVerdict(metric, "inconclusive", f"too few samples to test: {shown}",
                              value, reference, details=details, **base)
@@ -172,19 +172,21 @@ def judge_mann_whitney(metric: str, rule: MannWhitneyRule, canary: WindowCounts,
         which = " and ".join("all requests" if f == "p_location" else "the slow tail"
                              for f in failing)
         p = min(tests[f] for f in failing)
-        return MetricVerdict(metric, "fail", f"canary slower than {rule.max_ratio:g}x stable "
+        return MetricVerdict(metric, "fail", f"canary latencies are more than {bound} "
                              f"in {which} (p={p:.2g} < {per_test:.2g}): {shown}",
                              value, reference, details=details, **base)
     if m < rule.min_requests or n < rule.min_requests:
         return MetricVerdict(metric, "inconclusive", f"need {rule.min_requests} samples on "
-                             f"each side: {shown}", value, reference, details=details, **base)
+                             f"each side (min_requests: {rule.min_requests}): {shown}",
+                             value, reference, details=details, **base)
     assert value is not None and reference is not None
     if value > rule.max_ratio * reference:
         p = min(v for k, v in tests.items() if k.startswith("p_"))
-        return MetricVerdict(metric, "inconclusive", f"canary looks slower, not yet "
-                             f"significant (p={p:.2g}): {shown}",
+        return MetricVerdict(metric, "inconclusive", f"canary {pct} looks more than "
+                             f"{bound}, not yet significant (p={p:.2g}): {shown}",
                              value, reference, details=details, **base)
-    return MetricVerdict(metric, "pass", shown, value, reference, details=details, **base)
+    return MetricVerdict(metric, "pass", f"{shown}, within {bound}", value, reference,
+                         details=details, **base)
 
 
 def _ms(value: float | None) -> str:

@@ -131,18 +131,40 @@ def judge_sequential(metric: str, rule: SequentialRule, canary: WindowCounts,
     odds = f"evidence {math.exp(min(evidence, 700)):.3g}:1, fails at {1 / rule.alpha:.3g}:1"
     if verdict == "no-data":
         return MetricVerdict(metric, "no-data", "no canary requests yet", **base)
+    regression = compute_rule_text(rule)
     if verdict == "fail":
-        reason = (f"canary errors are above {rule.max_ratio:g}x stable's with "
-                  f"{odds}: {shown}")
+        reason = f"canary error rate is {regression}, with {odds}: {shown}"
     elif stable_requests == 0:
         reason = "no stable requests to compare with"
     elif verdict == "inconclusive" and canary.requests < rule.min_requests:
-        reason = f"{canary.requests} canary requests, need {rule.min_requests}; {shown}"
+        reason = (f"{canary.requests} canary requests, need {rule.min_requests} "
+                  f"(min_requests: {rule.min_requests}); {shown}")
     elif verdict == "inconclusive":
-        reason = f"canary looks worse, not yet conclusive ({odds}): {shown}"
+        reason = f"canary error rate looks {regression}, not yet conclusive ({odds}): {shown}"
     else:
-        reason = f"{shown}; {odds}"
+        reason = f"canary error rate is not {regression}: {shown}; {odds}"
     return MetricVerdict(metric, verdict, reason, rate_c, rate_s, **base)  # type: ignore[arg-type]
+
+
+def compute_rule_text(rule: SequentialRule) -> str:
+    """The regression the rule fails on, in the words and numbers of the config.
+
+    ``max_increase: 0.002`` reads "more than 0.2 points above stable's (max_increase:
+    0.002)"; the default ``max_ratio`` (1: any increase) adds nothing to that.
+    """
+    parts = []
+    if rule.max_increase > 0:
+        parts.append(f"more than {format_points(rule.max_increase)} above stable's "
+                     f"(max_increase: {rule.max_increase:g})")
+    if rule.max_ratio != 1.0:
+        parts.append(f"above {rule.max_ratio:g}x stable's (max_ratio: {rule.max_ratio:g})")
+    return " and ".join(parts) or "above stable's"
+
+
+def format_points(rate: float) -> str:
+    """An absolute difference of error rates in percentage points: 0.002 -> "0.2 points"."""
+    points = f"{rate * 100:.4g}"
+    return f"{points} point" + ("" if points == "1" else "s")
 
 
 def _pct(value: float | None) -> str:

@@ -10,10 +10,12 @@ fast to gross regressions and flaps on noise, which is why the built-in metrics 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from entrega.analysis.judges.base import MetricVerdict
+from entrega.analysis.judges.sequential import format_points
 from entrega.analysis.window import WindowCounts
 
 
@@ -36,13 +38,15 @@ def measure_value(measure: str, counts: WindowCounts) -> float | None:
 
 def judge_threshold(metric: str, measure: str, rule: ThresholdRule, canary: WindowCounts,
                     stable: WindowCounts | None) -> MetricVerdict:
-    unit = "" if measure == "error-rate" else "ms"
-
     def fmt(value: float | None) -> str:
         if value is None:
             return "n/a"
-        return f"{value:.2%}" if measure == "error-rate" else f"{value:.1f}{unit}"
+        return f"{value:.2%}" if measure == "error-rate" else f"{value:.1f}ms"
 
+    def fmt_increase(value: float) -> str:
+        return format_points(value) if measure == "error-rate" else f"{value:g}ms"
+
+    what = "error rate" if measure == "error-rate" else measure
     base: dict[str, Any] = {"critical": rule.critical}
     if canary.requests == 0:
         return MetricVerdict(metric, "no-data", "no canary requests yet", **base)
@@ -54,20 +58,8 @@ def judge_threshold(metric: str, measure: str, rule: ThresholdRule, canary: Wind
         return MetricVerdict(metric, "no-data", "no measurement", details=details, **base)
 
     def breaches(v: float) -> list[str]:
-        found: list[str] = []
-        if rule.max is not None and v > rule.max:
-            found.append(f"{fmt(v)} > max {fmt(rule.max)}")
-        if reference is not None and rule.max_increase is not None \
-                and v - reference > rule.max_increase:
-            found.append(f"{fmt(v)} exceeds stable {fmt(reference)} by more than "
-                         f"{fmt(rule.max_increase)}")
-        # A stable at zero makes any canary value an infinite ratio, not a skipped check.
-        if reference is not None and rule.max_ratio is not None \
-                and v > rule.max_ratio * reference:
-            ratio = f"{v / reference:.2f}x" if reference > 0 else "above"
-            found.append(f"{fmt(v)} is {ratio} stable {fmt(reference)} "
-                         f"(max {rule.max_ratio:g}x)")
-        return found
+        return compute_breaches(rule, v, reference, what=what, fmt=fmt,
+                                fmt_increase=fmt_increase)
 
     failures = breaches(value)
     enough = canary.requests >= rule.min_requests
@@ -81,14 +73,47 @@ def judge_threshold(metric: str, measure: str, rule: ThresholdRule, canary: Wind
                              details=details, **base)
     if not enough:
         return MetricVerdict(metric, "inconclusive",
-                             f"{canary.requests} canary requests, need {rule.min_requests}",
+                             f"{canary.requests} canary requests, need {rule.min_requests} "
+                             f"(min_requests: {rule.min_requests})",
                              value, reference, details=details, **base)
     if reference is None and (rule.max_increase is not None or rule.max_ratio is not None):
         # Too little data is never a pass: a bound relative to stable needs stable traffic.
         return MetricVerdict(metric, "inconclusive", "no stable requests to compare with",
                              value, reference, details=details, **base)
-    return MetricVerdict(metric, "pass", f"{fmt(value)} (stable {fmt(reference)})",
-                         value, reference, details=details, **base)
+    return MetricVerdict(metric, "pass", f"{fmt(value)} (stable {fmt(reference)})"
+                         f"{compute_within(rule)}", value, reference, details=details, **base)
+
+
+def compute_breaches(rule: ThresholdRule, value: float, reference: float | None, *,
+                     what: str, fmt: Callable[[float], str],
+                     fmt_increase: Callable[[float], str]) -> list[str]:
+    """Each bound of ``rule`` that ``value`` breaks, as a sentence that quotes the bound as
+    configured: "canary error rate 3.00% is more than 0.2 points above stable's 1.00%
+    (max_increase: 0.002)"."""
+    found: list[str] = []
+    if rule.max is not None and value > rule.max:
+        found.append(f"canary {what} {fmt(value)} is above {fmt(rule.max)} "
+                     f"(max: {rule.max:g})")
+    if reference is not None and rule.max_increase is not None \
+            and value - reference > rule.max_increase:
+        found.append(f"canary {what} {fmt(value)} is more than "
+                     f"{fmt_increase(rule.max_increase)} above stable's {fmt(reference)} "
+                     f"(max_increase: {rule.max_increase:g})")
+    # A stable at zero makes any canary value an infinite ratio, not a skipped check.
+    if reference is not None and rule.max_ratio is not None \
+            and value > rule.max_ratio * reference:
+        ratio = f"{value / reference:.2f}x stable's" if reference > 0 else "above stable's"
+        found.append(f"canary {what} {fmt(value)} is {ratio} {fmt(reference)}, more than "
+                     f"{rule.max_ratio:g}x (max_ratio: {rule.max_ratio:g})")
+    return found
+
+
+def compute_within(rule: ThresholdRule) -> str:
+    """", within max: 0.05, max_ratio: 1.2": the bounds a passing value met."""
+    bounds = [f"{name}: {bound:g}" for name, bound in
+              (("max", rule.max), ("max_increase", rule.max_increase),
+               ("max_ratio", rule.max_ratio)) if bound is not None]
+    return f", within {', '.join(bounds)}" if bounds else ""
 
 
 def judge_threshold_value(metric: str, rule: ThresholdRule, value: float | None,
@@ -103,20 +128,13 @@ def judge_threshold_value(metric: str, rule: ThresholdRule, value: float | None,
     def fmt(v: float) -> str:
         return f"{v:g}{unit}"
 
-    found: list[str] = []
-    if rule.max is not None and value > rule.max:
-        found.append(f"{fmt(value)} > max {fmt(rule.max)}")
+    found = compute_breaches(rule, value, reference, what="value", fmt=fmt, fmt_increase=fmt)
     relative = rule.max_increase is not None or rule.max_ratio is not None
-    if reference is not None:
-        if rule.max_increase is not None and value - reference > rule.max_increase:
-            found.append(f"{fmt(value)} exceeds stable {fmt(reference)} by more than "
-                         f"{fmt(rule.max_increase)}")
-        if rule.max_ratio is not None and value > rule.max_ratio * reference:
-            found.append(f"{fmt(value)} is above {rule.max_ratio:g}x stable {fmt(reference)}")
     if found:
         return MetricVerdict(metric, "fail", "; ".join(found), value, reference, **base)
     if relative and reference is None:
         return MetricVerdict(metric, "inconclusive", "the provider returned no stable value",
                              value, None, **base)
     shown = f"{fmt(value)} (stable {fmt(reference)})" if reference is not None else fmt(value)
-    return MetricVerdict(metric, "pass", shown, value, reference, **base)
+    return MetricVerdict(metric, "pass", shown + compute_within(rule), value, reference,
+                         **base)
