@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -28,6 +29,8 @@ from entrega.net import parse_address
 
 CONFIG_FILE = "entrega.yaml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PORT_RANGE = re.compile(r"^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$")
 
 
 class _Model(BaseModel):
@@ -53,16 +56,62 @@ class RunConfig(_Model):
     """How to run one instance of the app (local and ssh targets)."""
 
     command: str = Field(min_length=1)
+    #: Variables the app gets, on top of PATH, HOME, LANG, PORT and the ENTREGA_* ones.
     env: dict[str, str] = {}
+    #: Names of the controller's variables the app also gets. Nothing else of the
+    #: controller's environment reaches an instance: it holds the webhook secret.
+    inherit_env: list[str] = []
     health: HealthConfig = HealthConfig()
     #: Seconds an instance may take to finish in-flight requests after SIGTERM.
     drain_s: float = Field(10.0, ge=0)
+
+    @field_validator("env", "inherit_env")
+    @classmethod
+    def _variable_names(cls, value: Any) -> Any:
+        for name in value:
+            if not _VARIABLE.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name "
+                                 "(letters, digits and '_', not starting with a digit)")
+        return value
 
 
 class LocalTargetConfig(_Model):
     kind: Literal["local"] = "local"
     instances: int = Field(1, ge=1, le=64)
     host: str = "127.0.0.1"
+    #: Ports the instances may use, "LOW-HIGH" (inclusive), e.g. "20000-20999" for a
+    #: firewall rule; default: any free port the kernel picks.
+    ports: str | None = None
+
+    @field_validator("ports")
+    @classmethod
+    def _port_range(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            low, high = parse_port_range(value)
+            # A rollout runs the old and the new release side by side.
+            needed = 2 * info.data.get("instances", 1)
+            if high - low + 1 < needed:
+                raise ValueError(
+                    f"{value} holds {high - low + 1} port(s); {needed // 2} instance(s) need "
+                    f"{needed}, as a rollout runs the old and the new release side by side")
+        return value
+
+    @property
+    def port_range(self) -> tuple[int, int] | None:
+        return parse_port_range(self.ports) if self.ports is not None else None
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``"20000-20999"`` -> (20000, 20999). Raises ValueError saying what is expected."""
+    match = _PORT_RANGE.match(text)
+    if not match:
+        raise ValueError(f"expected a port range LOW-HIGH like \"20000-20999\", got {text!r}")
+    low, high = int(match[1]), int(match[2])
+    if not 1 <= low <= 65535 or not 1 <= high <= 65535:
+        raise ValueError(f"ports go from 1 to 65535, got {text!r}")
+    if low > high:
+        raise ValueError(f"the range {text!r} starts above its end")
+    return low, high
 
 
 TargetConfig = Annotated[LocalTargetConfig, Field(discriminator="kind")]

@@ -27,7 +27,8 @@ def _local_target(config: Config, env: EnvironmentConfig) -> Target:
                            timeout_s=health.timeout_s,
                            healthy_threshold=health.healthy_threshold,
                            unhealthy_threshold=health.unhealthy_threshold),
-        state_dir=config.state_path, host=env.target.host)
+        state_dir=config.state_path, host=env.target.host,
+        inherit_env=tuple(config.run.inherit_env), ports=env.target.port_range)
 
 
 def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:

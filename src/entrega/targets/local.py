@@ -12,6 +12,16 @@ their directories. Nothing about instances is kept in memory that is not also on
 
 Logs stay after :meth:`LocalTarget.stop`: they are the release's record.
 
+An instance's environment is built, not inherited (:mod:`entrega.procenv`): ``PATH``,
+``HOME`` and ``LANG``, the controller's variables named in ``inherit_env``, ``env``
+(``run.env``), then ``PORT`` and the ``ENTREGA_*`` variables below. The controller's
+secrets (the webhook secret) never reach an app or its supervisor.
+
+Ports: by default each instance gets a port the kernel picks; with ``ports`` (a range,
+``target.ports: "20000-20999"``) a free port of that range, never one that an instance of
+this environment holds (running, or between two runs of a crashing app), and a clear
+:class:`TargetError` when none is left.
+
 Failures of the app itself (a command that is not found, an app that crashes at import)
 do not make :meth:`LocalTarget.start` fail: the supervisor keeps restarting the app with
 backoff, and :meth:`LocalTarget.ready` reports the instance not ready with a
@@ -28,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
+import random
 import re
 import signal
 import socket
@@ -42,6 +54,7 @@ import httpx
 
 from entrega.errors import TargetError
 from entrega.net import Endpoint, free_port
+from entrega.procenv import data_plane_env, minimal_env
 from entrega.targets.base import (
     HealthCheck,
     InstanceHealth,
@@ -83,7 +96,9 @@ class LocalTarget(Target):
 
     ``command`` is a shell line run in the release directory with ``$PORT`` (and
     ``ENTREGA_APP``, ``ENTREGA_VERSION``, ``ENTREGA_ENVIRONMENT``, ``ENTREGA_INSTANCE``)
-    set on top of the controller's environment and ``env``.
+    set on top of ``env``, ``PATH``/``HOME``/``LANG`` and the controller's variables named
+    in ``inherit_env``: nothing else of the controller's environment. ``ports`` (low,
+    high), inclusive, bounds the instances' ports.
     """
 
     def __init__(
@@ -97,6 +112,8 @@ class LocalTarget(Target):
         health: HealthCheck,
         state_dir: Path,
         host: str = "127.0.0.1",
+        inherit_env: tuple[str, ...] = (),
+        ports: tuple[int, int] | None = None,
     ) -> None:
         if instances < 1:
             raise TargetError(f"local target of {environment}: instances must be at least 1")
@@ -108,6 +125,10 @@ class LocalTarget(Target):
         self.instances = instances
         self.health = health
         self.host = host
+        self.inherit_env = tuple(inherit_env)
+        self.ports = ports
+        #: ports chosen for instances whose supervisor has not yet written its state
+        self._claimed: set[int] = set()
         self.run_dir = state_dir.resolve() / "run" / environment
         self._probes: dict[str, list[HttpProbe]] = {}
         self._client: httpx.AsyncClient | None = None
@@ -154,19 +175,72 @@ class LocalTarget(Target):
         directory.mkdir(parents=True, exist_ok=True)
         state = read_state(directory)
         if state is None or not supervisor_alive(state.supervisor_pid, directory):
-            # Coming back on the old port keeps the routes that still point at it valid.
-            port = (state.port if state is not None and _port_is_free(self.host, state.port)
-                    else free_port(self.host))
-            env = self._app_env(release, instance, port)
-            code = await asyncio.to_thread(self._spawn_supervisor, release, directory, port, env)
-            if code == EXIT_ALREADY_SUPERVISED:
-                await self._wait_for_other_supervisor(release, directory)
-            state = await self._wait_until_spawned(release, directory)
+            port = self._claim_port(release, instance, state.port if state else None)
+            try:
+                env = self._app_env(release, instance, port)
+                code = await asyncio.to_thread(self._spawn_supervisor, release, directory,
+                                               port, env)
+                if code == EXIT_ALREADY_SUPERVISED:
+                    await self._wait_for_other_supervisor(release, directory)
+                state = await self._wait_until_spawned(release, directory)
+            finally:
+                # From here on the state file holds the port (see _held_ports).
+                self._claimed.discard(port)
         return Endpoint(self.host, state.port, str(instance))
+
+    def _claim_port(self, release: ReleaseRef, instance: int, previous: int | None) -> int:
+        """A free port for a new supervisor; no await, so concurrent starts of one target
+        never claim the same one."""
+        held = self._claimed | self._held_ports()
+        # Coming back on the old port keeps the routes that still point at it valid.
+        if previous is not None and previous not in held and self._in_range(previous) \
+                and _port_is_free(self.host, previous):
+            port = previous
+        elif self.ports is None:
+            port = free_port(self.host)
+        else:
+            port = self._free_port_in_range(release, instance, held)
+        self._claimed.add(port)
+        return port
+
+    def _in_range(self, port: int) -> bool:
+        return self.ports is None or self.ports[0] <= port <= self.ports[1]
+
+    def _free_port_in_range(self, release: ReleaseRef, instance: int, held: set[int]) -> int:
+        assert self.ports is not None
+        low, high = self.ports
+        candidates = [p for p in range(low, high + 1) if p not in held]
+        # Random order: a port just left by a stopped instance is not handed out at once
+        # to the next, where clients of the old one might still reach it.
+        random.shuffle(candidates)
+        for port in candidates:
+            if _port_is_free(self.host, port):
+                return port
+        size = high - low + 1
+        ours = len(held & set(range(low, high + 1)))
+        raise TargetError(
+            f"no free port in {self.environment}'s range {low}-{high} for {release.app} "
+            f"{release.version} instance {instance}: {ours} of its {size} ports are held by "
+            f"instances of {self.environment}, the other {size - ours} by other processes "
+            f"on {self.host}",
+            hint="widen target.ports in entrega.yaml, or stop what holds those ports")
+
+    def _held_ports(self) -> set[int]:
+        """Ports of this environment's supervised instances, running or in backoff."""
+        held: set[int] = set()
+        if not self.run_dir.is_dir():
+            return held
+        for release_dir in self.run_dir.iterdir():
+            for directory in self._instance_dirs(release_dir.name):
+                state = read_state(directory)
+                if state is not None and state.status != STOPPED \
+                        and supervisor_alive(state.supervisor_pid, directory):
+                    held.add(state.port)
+        return held
 
     def _app_env(self, release: ReleaseRef, instance: int, port: int) -> dict[str, str]:
         return {
-            **os.environ,
+            **minimal_env(inherit=self.inherit_env),
             **self.env,
             "PORT": str(port),
             "ENTREGA_APP": release.app,
@@ -184,12 +258,14 @@ class LocalTarget(Target):
         """
         argv = [sys.executable, "-m", "entrega.targets.supervisor",
                 "--dir", str(directory), "--port", str(port),
-                "--cwd", str(release.path.resolve()), "--", self.command]
+                "--cwd", str(release.path.resolve()), "--env-stdin", "--", self.command]
+        # The app's environment goes through a pipe: the supervisor's own is minimal.
         with open(directory / SUPERVISOR_LOG, "ab") as log:
-            process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=log, start_new_session=True)
+            process = subprocess.Popen(argv, env=data_plane_env(), stdin=subprocess.PIPE,
+                                       stdout=log, stderr=log, start_new_session=True)
         try:
-            code = process.wait(timeout=SUPERVISOR_START_TIMEOUT_S)
+            process.communicate(json.dumps(env).encode(), timeout=SUPERVISOR_START_TIMEOUT_S)
+            code = process.returncode
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -18,6 +18,12 @@ Everything about the instance lives in its directory (``--dir``):
 - ``supervisor.lock``: held (flock) for the supervisor's lifetime, so there is never more
   than one supervisor per instance.
 
+The app's environment comes from the controller on stdin (``--env-stdin``, one JSON
+object read before detaching), never from the supervisor's own environment: the
+supervisor itself runs with a minimal one, and the app's variables (``run.env`` may hold
+its credentials) are neither in ``/proc/<supervisor>/environ`` nor on disk. A restarted
+app gets the same environment again.
+
 The app runs as ``/bin/sh -c "exec COMMAND"`` in a process group of its own. When it exits
 without being asked to, it is restarted after a backoff that doubles from 0.1 s to 5 s and
 starts over once a run has lasted 10 s. On SIGTERM the supervisor sends SIGTERM to the
@@ -108,10 +114,12 @@ def write_json_atomically(path: Path, data: object) -> None:
 
 class Supervisor:
     def __init__(self, *, instance_dir: Path, port: int, cwd: Path, command: str,
-                 drain_s: float) -> None:
+                 drain_s: float, app_env: dict[str, str] | None = None) -> None:
         self.dir = instance_dir
         self.cwd = cwd
         self.command = command
+        #: the app's whole environment (None: the supervisor's own, when run by hand)
+        self.app_env = app_env
         self.drain_s = drain_s
         self.state = SupervisorState(supervisor_pid=os.getpid(), port=port, command=command)
         self.child: subprocess.Popen[bytes] | None = None
@@ -171,7 +179,8 @@ class Supervisor:
             try:
                 self.child = subprocess.Popen(
                     ["/bin/sh", "-c", f"exec {self.command}"],
-                    cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    cwd=self.cwd, env=self.app_env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=err,
                     start_new_session=True, preexec_fn=_die_with_parent,
                 )
             except OSError as exc:  # e.g. the release directory was deleted: retry later
@@ -301,6 +310,17 @@ def _detach() -> IO[str]:
     return os.fdopen(write_fd, "w")
 
 
+def _read_app_env(stream: IO[str]) -> dict[str, str] | None:
+    try:
+        data = json.loads(stream.read())
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in data.items()):
+        return None
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m entrega.targets.supervisor")
     parser.add_argument("--dir", required=True, type=Path, help="the instance directory")
@@ -309,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-s", type=float, default=10.0,
                         help="default wait between SIGTERM and SIGKILL on stop")
     parser.add_argument("--foreground", action="store_true", help="do not detach")
+    parser.add_argument("--env-stdin", action="store_true",
+                        help="read the app's whole environment from stdin (a JSON object)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND (a shell line)")
     args = parser.parse_args(argv)
     command = " ".join(args.command[1:] if args.command[:1] == ["--"] else args.command)
@@ -318,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cwd.is_dir():
         print(f"working directory {args.cwd} does not exist", file=sys.stderr)
         return 2
+    app_env = None
+    if args.env_stdin:
+        app_env = _read_app_env(sys.stdin)
+        if app_env is None:
+            print("--env-stdin: expected a JSON object of strings on stdin", file=sys.stderr)
+            return 2
 
     ready = None if args.foreground else _detach()
     lock = open(instance_dir / LOCK_FILE, "a")  # held (locked) until the process exits
@@ -330,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             ready.close()
         return EXIT_ALREADY_SUPERVISED
     supervisor = Supervisor(instance_dir=instance_dir, port=args.port, cwd=args.cwd,
-                            command=command, drain_s=args.drain_s)
+                            command=command, drain_s=args.drain_s, app_env=app_env)
     supervisor.save(status=STARTING)
     (instance_dir / STOP_REQUEST_FILE).unlink(missing_ok=True)
     if ready is not None:

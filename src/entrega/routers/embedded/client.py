@@ -34,6 +34,7 @@ import httpx
 
 from entrega.errors import RouterError, RouterUnreachable
 from entrega.net import unix_socket_path
+from entrega.procenv import data_plane_env
 from entrega.routers.base import ReleaseMetrics, Router, RouterMetrics, Routes
 
 START_TIMEOUT_S = 15.0
@@ -105,7 +106,7 @@ class EmbeddedRouter(Router):
         with open(self.log_path, "ab") as log:
             self._proc = proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True)
+                start_new_session=True, close_fds=True, env=data_plane_env())
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if await self._health() is not None:

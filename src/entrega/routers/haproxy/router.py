@@ -33,6 +33,7 @@ from pathlib import Path
 
 from entrega.errors import RouterError, RouterUnreachable
 from entrega.net import Endpoint, unix_socket_path
+from entrega.procenv import minimal_env
 from entrega.routers.base import CohortRule, ReleaseMetrics, Router, RouterMetrics, Routes
 from entrega.routers.haproxy import render
 from entrega.routers.haproxy.runtime import RuntimeApi, arg
@@ -201,7 +202,7 @@ class HaproxyRouter(Router):
         try:
             done = await asyncio.to_thread(
                 subprocess.run, cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                text=True, timeout=START_TIMEOUT_S, start_new_session=True)
+                text=True, timeout=START_TIMEOUT_S, start_new_session=True, env=minimal_env())
         except FileNotFoundError:
             raise RouterError(f"haproxy router {self.name!r}: {self.binary!r} not found",
                               hint="install it (apt-get install haproxy; or "
