@@ -59,6 +59,8 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
     """The whole HTTP surface. ``feedback`` and ``clock`` override the config's feedback
     settings and the wall clock (tests of rate limits)."""
     auth = auth or Authenticator(service.config.auth)
+    if problem := auth.webhook_secret_problem():
+        log.warning(problem)
     app = FastAPI(title="entrega", version=__version__, openapi_url="/openapi.json")
     app.state.service = service
     app.state.auth = auth
@@ -108,12 +110,15 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
         if signature is None:
             # Unsigned: only a deployer's token will do (or an open, loopback-only API
             # without a webhook secret).
-            if secret is not None and (auth.open or auth.caller(request) is None):
+            if auth.webhook_signed and (auth.open or auth.caller(request) is None):
                 raise Unauthorized("the webhook is not signed",
                                    hint=f"send {SIGNATURE_HEADER} or a deployer's token")
             actor = deployer(request).name
         elif secret is None:
-            raise Unauthorized("a signed webhook, but no webhook secret is configured",
+            # Configured but empty: the details (the variable's name) go to the log only.
+            raise Unauthorized("a signed webhook, but the server has no webhook secret to "
+                               "check it with" + (" (its variable is empty: see the server's "
+                                                  "log)" if auth.webhook_signed else ""),
                                hint="set auth.webhook_secret_env and that variable")
         else:
             actor = "ci"  # checked against the body once it has arrived, below

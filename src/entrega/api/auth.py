@@ -53,6 +53,24 @@ class Authenticator:
         value = os.environ.get(name) if name else None
         return value.encode() if value else None
 
+    @property
+    def webhook_signed(self) -> bool:
+        """A webhook secret is configured, so an upload must be signed (or come with a
+        deployer's token), even while its variable is empty: an empty variable must not
+        turn the configured check into an open door."""
+        return self.config.webhook_secret_env is not None
+
+    def webhook_secret_problem(self) -> str | None:
+        """Why the configured webhook secret cannot be used, or None: the server logs it at
+        start, and a signed webhook is refused with it."""
+        name = self.config.webhook_secret_env
+        if not name or os.environ.get(name):
+            return None
+        state = "empty" if name in os.environ else "not set"
+        return (f"auth.webhook_secret_env names {name}, which is {state} in the server's "
+                f"environment: signed webhooks are refused (401) and unsigned uploads need "
+                f"a deployer's token, until {name} is set and the server restarted")
+
     def caller(self, request: Request) -> Caller | None:
         header = request.headers.get("authorization", "")
         bearer = header.lower().startswith("bearer ")
