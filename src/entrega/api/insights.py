@@ -8,7 +8,6 @@ role.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -32,6 +31,7 @@ from entrega.feedback.intake import (
 from entrega.insights.gather import Sources, build_dora, build_report
 from entrega.insights.prometheus import render_metrics
 from entrega.insights.report import render_report_html
+from entrega.jsonin import loads_json
 from entrega.service import Service
 from entrega.store.insights_repository import InsightsRepository
 from entrega.web import dashboard_router
@@ -89,7 +89,7 @@ def parse_feedback(body: bytes, content_type: str) -> FeedbackIn:
             form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
             raw: Any = {**form, "tags": [t for t in form.get("tags", "").split(",") if t]}
         else:
-            raw = json.loads(body or b"null")
+            raw = loads_json(body or b"null")
         if not isinstance(raw, dict):
             raise BadFeedback("send a JSON object like {\"rating\": 4, \"comment\": \"...\"}")
         return FeedbackIn.model_validate(raw)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import shutil
 import tempfile
 from collections.abc import AsyncGenerator
@@ -25,6 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
 
 from entrega.errors import ArtifactError, ConfigError, PayloadTooLarge
+from entrega.jsonin import loads_json
 
 CHUNK = 1 << 16
 META_FIELDS = ("commit_sha", "commit_time", "ci_url", "branch", "author")
@@ -87,7 +87,7 @@ def _meta(fields: dict[str, Any]) -> dict[str, Any]:
     extra = fields.get("meta")
     if isinstance(extra, str) and extra:
         try:
-            extra = json.loads(extra)
+            extra = loads_json(extra)
         except ValueError as exc:
             raise ConfigError(f"meta is not JSON: {exc}", file="request") from exc
     if isinstance(extra, dict):
@@ -122,7 +122,7 @@ async def parse_upload(request: Request, body: ReceivedBody, *, limit: int) -> R
         return ReleaseUpload(version=version, artifact=artifact, meta=_meta(fields),
                              deploy=_flag(fields.get("deploy")))
     try:
-        data = json.loads(body.path.read_bytes() or b"{}")
+        data = loads_json(body.path.read_bytes() or b"{}")
     except ValueError as exc:
         raise ArtifactError(f"the body is not JSON: {exc}",
                             hint="send multipart/form-data or a JSON object") from exc
