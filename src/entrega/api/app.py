@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from entrega import __version__
 from entrega.api.auth import SIGNATURE_HEADER, Authenticator, Caller
 from entrega.api.insights import insights_router
+from entrega.api.strictjson import StrictJsonRoute
 from entrega.api.uploads import parse_upload, receive_body
 from entrega.errors import ConfigError, EntregaError, Unauthorized
 from entrega.feedback.intake import FeedbackSettings
@@ -62,6 +63,7 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
     if problem := auth.webhook_secret_problem():
         log.warning(problem)
     app = FastAPI(title="entrega", version=__version__, openapi_url="/openapi.json")
+    app.router.route_class = StrictJsonRoute  # JSON bodies refuse duplicate keys
     app.state.service = service
     app.state.auth = auth
 
