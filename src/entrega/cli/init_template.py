@@ -12,6 +12,7 @@ server:
 run:                              # how one instance runs (local target)
   command: "{command}"            # started in the release's directory; $PORT is set
   env: {{}}                        # extra environment variables for the app
+  inherit_env: []                 # the server's variables the app also gets (none by default)
   health:
     path: /healthz                # GET must answer 2xx/3xx
     interval_s: 0.5               # probe every half second...
@@ -20,7 +21,7 @@ run:                              # how one instance runs (local target)
 
 environments:                     # in lifecycle order
   - name: production
-    target: {{kind: local, instances: 2}}
+    target: {{kind: local, instances: 2}}   # ports: "20000-20999" bounds instance ports
     router:
       kind: embedded              # entrega's own proxy, a process of its own
       listen: "127.0.0.1:8080"    # where your users' traffic arrives
