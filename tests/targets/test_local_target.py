@@ -202,8 +202,12 @@ async def test_failing_health_check_keeps_instance_out_then_in_then_out(
     await target.start(release=release)
 
     async def failed_twice() -> Readiness | None:
+        # Failures from before the app listens (connection refused) count too; wait for
+        # the app's own answer, the 503, so the race with its start-up does not matter.
         readiness = await target.ready(release=release)
-        return readiness if readiness.instances[0].consecutive_failures >= 2 else None
+        instance = readiness.instances[0]
+        return readiness if instance.consecutive_failures >= 2 \
+            and "HTTP 503" in (instance.last_error or "") else None
 
     readiness = await eventually(failed_twice, what="two failed probes")
     assert not readiness.ready
