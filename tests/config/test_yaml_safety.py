@@ -131,3 +131,17 @@ def test_the_expansion_limit_counts_aliased_values() -> None:
                                       "c: [" + ", ".join(["*b"] * 20)), file="f.yaml")
     assert [len(b) for b in data["c"]] == [50] * 20 and data["c"][19][49] == ["x"] * 50
     assert 20 * 50 * 50 < MAX_YAML_VALUES
+
+
+@pytest.mark.real
+def test_server_refuses_an_alias_bomb_at_once(tmp_path: Path) -> None:
+    """`entrega server` loads the same way: it exits with the error instead of growing."""
+    path = write(tmp_path, GOOD + LAUGHS + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "entrega", "server", "-c", path.name],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "400", "NO_COLOR": "1"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error: entrega.yaml:11: YAML aliases expand this file to more than 100000 values" \
+        in done.stderr, done.stderr
+    assert not (tmp_path / ".entrega").exists()  # nothing started, nothing written
