@@ -513,6 +513,14 @@ class Config(_Model):
                         )
         return self
 
+    @model_validator(mode="after")
+    def _secret_not_inherited(self) -> Config:
+        secret = self.auth.webhook_secret_env
+        if secret and secret in self.run.inherit_env:
+            raise ValueError(f"run.inherit_env names {secret}, the webhook secret "
+                             "(auth.webhook_secret_env): apps must not get it")
+        return self
+
     @property
     def state_path(self) -> Path:
         return (self.base_dir / self.state_dir).resolve()

@@ -79,3 +79,13 @@ def test_bad_values_name_file_line_and_field(tmp_path: Path, old: str, new: str,
 ])
 def test_parse_port_range(text: str, expected: tuple[int, int]) -> None:
     assert parse_port_range(text) == expected
+
+
+def test_the_webhook_secret_cannot_be_inherited(tmp_path: Path) -> None:
+    text = GOOD.replace("run:\n", "auth: {webhook_secret_env: SHOP_HOOK}\nrun:\n").replace(
+        "[SHOP_DATABASE_URL, TZ]", "[SHOP_DATABASE_URL, SHOP_HOOK]")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="run.inherit_env names SHOP_HOOK, the webhook "
+                                          "secret") as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}:1: ")
