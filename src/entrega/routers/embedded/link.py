@@ -31,7 +31,11 @@ Message = dict[str, Any]
 
 
 class LinkClosed(Exception):
-    """The worker is gone (or stopped answering and was given up on)."""
+    """The worker is gone (or stopped answering and was given up on: ``timed_out``)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class WorkerRefused(Exception):
@@ -59,7 +63,8 @@ class WorkerLink:
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                     ValueError, TimeoutError) as exc:
                 self._broken = True
-                raise LinkClosed(f"{op}: {type(exc).__name__}: {exc}") from exc
+                raise LinkClosed(f"{op}: {type(exc).__name__}: {exc}",
+                                 timed_out=isinstance(exc, TimeoutError)) from exc
         if not isinstance(answer, dict) or "error" in answer:
             error = answer.get("error") if isinstance(answer, dict) else answer
             raise WorkerRefused(str(error))
