@@ -290,7 +290,7 @@ class Supervisor:
                 try:
                     self.spare = await self._launch()
                     return
-                except WorkerDidNotStart as exc:
+                except (WorkerDidNotStart, OSError) as exc:  # OSError: out of fds, memory
                     log.error("a spare worker did not start: %s", exc)
                     await asyncio.sleep(self.guard.record_death(now=time.monotonic()))
         finally:
@@ -324,7 +324,7 @@ class Supervisor:
             try:
                 await self._fill(slot)
                 break
-            except WorkerDidNotStart as exc:
+            except (WorkerDidNotStart, OSError) as exc:  # the slot must be filled again
                 log.error("worker %d did not start: %s", slot.index, exc)
                 await asyncio.sleep(self.guard.record_death(now=time.monotonic()))
         else:
