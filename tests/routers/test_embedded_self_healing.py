@@ -178,8 +178,22 @@ async def test_restarts_are_reported_once_each_and_survive_adoption(
         make_router: RouterFactory, backends: dict[str, Backend]) -> None:
     router = await make_router("report", workers=2)
     await router.set_routes(make_routes(backends, {"v2": 100}, releases=("v2",)))
+    workers = await workers_of(router)
     assert (await router.metrics()).restarts == ()
-    pids = (await workers_of(router))["pids"]
+
+    async def spare_other_than(pid: object) -> bool:
+        spare = (await workers_of(router))["spare"]
+        return spare is not None and spare != pid
+
+    await wait_for(lambda: spare_other_than(None), what="a spare worker")
+    spare = (await workers_of(router))["spare"]
+    assert isinstance(spare, int)
+    os.kill(spare, signal.SIGKILL)  # a spare serves nothing: replaced, not reported
+    await wait_for(lambda: spare_other_than(spare), what="another spare")
+    assert (await workers_of(router))["pids"] == workers["pids"]
+    assert (await router.metrics()).restarts == ()
+
+    pids = workers["pids"]
     assert isinstance(pids, list)
     os.kill(pids[1], signal.SIGKILL)
 

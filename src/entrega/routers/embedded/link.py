@@ -4,7 +4,9 @@ A socketpair made by the supervisor; the worker inherits one end (``--link-fd``)
 carries JSON lines, one request from the supervisor and one answer from the worker at a
 time, so there is no request id: answers come back in order.
 
-    {"op": "start", "routes": {...} | null}   apply the table, then begin accepting
+    {"op": "start", "slot": i, "listen_fds": [fd], "preview_fds": [fd],
+     "routes": {...} | null}                  keep slot i's inherited sockets (close the
+                                              others), apply the table, begin accepting
     {"op": "apply", "routes": {...}}          swap the route table
     {"op": "status"}    {"draining": {release: in flight}, "connections": n}
     {"op": "metrics"}   MetricsRegistry.to_dict() of this worker
