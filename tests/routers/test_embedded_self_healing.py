@@ -92,7 +92,9 @@ async def load(router: EmbeddedRouter, stop: asyncio.Event, outcomes: list[Outco
 
     async def client() -> None:
         while not stop.is_set():
-            outcomes.append(await one_request(host, int(port)))
+            outcomes.append(outcome := await one_request(host, int(port)))
+            if outcome.kind == "refused":
+                await asyncio.sleep(0.005)  # nothing listens yet: do not spin
 
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
 
@@ -209,3 +211,21 @@ async def test_restarts_are_reported_once_each_and_survive_adoption(
     (restart,) = (await again.metrics()).restarts
     assert restart.what == "router worker 1" and restart.reason == "exited with signal 9"
     await again.close()
+
+
+@pytest.mark.real
+async def test_a_starting_router_answers_only_from_its_saved_table(
+        make_router: RouterFactory, backends: dict[str, Backend]) -> None:
+    router = await make_router("saved")
+    await router.set_routes(make_routes(backends, {"v2": 100}, releases=("v2",)))
+    await router.shutdown()  # routes.json stays
+    outcomes: list[Outcome] = []
+    stop = asyncio.Event()
+    clients = asyncio.create_task(load(router, stop, outcomes))  # from before it listens
+    await router.ensure_running()
+    await wait_for(lambda: _ok_after(outcomes, 0.0, 50), what="50 answers")
+    stop.set()
+    await clients
+    answered = {(o.status, o.release) for o in outcomes if o.kind == "ok"}
+    assert answered == {(200, "v2")}, "a connection was answered before the table was loaded"
+    assert not [o for o in outcomes if o.kind == "failed"]
