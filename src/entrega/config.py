@@ -127,9 +127,10 @@ class EmbeddedRouterConfig(_Model):
     #: Forward ``/.entrega/*`` (the feedback widget and endpoint) to entrega's server, so
     #: a page needs no second host. Default: the server's own address; "" turns it off.
     control_plane_url: str | None = None
-    #: Router processes sharing ``listen`` (SO_REUSEPORT) under one supervisor, with one
-    #: route table and summed metrics. One process already serves tens of thousands of
-    #: requests a second on one core; more are for hosts where that core is the limit.
+    #: Worker processes sharing ``listen`` (SO_REUSEPORT) under the router's supervisor,
+    #: which replaces a dead one at once; one route table, summed metrics. One worker
+    #: already serves tens of thousands of requests a second on one core; more are for
+    #: hosts where that core is the limit.
     workers: int = Field(1, ge=1, le=64)
 
     _check_listen = field_validator("listen", "preview_listen", "metrics_listen")(

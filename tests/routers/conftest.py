@@ -77,6 +77,15 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 
         await asyncio.sleep(0.02)
 
 
+async def worker_pids(router: EmbeddedRouter) -> list[int]:
+    """The pids of the worker processes serving traffic (``router.pid()`` is their
+    supervisor's, which never touches a client's bytes)."""
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(
+            uds=str(router.socket_path)), base_url="http://router") as control:
+        workers = (await control.get("/health")).json()["workers"]
+    return list(workers["pids"])
+
+
 def _kill(router: EmbeddedRouter) -> None:
     pid = router.pid()
     if pid is not None:

@@ -17,7 +17,13 @@ from entrega.net import Endpoint, free_port
 from entrega.routers.base import CohortRule, Routes
 from entrega.routers.embedded import EmbeddedRouter
 from entrega.routers.embedded.cohort import user_bucket
-from tests.routers.conftest import Backend, RouterFactory, make_routes, wait_for
+from tests.routers.conftest import (
+    Backend,
+    RouterFactory,
+    make_routes,
+    wait_for,
+    worker_pids,
+)
 
 pytestmark = pytest.mark.real
 
@@ -281,8 +287,7 @@ def rss_bytes(pid: int) -> int:
 async def test_stalled_client_does_not_balloon_router_memory(
         router: EmbeddedRouter, backends: dict[str, Backend]) -> None:
     await router.set_routes(make_routes(backends, {"v2": 100}))
-    pid = router.pid()
-    assert pid is not None
+    (pid,) = await worker_pids(router)  # the process that buffers, not its supervisor
     before = rss_bytes(pid)
     total = 200 * 1024 * 1024
     host, port = router.listen.rsplit(":", 1)

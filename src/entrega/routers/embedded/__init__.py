@@ -13,6 +13,20 @@ from entrega.routers.embedded import build
 if build.pure_python_requested():
     build.prefer_sources()
 
-from entrega.routers.embedded.client import EmbeddedRouter  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from entrega.routers.embedded.client import EmbeddedRouter
 
 __all__ = ["EmbeddedRouter"]
+
+
+def __getattr__(name: str) -> object:
+    # Lazily: the router's own processes (``python -m``, its supervisor and workers) load
+    # this package too, and the controller's client and its httpx would add most of their
+    # start time (a second on a busy machine), and a worker's start is a restart's delay.
+    if name == "EmbeddedRouter":
+        from entrega.routers.embedded.client import EmbeddedRouter
+
+        return EmbeddedRouter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

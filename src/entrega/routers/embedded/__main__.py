@@ -1,41 +1,30 @@
-"""``python -m entrega.routers.embedded``: run one router process.
+"""``python -m entrega.routers.embedded``: run one router.
+
+Every router is a supervisor process (supervisor.py) and ``--workers`` worker processes
+(worker.py, default 1) serving on sockets the supervisor holds, so a dead worker is
+replaced on the same sockets without the controller and without refusing a connection.
+The supervisor re-runs this module with the worker's private options (``--worker-id``,
+``--link-fd``, ``--listen-fds``: inherited file descriptors).
 
 Startup order makes ``/health`` a readiness signal: the data listeners are bound first
 (a busy port exits at once with code 2 and a message naming the address), then the last
-routes are loaded, then the control socket answers, then the pidfile is written.
-SIGTERM, SIGINT and ``POST /shutdown`` drain: stop accepting, close idle connections,
-let requests in flight finish for up to ``--drain-s``, exit 0.
-
-``--workers N`` with N > 1 runs a supervisor instead (supervisor.py), which starts N
-workers sharing the port with SO_REUSEPORT; it re-runs this module with the worker's
-private options (``--worker-index`` and inherited file descriptors, worker.py). With the
-default of 1, nothing of that is involved: the process below is the whole router.
+routes are loaded, the workers start with them, then the control socket answers, then
+the pidfile is written. SIGTERM, SIGINT and ``POST /shutdown`` drain: stop accepting,
+close idle connections, let requests in flight finish for up to ``--drain-s``, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Coroutine
+from typing import Any
 
-from entrega.net import parse_address
 from entrega.routers.embedded import build
-from entrega.routers.embedded.control import ProxyPlane, control_in_use
-from entrega.routers.embedded.exposition import RouterCounters
-from entrega.routers.embedded.lifecycle import (
-    EXIT_USAGE,
-    StartupFailed,
-    close_control,
-    load_last_routes,
-    open_control,
-    start_metrics,
-)
-from entrega.routers.embedded.proxy import Proxy, ProxySettings
+from entrega.routers.embedded.proxy import ProxySettings
 from entrega.routers.embedded.supervisor import run_supervisor
 from entrega.routers.embedded.worker import run_worker
 
@@ -66,13 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--drain-s", type=float, default=10.0,
                    help="how long requests in flight may take to finish on shutdown")
     p.add_argument("--workers", type=_positive_int, default=1,
-                   help="processes sharing the listeners (SO_REUSEPORT) under one "
-                        "supervisor; 1: a single process")
+                   help="worker processes sharing the listeners (SO_REUSEPORT) under one "
+                        "supervisor, which replaces a dead one at once")
     # Given by the supervisor to its workers only.
-    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
     p.add_argument("--link-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--listen-fds", help=argparse.SUPPRESS)
-    p.add_argument("--preview-fds", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -94,75 +82,6 @@ def settings_from(args: argparse.Namespace) -> ProxySettings:
         max_header_bytes=args.max_header_bytes)
 
 
-async def run(args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
-    settings = settings_from(args)
-    try:
-        proxy = Proxy(settings, app=args.app, control_plane_url=args.control_plane_url)
-    except ValueError as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_USAGE
-    control_path = args.control
-    if control_in_use(control_path):
-        log.error("cannot start: another router answers on control socket %s", control_path)
-        return EXIT_USAGE
-
-    servers: list[asyncio.AbstractServer] = []
-    for address, preview in ((args.listen, False), (args.preview_listen, True)):
-        if not address:
-            continue
-        try:
-            host, port = parse_address(address)
-            servers.append(await loop.create_server(
-                proxy.protocol_factory(preview=preview), host, port, backlog=4096,
-                reuse_address=True))
-        except ValueError as exc:
-            log.error("cannot listen on %s: %s", address, exc)
-            return EXIT_USAGE
-        except OSError as exc:
-            log.error("cannot listen on %s: %s", address, exc.strerror or exc)
-            return EXIT_USAGE
-    try:
-        servers += await start_metrics(args.metrics_listen, _counters_of(proxy))
-    except StartupFailed as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
-
-    state_path = Path(args.state)
-    routes = load_last_routes(state_path)
-    if routes is not None:
-        proxy.apply(routes)
-
-    stop = asyncio.Event()
-    control_server = await open_control(args, ProxyPlane(proxy), state_path=state_path,
-                                        stop=stop)
-    sweeper = loop.create_task(proxy.sweep_forever())
-    # Objects made so far live for the whole process; keep the collector off them, and
-    # collect young objects less often (an exchange frees itself by refcount anyway).
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 50)
-    log.info("router pid %d listening on %s%s, control %s", os.getpid(), args.listen,
-             f", preview {args.preview_listen}" if args.preview_listen else "", control_path)
-
-    await stop.wait()
-    log.info("draining: %d client connections open", len(proxy.clients))
-    for server in servers:
-        server.close()
-    left = await proxy.drain(args.drain_s)
-    if left:
-        log.warning("drain deadline: closed %d connections still busy", left)
-    sweeper.cancel()
-    close_control(args, control_server)
-    return 0
-
-
-def _counters_of(proxy: Proxy) -> Callable[[], Awaitable[RouterCounters]]:
-    async def counters() -> RouterCounters:
-        return proxy.metrics
-
-    return counters
-
-
 def _log_build() -> None:
     stale = build.stale_modules()
     if stale:
@@ -176,17 +95,15 @@ def _log_build() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    who = "" if args.worker_index is None else f" worker {args.worker_index}"
+    who = "" if args.worker_id is None else f" worker pid {os.getpid()}"
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s entrega-router{who} %(levelname)s %(message)s")
-    if args.worker_index is None:
-        _log_build()
-    if args.worker_index is not None:
+    main_coro: Coroutine[Any, Any, int]
+    if args.worker_id is not None:
         main_coro = run_worker(args, settings_from(args))
-    elif args.workers > 1:
-        main_coro = run_supervisor(args, worker_argv=argv)
     else:
-        main_coro = run(args)
+        _log_build()
+        main_coro = run_supervisor(args, worker_argv=argv)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows

@@ -12,9 +12,9 @@ for that, the socket goes to ``/tmp/entrega-<hash>.sock`` instead, where ``<hash
 first 16 hex digits of sha256 of the preferred path: stable, so a restarted controller
 finds the same socket again.
 
-With ``workers`` > 1 the pid is the supervisor's, which runs that many worker processes
-sharing the listening port (SO_REUSEPORT; see supervisor.py); everything else, the
-control API included, is the same.
+The pid is the supervisor's, which holds the listening sockets and runs ``workers``
+worker processes on them (see supervisor.py): a worker that dies is replaced by the
+supervisor itself, and each such restart is reported in ``metrics().restarts``.
 
 The router is started detached (its own session, no inherited stdin) so it survives the
 controller, even ``kill -9`` of it. ``ensure_running`` adopts a router that answers on the
@@ -35,7 +35,13 @@ import httpx
 from entrega.errors import RouterError, RouterUnreachable
 from entrega.net import unix_socket_path
 from entrega.procenv import data_plane_env
-from entrega.routers.base import ReleaseMetrics, Router, RouterMetrics, Routes
+from entrega.routers.base import (
+    DataPlaneRestart,
+    ReleaseMetrics,
+    Router,
+    RouterMetrics,
+    Routes,
+)
 
 START_TIMEOUT_S = 15.0
 #: POST /shutdown waits for the drain (10 s by default) plus process exit.
@@ -76,7 +82,7 @@ class EmbeddedRouter(Router):
         self.metrics_listen = metrics_listen
         #: entrega's server, where ``/.entrega/...`` requests are forwarded (None: 404)
         self.control_plane_url = control_plane_url
-        #: router processes sharing the listeners (1: a single process, no supervisor)
+        #: worker processes sharing the listeners under the router's supervisor
         self.workers = workers
         self._client: httpx.AsyncClient | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -142,7 +148,10 @@ class EmbeddedRouter(Router):
                 latency_buckets=tuple(m["latency_buckets"]),
                 latency_sum_ms=m["latency_sum_ms"], inflight=m["inflight"],
                 samples_ms=tuple(m["samples_ms"]), samples_total=m["samples_total"],
-            ) for version, m in releases.items()})
+            ) for version, m in releases.items()},
+            restarts=tuple(DataPlaneRestart(what=str(r["what"]), at=float(r["at"]),
+                                            reason=str(r["reason"]))
+                           for r in data.get("restarts") or ()))
 
     async def shutdown(self) -> None:
         """Drain and stop the router; returns once it has exited (or was not running)."""

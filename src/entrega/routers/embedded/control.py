@@ -1,14 +1,14 @@
 """The router's control API: HTTP/1.1 + JSON on a unix socket, for the controller only.
 
-    GET  /health     {"ok": true, "pid", "listen", "preview_listen", "app"}
-                     (+ "workers": {"count", "pids"} with --workers N)
+    GET  /health     {"ok": true, "pid", "listen", "preview_listen", "app",
+                      "workers": {"count", "pids", "spare"}}
     GET  /routes     Routes.to_dict(), with ``draining`` {release: requests in flight}
     PUT  /routes     body Routes.to_dict(); validated, persisted, then applied; 200 {"ok"}
-    GET  /metrics    {"started_at", "releases": {version: ReleaseMetrics fields}}
+    GET  /metrics    {"started_at", "releases": {version: ReleaseMetrics fields},
+                      "restarts": [{"what", "at", "reason"}] (oldest first, bounded)}
     POST /shutdown   200 at once, then drain and exit
 
-The API is the same whoever serves traffic: one process's own :class:`Proxy`
-(:class:`ProxyPlane`), or a supervisor's workers (supervisor.py), behind :class:`DataPlane`.
+The supervisor serves it (supervisor.py) for its workers, behind :class:`DataPlane`.
 Validation and persistence happen here, once, before the data plane sees the table.
 The socket file is created mode 0600: whoever can reach it can reroute all traffic.
 Not on the data path, so it uses asyncio streams and a minimal parser: one request per
@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Protocol
 
 from entrega.routers.base import Routes
-from entrega.routers.embedded.proxy import Proxy
 from entrega.routers.embedded.state import parse_routes, save_routes
 from entrega.routers.embedded.table import validate_routes
 
@@ -71,30 +70,6 @@ class DataPlane(Protocol):
     async def connections(self) -> int:
         """Client connections open now."""
         ...
-
-
-class ProxyPlane:
-    """The single-process router: the control API reads its own :class:`Proxy`."""
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-
-    def health(self) -> dict[str, object]:
-        return {}
-
-    async def routes(self) -> dict[str, object]:
-        data = self.proxy.table.routes.to_dict()
-        data["draining"] = self.proxy.draining()
-        return data
-
-    async def apply(self, routes: Routes) -> None:
-        self.proxy.apply(routes)
-
-    async def metrics(self) -> dict[str, object]:
-        return self.proxy.metrics.to_dict()
-
-    async def connections(self) -> int:
-        return len(self.proxy.clients)
 
 
 class ControlServer:

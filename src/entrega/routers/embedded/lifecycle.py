@@ -1,6 +1,6 @@
-"""The start and the end of the router process that owns the control socket: the single
-router (``__main__.run``) and the multi-worker supervisor (``supervisor.run_supervisor``)
-alike, so both keep the same order and the same messages.
+"""The start and the end of the router process that owns the control socket, the
+supervisor (``supervisor.run_supervisor``): the steps that do not depend on how traffic
+is served, kept apart from the supervision itself.
 
 Start: data listeners (each caller its own way), the last routes (``load_last_routes``),
 the Prometheus listener (``start_metrics``), then the control socket, the signal handlers

@@ -4,7 +4,9 @@ A socketpair made by the supervisor; the worker inherits one end (``--link-fd``)
 carries JSON lines, one request from the supervisor and one answer from the worker at a
 time, so there is no request id: answers come back in order.
 
-    {"op": "start", "routes": {...} | null}   apply the table, then begin accepting
+    {"op": "start", "slot": i, "listen_fds": [fd], "preview_fds": [fd],
+     "routes": {...} | null}                  keep slot i's inherited sockets (close the
+                                              others), apply the table, begin accepting
     {"op": "apply", "routes": {...}}          swap the route table
     {"op": "status"}    {"draining": {release: in flight}, "connections": n}
     {"op": "metrics"}   MetricsRegistry.to_dict() of this worker
@@ -31,7 +33,11 @@ Message = dict[str, Any]
 
 
 class LinkClosed(Exception):
-    """The worker is gone (or stopped answering and was given up on)."""
+    """The worker is gone (or stopped answering and was given up on: ``timed_out``)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class WorkerRefused(Exception):
@@ -59,7 +65,8 @@ class WorkerLink:
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                     ValueError, TimeoutError) as exc:
                 self._broken = True
-                raise LinkClosed(f"{op}: {type(exc).__name__}: {exc}") from exc
+                raise LinkClosed(f"{op}: {type(exc).__name__}: {exc}",
+                                 timed_out=isinstance(exc, TimeoutError)) from exc
         if not isinstance(answer, dict) or "error" in answer:
             error = answer.get("error") if isinstance(answer, dict) else answer
             raise WorkerRefused(str(error))

@@ -1,4 +1,5 @@
-"""Listening sockets shared by the router's workers (``--workers N``, SO_REUSEPORT).
+"""Listening sockets of the router's workers (``--workers N``, SO_REUSEPORT), held by the
+supervisor.
 
 Each worker gets listening sockets of its own on the same address, and the kernel spreads
 new connections over them by a hash of the client's address and port, so no worker is a
@@ -7,14 +8,14 @@ bottleneck and none accepts for another.
 SO_REUSEPORT would also let us share the port with *anything* else of the same user: a
 stale router, or a second entrega pointed at the same address. So before the shared
 sockets are made, the address is bound once without SO_REUSEPORT: that bind fails with
-EADDRINUSE if any socket holds the port, exactly as the single-process router does.
+EADDRINUSE if any socket holds the port, as a plain ``bind`` does.
 (The probe is released before the shared sockets bind: a socket without SO_REUSEPORT
 would keep them out. The gap is microseconds, and a process that takes the port in it
 makes our bind fail, not share.)
 
-The supervisor keeps its copy of every worker's sockets for the worker's whole life:
-a restarted worker gets the same sockets back, and connections that queued on them
-while it was down are accepted, not reset.
+The supervisor keeps its copy of every worker's sockets for its own whole life: a
+restarted worker gets the same sockets back, and connections that queued on them while
+it was down are accepted, not refused or reset.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import socket
 
 from entrega.net import parse_address
 
-#: the same backlog the single-process router asks for
+#: connections that may wait for a worker to accept them (while one is replaced, too)
 BACKLOG = 4096
 
 

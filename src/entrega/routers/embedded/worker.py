@@ -1,14 +1,17 @@
-"""One worker of a multi-worker router: an ordinary :class:`Proxy` on inherited sockets.
+"""One worker of the router: an ordinary :class:`Proxy` on sockets the supervisor holds.
 
-The supervisor (supervisor.py) starts it with ``--worker-index I --link-fd L
---listen-fds A[,B] [--preview-fds C]``: the listening sockets are already bound (shared
-with the other workers through SO_REUSEPORT) and the link is its only control channel
-(link.py). The worker has no control socket, pidfile or state file of its own.
+The supervisor (supervisor.py) starts it with ``--worker-id I --link-fd L --listen-fds
+A,B,...``: every listening socket of every worker slot, already bound and listening
+(shared through SO_REUSEPORT), and the link, its only control channel (link.py). The worker
+has no control socket, pidfile or state file of its own.
 
-It begins accepting only after the supervisor's ``start`` message has given it the route
-table, under the same lock that serializes ``PUT /routes``: so a worker that starts or
-restarts never serves an older table than the one the last ``PUT`` answered 200 for
-(the table the supervisor holds is the one in routes.json; it is persisted first).
+It starts as a *spare*: the interpreter, the imports and the proxy are ready, and it
+answers its link, but it accepts nothing. The supervisor's ``start`` message names its
+slot's sockets (it closes its copies of the others) and gives it the route table; it
+applies the table, then begins accepting. ``start`` is sent under the same lock that
+serializes ``PUT /routes``, so a worker never serves an older table than the one the last
+``PUT`` answered 200 for (the table the supervisor holds is the one in routes.json; it is
+persisted first), and no connection is answered before the table is there.
 
 It drains (stop accepting, let requests in flight finish for up to ``--drain-s``, exit 0)
 on the supervisor's ``drain``, on SIGTERM, and when the link reaches end-of-file because
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -29,16 +33,17 @@ import socket
 from entrega.routers.base import Routes
 from entrega.routers.embedded.lifecycle import EXIT_USAGE
 from entrega.routers.embedded.link import MAX_LINE_BYTES, Message, serve_link
+from entrega.routers.embedded.listeners import BACKLOG
 from entrega.routers.embedded.proxy import Proxy, ProxySettings
 
 log = logging.getLogger("entrega.router")
 
 
 class Worker:
-    def __init__(self, proxy: Proxy, listening: list[tuple[socket.socket, bool]],
-                 stop: asyncio.Event) -> None:
+    def __init__(self, proxy: Proxy, inherited_fds: list[int], stop: asyncio.Event) -> None:
         self.proxy = proxy
-        self.listening = listening
+        #: every listening socket of every slot, until ``start`` picks this worker's
+        self.inherited_fds = inherited_fds
         self.stop = stop
         self.servers: list[asyncio.AbstractServer] = []
 
@@ -46,10 +51,8 @@ class Worker:
         proxy = self.proxy
         op = request.get("op")
         if op == "start":
-            if request.get("routes") is not None:
-                proxy.apply(Routes.from_dict(request["routes"]))
             if not self.servers:
-                await self._accept()
+                await self._start(request)
             return {"ok": True, "pid": os.getpid()}
         if op == "apply":
             proxy.apply(Routes.from_dict(request["routes"]))  # ValueError -> error answer
@@ -63,11 +66,30 @@ class Worker:
             return {"ok": True}
         return {"error": f"unknown op {op!r}"}
 
-    async def _accept(self) -> None:
+    async def _start(self, request: Message) -> None:
+        """Apply the table, keep this slot's sockets, then accept on them."""
+        listen = [int(fd) for fd in request["listen_fds"]]
+        preview = [int(fd) for fd in request["preview_fds"]]
+        if request.get("routes") is not None:
+            self.proxy.apply(Routes.from_dict(request["routes"]))
+        mine = set(listen) | set(preview)
+        for fd in self.inherited_fds:
+            if fd not in mine:
+                os.close(fd)  # another slot's: the supervisor holds it
+        self.inherited_fds = []
+        log.info("serving as worker %s", request.get("slot"))
         loop = asyncio.get_running_loop()
-        for sock, preview in self.listening:
-            self.servers.append(await loop.create_server(
-                self.proxy.protocol_factory(preview=preview), sock=sock, backlog=4096))
+        for fds, is_preview in ((listen, False), (preview, True)):
+            for fd in fds:
+                self.servers.append(await loop.create_server(
+                    self.proxy.protocol_factory(preview=is_preview),
+                    sock=socket.socket(fileno=fd), backlog=BACKLOG))
+
+    def close_spare_sockets(self) -> None:
+        for fd in self.inherited_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.inherited_fds = []
 
 
 async def run_worker(args: argparse.Namespace, settings: ProxySettings) -> int:
@@ -77,12 +99,9 @@ async def run_worker(args: argparse.Namespace, settings: ProxySettings) -> int:
     except ValueError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
-    listening = [(socket.socket(fileno=int(fd)), False) for fd in args.listen_fds.split(",")]
-    if args.preview_fds:
-        listening += [(socket.socket(fileno=int(fd)), True)
-                      for fd in args.preview_fds.split(",")]
+    inherited = [int(fd) for fd in args.listen_fds.split(",") if fd]
     stop = asyncio.Event()
-    worker = Worker(proxy, listening, stop)
+    worker = Worker(proxy, inherited, stop)
     reader, writer = await asyncio.open_unix_connection(
         sock=socket.socket(fileno=args.link_fd), limit=MAX_LINE_BYTES)
     link = loop.create_task(serve_link(reader, writer, worker.handle))
@@ -90,15 +109,15 @@ async def run_worker(args: argparse.Namespace, settings: ProxySettings) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sweeper = loop.create_task(proxy.sweep_forever())
-    gc.freeze()  # as the single-process router: see __main__.py
+    # Objects made so far live for the whole process; keep the collector off them, and
+    # collect young objects less often (an exchange frees itself by refcount anyway).
+    gc.freeze()
     gc.set_threshold(20_000, 50, 50)
 
     await stop.wait()
     for server in worker.servers:
         server.close()  # closes our copy of the listening sockets
-    if not worker.servers:
-        for sock, _ in listening:
-            sock.close()
+    worker.close_spare_sockets()
     if proxy.clients:
         log.info("draining: %d client connections open", len(proxy.clients))
     left = await proxy.drain(args.drain_s)
