@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
+from entrega.errors import RolloutInProgress
 from entrega.store.database import Store
 from entrega.store.models import (
     AnalysisRun,
@@ -103,7 +105,14 @@ class Repository:
                               updated_at=now, finished_at=None, created_by=actor,
                               reason=reason, purpose=purpose)
             s.add(rollout)
-            s.flush()
+            try:
+                s.flush()
+            except IntegrityError as exc:
+                # The partial unique index (models.ACTIVE_ROLLOUT): the last word on "one
+                # rollout per environment", whatever a caller checked before.
+                raise RolloutInProgress(
+                    f"{environment} already has a rollout in progress",
+                    hint="wait for it, `entrega abort` it, or queue the deploy") from exc
             s.add(Event(time=now, app=app, environment=environment, version=version,
                         rollout_id=rollout.id, kind="rollout", actor=actor,
                         message=f"rollout of {version} to {environment} requested "
