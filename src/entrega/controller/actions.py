@@ -224,7 +224,8 @@ class ActionRunner:
             base_url = f"http://{endpoints[0].address}"
         ref = self.ref(version)
         result = await run_verification(list(rt.config.verify), base_url=base_url,
-                                        version=version, cwd=str(ref.path))
+                                        version=version, cwd=str(ref.path),
+                                        via_router=bool(listen))
         self.verifications[row.id] = result
         self.on_result()
         self.repo.add_event(app=self.app, environment=rt.name, version=version,
