@@ -7,6 +7,14 @@ Each pass, per environment:
    started (adopted after a restart), the router's table matches the desired weights,
    instances of releases nobody needs any more are stopped, restarts are recorded.
 
+After a (re)start the order is reversed once per environment: the data plane is repaired
+to the stored state *before* anything observes it. A crash between committing a
+transition and applying its action (say ``verifying`` committed, the preview route not
+yet applied) otherwise has the restarted controller judge a data plane that lags the
+store: a verification against an empty preview listener, an analysis baseline taken
+before the canary's weight, would roll a good release back. Until that first repair
+succeeds, the environment's rollout waits (it is retried every pass).
+
 The loop never sleeps inside a step: it waits until the earliest ``requeue_at``, a
 command (``wake``), or the repair interval.
 """
@@ -74,6 +82,8 @@ class Controller:
         self._wake = asyncio.Event()
         self._due: dict[int, float] = {}
         self._last_observe: dict[str, float] = {}
+        #: environments whose data plane was repaired to the store since this start
+        self._repaired: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
 
@@ -126,6 +136,10 @@ class Controller:
                 rollout = self.repo.active_rollout(self.config.app, name)
                 if rollout is None:
                     rollout = start_next(self.repo, self.config, name)
+                if name not in self._repaired:
+                    if not await self._repair(rt, rollout):
+                        continue  # nothing may observe a data plane behind the store
+                    self._repaired.add(name)
                 if rollout is not None:
                     await self._reconcile_rollout(rt, rollout)
                     if Phase(rollout.phase).terminal:  # _persist keeps the row current
@@ -182,9 +196,9 @@ class Controller:
         row.state = state_to_dict(after)
         row.phase = after.phase.value
 
-    async def _repair(self, rt: EnvironmentRuntime, active: Rollout | None) -> None:
+    async def _repair(self, rt: EnvironmentRuntime, active: Rollout | None) -> bool:
         """Bring the environment to what the store says: ``active`` is its rollout in
-        progress (None: it runs its current release alone)."""
+        progress (None: it runs its current release alone). True when it got there."""
         env = self.repo.environment(self.config.app, rt.name)
         assert env is not None
         cohort = None
@@ -210,6 +224,8 @@ class Controller:
                 await self.actions.observe_instances(rt, needed)
         except EntregaError as exc:
             log.warning("repair of %s: %s", rt.name, exc)
+            return False
+        return True
 
     # -- commands (called by the service layer, under the environment's lock) ---------------
 
