@@ -33,7 +33,7 @@ from entrega.rollouts.model import (
 from entrega.routers.base import CohortRule
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
-from entrega.targets.base import ReleaseRef
+from entrega.targets.base import InstanceState, ReleaseRef
 
 log = logging.getLogger("entrega.controller")
 
@@ -81,14 +81,18 @@ class ActionRunner:
 
     # -- instances ------------------------------------------------------------------------
 
-    async def adopt(self, rt: EnvironmentRuntime) -> None:
-        """After a (re)start: learn the endpoints of instances that kept running."""
+    async def adopt(self, rt: EnvironmentRuntime) -> list[InstanceState]:
+        """After a (re)start: learn the endpoints of instances that kept running; returns
+        them (restarts until now are theirs to report, not events to record again)."""
+        adopted = []
         for instance in await rt.target.observe():
             if instance.alive and instance.endpoint is not None:
+                adopted.append(instance)
                 known = rt.endpoints.get(instance.version, ())
                 if instance.endpoint not in known:
                     rt.endpoints[instance.version] = tuple(sorted((*known, instance.endpoint)))
             rt.restarts_seen[(instance.version, instance.instance)] = instance.restarts
+        return adopted
 
     async def ensure_started(self, rt: EnvironmentRuntime, version: str) -> None:
         """Start (or adopt) a release's instances once; remembers a permanent failure."""

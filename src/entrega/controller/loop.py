@@ -35,6 +35,7 @@ from entrega.controller.launch import cohort_rule
 from entrega.controller.notify import Notifier
 from entrega.controller.observe import observe_rollout
 from entrega.controller.pipeline import after_success, start_next
+from entrega.controller.restarts import RouterRestartLog, record_adoption, router_answers
 from entrega.controller.retention import prune
 from entrega.controller.runtime import EnvironmentRuntime, build_runtime
 from entrega.errors import EntregaError
@@ -77,6 +78,7 @@ class Controller:
         self.artifacts = artifacts
         self.actions = ActionRunner(config.app, repo, artifacts, on_result=self.wake)
         self.notifier = Notifier(config, repo)
+        self.router_restarts = RouterRestartLog(repo, config.app)
         self.collector = MetricsCollector(config.app, InsightsRepository(repo.store),
                                           interval_s=config.insights.sample_interval_s)
         self._wake = asyncio.Event()
@@ -93,8 +95,11 @@ class Controller:
         """Adopt the running data plane and instances, then start the loop."""
         self.repo.sync_app(self.config.app, [e.name for e in self.config.environments])
         for rt in self.runtimes.values():
+            router_adopted = await router_answers(rt.router)
             await rt.router.ensure_running()
-            await self.actions.adopt(rt)
+            instances = await self.actions.adopt(rt)
+            record_adoption(self.repo, self.config.app, rt, router_adopted=router_adopted,
+                            instances=instances)
         self.notifier.start()
         self._task = asyncio.create_task(self._run(), name="entrega-reconcile")
 
@@ -222,6 +227,7 @@ class Controller:
             if now - self._last_observe.get(rt.name, 0.0) >= OBSERVE_INTERVAL_S:
                 self._last_observe[rt.name] = now
                 await self.actions.observe_instances(rt, needed)
+                await self.router_restarts.record_new(rt)
         except EntregaError as exc:
             log.warning("repair of %s: %s", rt.name, exc)
             return False
