@@ -54,6 +54,12 @@ def test_kill_9_then_restart_resumes_the_rollout(
         assert sorted(dep.instance_pids()["v1"]) == stable_pids
 
         dep.start_server()
+        # The restart is in the history: what the new server adopted, by pid.
+        adopted = [e for e in dep.cli_json("history", "--limit", "500")
+                   if e["kind"] == "adopted"]
+        assert len(adopted) == 1, adopted
+        assert adopted[0]["data"]["router"]["pid"] == _router_pid(dep)
+        assert sorted(i["pid"] for i in adopted[0]["data"]["instances"]["v1"]) == stable_pids
         after = dep.rollout_by_id(rid)
         assert after["step_index"] >= before["step_index"]
         dep.wait_phase(rid, {"paused"}, timeout_s=40)
@@ -72,16 +78,13 @@ def test_kill_9_then_restart_resumes_the_rollout(
 
 
 def test_stopped_router_is_restarted_with_its_routes(deployment: Deployment) -> None:
-    import json
     import os
     import signal
 
     dep = deployment
     v1 = dep.deploy("v1")
     dep.wait_phase(v1["id"], {"succeeded"})
-    pidfile = next((dep.root / ".entrega" / "routers").glob("*/router.pid"))
-    os.kill(int(json.loads(pidfile.read_text())["pid"]) if pidfile.read_text().startswith("{")
-            else int(pidfile.read_text().strip()), signal.SIGKILL)
+    os.kill(_router_pid(dep), signal.SIGKILL)
     # The controller's repair pass notices and starts the router again, on its last routes.
     wait_for(lambda: _served(dep) == {"v1": 20}, timeout_s=20, what="the router to be back")
 
@@ -93,3 +96,10 @@ def _served(dep: Deployment) -> dict[str, int] | None:
         return dict(dep.served_by())
     except httpx.HTTPError:
         return None
+
+
+def _router_pid(dep: Deployment) -> int:
+    import json
+
+    text = next((dep.root / ".entrega" / "routers").glob("*/router.pid")).read_text()
+    return int(json.loads(text)["pid"]) if text.startswith("{") else int(text.strip())
