@@ -84,9 +84,14 @@ def test_stopped_router_is_restarted_with_its_routes(deployment: Deployment) -> 
     dep = deployment
     v1 = dep.deploy("v1")
     dep.wait_phase(v1["id"], {"succeeded"})
-    os.kill(_router_pid(dep), signal.SIGKILL)
+    killed = _router_pid(dep)
+    os.kill(killed, signal.SIGKILL)
     # The controller's repair pass notices and starts the router again, on its last routes.
     wait_for(lambda: _served(dep) == {"v1": 20}, timeout_s=20, what="the router to be back")
+    # ... and says so in the history.
+    [event] = [e for e in dep.cli_json("history") if e["kind"] == "router_restarted"]
+    assert event["actor"] == "controller" and event["data"]["pid"] == _router_pid(dep) != killed
+    assert "did not answer on its control socket" in event["message"]
 
 
 def _served(dep: Deployment) -> dict[str, int] | None:

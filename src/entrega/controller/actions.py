@@ -16,6 +16,7 @@ from typing import Any
 
 from entrega.analysis.providers.builtin import snapshot
 from entrega.controller.launch import cohort_rule
+from entrega.controller.restarts import restart_router
 from entrega.controller.runtime import EnvironmentRuntime, release_ref
 from entrega.controller.verification import VerificationResult, run_verification
 from entrega.errors import EntregaError, NotFound, RouterUnreachable
@@ -166,7 +167,7 @@ class ActionRunner:
         except RouterUnreachable:
             # The router died (or was killed): start it again; it reloads its last routes,
             # and the set_routes below makes sure they are the ones the store says.
-            await rt.router.ensure_running()
+            await restart_router(self.repo, self.app, rt)
         await rt.router.set_routes(wanted)
         return True
 

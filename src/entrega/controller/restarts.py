@@ -8,9 +8,11 @@ restarted by itself, are events in ``history`` (and can be sent to webhooks by k
 - ``instance_restarted``: an instance's supervisor restarted its crashed app
   (``ActionRunner.observe_instances``, as ``InstanceState.restarts`` grows).
 - ``router_restarted``: the router restarted one of its own processes (a worker that
-  died), from ``RouterMetrics.restarts``. The router keeps a bounded list of its latest
-  restarts; the time of the newest one recorded is read back from the event log, so a
-  restarted controller records none of them twice.
+  died), from ``RouterMetrics.restarts`` (actor ``router``). The router keeps a bounded
+  list of its latest restarts; the time of the newest one recorded is read back from the
+  event log, so a restarted controller records none of them twice. A router that was
+  gone altogether and that the controller started again is the same kind, with actor
+  ``controller``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ async def router_answers(router: Router) -> bool:
     except (EntregaError, OSError):
         return False
     return True
+
+
+async def restart_router(repo: Repository, app: str, rt: EnvironmentRuntime) -> None:
+    """Start the router again after it stopped answering (it reloads its last routes);
+    an event when a new process was started, not when the router merely answered late."""
+    if await router_answers(rt.router):
+        return
+    await rt.router.ensure_running()
+    pid = rt.router.pid() if isinstance(rt.router, _HasPid) else None
+    repo.add_event(app=app, environment=rt.name, kind="router_restarted", actor="controller",
+                   message=f"the router of {rt.name} did not answer on its control socket; "
+                           f"the controller started it again"
+                           + (f" (pid {pid})" if pid else "") + " on its last routes",
+                   data={"what": "router", "pid": pid,
+                         "reason": "did not answer on its control socket"})
 
 
 def record_adoption(repo: Repository, app: str, rt: EnvironmentRuntime, *,
@@ -89,7 +106,7 @@ class RouterRestartLog:
     def _recorded_until(self, environment: str) -> float:
         if environment not in self._last_at:
             last = self.repo.last_event(self.app, environment=environment,
-                                        kind="router_restarted")
+                                        kind="router_restarted", actor="router")
             at = last.data.get("at") if last is not None else None
             self._last_at[environment] = float(at) if isinstance(at, int | float) else 0.0
         return self._last_at[environment]

@@ -226,13 +226,15 @@ class Repository:
             rows = list(s.scalars(query.order_by(Event.id.desc()).limit(limit)))
             return rows[::-1]
 
-    def last_event(self, app: str, *, kind: str,
-                   environment: str | None = None) -> Event | None:
+    def last_event(self, app: str, *, kind: str, environment: str | None = None,
+                   actor: str | None = None) -> Event | None:
         """The newest event of a kind (e.g. what a cursor-like record saw last)."""
         with self.store.session() as s:
             query = select(Event).where(Event.app == app, Event.kind == kind)
             if environment:
                 query = query.where(Event.environment == environment)
+            if actor:
+                query = query.where(Event.actor == actor)
             return s.scalar(query.order_by(Event.id.desc()).limit(1))
 
     # -- deploy requests (queue and gates) ----------------------------------------------------
