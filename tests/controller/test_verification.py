@@ -102,6 +102,26 @@ async def test_a_wrong_answer_fails_at_once(answers: list[tuple[int, str]],
     assert listener.requests == 1 and result.duration_s < 1.0
 
 
+async def test_an_unreadable_answer_is_a_wrong_answer_not_a_crash() -> None:
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n"
+                     b"Connection: close\r\n\r\nnot gzip!")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await run_verification(check(), base_url=f"http://127.0.0.1:{port}",
+                                        version="v2", via_router=True)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not result.passed and "the release answered wrongly" in result.detail
+    assert result.duration_s < 1.0
+
+
 async def test_a_503_is_the_releases_own_answer_on_an_instance_address() -> None:
     async with listening([(503, "warming up")]) as listener:
         result = await run_verification(check(), base_url=f"http://127.0.0.1:{listener.port}",

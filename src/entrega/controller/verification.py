@@ -58,6 +58,8 @@ async def _http_check(client: httpx.AsyncClient, base_url: str, step: VerifyStep
             response = await client.get(url, timeout=remaining)
         except httpx.TransportError as exc:
             unreachable = _describe(exc, remaining)
+        except httpx.HTTPError as exc:  # an answer came, but not one HTTP can read
+            return f"GET {check.path}: the release answered wrongly: {exc}"
         else:
             status = response.status_code
             if via_router and status in ROUTER_UNREACHABLE and status != check.expect_status:
