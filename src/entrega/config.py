@@ -353,6 +353,8 @@ class HttpCheck(_Model):
     path: str = "/"
     expect_status: int = Field(200, ge=100, le=599)
     expect_body: str | None = None
+    #: How long the check may take to get the release's answer, retries of an unreachable
+    #: release included (a router restart or a route being applied takes far less).
     timeout_s: float = Field(5.0, gt=0)
 
 

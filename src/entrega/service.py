@@ -152,28 +152,33 @@ class Service:
 
     async def abort(self, *, environment: str, actor: str) -> Rollout:
         async with self._lock(environment):
-            row = self._active(environment)
-            state = replace(state_from_dict(row.state), abort_requested=True)
-            self.controller.update_state(row, state, actor=actor,
-                                         message=f"rollout of {row.version} aborted by {actor}")
-            return row
+            return self._abort(self._active(environment), actor=actor)
+
+    def _abort(self, row: Rollout, *, actor: str) -> Rollout:
+        """Ask the rollout to roll back (the caller holds the environment's lock)."""
+        state = replace(state_from_dict(row.state), abort_requested=True)
+        self.controller.update_state(row, state, actor=actor,
+                                     message=f"rollout of {row.version} aborted by {actor}")
+        return row
 
     async def rollback(self, *, environment: str, actor: str,
                        to: str | None = None) -> Rollout:
         """Abort the rollout in progress, or restore an earlier retained release at once
         (default: the one the current release replaced)."""
         self.config.environment(environment)
-        active = self.repo.active_rollout(self.app, environment)
-        if active is not None and to in (None, active.from_version):
-            return await self.abort(environment=environment, actor=actor)
-        if active is not None:
-            raise RolloutInProgress(f"{environment} has rollout {active.id} in progress",
-                                    hint="abort it first")
-        current = self._environment(environment).current_version
-        if to is None:
-            to = self._previous(environment, current)
-        self.release(to)
+        # Everything is decided under the lock: a deploy that starts a rollout while we
+        # wait for it must be seen (and aborted), never doubled by a second rollout.
         async with self._lock(environment):
+            active = self.repo.active_rollout(self.app, environment)
+            if active is not None and to in (None, active.from_version):
+                return self._abort(active, actor=actor)
+            if active is not None:
+                raise RolloutInProgress(f"{environment} has rollout {active.id} in progress",
+                                        hint="abort it first")
+            current = self._environment(environment).current_version
+            if to is None:
+                to = self._previous(environment, current)
+            self.release(to)
             rollout = launch_rollout(self.repo, self.config, environment=environment,
                                      version=to, actor=actor, strategy="direct",
                                      reason=f"rollback from {current}", rollback=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from entrega.analysis.providers.builtin import snapshot
 from entrega.controller.launch import cohort_rule
+from entrega.controller.restarts import restart_router
 from entrega.controller.runtime import EnvironmentRuntime, release_ref
 from entrega.controller.verification import VerificationResult, run_verification
 from entrega.errors import EntregaError, NotFound, RouterUnreachable
@@ -33,7 +34,7 @@ from entrega.rollouts.model import (
 from entrega.routers.base import CohortRule
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
-from entrega.targets.base import ReleaseRef
+from entrega.targets.base import InstanceState, ReleaseRef
 
 log = logging.getLogger("entrega.controller")
 
@@ -81,14 +82,18 @@ class ActionRunner:
 
     # -- instances ------------------------------------------------------------------------
 
-    async def adopt(self, rt: EnvironmentRuntime) -> None:
-        """After a (re)start: learn the endpoints of instances that kept running."""
+    async def adopt(self, rt: EnvironmentRuntime) -> list[InstanceState]:
+        """After a (re)start: learn the endpoints of instances that kept running; returns
+        them (restarts until now are theirs to report, not events to record again)."""
+        adopted = []
         for instance in await rt.target.observe():
             if instance.alive and instance.endpoint is not None:
+                adopted.append(instance)
                 known = rt.endpoints.get(instance.version, ())
                 if instance.endpoint not in known:
                     rt.endpoints[instance.version] = tuple(sorted((*known, instance.endpoint)))
             rt.restarts_seen[(instance.version, instance.instance)] = instance.restarts
+        return adopted
 
     async def ensure_started(self, rt: EnvironmentRuntime, version: str) -> None:
         """Start (or adopt) a release's instances once; remembers a permanent failure."""
@@ -162,7 +167,7 @@ class ActionRunner:
         except RouterUnreachable:
             # The router died (or was killed): start it again; it reloads its last routes,
             # and the set_routes below makes sure they are the ones the store says.
-            await rt.router.ensure_running()
+            await restart_router(self.repo, self.app, rt)
         await rt.router.set_routes(wanted)
         return True
 
@@ -224,7 +229,8 @@ class ActionRunner:
             base_url = f"http://{endpoints[0].address}"
         ref = self.ref(version)
         result = await run_verification(list(rt.config.verify), base_url=base_url,
-                                        version=version, cwd=str(ref.path))
+                                        version=version, cwd=str(ref.path),
+                                        via_router=bool(listen))
         self.verifications[row.id] = result
         self.on_result()
         self.repo.add_event(app=self.app, environment=rt.name, version=version,

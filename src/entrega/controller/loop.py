@@ -7,6 +7,14 @@ Each pass, per environment:
    started (adopted after a restart), the router's table matches the desired weights,
    instances of releases nobody needs any more are stopped, restarts are recorded.
 
+After a (re)start the order is reversed once per environment: the data plane is repaired
+to the stored state *before* anything observes it. A crash between committing a
+transition and applying its action (say ``verifying`` committed, the preview route not
+yet applied) otherwise has the restarted controller judge a data plane that lags the
+store: a verification against an empty preview listener, an analysis baseline taken
+before the canary's weight, would roll a good release back. Until that first repair
+succeeds, the environment's rollout waits (it is retried every pass).
+
 The loop never sleeps inside a step: it waits until the earliest ``requeue_at``, a
 command (``wake``), or the repair interval.
 """
@@ -27,6 +35,7 @@ from entrega.controller.launch import cohort_rule
 from entrega.controller.notify import Notifier
 from entrega.controller.observe import observe_rollout
 from entrega.controller.pipeline import after_success, start_next
+from entrega.controller.restarts import RouterRestartLog, record_adoption, router_answers
 from entrega.controller.retention import prune
 from entrega.controller.runtime import EnvironmentRuntime, build_runtime
 from entrega.errors import EntregaError
@@ -69,11 +78,14 @@ class Controller:
         self.artifacts = artifacts
         self.actions = ActionRunner(config.app, repo, artifacts, on_result=self.wake)
         self.notifier = Notifier(config, repo)
+        self.router_restarts = RouterRestartLog(repo, config.app)
         self.collector = MetricsCollector(config.app, InsightsRepository(repo.store),
                                           interval_s=config.insights.sample_interval_s)
         self._wake = asyncio.Event()
         self._due: dict[int, float] = {}
         self._last_observe: dict[str, float] = {}
+        #: environments whose data plane was repaired to the store since this start
+        self._repaired: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
 
@@ -83,8 +95,11 @@ class Controller:
         """Adopt the running data plane and instances, then start the loop."""
         self.repo.sync_app(self.config.app, [e.name for e in self.config.environments])
         for rt in self.runtimes.values():
+            router_adopted = await router_answers(rt.router)
             await rt.router.ensure_running()
-            await self.actions.adopt(rt)
+            instances = await self.actions.adopt(rt)
+            record_adoption(self.repo, self.config.app, rt, router_adopted=router_adopted,
+                            instances=instances)
         self.notifier.start()
         self._task = asyncio.create_task(self._run(), name="entrega-reconcile")
 
@@ -126,6 +141,10 @@ class Controller:
                 rollout = self.repo.active_rollout(self.config.app, name)
                 if rollout is None:
                     rollout = start_next(self.repo, self.config, name)
+                if name not in self._repaired:
+                    if not await self._repair(rt, rollout):
+                        continue  # nothing may observe a data plane behind the store
+                    self._repaired.add(name)
                 if rollout is not None:
                     await self._reconcile_rollout(rt, rollout)
                     if Phase(rollout.phase).terminal:  # _persist keeps the row current
@@ -182,9 +201,9 @@ class Controller:
         row.state = state_to_dict(after)
         row.phase = after.phase.value
 
-    async def _repair(self, rt: EnvironmentRuntime, active: Rollout | None) -> None:
+    async def _repair(self, rt: EnvironmentRuntime, active: Rollout | None) -> bool:
         """Bring the environment to what the store says: ``active`` is its rollout in
-        progress (None: it runs its current release alone)."""
+        progress (None: it runs its current release alone). True when it got there."""
         env = self.repo.environment(self.config.app, rt.name)
         assert env is not None
         cohort = None
@@ -208,8 +227,11 @@ class Controller:
             if now - self._last_observe.get(rt.name, 0.0) >= OBSERVE_INTERVAL_S:
                 self._last_observe[rt.name] = now
                 await self.actions.observe_instances(rt, needed)
+                await self.router_restarts.record_new(rt)
         except EntregaError as exc:
             log.warning("repair of %s: %s", rt.name, exc)
+            return False
+        return True
 
     # -- commands (called by the service layer, under the environment's lock) ---------------
 

@@ -1,8 +1,18 @@
 """Verification of a release on a live address: HTTP checks and commands.
 
-HTTP checks compare status (and optionally a body substring) within a timeout. Commands
-run with ``ENTREGA_URL`` and ``ENTREGA_VERSION`` set; the exit code decides. Output is
-captured (bounded) so a failure explains itself in the event log.
+An HTTP check tells two failures apart, because only one of them says anything about
+the release:
+
+- *the release answered wrongly* (a status other than the expected one, a body without
+  the expected text): the check fails at once;
+- *the release could not be reached* (connection refused or reset, no answer in time,
+  or, through the router, the router's own 502/503/504 that it sends when it has no
+  route or no instance answers): the check tries again, with backoff, until its
+  ``timeout_s`` is spent. A router restarting, or a route being applied, takes well
+  under that; a release that stays unreachable still fails, saying so.
+
+Commands run with ``ENTREGA_URL`` and ``ENTREGA_VERSION`` set; the exit code decides.
+Output is captured (bounded) so a failure explains itself in the event log.
 """
 
 from __future__ import annotations
@@ -17,6 +27,13 @@ import httpx
 from entrega.config import VerifyStep
 
 OUTPUT_LIMIT = 4000
+#: Statuses the router answers by itself when it cannot reach the release (no route on
+#: the listener, no instance accepted the connection, the upstream timed out).
+ROUTER_UNREACHABLE = frozenset({502, 503, 504})
+#: Backoff between tries to reach the release: fast at first (a route being applied,
+#: a router worker restarting take milliseconds), then at most once a second.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -26,20 +43,53 @@ class VerificationResult:
     duration_s: float
 
 
-async def _http_check(client: httpx.AsyncClient, base_url: str, step: VerifyStep) -> str | None:
+async def _http_check(client: httpx.AsyncClient, base_url: str, step: VerifyStep, *,
+                      via_router: bool) -> str | None:
     assert step.http is not None
     check = step.http
     url = base_url.rstrip("/") + check.path
-    try:
-        response = await client.get(url, timeout=check.timeout_s)
-    except httpx.HTTPError as exc:
-        return f"GET {check.path}: {type(exc).__name__}: {exc}"
-    if response.status_code != check.expect_status:
-        return (f"GET {check.path}: status {response.status_code}, "
-                f"expected {check.expect_status}")
-    if check.expect_body is not None and check.expect_body not in response.text:
-        return f"GET {check.path}: body does not contain {check.expect_body!r}"
-    return None
+    deadline = time.monotonic() + check.timeout_s
+    delay = RETRY_FIRST_S
+    tries = 0
+    while True:
+        tries += 1
+        remaining = max(deadline - time.monotonic(), RETRY_FIRST_S)
+        try:
+            response = await client.get(url, timeout=remaining)
+        except httpx.TransportError as exc:
+            unreachable = _describe(exc, remaining)
+        except httpx.HTTPError as exc:  # an answer came, but not one HTTP can read
+            return f"GET {check.path}: the release answered wrongly: {exc}"
+        else:
+            status = response.status_code
+            if via_router and status in ROUTER_UNREACHABLE and status != check.expect_status:
+                first = response.text.strip().splitlines()[:1]
+                unreachable = f"the router answered {status}" + \
+                    (f" ({first[0][:200]})" if first else "")
+            elif status != check.expect_status:
+                return (f"GET {check.path}: the release answered wrongly: status {status}, "
+                        f"expected {check.expect_status}")
+            elif check.expect_body is not None and check.expect_body not in response.text:
+                return (f"GET {check.path}: the release answered wrongly: the body does not "
+                        f"contain {check.expect_body!r}")
+            else:
+                return None
+        if time.monotonic() + delay >= deadline:
+            return (f"GET {check.path}: could not reach the release at {url} within "
+                    f"{check.timeout_s:g}s ({tries} tries); last: {unreachable}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_S)
+
+
+def _describe(exc: httpx.TransportError, timeout_s: float) -> str:
+    """Why a request got no answer, in words (never a Python class name)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {timeout_s:.1f}s"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect ({exc})" if str(exc) else "cannot connect"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return "the connection was closed before an answer"
+    return f"no answer ({exc})" if str(exc) else "no answer"
 
 
 async def _command_check(base_url: str, version: str, step: VerifyStep,
@@ -62,13 +112,18 @@ async def _command_check(base_url: str, version: str, step: VerifyStep,
 
 
 async def run_verification(steps: list[VerifyStep], *, base_url: str, version: str,
-                           cwd: str | None = None) -> VerificationResult:
-    """Run every step in order; the first failure decides."""
+                           cwd: str | None = None,
+                           via_router: bool = False) -> VerificationResult:
+    """Run every step in order; the first failure decides.
+
+    ``via_router``: ``base_url`` is a router's listener, whose own 502/503/504 mean the
+    release was not reached (on an instance's address they are the release's answer).
+    """
     started = time.monotonic()
     async with httpx.AsyncClient() as client:
         for step in steps:
             if step.http is not None:
-                problem = await _http_check(client, base_url, step)
+                problem = await _http_check(client, base_url, step, via_router=via_router)
             else:
                 problem = await _command_check(base_url, version, step, cwd)
             if problem:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -58,9 +59,18 @@ class Environment(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+#: The rows of rollouts still in progress (phase not terminal): an environment may have at
+#: most one, which a partial unique index enforces (SQLite and PostgreSQL both have them).
+ACTIVE_ROLLOUT = "phase NOT IN ('succeeded', 'rolled_back', 'failed')"
+
+
 class Rollout(Base):
     __tablename__ = "rollouts"
-    __table_args__ = (Index("ix_rollouts_env_phase", "app", "environment", "phase"),)
+    __table_args__ = (
+        Index("ix_rollouts_env_phase", "app", "environment", "phase"),
+        Index("uq_rollouts_one_active", "app", "environment", unique=True,
+              sqlite_where=text(ACTIVE_ROLLOUT), postgresql_where=text(ACTIVE_ROLLOUT)),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     app: Mapped[str] = mapped_column(ForeignKey("apps.name"))
     environment: Mapped[str] = mapped_column(String(64))

@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
+from entrega.errors import RolloutInProgress
 from entrega.store.database import Store
 from entrega.store.models import (
     AnalysisRun,
@@ -103,7 +105,14 @@ class Repository:
                               updated_at=now, finished_at=None, created_by=actor,
                               reason=reason, purpose=purpose)
             s.add(rollout)
-            s.flush()
+            try:
+                s.flush()
+            except IntegrityError as exc:
+                # The partial unique index (models.ACTIVE_ROLLOUT): the last word on "one
+                # rollout per environment", whatever a caller checked before.
+                raise RolloutInProgress(
+                    f"{environment} already has a rollout in progress",
+                    hint="wait for it, `entrega abort` it, or queue the deploy") from exc
             s.add(Event(time=now, app=app, environment=environment, version=version,
                         rollout_id=rollout.id, kind="rollout", actor=actor,
                         message=f"rollout of {version} to {environment} requested "
@@ -216,6 +225,17 @@ class Repository:
                 query = query.where(Event.rollout_id == rollout_id)
             rows = list(s.scalars(query.order_by(Event.id.desc()).limit(limit)))
             return rows[::-1]
+
+    def last_event(self, app: str, *, kind: str, environment: str | None = None,
+                   actor: str | None = None) -> Event | None:
+        """The newest event of a kind (e.g. what a cursor-like record saw last)."""
+        with self.store.session() as s:
+            query = select(Event).where(Event.app == app, Event.kind == kind)
+            if environment:
+                query = query.where(Event.environment == environment)
+            if actor:
+                query = query.where(Event.actor == actor)
+            return s.scalar(query.order_by(Event.id.desc()).limit(1))
 
     # -- deploy requests (queue and gates) ----------------------------------------------------
 
