@@ -226,3 +226,22 @@ async def _answers(router: EmbeddedRouter) -> bool:
     except Exception:  # noqa: BLE001 - any failure means it is gone
         return False
     return True
+
+
+async def test_a_verification_command_gets_no_controller_secret(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A check is the user's program: it sees ENTREGA_URL/VERSION, the minimal environment
+    and what run.inherit_env names, never the controller's webhook secret."""
+    monkeypatch.setenv("ENTREGA_WEBHOOK_SECRET", "s3cret-of-the-controller")
+    monkeypatch.setenv("SMOKE_TARGET", "named-in-inherit-env")
+    out = tmp_path / "env.txt"
+    step = VerifyStep(command=f"env > {out}")
+    result = await run_verification([step], base_url="http://127.0.0.1:9", version="v7",
+                                    inherit_env=("SMOKE_TARGET",))
+    assert result.passed, result.detail
+    seen = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert "ENTREGA_WEBHOOK_SECRET" not in seen
+    assert "s3cret-of-the-controller" not in out.read_text()
+    assert seen["SMOKE_TARGET"] == "named-in-inherit-env"
+    assert seen["ENTREGA_URL"] == "http://127.0.0.1:9" and seen["ENTREGA_VERSION"] == "v7"
+    assert "PATH" in seen

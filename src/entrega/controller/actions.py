@@ -45,7 +45,8 @@ ROUTER_DRAIN_TIMEOUT_S = 30.0
 
 class ActionRunner:
     def __init__(self, app: str, repo: Repository, artifacts: ArtifactStore, *,
-                 on_result: Callable[[], None] = lambda: None) -> None:
+                 on_result: Callable[[], None] = lambda: None,
+                 inherit_env: tuple[str, ...] = ()) -> None:
         #: called when background work has a result the rollouts wait for
         self.on_result = on_result
         self.app = app
@@ -53,6 +54,8 @@ class ActionRunner:
         self.artifacts = artifacts
         self._tasks: dict[tuple[str, ...], asyncio.Task[Any]] = {}
         self.verifications: dict[int, VerificationResult] = {}
+        #: the controller's variables a verification command may see (run.inherit_env)
+        self.inherit_env = inherit_env
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -230,7 +233,8 @@ class ActionRunner:
         ref = self.ref(version)
         result = await run_verification(list(rt.config.verify), base_url=base_url,
                                         version=version, cwd=str(ref.path),
-                                        via_router=bool(listen))
+                                        via_router=bool(listen),
+                                        inherit_env=self.inherit_env)
         self.verifications[row.id] = result
         self.on_result()
         self.repo.add_event(app=self.app, environment=rt.name, version=version,

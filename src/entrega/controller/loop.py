@@ -76,7 +76,8 @@ class Controller:
             env.name: build_runtime(config, env) for env in config.environments}
         self.locks = {name: asyncio.Lock() for name in self.runtimes}
         self.artifacts = artifacts
-        self.actions = ActionRunner(config.app, repo, artifacts, on_result=self.wake)
+        self.actions = ActionRunner(config.app, repo, artifacts, on_result=self.wake,
+                                    inherit_env=tuple(config.run.inherit_env))
         self.notifier = Notifier(config, repo)
         self.router_restarts = RouterRestartLog(repo, config.app)
         self.collector = MetricsCollector(config.app, InsightsRepository(repo.store),

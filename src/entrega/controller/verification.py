@@ -18,13 +18,14 @@ Output is captured (bounded) so a failure explains itself in the event log.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 
 from entrega.config import VerifyStep
+from entrega.procenv import PYTHON_VARIABLES, minimal_env
 
 OUTPUT_LIMIT = 4000
 #: Statuses the router answers by itself when it cannot reach the release (no route on
@@ -93,9 +94,12 @@ def _describe(exc: httpx.TransportError, timeout_s: float) -> str:
 
 
 async def _command_check(base_url: str, version: str, step: VerifyStep,
-                         cwd: str | None) -> str | None:
+                         cwd: str | None, inherit_env: Sequence[str]) -> str | None:
     assert step.command is not None
-    env = {**os.environ, "ENTREGA_URL": base_url, "ENTREGA_VERSION": version}
+    # A check is the user's own program, like an instance: it gets the minimal environment
+    # and what run.inherit_env names, never the controller's secrets (the webhook's).
+    env = {**minimal_env(inherit=(*PYTHON_VARIABLES, "VIRTUAL_ENV", *inherit_env)),
+           "ENTREGA_URL": base_url, "ENTREGA_VERSION": version}
     process = await asyncio.create_subprocess_shell(
         step.command, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, start_new_session=True)
@@ -113,7 +117,8 @@ async def _command_check(base_url: str, version: str, step: VerifyStep,
 
 async def run_verification(steps: list[VerifyStep], *, base_url: str, version: str,
                            cwd: str | None = None,
-                           via_router: bool = False) -> VerificationResult:
+                           via_router: bool = False,
+                           inherit_env: Sequence[str] = ()) -> VerificationResult:
     """Run every step in order; the first failure decides.
 
     ``via_router``: ``base_url`` is a router's listener, whose own 502/503/504 mean the
@@ -125,7 +130,7 @@ async def run_verification(steps: list[VerifyStep], *, base_url: str, version: s
             if step.http is not None:
                 problem = await _http_check(client, base_url, step, via_router=via_router)
             else:
-                problem = await _command_check(base_url, version, step, cwd)
+                problem = await _command_check(base_url, version, step, cwd, inherit_env)
             if problem:
                 return VerificationResult(False, problem, time.monotonic() - started)
     took = time.monotonic() - started
