@@ -32,6 +32,7 @@ from entrega.feedback.intake import (
 from entrega.insights.gather import Sources, build_dora, build_report
 from entrega.insights.prometheus import render_metrics
 from entrega.insights.report import render_report_html
+from entrega.routers.embedded import proof
 from entrega.service import Service
 from entrega.store.insights_repository import InsightsRepository
 from entrega.web import dashboard_router
@@ -111,7 +112,9 @@ def insights_router(service: Service, auth: Authenticator, *,
     settings = settings or feedback_settings(service.config)
     intake = FeedbackIntake(
         app=service.app, repo=service.repo, insights=insights, settings=settings,
-        key=load_or_create_key(service.config.state_path / "feedback.key"), clock=clock)
+        key=load_or_create_key(service.config.state_path / "feedback.key"),
+        router_key=proof.load_or_create_key(proof.key_path(service.config.state_path)),
+        clock=clock)
 
     def cors(request: Request) -> dict[str, str]:
         origin = request.headers.get("origin")
@@ -129,7 +132,8 @@ def insights_router(service: Service, auth: Authenticator, *,
             body = parse_feedback(await read_body(request, settings.max_body_bytes),
                                   request.headers.get("content-type", ""))
             client = intake.client_of(request.client.host if request.client else None,
-                                      request.headers.get("x-forwarded-for"))
+                                      request.headers.get("x-forwarded-for"),
+                                      request.headers.getlist(proof.HEADER))
             row = intake.submit(body, client=client,
                                 header_release=request.headers.get(RELEASE_HEADER),
                                 cookie_release=request.cookies.get(RELEASE_COOKIE),

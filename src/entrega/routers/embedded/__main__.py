@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from entrega.net import parse_address
-from entrega.routers.embedded import build
+from entrega.routers.embedded import build, proof
 from entrega.routers.embedded.control import ProxyPlane, control_in_use
 from entrega.routers.embedded.exposition import RouterCounters
 from entrega.routers.embedded.lifecycle import (
@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--control-plane-url",
                    help="http://HOST:PORT of entrega's server: requests under /.entrega/ "
                         "(user feedback) are forwarded there")
+    p.add_argument("--control-plane-key-file",
+                   help="file holding the key that proves to entrega's server that a "
+                        "request came through this router (its X-Forwarded-For is believed)")
     d = ProxySettings()
     p.add_argument("--upstream-timeout-s", type=float, default=d.upstream_timeout_s)
     p.add_argument("--connect-timeout-s", type=float, default=d.connect_timeout_s)
@@ -98,7 +101,8 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     settings = settings_from(args)
     try:
-        proxy = Proxy(settings, app=args.app, control_plane_url=args.control_plane_url)
+        proxy = Proxy(settings, app=args.app, control_plane_url=args.control_plane_url,
+                      control_plane_key=proof.read_key(args.control_plane_key_file))
     except ValueError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
