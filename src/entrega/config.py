@@ -25,10 +25,11 @@ from pydantic import (
 )
 
 from entrega.errors import ConfigError
+from entrega.names import NAME_PATTERN
 from entrega.net import parse_address
 
 CONFIG_FILE = "entrega.yaml"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(NAME_PATTERN)  # the one rule for app and environment names
 
 
 class _Model(BaseModel):
@@ -345,7 +346,7 @@ class EnvironmentConfig(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and '-' (like 'production')")
         return value
 
@@ -457,7 +458,7 @@ class Config(_Model):
     @field_validator("app")
     @classmethod
     def _app_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and '-' (like 'shop-api')")
         return value
 

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 from entrega.api.auth import Authenticator
+from entrega.api.params import Environment, Limit, Version
 from entrega.errors import EntregaError
 from entrega.feedback import FeedbackIn, FeedbackIntake, FeedbackSettings, feedback_view
 from entrega.feedback.intake import (
@@ -90,7 +91,12 @@ def parse_feedback(body: bytes, content_type: str) -> FeedbackIn:
             form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
             raw: Any = {**form, "tags": [t for t in form.get("tags", "").split(",") if t]}
         else:
-            raw = json.loads(body or b"null")
+            try:
+                raw = json.loads(body or b"null")
+            except RecursionError:
+                raise BadFeedback("the JSON is nested too deeply",
+                                  hint='send a flat object: {"rating": 4, "comment": "..."}'
+                                  ) from None
         if not isinstance(raw, dict):
             raise BadFeedback("send a JSON object like {\"rating\": 4, \"comment\": \"...\"}")
         return FeedbackIn.model_validate(raw)
@@ -169,9 +175,9 @@ def insights_router(service: Service, auth: Authenticator, *,
                         headers={"Cache-Control": "public, max-age=300"})
 
     @router.get("/api/v1/feedback")
-    async def list_feedback(request: Request, version: str | None = None,
-                            environment: str | None = None,
-                            limit: int = 200) -> dict[str, Any]:
+    async def list_feedback(request: Request, version: Version | None = None,
+                            environment: Environment | None = None,
+                            limit: Limit = 200) -> dict[str, Any]:
         auth.require(request, "viewer")
         rows = insights.feedback(service.app, version=version, environment=environment,
                                  limit=max(1, min(limit, 5000)))
@@ -183,8 +189,9 @@ def insights_router(service: Service, auth: Authenticator, *,
                             if version is None or v == version}}
 
     @router.get("/api/v1/releases/{version}/report", response_model=None)
-    async def report(version: str, request: Request, format: str = "json",
-                     environment: str | None = None) -> Response | dict[str, Any]:
+    async def report(version: Version, request: Request,
+                     format: str = "json",
+                     environment: Environment | None = None) -> Response | dict[str, Any]:
         auth.require(request, "viewer")
         if format not in ("json", "html"):
             raise BadRequest(f"unknown format {format!r}", hint="use json or html")
@@ -196,12 +203,12 @@ def insights_router(service: Service, auth: Authenticator, *,
         return data
 
     @router.get("/api/v1/dora")
-    async def dora(request: Request, environment: str | None = None,
+    async def dora(request: Request, environment: Environment | None = None,
                    days: float = 90) -> dict[str, Any]:
         auth.require(request, "viewer")
         env = environment or service.config.environments[-1].name
         service.config.environment(env)
-        if not 0 < days <= 3660:
+        if not 0 < days <= 3660:  # (also refuses nan)
             raise BadRequest("days must be between 0 and 3660")
         return build_dora(sources, environment=env, days=days, now=clock()).to_dict()
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from entrega.errors import EntregaError
-from entrega.feedback.model import NAME, UNKNOWN, FeedbackIn
+from entrega.feedback.model import UNKNOWN, FeedbackIn
 from entrega.feedback.ratelimit import TokenBuckets
+from entrega.names import is_version
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Feedback
 from entrega.store.repository import Repository
@@ -144,7 +145,7 @@ class FeedbackIntake:
         """(version or ``unknown``, environment or None, the claimed name if unknown)."""
         claimed = body.version or header_release or \
             (unquote(cookie_release) if cookie_release else None)
-        if claimed and (not NAME.match(claimed) or self.repo.release(self.app, claimed) is None):
+        if claimed and (not is_version(claimed) or self.repo.release(self.app, claimed) is None):
             return UNKNOWN, self._environment(body.environment or header_environment, None), \
                 claimed[:128]
         environment = self._environment(body.environment or header_environment, claimed)
