@@ -19,6 +19,8 @@ async def trickle_head(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
             said += await asyncio.wait_for(reader.read(4096), every_s)
         except TimeoutError:
             pass
+        except ConnectionError:  # closed while our last line was on its way: cut off
+            return time.monotonic() - started, said
         else:
             if reader.at_eof():
                 return time.monotonic() - started, said
