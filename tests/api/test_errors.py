@@ -41,6 +41,8 @@ def leaks(text: str) -> list[str]:
     ("POST", "/api/v1/environments/staging/rollback", {"to": ".."}, 422,
      "invalid version '..'"),
     ("POST", "/api/v1/environments/staging/deploy", DEEP, 400, "parsing the body"),
+    ("POST", "/api/v1/environments/staging/deploy",
+     {"version": "v1", "meta": {"a": [[[[[[[[[1]]]]]]]]]}}, 422, "meta nests more than 8"),
     ("POST", "/.entrega/feedback", DEEP, 422, "nested too deeply"),
     ("POST", "/api/v1/feedback", '{"rating": ' + "[" * 2000 + "]" * 2000 + "}", 422,
      "nested too deeply"),
@@ -50,9 +52,9 @@ def leaks(text: str) -> list[str]:
     ("GET", "/api/v1/releases/%20x/report", None, 422, "invalid version ' x'"),
     ("GET", "/api/v1/feedback?environment=..", None, 422, "invalid environment"),
 ], ids=["deploy-dotdot", "deploy-dotdot-with-artifact", "deploy-newline", "deploy-bad-env",
-        "approve-slash", "rollback-dotdot", "deploy-deep-json", "widget-deep-json",
-        "feedback-deep-json", "huge-rollout-id", "huge-after-id", "negative-limit",
-        "report-space", "feedback-bad-env"])
+        "approve-slash", "rollback-dotdot", "deploy-deep-json", "deploy-deep-meta",
+        "widget-deep-json", "feedback-deep-json", "huge-rollout-id", "huge-after-id",
+        "negative-limit", "report-space", "feedback-bad-env"])
 async def test_bad_input_is_a_4xx_that_says_what(
         stack: Stack, method: str, path: str, body: Any, status: int, says: str) -> None:
     content = body if isinstance(body, str) else None

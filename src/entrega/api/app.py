@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from entrega import __version__
 from entrega.api import errors
@@ -28,6 +28,7 @@ from entrega.names import check_version
 from entrega.service import Service
 
 log = logging.getLogger("entrega.api")
+MAX_META_NESTING = 8
 
 
 class DeployIn(BaseModel):
@@ -41,6 +42,27 @@ class DeployIn(BaseModel):
     #: admin only: skip the pipeline's order (needs a reason, recorded)
     force: bool = False
     reason: str = ""
+
+    @field_validator("meta")
+    @classmethod
+    def _shallow(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Stored as JSON and shown in reports: commit metadata is a few flat fields.
+        if nesting(value) > MAX_META_NESTING:
+            raise ValueError(f"meta nests more than {MAX_META_NESTING} levels deep")
+        return value
+
+
+def nesting(value: object) -> int:
+    """How many levels of lists and objects ``value`` has (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+        deepest = max(deepest, depth)
+    return deepest
 
 
 class PromoteIn(BaseModel):
