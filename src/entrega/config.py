@@ -8,6 +8,7 @@ config (artifacts, state) are relative to the config file's directory.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -25,10 +26,11 @@ from pydantic import (
 )
 
 from entrega.errors import ConfigError
+from entrega.names import NAME_PATTERN
 from entrega.net import parse_address
 
 CONFIG_FILE = "entrega.yaml"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(NAME_PATTERN)  # the one rule for app and environment names
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PORT_RANGE = re.compile(r"^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$")
 
@@ -396,7 +398,7 @@ class EnvironmentConfig(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and '-' (like 'production')")
         return value
 
@@ -452,8 +454,21 @@ class FeedbackConfig(_Model):
     burst: int = Field(5, ge=1)
     #: Origins allowed to post across origins ("*": any, without credentials).
     cors_origins: list[str] = ["*"]
-    #: Peers whose X-Forwarded-For is believed (the embedded router connects from here).
-    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    #: Proxies in front of the server (addresses or networks) whose X-Forwarded-For is
+    #: believed. None by default: being on loopback proves nothing, as any local process
+    #: can connect from there. The embedded router is believed through its own key.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (like "
+                                 "10.0.0.5 or 10.0.0.0/24)") from None
+        return value
 
 
 class InsightsConfig(_Model):
@@ -464,6 +479,9 @@ class InsightsConfig(_Model):
 
 class ServerConfig(_Model):
     listen: str = "127.0.0.1:7070"
+    #: A client must send a whole request head within this time, or it is answered 408
+    #: and cut off (slowloris); a real client sends its head in one packet.
+    header_timeout_s: float = Field(10.0, gt=0)
     _check_listen = field_validator("listen")(_address)
 
 
@@ -492,7 +510,7 @@ class Config(_Model):
     @field_validator("app")
     @classmethod
     def _app_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and '-' (like 'shop-api')")
         return value
 

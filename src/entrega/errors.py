@@ -5,6 +5,7 @@ says what failed, where, and (when we know it) what to do next::
 
     EntregaError
     ├── ConfigError            bad entrega.yaml: file, line, field, what was expected
+    ├── InvalidName            a version, app or environment name breaks names.py's rule (400)
     ├── StoreError             the state database cannot be opened, migrated or locked
     │   └── ControllerLocked   another controller owns the store
     ├── NotFound               an app, environment, release or rollout does not exist
@@ -70,6 +71,13 @@ class ConfigError(EntregaError):
         self.file = file
         self.line = line
         self.field = field
+
+
+class InvalidName(EntregaError, ValueError):
+    """A version, app or environment name that breaks its rule (``entrega.names``); also a
+    ValueError, so that pydantic validators report it as the field's error."""
+
+    status_code = 400
 
 
 class StoreError(EntregaError):

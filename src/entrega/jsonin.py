@@ -22,5 +22,9 @@ def refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads_json(text: str | bytes) -> Any:
-    """:func:`json.loads` that refuses duplicate keys (ValueError, like any bad JSON)."""
-    return json.loads(text, object_pairs_hook=refuse_duplicate_keys)
+    """:func:`json.loads` that refuses duplicate keys and nesting deeper than Python's
+    recursion limit (ValueError, like any bad JSON)."""
+    try:
+        return json.loads(text, object_pairs_hook=refuse_duplicate_keys)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None

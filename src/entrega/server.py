@@ -8,13 +8,11 @@ stops the loop and the API only; routers and instances keep running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 
-import uvicorn
-
 from entrega.api.app import create_app
+from entrega.api.http import http_server
 from entrega.config import Config
 from entrega.controller.loop import Controller
 from entrega.net import parse_address
@@ -41,15 +39,11 @@ async def serve(config: Config) -> None:
     service, store = build_service(config)
     await service.controller.start()
     host, port = parse_address(config.server.listen)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port,
-                                           log_level="warning", access_log=False,
-                                           lifespan="off"))
+    server = http_server(create_app(service), host=host, port=port,
+                         header_timeout_s=config.server.header_timeout_s)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    # Our handlers, not uvicorn's: uvicorn re-raises the signal after serving, which would
-    # kill the process before the controller is stopped cleanly.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     log.info("entrega server for %s on %s", config.app, config.server.listen)
     try:
         await server.serve()

@@ -3,8 +3,12 @@ history, shared by the feedback, insights and web tests."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +18,10 @@ from fastapi import FastAPI
 
 from entrega.api.app import create_app
 from entrega.api.auth import Authenticator
+from entrega.api.http import http_server
 from entrega.config import load_config
 from entrega.feedback import FeedbackSettings
+from entrega.net import free_port
 from entrega.rollouts.model import (
     Phase,
     RolloutSpec,
@@ -80,6 +86,45 @@ def make_stack(tmp_path: Path, *, tokens: bool = True,
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                base_url="http://entrega.test", follow_redirects=False)
     return Stack(service, auth, app, client, InsightsRepository(service.repo.store), clock)
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI, *, header_timeout_s: float = 10.0) -> AsyncIterator[str]:
+    """``app`` served on a real loopback port by the server ``entrega server`` runs;
+    yields its base URL."""
+    port = free_port()
+    server = http_server(app, host="127.0.0.1", port=port, header_timeout_s=header_timeout_s)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done() or time.monotonic() > deadline:
+            raise AssertionError(f"the API did not start on 127.0.0.1:{port}")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@contextlib.contextmanager
+def served_in_thread(app: FastAPI) -> Iterator[str]:
+    """:func:`served`, for sync tests (a browser driven by Playwright's sync API): the
+    server runs its own loop in a thread; yields its base URL."""
+    port = free_port()
+    server = http_server(app, host="127.0.0.1", port=port, header_timeout_s=10)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError(f"the API did not start on 127.0.0.1:{port}")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def buckets_around(ms: float, n: int) -> list[int]:

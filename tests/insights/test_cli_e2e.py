@@ -30,7 +30,7 @@ def test_feedback_report_and_dora_from_the_cli(deployment: InsightsDeployment,
                  ["figures"][0]["current"] >= 50, 20, "the collector to sample v1's traffic")
     for n, (rating, comment) in enumerate([(5, "[bold]fast[/bold] <b>x</b>"), (4, None),
                                            (2, "slow")]):
-        response = deployment.feedback(rating, comment, release="v1", client_ip=f"192.0.2.{n}")
+        response = deployment.feedback(rating, comment, release="v1", client_ip=f"127.0.0.{n + 2}")
         assert response.status_code == 201 and response.json()["environment"] == "production"
     assert deployment.feedback(3, "no cookie").json()["version"] == "unknown"
 

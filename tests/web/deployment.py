@@ -26,14 +26,14 @@ class InsightsDeployment(Deployment):
 
     def feedback(self, rating: int | None, comment: str | None = None, *,
                  release: str | None = None, user: str | None = None,
-                 client_ip: str = "192.0.2.1") -> httpx.Response:
-        """What the router sends the server for a browser at ``client_ip`` pinned to
-        ``release`` (the router appends the client's address to X-Forwarded-For)."""
-        headers = {"X-Forwarded-For": client_ip}
-        if release:
-            headers["X-Entrega-Release"] = release
-        return httpx.post(self.api + "/.entrega/feedback", headers=headers, timeout=10,
-                          json={"rating": rating, "comment": comment, "user_id": user})
+                 client_ip: str = "127.0.0.2") -> httpx.Response:
+        """A browser at ``client_ip`` (a loopback address) pinned to ``release`` posts
+        feedback through the router, which forwards it to the server."""
+        cookies = {"entrega-release": release} if release else None
+        transport = httpx.HTTPTransport(local_address=client_ip)
+        with httpx.Client(transport=transport, cookies=cookies, timeout=10) as client:
+            return client.post(self.router_url + "/.entrega/feedback",
+                               json={"rating": rating, "comment": comment, "user_id": user})
 
 
 def chromium_path() -> str:

@@ -8,9 +8,12 @@ import pytest
 
 from tests.insights.stack import TOKENS, Stack, make_stack, seed_history
 
+OURS = {"X-Entrega-Actor": "dashboard"}  # what static/forms.js adds
+
 
 async def login(stack: Stack, role: str) -> None:
-    response = await stack.client.post("/login", data={"token": TOKENS[role], "next": "/"})
+    response = await stack.client.post("/login", data={"token": TOKENS[role], "next": "/"},
+                                       headers=OURS)
     assert response.status_code == 303, response.text
 
 
@@ -22,18 +25,32 @@ async def test_pages_need_a_login(stack: Stack) -> None:
 
 
 async def test_token_login_sets_an_httponly_strict_cookie(stack: Stack) -> None:
-    refused = await stack.client.post("/login", data={"token": "ent_wrong"})
+    refused = await stack.client.post("/login", data={"token": "ent_wrong"}, headers=OURS)
     assert refused.status_code == 401 and "not valid" in refused.text
     response = await stack.client.post("/login", data={"token": TOKENS["viewer"],
-                                                       "next": "//evil.example/"})
+                                                       "next": "//evil.example/"},
+                                       headers=OURS)
     assert response.status_code == 303 and response.headers["location"] == "/"
     cookie = response.headers["set-cookie"]
     assert cookie.startswith(f"entrega_token={TOKENS['viewer']};")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
     page = await stack.client.get("/")
     assert page.status_code == 200 and "viewer" in page.text
-    logout = await stack.client.post("/logout")
+    logout = await stack.client.post("/logout", headers=OURS)
     assert logout.status_code == 303 and 'entrega_token=""' in logout.headers["set-cookie"]
+
+
+async def test_login_and_logout_refuse_another_sites_form(stack: Stack) -> None:
+    # What a browser sends for a form on https://evil.example posting here: the cookie
+    # (if it were sent at all), an Origin, and no X-Entrega-Actor.
+    evil = {"Origin": "https://evil.example", "Referer": "https://evil.example/x"}
+    forced = await stack.client.post("/login", data={"token": TOKENS["admin"]}, headers=evil)
+    assert forced.status_code == 403 and "set-cookie" not in forced.headers
+    assert "Refused" in forced.text and (await stack.client.get("/")).status_code == 303
+    await login(stack, "viewer")
+    kicked = await stack.client.post("/logout", headers=evil)
+    assert kicked.status_code == 403 and "set-cookie" not in kicked.headers
+    assert (await stack.client.get("/")).status_code == 200  # still logged in
 
 
 @pytest.mark.parametrize(("role", "can_deploy"), [("viewer", False), ("deployer", True),

@@ -10,27 +10,30 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from entrega import __version__
+from entrega.api import errors
 from entrega.api.auth import SIGNATURE_HEADER, Authenticator, Caller
 from entrega.api.insights import insights_router
+from entrega.api.params import MAX_ID, Environment, Limit, RowId, Version
 from entrega.api.strictjson import StrictJsonRoute
 from entrega.api.uploads import parse_upload, receive_body
-from entrega.errors import ConfigError, EntregaError, Unauthorized
+from entrega.errors import Unauthorized
 from entrega.feedback.intake import FeedbackSettings
-from entrega.releases.catalog import check_version
+from entrega.names import check_version
 from entrega.service import Service
 
 log = logging.getLogger("entrega.api")
+MAX_META_NESTING = 8
 
 
 class DeployIn(BaseModel):
-    version: str
+    version: Version
     #: create the release from this artifact first (same bytes again is a no-op)
     artifact: str | None = None
     strategy: str | None = None
@@ -41,17 +44,38 @@ class DeployIn(BaseModel):
     force: bool = False
     reason: str = ""
 
+    @field_validator("meta")
+    @classmethod
+    def _shallow(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Stored as JSON and shown in reports: commit metadata is a few flat fields.
+        if nesting(value) > MAX_META_NESTING:
+            raise ValueError(f"meta nests more than {MAX_META_NESTING} levels deep")
+        return value
+
+
+def nesting(value: object) -> int:
+    """How many levels of lists and objects ``value`` has (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+        deepest = max(deepest, depth)
+    return deepest
+
 
 class PromoteIn(BaseModel):
     full: bool = False
 
 
 class RollbackIn(BaseModel):
-    to: str | None = None
+    to: Version | None = None
 
 
 class ApproveIn(BaseModel):
-    version: str
+    version: Version
 
 
 def create_app(service: Service, auth: Authenticator | None = None, *,
@@ -73,16 +97,7 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
     def deployer(request: Request) -> Caller:
         return auth.require(request, "deployer")
 
-    @app.exception_handler(EntregaError)
-    async def _entrega_error(_: Request, exc: EntregaError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, "hint": exc.hint},
-                            status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}",
-                             "hint": "see the server's log"}, status_code=500)
+    errors.install(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -94,7 +109,7 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
         return service.status()
 
     @app.get("/api/v1/pipeline")
-    async def pipeline(request: Request, limit: int = 20) -> dict[str, Any]:
+    async def pipeline(request: Request, limit: Limit = 20) -> dict[str, Any]:
         viewer(request)
         return service.pipeline(limit=min(limit, 200))
 
@@ -134,10 +149,7 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
                                         "exact body with the shared secret>")
             upload = await parse_upload(request, body,
                                         limit=service.config.auth.max_body_bytes)
-            try:
-                check_version(upload.version)
-            except ValueError as exc:
-                raise ConfigError(str(exc), file="request", field="version") from None
+            check_version(upload.version)
             release, created = service.create_release(
                 version=upload.version, artifact=upload.artifact, meta=upload.meta,
                 actor=actor)
@@ -153,7 +165,7 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
         return JSONResponse(answer, status_code=201 if created else 200)
 
     @app.post("/api/v1/environments/{environment}/deploy", status_code=201)
-    async def deploy(environment: str, body: DeployIn, request: Request) -> JSONResponse:
+    async def deploy(environment: Environment, body: DeployIn, request: Request) -> JSONResponse:
         caller = deployer(request)
         if body.artifact:
             service.create_release(version=body.version, artifact=Path(body.artifact),
@@ -167,40 +179,44 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
         return JSONResponse(result, status_code=202)
 
     @app.post("/api/v1/environments/{environment}/approve")
-    async def approve(environment: str, body: ApproveIn, request: Request) -> dict[str, Any]:
+    async def approve(environment: Environment, body: ApproveIn,
+                      request: Request) -> dict[str, Any]:
         return await service.approve(environment=environment, version=body.version,
                                      actor=deployer(request).name)
 
     @app.post("/api/v1/environments/{environment}/promote")
-    async def promote(environment: str, body: PromoteIn, request: Request) -> dict[str, Any]:
+    async def promote(environment: Environment, body: PromoteIn,
+                      request: Request) -> dict[str, Any]:
         row = await service.promote(environment=environment, full=body.full,
                                     actor=deployer(request).name)
         return {"rollout": row.id}
 
     @app.post("/api/v1/environments/{environment}/abort")
-    async def abort(environment: str, request: Request) -> dict[str, Any]:
+    async def abort(environment: Environment, request: Request) -> dict[str, Any]:
         row = await service.abort(environment=environment, actor=deployer(request).name)
         return {"rollout": row.id}
 
     @app.post("/api/v1/environments/{environment}/rollback")
-    async def rollback(environment: str, body: RollbackIn, request: Request) -> dict[str, Any]:
+    async def rollback(environment: Environment, body: RollbackIn,
+                       request: Request) -> dict[str, Any]:
         row = await service.rollback(environment=environment, to=body.to,
                                      actor=deployer(request).name)
         return {"rollout": row.id, "version": row.version}
 
     @app.get("/api/v1/rollouts/{rollout_id}")
-    async def rollout(rollout_id: int, request: Request) -> dict[str, Any]:
+    async def rollout(rollout_id: RowId, request: Request) -> dict[str, Any]:
         viewer(request)
         return service.rollout(rollout_id)
 
     @app.get("/api/v1/rollouts/{rollout_id}/analysis")
-    async def analysis(rollout_id: int, request: Request) -> dict[str, Any]:
+    async def analysis(rollout_id: RowId, request: Request) -> dict[str, Any]:
         viewer(request)
         return service.analysis(rollout_id)
 
     @app.get("/api/v1/history")
-    async def history(request: Request, environment: str | None = None, limit: int = 100,
-                      after_id: int = 0) -> list[dict[str, Any]]:
+    async def history(request: Request, environment: Environment | None = None,
+                      limit: Limit = 100, after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+                      ) -> list[dict[str, Any]]:
         viewer(request)
         return service.history(environment=environment, limit=min(limit, 1000),
                                after_id=after_id)

@@ -18,6 +18,7 @@ from fastapi import Request
 
 from entrega.config import AuthConfig
 from entrega.errors import Forbidden, Unauthorized
+from entrega.web.auth import ACTOR_HEADER, from_our_pages
 
 ROLES = ("viewer", "deployer", "admin")
 SIGNATURE_HEADER = "X-Entrega-Signature-256"
@@ -76,7 +77,7 @@ class Authenticator:
         bearer = header.lower().startswith("bearer ")
         token = header[7:].strip() if bearer else request.cookies.get("entrega_token", "")
         if token and not bearer and request.method not in ("GET", "HEAD", "OPTIONS") \
-                and "x-entrega-actor" not in request.headers:
+                and not from_our_pages(request):
             # A browser sends the cookie along with any form another site posts; the
             # dashboard's own calls add this header, which a cross-site form cannot.
             raise Forbidden("a change made with the login cookie needs the X-Entrega-Actor "
@@ -88,7 +89,7 @@ class Authenticator:
                     return Caller(name, role)
             raise Unauthorized("the token is not valid", hint="check ENTREGA_TOKEN")
         if self.open:
-            actor = request.headers.get("x-entrega-actor", "local")[:64]
+            actor = request.headers.get(ACTOR_HEADER, "local")[:64]
             return Caller(actor, "admin")
         return None
 

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 from entrega.api.auth import Authenticator
+from entrega.api.params import Environment, Limit, Version
 from entrega.errors import EntregaError
 from entrega.feedback import FeedbackIn, FeedbackIntake, FeedbackSettings, feedback_view
 from entrega.feedback.intake import (
@@ -32,6 +33,7 @@ from entrega.insights.gather import Sources, build_dora, build_report
 from entrega.insights.prometheus import render_metrics
 from entrega.insights.report import render_report_html
 from entrega.jsonin import loads_json
+from entrega.routers.embedded import proof
 from entrega.service import Service
 from entrega.store.insights_repository import InsightsRepository
 from entrega.web import dashboard_router
@@ -111,7 +113,9 @@ def insights_router(service: Service, auth: Authenticator, *,
     settings = settings or feedback_settings(service.config)
     intake = FeedbackIntake(
         app=service.app, repo=service.repo, insights=insights, settings=settings,
-        key=load_or_create_key(service.config.state_path / "feedback.key"), clock=clock)
+        key=load_or_create_key(service.config.state_path / "feedback.key"),
+        router_key=proof.load_or_create_key(proof.key_path(service.config.state_path)),
+        clock=clock)
 
     def cors(request: Request) -> dict[str, str]:
         origin = request.headers.get("origin")
@@ -129,7 +133,8 @@ def insights_router(service: Service, auth: Authenticator, *,
             body = parse_feedback(await read_body(request, settings.max_body_bytes),
                                   request.headers.get("content-type", ""))
             client = intake.client_of(request.client.host if request.client else None,
-                                      request.headers.get("x-forwarded-for"))
+                                      request.headers.get("x-forwarded-for"),
+                                      request.headers.getlist(proof.HEADER))
             row = intake.submit(body, client=client,
                                 header_release=request.headers.get(RELEASE_HEADER),
                                 cookie_release=request.cookies.get(RELEASE_COOKIE),
@@ -165,9 +170,9 @@ def insights_router(service: Service, auth: Authenticator, *,
                         headers={"Cache-Control": "public, max-age=300"})
 
     @router.get("/api/v1/feedback")
-    async def list_feedback(request: Request, version: str | None = None,
-                            environment: str | None = None,
-                            limit: int = 200) -> dict[str, Any]:
+    async def list_feedback(request: Request, version: Version | None = None,
+                            environment: Environment | None = None,
+                            limit: Limit = 200) -> dict[str, Any]:
         auth.require(request, "viewer")
         rows = insights.feedback(service.app, version=version, environment=environment,
                                  limit=max(1, min(limit, 5000)))
@@ -179,8 +184,9 @@ def insights_router(service: Service, auth: Authenticator, *,
                             if version is None or v == version}}
 
     @router.get("/api/v1/releases/{version}/report", response_model=None)
-    async def report(version: str, request: Request, format: str = "json",
-                     environment: str | None = None) -> Response | dict[str, Any]:
+    async def report(version: Version, request: Request,
+                     format: str = "json",
+                     environment: Environment | None = None) -> Response | dict[str, Any]:
         auth.require(request, "viewer")
         if format not in ("json", "html"):
             raise BadRequest(f"unknown format {format!r}", hint="use json or html")
@@ -192,12 +198,12 @@ def insights_router(service: Service, auth: Authenticator, *,
         return data
 
     @router.get("/api/v1/dora")
-    async def dora(request: Request, environment: str | None = None,
+    async def dora(request: Request, environment: Environment | None = None,
                    days: float = 90) -> dict[str, Any]:
         auth.require(request, "viewer")
         env = environment or service.config.environments[-1].name
         service.config.environment(env)
-        if not 0 < days <= 3660:
+        if not 0 < days <= 3660:  # (also refuses nan)
             raise BadRequest("days must be between 0 and 3660")
         return build_dora(sources, environment=env, days=days, now=clock()).to_dict()
 

@@ -18,6 +18,7 @@ from entrega.cli.main import ConfigOpt, JsonOpt, _Context, _ctx, _print_json, ap
 from entrega.cli.render import clock
 from entrega.errors import EntregaError
 from entrega.insights.report import format_change, format_duration, format_figure
+from entrega.names import check_version
 
 AppOpt = typer.Option(None, "--app", help="The app (must be the one entrega.yaml delivers).")
 
@@ -67,7 +68,8 @@ def feedback(version: str = typer.Option(None, "--version", "-v", help="Only thi
 
 
 @app.command()
-def report(version: str = typer.Argument(..., help="The release, e.g. v2."),
+def report(version: str = typer.Argument(..., help="The release, e.g. v2.",
+                                        callback=check_version),
            fmt: str = typer.Option("text", "--format", "-f", help="text, json or html."),
            output: Path = typer.Option(None, "--output", "-o",
                                        help="Write to this file (html: default "

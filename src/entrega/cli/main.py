@@ -18,6 +18,7 @@ from entrega.cli.client import Client, server_url
 from entrega.cli.init_template import render as render_template
 from entrega.config import CONFIG_FILE, Config, config_schema, load_config
 from entrega.errors import EntregaError
+from entrega.names import check_optional_version, check_version
 
 app = typer.Typer(help="entrega: continuous delivery for network services.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -131,7 +132,8 @@ def down(config: str = ConfigOpt) -> None:
 
 @app.command()
 def deploy(
-    version: str = typer.Argument(..., help="The release's version, e.g. v2 or 1.4.0."),
+    version: str = typer.Argument(..., help="The release's version, e.g. v2 or 1.4.0.",
+                                  callback=check_version),
     artifact: Path = typer.Option(None, "--artifact", "-a",
                                   help="Directory or .tar.gz to create the release from."),
     env: str = typer.Option(None, "--env", "-e", help="Environment (default: the first)."),
@@ -239,7 +241,8 @@ def rollback(app_name: str = typer.Argument(None, metavar="[APP]",
                                             help="The app (must match entrega.yaml)."),
              env: str = EnvOpt,
              to: str = typer.Option(None, "--to", help="Release to restore (default: the "
-                                                       "one the current release replaced)."),
+                                                       "one the current release replaced).",
+                                    callback=check_optional_version),
              config: str = ConfigOpt) -> None:
     """Abort the rollout in progress, or restore an earlier release at once."""
     ctx = _ctx(config)

@@ -22,6 +22,7 @@ from entrega.cli.main import (
     console,
 )
 from entrega.errors import EntregaError
+from entrega.names import check_version
 
 release_app = typer.Typer(help="Create releases (what CI's webhook does).",
                           no_args_is_help=True)
@@ -46,7 +47,8 @@ def _tarball(directory: Path, into: Path) -> Path:
 
 @release_app.command("create")
 def release_create(
-    version: str = typer.Argument(..., help="The new release's version."),
+    version: str = typer.Argument(..., help="The new release's version.",
+                                  callback=check_version),
     artifact: Path = typer.Option(..., "--artifact", "-a", help="Directory or .tar.gz."),
     commit_sha: str = typer.Option(None, "--commit-sha", help="The commit built."),
     commit_time: str = typer.Option(None, "--commit-time",
@@ -89,11 +91,11 @@ def approve(
     config: str = ConfigOpt,
 ) -> None:
     """Pass a manual gate: the release enters the environment."""
-    ctx = _ctx(config)
     if len(args) > 2:
         raise EntregaError("give at most an app and a version")
+    version = check_version(args[-1])
+    ctx = _ctx(config)
     check_app(ctx.config, args[0] if len(args) == 2 else None)
-    version = args[-1]
     if env is None:
         gated = [e.name for e in ctx.config.environments if e.gate == "manual"]
         if len(gated) != 1:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
 from entrega.errors import EntregaError
-from entrega.feedback.model import NAME, UNKNOWN, FeedbackIn
+from entrega.feedback.model import UNKNOWN, FeedbackIn
 from entrega.feedback.ratelimit import TokenBuckets
+from entrega.names import is_version
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Feedback
 from entrega.store.repository import Repository
@@ -29,6 +31,7 @@ from entrega.store.repository import Repository
 RELEASE_HEADER = "x-entrega-release"
 ENVIRONMENT_HEADER = "x-entrega-environment"
 RELEASE_COOKIE = "entrega-release"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,10 @@ class FeedbackSettings:
     #: Origins allowed to post across origins ("*": any, without credentials). The widget
     #: posts to its own page's origin through the router and needs none.
     cors_origins: tuple[str, ...] = ("*",)
-    #: Peers whose X-Forwarded-For is believed (the embedded router connects from here).
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: Proxies (addresses or networks) in front of the server whose X-Forwarded-For is
+    #: believed. None by default: any local process can connect from loopback, so being on
+    #: loopback proves nothing. The embedded router is believed through its key instead.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class RateLimited(EntregaError):
@@ -53,6 +58,18 @@ class RateLimited(EntregaError):
         super().__init__("too much feedback from this client",
                          hint=f"try again in {retry_after_s:.0f} s")
         self.retry_after_s = retry_after_s
+
+
+def parse_proxies(entries: Sequence[str]) -> tuple[IPNetwork, ...]:
+    """``trusted_proxies`` entries as networks (an address is a network of one)."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"trusted proxy {entry!r}: expected an IP address or network "
+                             "(like 10.0.0.5 or 10.0.0.0/24)") from None
+    return tuple(networks)
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -71,25 +88,50 @@ def load_or_create_key(path: Path) -> bytes:
 class FeedbackIntake:
     def __init__(self, *, app: str, repo: Repository, insights: InsightsRepository,
                  key: bytes, settings: FeedbackSettings | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 router_key: bytes = b"", clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.repo = repo
         self.insights = insights
         self.key = key
         self.settings = settings or FeedbackSettings()
+        #: what the embedded routers send as ``X-Entrega-Router-Key`` (routers/embedded/proof.py)
+        self.router_key = router_key
+        self.trusted_proxies = parse_proxies(self.settings.trusted_proxies)
         self.clock = clock
         self.buckets = TokenBuckets(rate_per_s=self.settings.rate_per_minute / 60,
                                     burst=self.settings.burst)
 
-    def client_of(self, peer: str | None, forwarded_for: str | None) -> str:
-        """A keyed hash of the client's address: the peer's, or the last hop a trusted
-        proxy (the router) appended to X-Forwarded-For."""
+    def client_of(self, peer: str | None, forwarded_for: str | None,
+                  router_proofs: Sequence[str] = ()) -> str:
+        """A keyed hash of the client's address.
+
+        The peer's address, unless the peer is a proxy we believe: an embedded router that
+        sent its key, or a configured ``trusted_proxies`` entry. Then the hop that proxy
+        appended to X-Forwarded-For, and so on leftwards while the hop is itself a trusted
+        proxy. Hops a client wrote itself are never reached.
+        """
         address = peer or "?"
-        if forwarded_for and address in self.settings.trusted_proxies:
-            hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-            if hops:
-                address = hops[-1]
+        believed = self._from_router(router_proofs) or self._trusted(address)
+        hops = [h.strip() for h in (forwarded_for or "").split(",") if h.strip()]
+        while believed and hops:
+            address = hops.pop()
+            believed = self._trusted(address)
         return hmac.new(self.key, address.encode(), hashlib.sha256).hexdigest()[:24]
+
+    def _from_router(self, proofs: Sequence[str]) -> bool:
+        # Every value is checked: a visitor's own header of that name, forwarded beside the
+        # router's, must neither count nor hide the real one.
+        key = self.router_key
+        return bool(key) and any(hmac.compare_digest(p.strip().encode(), key) for p in proofs)
+
+    def _trusted(self, address: str) -> bool:
+        if not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
 
     def admit(self, client: str) -> None:
         """Take one submission from the client's bucket, or raise :class:`RateLimited`."""
@@ -103,7 +145,7 @@ class FeedbackIntake:
         """(version or ``unknown``, environment or None, the claimed name if unknown)."""
         claimed = body.version or header_release or \
             (unquote(cookie_release) if cookie_release else None)
-        if claimed and (not NAME.match(claimed) or self.repo.release(self.app, claimed) is None):
+        if claimed and (not is_version(claimed) or self.repo.release(self.app, claimed) is None):
             return UNKNOWN, self._environment(body.environment or header_environment, None), \
                 claimed[:128]
         environment = self._environment(body.environment or header_environment, claimed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -10,8 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from entrega.store.models import Feedback
 
 UNKNOWN = "unknown"
-#: A version or environment name as entrega accepts them; anything else is not a release.
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}$")
 MAX_COMMENT_CHARS = 2000
 MAX_TAGS = 10
 

@@ -10,18 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from entrega.errors import ReleaseConflict
+from entrega.names import check_version
 from entrega.releases.artifacts import ArtifactStore
 from entrega.store.models import Release
 from entrega.store.repository import Repository
-
-VERSION_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+")
-
-
-def check_version(version: str) -> str:
-    if not version or len(version) > 128 or not set(version) <= VERSION_CHARS \
-            or version.startswith("."):
-        raise ValueError(f"invalid version {version!r}: use letters, digits and . - _ +")
-    return version
 
 
 def create_release(repo: Repository, artifacts: ArtifactStore, *, app: str, version: str,

@@ -10,6 +10,15 @@ from fastapi import Request
 from entrega.errors import EntregaError
 
 TOKEN_COOKIE = "entrega_token"
+#: A cookie-writing or cookie-authenticated POST must carry this header. A browser sends
+#: cookies with any form another site posts here, but such a form cannot add a header
+#: (and a cross-site fetch that adds one needs a CORS preflight, which we never grant).
+ACTOR_HEADER = "x-entrega-actor"
+
+
+def from_our_pages(request: Request) -> bool:
+    """True when the request carries the header only our own pages' scripts add."""
+    return ACTOR_HEADER in request.headers
 
 
 class CallerLike(Protocol):

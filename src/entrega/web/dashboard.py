@@ -2,7 +2,10 @@
 
 Pages need the viewer role, like the API's reads. Login checks the token with the API's
 own authenticator and stores it in the ``entrega_token`` cookie (HttpOnly, so scripts
-never see it; SameSite=Strict, so another site cannot make the browser use it).
+never see it; SameSite=Strict, so another site cannot make the browser use it). Login and
+logout write that cookie, so like every cookie-authenticated change they need the
+X-Entrega-Actor header (static/forms.js sends it): another site's form cannot log a
+browser in with the attacker's token, nor out.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from entrega.insights.report import (
 )
 from entrega.service import Service
 from entrega.store.insights_repository import InsightsRepository
-from entrega.web.auth import TOKEN_COOKIE, AuthLike, CallerLike, caller_or_none, check_token
+from entrega.web.auth import (
+    TOKEN_COOKIE,
+    AuthLike,
+    CallerLike,
+    caller_or_none,
+    check_token,
+    from_our_pages,
+)
 
 #: How often the page polls, in ms: live enough to watch a canary step, cheap for the server.
 POLL_MS = 1500
@@ -127,11 +137,21 @@ def dashboard_router(service: Service, auth: AuthLike, *,
         return page("login.html.j2", app=service.app, open=auth.open, error=None,
                     next=_safe_next(next), caller=None)
 
+    def cross_site(target: str) -> Response:
+        refused = page("login.html.j2", app=service.app, open=auth.open, next=target,
+                       caller=None, error="Refused: log in and out from entrega's own pages "
+                                          "(a form posted by another site, or JavaScript "
+                                          "is off).")
+        refused.status_code = 403
+        return refused
+
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
         target = _safe_next((form.get("next") or ["/"])[0])
+        if not from_our_pages(request):
+            return cross_site(target)  # login CSRF: someone else's token in your browser
         caller = check_token(auth, token) if token else None
         if caller is None:
             refused = page("login.html.j2", app=service.app, open=auth.open,
@@ -144,7 +164,9 @@ def dashboard_router(service: Service, auth: AuthLike, *,
         return response
 
     @router.post("/logout")
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        if not from_our_pages(request):
+            return cross_site("/")
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(TOKEN_COOKIE, path="/")
         return response

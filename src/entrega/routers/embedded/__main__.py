@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--control-plane-url",
                    help="http://HOST:PORT of entrega's server: requests under /.entrega/ "
                         "(user feedback) are forwarded there")
+    p.add_argument("--control-plane-key-file",
+                   help="file holding the key that proves to entrega's server that a "
+                        "request came through this router (its X-Forwarded-For is believed)")
     d = ProxySettings()
     p.add_argument("--upstream-timeout-s", type=float, default=d.upstream_timeout_s)
     p.add_argument("--connect-timeout-s", type=float, default=d.connect_timeout_s)

@@ -42,6 +42,7 @@ from entrega.routers.base import (
     RouterMetrics,
     Routes,
 )
+from entrega.routers.embedded import proof
 
 START_TIMEOUT_S = 15.0
 #: POST /shutdown waits for the drain (10 s by default) plus process exit.
@@ -108,7 +109,10 @@ class EmbeddedRouter(Router):
         if self.metrics_listen:
             cmd += ["--metrics-listen", self.metrics_listen]
         if self.control_plane_url:
-            cmd += ["--control-plane-url", self.control_plane_url]
+            key = proof.key_path(self.dir.parents[1])  # self.dir: <state>/routers/<name>
+            proof.load_or_create_key(key)
+            cmd += ["--control-plane-url", self.control_plane_url,
+                    "--control-plane-key-file", str(key)]
         with open(self.log_path, "ab") as log:
             self._proc = proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -30,6 +30,9 @@ from entrega.routers.embedded.state import parse_routes, save_routes
 from entrega.routers.embedded.table import validate_routes
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: a request head (and then its body) must arrive within this; the controller sends each
+#: in one write, so only a stuck or hostile client is ever cut off
+HEADER_TIMEOUT_S = 10.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             411: "Length Required", 413: "Content Too Large", 500: "Internal Server Error"}
 
@@ -74,8 +77,10 @@ class DataPlane(Protocol):
 
 class ControlServer:
     def __init__(self, plane: DataPlane, *, state_path: Path, info: dict[str, object],
-                 on_shutdown: Callable[[], None]) -> None:
+                 on_shutdown: Callable[[], None],
+                 header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
         self.plane = plane
+        self.header_timeout_s = header_timeout_s
         self.state_path = state_path
         self.info = info
         self.on_shutdown = on_shutdown
@@ -92,8 +97,9 @@ class ControlServer:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"),
+                                                  self.header_timeout_s)
+                except (asyncio.IncompleteReadError, TimeoutError):
                     return
                 lines = head.decode("latin-1").split("\r\n")
                 parts = lines[0].split(" ")
@@ -114,7 +120,8 @@ class ControlServer:
                 if length > MAX_BODY_BYTES:
                     await self._answer(writer, 413, {"error": "body too large"}, False)
                     return
-                body = await reader.readexactly(length) if length else b""
+                body = await asyncio.wait_for(reader.readexactly(length),
+                                              self.header_timeout_s) if length else b""
                 status, payload = await self._dispatch(method, target.split("?")[0], body)
                 await self._answer(writer, status, payload, keep)
                 if method == "POST" and target == "/shutdown" and status == 200:
@@ -123,7 +130,7 @@ class ControlServer:
                 if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError):
+                ValueError, TimeoutError):
             return
         finally:
             writer.close()

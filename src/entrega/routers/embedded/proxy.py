@@ -75,7 +75,7 @@ class Proxy:
     """State shared by every connection of one router process."""
 
     def __init__(self, settings: ProxySettings, *, app: str = "",
-                 control_plane_url: str | None = None) -> None:
+                 control_plane_url: str | None = None, control_plane_key: bytes = b"") -> None:
         self.settings = settings
         self.app = app
         self.loop = asyncio.get_running_loop()
@@ -100,6 +100,9 @@ class Proxy:
             self.control_route = ReleaseRoute("control-plane", [pool], ReleaseStats(),
                                               release_header=False)
             self.control_prefix = prefix
+        #: proves to the control plane that the request came through this router (proof.py)
+        self.control_proof = b"X-Entrega-Router-Key: " + control_plane_key + wire.CRLF \
+            if control_plane_key else b""
         self.clients: set[ClientConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -363,6 +366,7 @@ class ClientConnection(asyncio.Protocol):
                 refuse = 404
             else:
                 out[2] = proxy.control_prefix + url
+                out.append(proxy.control_proof)
                 pinned = cookie_value(cookie, PIN_COOKIE) if cookie else None
                 if pinned:
                     out += (b"X-Entrega-Release: ", unquote_to_bytes(pinned), wire.CRLF)

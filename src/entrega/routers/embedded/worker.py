@@ -31,6 +31,7 @@ import signal
 import socket
 
 from entrega.routers.base import Routes
+from entrega.routers.embedded import proof
 from entrega.routers.embedded.lifecycle import EXIT_USAGE
 from entrega.routers.embedded.link import MAX_LINE_BYTES, Message, serve_link
 from entrega.routers.embedded.listeners import BACKLOG
@@ -95,7 +96,8 @@ class Worker:
 async def run_worker(args: argparse.Namespace, settings: ProxySettings) -> int:
     loop = asyncio.get_running_loop()
     try:
-        proxy = Proxy(settings, app=args.app, control_plane_url=args.control_plane_url)
+        proxy = Proxy(settings, app=args.app, control_plane_url=args.control_plane_url,
+                      control_plane_key=proof.read_key(args.control_plane_key_file))
     except ValueError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
