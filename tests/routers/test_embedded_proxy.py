@@ -362,22 +362,21 @@ async def test_truncated_upstream_response_closes_client(
     assert (await client.get("/")).status_code == 200
 
 
-async def test_pooled_connection_closed_by_upstream_is_retried(
+async def test_pooled_connection_closed_by_upstream_is_retried_if_idempotent(
         router: EmbeddedRouter, backends: dict[str, Backend]) -> None:
     await router.set_routes(make_routes(backends, {"v3": 100}))
     async with httpx.AsyncClient(base_url=f"http://{router.listen}") as c:
-        for _ in range(3):
+        for method in ("GET", "HEAD", "OPTIONS"):
             assert (await c.get("/arm-close")).status_code == 200
             # the pooled connection is dropped by the backend as this request arrives
-            r = await c.get("/")
-            assert (r.status_code, r.text) == (200, "v3")
-            assert (await c.get("/arm-close")).status_code == 200
-            r = await c.post("/sha", content=b"x" * 1000)  # small body: replayable
-            assert r.status_code == 200 and r.json()["size"] == 1000
-        # the backend closes after reading 100 kB of body: more than the router holds
-        assert (await c.get("/arm-close?after=100000")).status_code == 200
-        r = await c.post("/sha", content=b"x" * 200_000)
+            r = await c.request(method, "/")
+            assert r.status_code == 200 and r.headers["x-backend"] == "v3"
+        # A POST whose head reached the app is not replayed (the app may have acted on
+        # it, as when it is killed mid-request): 502, and nothing sent twice.
+        assert (await c.get("/arm-close")).status_code == 200
+        r = await c.post("/sha", content=b"x" * 1000)
         assert r.status_code == 502 and r.headers["x-entrega-release"] == "v3"
+        assert (await c.post("/sha", content=b"x" * 1000)).json()["size"] == 1000
 
 
 async def test_request_head_limits(make_router: RouterFactory,
