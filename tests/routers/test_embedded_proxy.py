@@ -393,6 +393,27 @@ async def test_request_head_limits(make_router: RouterFactory,
     assert reply == b"" and time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\n",                                 # HTTP/1.1 without Host
+    b"GET / HTTP/1.1\r\nHost: shop\r\nHost: evil\r\n",   # two, different
+    b"GET / HTTP/1.1\r\nHost: shop\r\nhost: shop\r\n",   # two, equal
+    b"GET / HTTP/1.0\r\nHost: shop\r\nHost: evil\r\n",   # HTTP/1.0 may omit it, not double it
+    b"POST /sha HTTP/1.1\r\nContent-Length: 3\r\n",      # (its body is not forwarded)
+], ids=["missing", "two-different", "two-equal", "http10-two", "post-missing"])
+async def test_request_without_exactly_one_host_is_refused(
+        router: EmbeddedRouter, backends: dict[str, Backend], head: bytes) -> None:
+    await router.set_routes(make_routes(backends, {"v3": 100}))
+    before = backends["v3"].connections()
+    reply = await raw(router, head + b"\r\n" + (b"abc" if head.startswith(b"POST") else b""))
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in reply
+    assert b"exactly one Host header" in reply and b"X-Entrega-Release" not in reply
+    assert backends["v3"].connections() == before  # nothing reached the app
+    # one Host, or an HTTP/1.0 request without one (the router adds its own), are served
+    reply = await raw(router, b"GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"v3")
+    assert (await raw(router, b"GET / HTTP/1.0\r\n\r\n")).endswith(b"v3")
+
+
 async def test_websocket_upgrade_is_spliced(
         router: EmbeddedRouter, backends: dict[str, Backend]) -> None:
     await router.set_routes(make_routes(backends, {"v2": 100}))

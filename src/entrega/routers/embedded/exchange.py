@@ -262,16 +262,18 @@ class Exchange:
         pool = self.pool
         assert route is not None and pool is not None
         timeout_s = proxy.settings.connect_timeout_s
-        attempts = len(route.pools)
+        pools = route.pools
+        # each endpoint once, from this one on (not ``next_pool``: requests made meanwhile
+        # move the round-robin, which could hand back the endpoint that just refused)
+        first = pools.index(pool)
         try:
-            for attempt in range(attempts):
+            for attempt in range(len(pools)):
+                pool = self.pool = pools[(first + attempt) % len(pools)]
                 try:
                     async with asyncio.timeout(timeout_s):
                         _, conn = await proxy.loop.create_connection(
                             partial(UpstreamConnection, pool), pool.host, pool.port)
                 except (OSError, TimeoutError):
-                    if attempt + 1 < attempts:
-                        pool = self.pool = route.next_pool()
                     continue
                 if self.resp_done or client.closed:
                     conn.close()
