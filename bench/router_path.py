@@ -36,7 +36,8 @@ REQUESTS = {
         b"Chrome/120.0 Safari/537.36\r\n"
         b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
         b"Accept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n"
-        b"Connection: keep-alive\r\nCookie: session=abc123; entrega-release=v1; theme=dark\r\n"
+        b"Connection: keep-alive\r\nCookie: session=abc123; entrega-release=v1; "
+        b"entrega-pin=e3b0c442.42; theme=dark\r\n"  # a returning visitor: its pin is current
         b"Upgrade-Insecure-Requests: 1\r\nSec-Fetch-Dest: document\r\n"
         b"Sec-Fetch-Mode: navigate\r\nX-Forwarded-For: 203.0.113.9\r\n"
         b"X-Forwarded-Proto: https\r\n\r\n"),

@@ -14,7 +14,8 @@ Answers with its own name and serves the odd behaviours the router tests need:
                       arrives, after reading N bytes of its body
     POST /sha         sha256 hex and length of the request body (CL or chunked)
     /ws               Upgrade: 101, then echoes bytes
-    /stats            {"connections": connections accepted so far, not counting /stats ones}
+    /stats            {"connections": connections accepted so far, not counting /stats ones,
+                       "sleeping": requests read whole and waiting in /slow now}
     /.entrega/...     JSON {"backend", "method", "path", "headers"}: stands in for entrega's
                       server behind the router's control-plane passthrough
 """
@@ -51,6 +52,7 @@ class Backend:
         self.name = name
         self.connections = 0
         self.stats_calls = 0
+        self.sleeping = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -98,7 +100,11 @@ class Backend:
                 path = url.path
                 extra = f"X-Backend: {self.name}\r\n"
                 if path == "/slow":
-                    await asyncio.sleep(int(q.get("ms", "100")) / 1000)
+                    self.sleeping += 1
+                    try:
+                        await asyncio.sleep(int(q.get("ms", "100")) / 1000)
+                    finally:
+                        self.sleeping -= 1
                     body = self.name.encode()
                 elif path == "/headers":
                     body = json.dumps(headers).encode()
@@ -107,8 +113,8 @@ class Backend:
                                        "headers": headers, "size": size}).encode()
                 elif path == "/stats":
                     self.stats_calls += 1  # each call comes on a connection of its own
-                    body = json.dumps(
-                        {"connections": self.connections - self.stats_calls}).encode()
+                    body = json.dumps({"connections": self.connections - self.stats_calls,
+                                       "sleeping": self.sleeping}).encode()
                 elif path == "/sha":
                     body = json.dumps({"sha256": sha.hexdigest(), "size": size}).encode()
                 elif path == "/status":

@@ -1,10 +1,12 @@
-"""Real backends (tests/routers/backend.py processes) and real router processes."""
+"""Real backends (tests/routers/backend.py processes) and real router processes (embedded,
+and HAProxy: its fixture fails, never skips, when haproxy is missing)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 from entrega.net import Endpoint, free_port
 from entrega.routers.base import CohortRule, Routes
 from entrega.routers.embedded import EmbeddedRouter
+from entrega.routers.haproxy import HaproxyRouter
 
 BACKEND_SCRIPT = Path(__file__).with_name("backend.py")
 
@@ -36,6 +39,11 @@ class Backend:
 
     def connections(self) -> int:
         return int(httpx.get(f"http://127.0.0.1:{self.port}/stats").json()["connections"])
+
+    async def sleeping(self) -> int:
+        """Requests this backend has read whole and holds in ``/slow`` right now."""
+        async with httpx.AsyncClient() as c:
+            return int((await c.get(f"http://127.0.0.1:{self.port}/stats")).json()["sleeping"])
 
 
 def start_backend(name: str) -> Backend:
@@ -127,3 +135,26 @@ async def router(make_router: RouterFactory) -> EmbeddedRouter:
 async def client(router: EmbeddedRouter) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"http://{router.listen}", timeout=30) as c:
         yield c
+
+
+HaproxyFactory = Callable[..., Awaitable[HaproxyRouter]]
+
+
+@pytest.fixture
+async def make_haproxy(tmp_path: Path) -> AsyncIterator[HaproxyFactory]:
+    binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    assert binary, "haproxy is not installed: run scripts/install-system-deps.sh"
+    made: list[HaproxyRouter] = []
+
+    async def make(name: str = "h", **options: object) -> HaproxyRouter:
+        options.setdefault("preview_listen", None)
+        router = HaproxyRouter(name=name, listen=f"127.0.0.1:{free_port()}",
+                               state_dir=tmp_path, app="shop", binary=binary,
+                               **options)  # type: ignore[arg-type]
+        made.append(router)
+        await router.ensure_running()
+        return router
+
+    yield make
+    for router in made:
+        await router.shutdown()

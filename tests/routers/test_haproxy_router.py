@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
+import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -18,37 +17,14 @@ import pytest
 
 from entrega.errors import RouterError
 from entrega.net import free_port
-from entrega.routers.base import CohortRule
+from entrega.routers.base import CohortRule, pin_tag
 from entrega.routers.embedded.cohort import user_bucket
 from entrega.routers.haproxy import HaproxyRouter
-from tests.routers.conftest import Backend, make_routes, wait_for
+from tests.routers.conftest import Backend, HaproxyFactory, make_routes, wait_for
 
 pytestmark = pytest.mark.real
 
 PIN = "entrega-release"
-HaproxyFactory = Callable[..., Awaitable[HaproxyRouter]]
-
-
-@pytest.fixture
-async def make_haproxy(tmp_path: Path) -> AsyncIterator[HaproxyFactory]:
-    binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
-    assert binary, "haproxy is not installed: run scripts/install-system-deps.sh"
-    made: list[HaproxyRouter] = []
-
-    async def make(name: str = "h", **options: object) -> HaproxyRouter:
-        options.setdefault("preview_listen", None)
-        router = HaproxyRouter(name=name, listen=f"127.0.0.1:{free_port()}",
-                               state_dir=tmp_path, app="shop", binary=binary,
-                               **options)  # type: ignore[arg-type]
-        made.append(router)
-        await router.ensure_running()
-        return router
-
-    yield make
-    for router in made:
-        await router.shutdown()
-
-
 @pytest.fixture
 async def haproxy(make_haproxy: HaproxyFactory) -> HaproxyRouter:
     return await make_haproxy(preview_listen=f"127.0.0.1:{free_port()}")
@@ -87,17 +63,21 @@ async def test_release_header_pins_and_rollback(
     async with httpx.AsyncClient(base_url=f"http://{haproxy.listen}") as c:
         r = await c.get("/")
         pinned = r.headers["x-entrega-release"]
-        assert r.headers["set-cookie"] == f"{PIN}={pinned}; Path=/; HttpOnly; SameSite=Lax"
+        release_cookie, pin_cookie = r.headers.get_list("set-cookie")
+        assert release_cookie == f"{PIN}={pinned}; Path=/; HttpOnly; SameSite=Lax"
+        assert re.fullmatch(f"entrega-pin={pin_tag('')}\\.[0-9]{{1,2}}; Path=/; HttpOnly; "
+                            "SameSite=Lax", pin_cookie), pin_cookie
         for _ in range(20):
             r = await c.get("/")
             assert r.headers["x-entrega-release"] == pinned and "set-cookie" not in r.headers
-    async with httpx.AsyncClient(base_url=f"http://{haproxy.listen}",
-                                 cookies={PIN: "v2"}) as c:
-        assert (await c.get("/")).headers["x-entrega-release"] == "v2"
+        c.cookies.clear()
+        while (await c.get("/")).headers["x-entrega-release"] != "v2":
+            c.cookies.clear()  # a new visitor, until one is drawn to v2
         await haproxy.set_routes(make_routes(backends, {"v1": 100, "v2": 0}))  # rollback
         r = await c.get("/")
         assert r.headers["x-entrega-release"] == "v1"
         assert r.headers["set-cookie"].startswith(f"{PIN}=v1;")
+        assert c.cookies[PIN] == "v1"
 
 
 async def test_cohort_header_allowlist_and_percent(
@@ -243,3 +223,26 @@ async def test_adopts_a_running_haproxy_and_refuses_bad_tables(
     async with httpx.AsyncClient(base_url=f"http://{first.stats_listen}") as c:
         text = (await c.get("/metrics")).text
     assert "haproxy_backend_http_responses_total" in text
+
+
+async def test_host_header_checks(haproxy: HaproxyRouter,
+                                  backends: dict[str, Backend]) -> None:
+    await haproxy.set_routes(make_routes(backends, {"v3": 100}))
+    host, port = haproxy.listen.rsplit(":", 1)
+
+    async def status(head: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head + b"Connection: close\r\n\r\n")
+        try:
+            return (await asyncio.wait_for(reader.read(-1), 10)).split(b"\r\n", 1)[0]
+        finally:
+            writer.close()
+
+    # our rule: HTTP/1.1 without Host; HAProxy's own: two different values
+    assert await status(b"GET / HTTP/1.1\r\n") == b"HTTP/1.1 400 Bad request"
+    assert await status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n") == \
+        b"HTTP/1.1 400 Bad request"
+    # HAProxy merges two equal values into one Host (the app sees one): served
+    assert await status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n") == b"HTTP/1.1 200 OK"
+    assert await status(b"GET / HTTP/1.1\r\nHost: a\r\n") == b"HTTP/1.1 200 OK"
+    assert await status(b"GET / HTTP/1.0\r\n") == b"HTTP/1.1 200 OK"

@@ -161,9 +161,9 @@ class ActionRunner:
 
     async def ensure_routes(self, rt: EnvironmentRuntime, weights: dict[str, int],
                             preview: str | None, cohort: CohortRule | None = None, *,
-                            force: bool = False) -> bool:
+                            force: bool = False, rollout_id: int | None = None) -> bool:
         """Make the router's table match; True when it had to change it."""
-        wanted = rt.routes_for(weights, preview, cohort)
+        wanted = rt.routes_for(weights, preview, cohort, rollout_id=rollout_id)
         try:
             if not force and (await rt.router.get_routes()).same_table(wanted):
                 return False
@@ -184,7 +184,8 @@ class ActionRunner:
                 await self.ensure_started(rt, version)
             spec = spec_from_dict(row.spec)
             rule = cohort_rule(spec.cohort, action.cohort, canary=row.version, app=self.app)
-            await self.ensure_routes(rt, action.weights, action.preview, rule, force=True)
+            await self.ensure_routes(rt, action.weights, action.preview, rule, force=True,
+                                     rollout_id=row.id)
             shown = ", ".join(f"{v} {w}%" for v, w in action.weights.items())
             if rule is not None:
                 shown += f"; cohort{' + ' if rule.header else ' '}{rule.percent}% of users" \

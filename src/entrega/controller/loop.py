@@ -223,7 +223,8 @@ class Controller:
         try:
             for version in sorted(set(weights) | ({preview} if preview else set())):
                 await self.actions.ensure_started(rt, version)
-            await self.actions.ensure_routes(rt, weights, preview, cohort)
+            await self.actions.ensure_routes(rt, weights, preview, cohort,
+                                             rollout_id=active.id if active else None)
             now = self.clock()
             if now - self._last_observe.get(rt.name, 0.0) >= OBSERVE_INTERVAL_S:
                 self._last_observe[rt.name] = now

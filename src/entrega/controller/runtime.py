@@ -83,19 +83,22 @@ class EnvironmentRuntime:
         return self.config.name
 
     def routes_for(self, weights: dict[str, int], preview: str | None,
-                   cohort: CohortRule | None = None) -> Routes:
+                   cohort: CohortRule | None = None, *, rollout_id: int | None = None) -> Routes:
         """The route table that sends ``weights``, ``preview`` and the cohort to running
         instances.
 
         A release with no known endpoints yet is left out of the table (it cannot take
-        traffic); the weights of the others are kept as they are.
+        traffic); the weights of the others are kept as they are. Visitors' pins are drawn
+        per rollout (``pin_salt``): a pin from an earlier rollout is drawn again, so it
+        cannot keep a visitor off a new canary.
         """
         wanted = set(weights) | ({preview} if preview else set())
         backends = {v: self.endpoints[v] for v in sorted(wanted) if self.endpoints.get(v)}
         return Routes(backends=backends,
                       weights={v: w for v, w in weights.items() if v in backends},
                       cohort=cohort if cohort and cohort.release in backends else None,
-                      preview=preview if preview in backends else None)
+                      preview=preview if preview in backends else None,
+                      pin_salt=f"rollout-{rollout_id}" if rollout_id is not None else "")
 
 
 def build_runtime(config: Config, env: EnvironmentConfig) -> EnvironmentRuntime:

@@ -11,6 +11,7 @@ down and after a restart of its own.
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass, field
 
 from entrega.net import Endpoint
@@ -118,6 +119,14 @@ class Routes:
         return (self.backends == other.backends and self.weights == other.weights
                 and self.cohort == other.cohort and self.preview == other.preview
                 and self.pin_salt == other.pin_salt)
+
+
+def pin_tag(pin_salt: str) -> str:
+    """The short, cookie-safe name of a pin salt that a router writes into each visitor's
+    draw cookie: a draw carrying another tag was made in another rollout and is redrawn.
+    (8 hex digits of sha256: a collision between two rollouts' tags, about one in four
+    billion, only means their visitors keep their draw.)"""
+    return hashlib.sha256(pin_salt.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,17 @@ Accounting invariant: ``start`` adds one to the release's ``inflight`` and exact
 ``_finish`` / ``client_gone`` / the end of a tunnel takes it back; the request is recorded
 (status, latency) once, when its answer ends or, for an upgrade, when the 101 arrives.
 
-Retry rule: a request sent on a reused pooled connection that the upstream closes before
-any response byte (it closed the idle connection just as we reused it) is sent again once
-on a new connection, provided every byte sent so far is still held (``replay``): no
-body, or a body no larger than ``replay_max_bytes``.
+Retry rule (HAProxy's ``retry-on conn-failure empty-response`` with ``redispatch``): a
+request whose upstream connection is lost before any response byte (the instance was
+killed, or closed a pooled connection just as we reused it) is sent once more, to
+another instance of the same release when it has one, provided that:
+
+- it is idempotent (GET, HEAD, OPTIONS): a POST whose bytes may have reached the app is
+  never replayed, since the app may have acted on it (a 502 is the honest answer; a
+  refused connect is no such case: ``_connect`` tries the next instance, nothing sent);
+- every byte sent so far is still held (``replay``): a body no larger than
+  ``replay_max_bytes``;
+- no byte of the answer went to the client, and the client is still there.
 """
 
 from __future__ import annotations
@@ -40,13 +47,13 @@ _clock = time.perf_counter
 class Exchange:
     __slots__ = ("client", "route", "route_header", "out", "replay", "replay_size", "chunked",
                  "is_head", "keep_alive", "http10", "refuse", "req_done", "resp_done",
-                 "head_sent", "upstream", "pool", "reused", "retried", "status", "started",
-                 "holding", "deadline", "tunnel", "upgrade")
+                 "head_sent", "upstream", "pool", "retried", "status", "started",
+                 "holding", "deadline", "tunnel", "upgrade", "idempotent")
 
     def __init__(self, client: ClientConnection, route: ReleaseRoute | None, head: bytes, *,
                  is_head: bool, chunked: bool, keep_alive: bool, http10: bool,
                  upgrade: bool = False, refuse: int = 0,
-                 route_header: bytes | None = None) -> None:
+                 route_header: bytes | None = None, idempotent: bool = False) -> None:
         self.client = client
         self.route = route
         #: response header lines the router adds: the release, and maybe the pin cookie
@@ -65,7 +72,6 @@ class Exchange:
         self.head_sent = False
         self.upstream: UpstreamConnection | None = None
         self.pool: EndpointPool | None = None
-        self.reused = False
         self.retried = False
         self.status = 0
         self.started = 0.0
@@ -74,6 +80,8 @@ class Exchange:
         self.tunnel = False
         #: asked to switch protocols: its upstream connection is never pooled again
         self.upgrade = upgrade
+        #: safe to send twice (retry rule above)
+        self.idempotent = idempotent
 
     @property
     def version(self) -> str:
@@ -86,6 +94,9 @@ class Exchange:
         if route is None or self.refuse:
             if self.refuse == 405:
                 self.fail(405, "CONNECT is not supported by this router")
+            elif self.refuse == 400:
+                self.fail(400, "a request needs exactly one Host header (HTTP/1.0: at most "
+                               "one)")
             elif self.refuse == 404:
                 self.fail(404, "/.entrega/ is entrega's own path, but this router has no "
                                "control plane to forward it to (start it with "
@@ -101,7 +112,6 @@ class Exchange:
         pool = self.pool = route.next_pool()
         conn = pool.acquire()
         if conn is not None:
-            self.reused = True
             self.deadline = proxy.now + proxy.upstream_timeout_s
             self._attach(conn)  # type: ignore[arg-type]
         else:
@@ -186,10 +196,14 @@ class Exchange:
             self._account(0)
             client.close()
             return
-        if (not got_bytes and self.reused and not self.retried and self.replay is not None
-                and not client.closed):
+        route = self.route
+        if (not got_bytes and self.idempotent and not self.retried and self.replay is not None
+                and not client.closed and route is not None):
             self.retried = True
-            self.reused = False
+            pool = route.next_pool()
+            if pool is conn.pool and len(route.pools) > 1:
+                pool = route.next_pool()
+            self.pool = pool
             self.out = list(self.replay)
             self.deadline = 0.0
             client.pause(wire.PAUSE_CONNECTING)
@@ -248,16 +262,18 @@ class Exchange:
         pool = self.pool
         assert route is not None and pool is not None
         timeout_s = proxy.settings.connect_timeout_s
-        attempts = len(route.pools)
+        pools = route.pools
+        # each endpoint once, from this one on (not ``next_pool``: requests made meanwhile
+        # move the round-robin, which could hand back the endpoint that just refused)
+        first = pools.index(pool)
         try:
-            for attempt in range(attempts):
+            for attempt in range(len(pools)):
+                pool = self.pool = pools[(first + attempt) % len(pools)]
                 try:
                     async with asyncio.timeout(timeout_s):
                         _, conn = await proxy.loop.create_connection(
                             partial(UpstreamConnection, pool), pool.host, pool.port)
                 except (OSError, TimeoutError):
-                    if attempt + 1 < attempts:
-                        pool = self.pool = route.next_pool()
                     continue
                 if self.resp_done or client.closed:
                     conn.close()

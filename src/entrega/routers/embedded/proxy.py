@@ -33,6 +33,7 @@ from entrega.routers.embedded.cohort import cookie_value
 from entrega.routers.embedded.exchange import Exchange
 from entrega.routers.embedded.metrics import MetricsRegistry, ReleaseStats
 from entrega.routers.embedded.pool import EndpointPool, PoolRegistry
+from entrega.routers.embedded.table import DRAW_COOKIE as _DRAW_COOKIE_NAME
 from entrega.routers.embedded.table import PIN_COOKIE as _PIN_COOKIE_NAME
 from entrega.routers.embedded.table import ReleaseRoute, RouteTable
 
@@ -40,6 +41,7 @@ log = logging.getLogger("entrega.router")
 
 _NO_NAMES: Final[frozenset[bytes]] = frozenset()
 PIN_COOKIE: Final = _PIN_COOKIE_NAME.encode()
+DRAW_COOKIE: Final = _DRAW_COOKIE_NAME.encode()
 
 
 class _HeadTooLarge(Exception):
@@ -304,7 +306,8 @@ class ClientConnection(asyncio.Protocol):
         url = self.url
         out = [method, b" ", url, wire.HTTP11]
         xff = cookie = b""
-        host = chunked = False
+        hosts = 0
+        chunked = False
         connection: list[bytes] | None = None
         upgrade_to = b""
         special = wire.REQUEST_SPECIAL
@@ -324,8 +327,10 @@ class ClientConnection(asyncio.Protocol):
                 out.append(wire.COLON)
                 out.append(value)
                 out.append(wire.CRLF)
-            elif kind == wire.HOST or kind == wire.CONTENT_LENGTH:
-                host = host or kind == wire.HOST
+            elif kind == wire.CONTENT_LENGTH:
+                out += (name, wire.COLON, value, wire.CRLF)
+            elif kind == wire.HOST:
+                hosts += 1
                 out += (name, wire.COLON, value, wire.CRLF)
             elif kind == wire.COOKIE:
                 cookie = value if not cookie else cookie + b"; " + value
@@ -343,8 +348,14 @@ class ClientConnection(asyncio.Protocol):
                 upgrade_to = value
         if connection is not None:
             out = wire.drop_named_headers(out, wire.named_hop_headers(connection), head=4)
-        if not host:
-            out.append(self._host_header())
+        refuse = 405 if method == b"CONNECT" else 0
+        if hosts != 1:
+            # RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host, any request at most
+            # one; a proxy that picked one of two could route by another than the app reads.
+            if hosts or parser.get_http_version() != "1.0":
+                refuse = 400
+            else:
+                out.append(self._host_header())
         out += (b"X-Forwarded-For: ", xff + b", " + self.peer_ip if xff else self.peer_ip,
                 wire.CRLF, wire.XFP_HTTP)
         # (parser calls only when the headers leave the answer open: each costs)
@@ -356,9 +367,10 @@ class ClientConnection(asyncio.Protocol):
         if upgrade:
             out += (wire.CONN_UPGRADE, b"Upgrade: ", upgrade_to, wire.CRLF)
 
-        refuse = 405 if method == b"CONNECT" else 0
         route_header: bytes | None = None
-        if self.preview:
+        if refuse:
+            route = None
+        elif self.preview:
             route = table.preview
         elif url.startswith(wire.PASSTHROUGH_PREFIX):
             route = proxy.control_route
@@ -380,21 +392,30 @@ class ClientConnection(asyncio.Protocol):
                 elif bucket:
                     route = table.pick_for_bucket(bucket)  # a user with an id: by bucket
             if route is None and not bucket:
+                # a visitor by its draw in this rollout, or drawn now (table.py: Pins)
+                slot = -1
                 # (find, not ``in``: on bytes, ``in`` first tries the needle as an int)
-                if cookie and cookie.find(PIN_COOKIE) >= 0:
-                    pinned = cookie_value(cookie, PIN_COOKIE)
-                    if pinned is not None:
-                        route = table.pinnable.get(pinned)
-                if route is None:
-                    route = table.pick()
-                    if route is not None:
-                        route_header = route.pin_header
+                if cookie and cookie.find(DRAW_COOKIE) >= 0:
+                    drawn = cookie_value(cookie, DRAW_COOKIE)
+                    if drawn is not None:
+                        slot = table.draws.get(drawn, -1)
+                if slot >= 0:
+                    route = table.slots[slot]
+                    if cookie_value(cookie, PIN_COOKIE) != route.pin:
+                        route_header = route.pin_header  # it moved: say where it is now
+                else:
+                    slot = table.draw()
+                    if slot >= 0:
+                        route = table.slots[slot]
+                        route_header = table.draw_headers[slot]
         out.append(wire.CRLF)
         exchange = Exchange(
             self, route, b"".join(out), is_head=method == b"HEAD", chunked=chunked,
-            keep_alive=keep_alive and not upgrade and method != b"CONNECT",
+            # (a refused request closes its connection, as HAProxy does, except a 404)
+            keep_alive=keep_alive and not upgrade and (not refuse or refuse == 404),
             http10=http10, upgrade=upgrade,
-            refuse=refuse, route_header=route_header)
+            refuse=refuse, route_header=route_header,
+            idempotent=method == b"GET" or method == b"HEAD" or method == b"OPTIONS")
         if upgrade:
             self.upgrading = exchange
         self.reading = exchange

@@ -16,10 +16,16 @@ id is routed by slot ``bucket - 1`` instead of a random one, so the cohort relea
 users of buckets ``1..weight``: as its weight (or the cohort's percent, which uses the same
 buckets) grows, users only ever move to it, never back and forth.
 
-Pins: a client without a user id gets the ``entrega-release`` cookie naming the release
-picked for it, and keeps that release while it is ``pinnable`` (weight > 0, or the cohort's
-release). A release that lost its weight (a rollback) is not pinnable, so its clients are
-picked again and re-pinned: the rollback clears their pins.
+Pins: a client without a user id is drawn a slot (0..99) at random and keeps it in the
+``entrega-pin`` cookie as ``<tag>.<slot>``, where the tag names the table's ``pin_salt``
+(the rollout's id, set by the controller). Within one rollout the visitor is routed by its
+slot exactly as a user by its bucket: it stays on one release, and as the canary's weight
+grows it only ever moves to the canary (10% -> 50% keeps the first 10%). A pin drawn in
+another rollout (another tag), or none, or a forged one, is drawn again: old pins cannot
+keep a visitor on stable through a whole rollout, and one rollout's canary visitors are
+not the next one's. A rollback gives stable every slot, so it moves every visitor back.
+The ``entrega-release`` cookie names the release the visitor was served (feedback intake
+reads it); it is set again whenever that changes, and never decides a route.
 """
 
 from __future__ import annotations
@@ -29,14 +35,18 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from entrega.net import Endpoint
-from entrega.routers.base import Routes
+from entrega.routers.base import Routes, pin_tag
 from entrega.routers.embedded.cohort import CohortMatcher
 from entrega.routers.embedded.metrics import ReleaseStats
 from entrega.routers.embedded.pool import EndpointPool
 
 _random = random.random
 
+#: the release a visitor was served (informative: feedback attribution reads it)
 PIN_COOKIE = "entrega-release"
+#: a visitor's draw, ``<tag>.<slot>``: what its route is computed from
+DRAW_COOKIE = "entrega-pin"
+_COOKIE_ATTRIBUTES = b"; Path=/; HttpOnly; SameSite=Lax\r\n"
 #: characters allowed unquoted in a cookie value (RFC 6265 cookie-octet, minus ``%``)
 _COOKIE_SAFE = "!#$&'()*+-./:<=>?@[]^_`{|}~"
 
@@ -62,8 +72,7 @@ class ReleaseRoute:
         self.pin = pin_value(version)
         #: the release header plus the Set-Cookie that pins a client to this release
         self.pin_header = self.release_header + (
-            b"Set-Cookie: " + PIN_COOKIE.encode() + b"=" + self.pin +
-            b"; Path=/; HttpOnly; SameSite=Lax\r\n")
+            b"Set-Cookie: " + PIN_COOKIE.encode() + b"=" + self.pin + _COOKIE_ATTRIBUTES)
         self._next = 0
 
     def next_pool(self) -> EndpointPool:
@@ -75,8 +84,8 @@ class ReleaseRoute:
 
 
 class RouteTable:
-    __slots__ = ("routes", "releases", "_slots", "cohort", "cohort_route", "preview",
-                 "pinnable")
+    __slots__ = ("routes", "releases", "slots", "cohort", "cohort_route", "preview",
+                 "draws", "draw_headers")
 
     def __init__(
         self,
@@ -93,32 +102,55 @@ class RouteTable:
             for version, endpoints in routes.backends.items()
         }
         first = routes.cohort.release if routes.cohort else None
-        slots: list[ReleaseRoute] = []
-        for version, weight in sorted(routes.weights.items(), key=lambda vw: (
-                vw[0] != first, vw[0])):
-            slots.extend([self.releases[version]] * weight)
-        self._slots = slots
+        #: 100 entries (or none): slot -> release, the cohort's release first, then by name
+        self.slots = [self.releases[version] for version in weight_slots(routes.weights, first)]
         self.cohort = CohortMatcher(routes.cohort, default_app=app) if routes.cohort else None
         self.cohort_route = self.releases[routes.cohort.release] if routes.cohort else None
         self.preview = self.releases[routes.preview] if routes.preview else None
-        #: pin cookie value -> release, for the releases a pinned client may stay on
-        self.pinnable = {route.pin: route for version, route in self.releases.items()
-                         if routes.weights.get(version, 0) > 0 or version == first}
+        tag = pin_tag(routes.pin_salt).encode()
+        values = [draw_value(tag, slot) for slot in range(len(self.slots))]
+        #: ``entrega-pin`` cookie value drawn under this table's salt -> its slot
+        self.draws = {value: slot for slot, value in enumerate(values)}
+        #: slot -> the response headers of a fresh draw: release, and both cookies
+        self.draw_headers = [
+            route.pin_header + b"Set-Cookie: " + DRAW_COOKIE.encode() + b"=" + value
+            + _COOKIE_ATTRIBUTES for route, value in zip(self.slots, values, strict=True)]
+
+    def draw(self) -> int:
+        """A fresh slot for a visitor (0..99), or -1 when no release takes non-cohort
+        traffic."""
+        return int(_random() * 100) if self.slots else -1
 
     def pick(self) -> ReleaseRoute | None:
         """A release by weight, or None when no release takes non-cohort traffic."""
-        slots = self._slots
-        if not slots:
-            return None
-        return slots[int(_random() * 100)]
+        slot = self.draw()
+        return self.slots[slot] if slot >= 0 else None
 
     def pick_for_bucket(self, bucket: int) -> ReleaseRoute | None:
         """The release of a user in ``bucket`` (1..100) by weight, stable for that user."""
-        slots = self._slots
+        slots = self.slots
         return slots[bucket - 1] if slots else None
 
     def endpoints(self) -> set[tuple[str, int]]:
         return {(e.host, e.port) for eps in self.routes.backends.values() for e in eps}
+
+
+def weight_slots(weights: dict[str, int], first: str | None) -> list[str]:
+    """Slot -> release for ``weights`` (percents summing to 100, or none): ``first`` (the
+    cohort's release) takes the first slots, then the others in name order.
+
+    With two releases this makes every slot's release monotone in the weights: raising one
+    release's weight only moves slots to it, so users and pinned visitors never flip back.
+    """
+    slots: list[str] = []
+    for version, weight in sorted(weights.items(), key=lambda vw: (vw[0] != first, vw[0])):
+        slots.extend([version] * weight)
+    return slots
+
+
+def draw_value(tag: bytes, slot: int) -> bytes:
+    """The ``entrega-pin`` cookie value of ``slot`` drawn under the salt named ``tag``."""
+    return tag + b".%d" % slot
 
 
 def validate_routes(routes: Routes) -> None:

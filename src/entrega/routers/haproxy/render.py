@@ -12,15 +12,27 @@ Design (why it needs no reload for a weight change or a new release):
   a user with an id takes the entry of its bucket - 1, so it stays on its release while
   that release's share grows. The map is replaced atomically (``prepare map`` /
   ``commit map``), so a weight change is one atomic switch, as in the embedded router.
-- Pins: a client without an id gets ``Set-Cookie: entrega-release=<version>`` and keeps
-  that release while ``pins.map`` lists it (weight > 0, or the cohort's release).
+- Pins, as in the embedded router: a client without an id is drawn a slot ``rand(100)``
+  and keeps it in ``Set-Cookie: entrega-pin=<tag>.<slot>``, ``<tag>`` naming the table's
+  ``pin_salt`` (the rollout). While the tag is the live one (``pin_tag`` in
+  ``settings.map``), the client takes its slot's entry of ``weights.map``: one release
+  per visitor, moving only to a release whose weight grows. A pin of another rollout is
+  redrawn. ``entrega-release=<version>`` names the release served (feedback reads it) and
+  is set again when it changes.
+- Retries: a request whose connection fails, or that gets no response byte or no
+  response in time, is retried once on another server of its release (``retry-on``,
+  ``retries 1``, ``option redispatch``); only a connection failure retries a request
+  other than GET/HEAD/OPTIONS (``disable-l7-retry``): its bytes may have reached the app.
+- A request with two different Host values (HAProxy itself), or HTTP/1.1 without one,
+  is refused with 400.
 - Cohorts: the header, header value, user header and cookie and the app name are written
   into the configuration (changing them reloads HAProxy, hitless in master-worker mode);
   the cohort's release, its percent and the allowlist (``users.acl``) change at runtime.
   The user bucket is murmur3 x86_32 of ``"<app>:<user id>"`` % 100 + 1, computed by a
   small Lua converter (``entrega.lua``): the same buckets as the embedded router.
 - ``settings.map`` keeps what ``get_routes`` needs to rebuild the table exactly (weights
-  per release, the cohort rule, the preview release): the state lives in HAProxy only.
+  per release, the cohort rule, the preview release, the pin salt): the state lives in
+  HAProxy only.
 
 Every file is rewritten from the whole table on each change, so a HAProxy restarted after
 a crash comes back with the last routes.
@@ -33,10 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from entrega.net import Endpoint
-from entrega.routers.base import CohortRule, Routes
+from entrega.routers.base import CohortRule, Routes, pin_tag
 
 SLOTS = 8
 PIN_COOKIE = "entrega-release"
+DRAW_COOKIE = "entrega-pin"
+_COOKIE_ATTRIBUTES = "Path=/; HttpOnly; SameSite=Lax"
 #: release names HAProxy can carry in a map, a header and a cookie without escaping
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+:@-]{0,127}$")
 _SERVER_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
@@ -138,17 +152,14 @@ def weight_slots(routes: Routes) -> list[str]:
     return slots
 
 
-def pinnable(routes: Routes) -> list[str]:
-    first = routes.cohort.release if routes.cohort else None
-    return sorted(v for v in routes.backends
-                  if routes.weights.get(v, 0) > 0 or v == first)
-
-
 def settings(routes: Routes) -> dict[str, str]:
     """The ``settings.map`` entries (keys and values are single words)."""
     out = {f"weight:{v}": str(w) for v, w in routes.weights.items()}
     if routes.preview:
         out["preview"] = routes.preview
+    out["pin_tag"] = pin_tag(routes.pin_salt)
+    if routes.pin_salt:
+        out["pin_salt"] = routes.pin_salt.encode().hex()  # any string, as one word
     cohort = routes.cohort
     if cohort is not None:
         out["cohort"] = cohort.release
@@ -171,6 +182,15 @@ def validate(routes: Routes, default_app: str) -> None:
         for value in (cohort.header_value, *cohort.users, cohort.app or default_app):
             if value is not None and not value.isprintable() or '"' in (value or ""):
                 raise ValueError(f"cohort value {value!r} must be printable, without quotes")
+
+
+#: RFC 9112 3.2: HAProxy itself refuses two different Host values (400) and merges two
+#: equal ones, but passes an HTTP/1.1 request without Host on; and L7 retries only for the
+#: methods safe to send twice
+_REQUEST_CHECKS = (
+    "    http-request deny deny_status 400 if HTTP_1.1 !{ req.hdr(host) -m found }",
+    "    http-request disable-l7-retry unless METH_GET || METH_OPTIONS",
+)
 
 
 def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: str | None,
@@ -196,11 +216,13 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         "    option http-keep-alive",
         "    option forwardfor",
         "    option redispatch",
-        "    retries 2",
+        "    retries 1",
+        "    retry-on conn-failure empty-response response-timeout",
         "    http-reuse safe",
         "",
         "frontend main",
         f"    bind {listen}",
+        *_REQUEST_CHECKS,
         "    acl chosen var(txn.release) -m found",
         # declared even without a cohort so that the file is loaded and runtime-updatable
         f"    acl cohort_user var(txn.user) -m str -f {m('users.acl')}",
@@ -243,25 +265,40 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
     else:
         lines.append("    acl by_user always_false")
     lines += [
-        f"    http-request set-var(txn.release) req.cook({PIN_COOKIE}),map({m('pins.map')}) "
-        "if !chosen !by_user",
-        # still nothing chosen: picked by weight, and pinned to what was picked
+        # a visitor by its draw in this rollout (its pin's tag is the live one)...
+        f"    http-request set-var(txn.tag) str(pin_tag),map({m('settings.map')})",
+        f"    acl pin_now req.cook({DRAW_COOKIE}),field(1,.),strcmp(txn.tag) eq 0",
+        f"    http-request set-var(txn.seen) req.cook({PIN_COOKIE})",
+        "    http-request set-var(txn.pinned) bool(1) if !chosen !by_user pin_now",
+        f"    http-request set-var(txn.slot) req.cook({DRAW_COOKIE}),field(2,.) "
+        "if !chosen !by_user pin_now",
+        f"    http-request set-var(txn.release) var(txn.slot),map({m('weights.map')}) "
+        "if !chosen !by_user pin_now",
+        # ...or drawn now (no pin, another rollout's, or a forged one)
         "    http-request set-var(txn.pin) bool(1) if !chosen !by_user",
-        f"    http-request set-var(txn.release) rand(100),map({m('weights.map')}) "
+        "    http-request set-var(txn.slot) rand(100) if !chosen !by_user",
+        f"    http-request set-var(txn.release) var(txn.slot),map({m('weights.map')}) "
         "if !chosen !by_user",
         f"    use_backend %[var(txn.release),map({m('backends.map')})] "
         f"if {{ var(txn.release),map({m('backends.map')}) -m found }}",
         "    default_backend no_release",
         "    http-response set-header X-Entrega-Release %[var(txn.release)] if "
         "{ var(txn.release) -m found }",
-        f'    http-response add-header Set-Cookie "{PIN_COOKIE}=%[var(txn.release)]; Path=/; '
-        'HttpOnly; SameSite=Lax" if { var(txn.pin) -m bool } { var(txn.release) -m found }',
+        f'    http-response add-header Set-Cookie "{PIN_COOKIE}=%[var(txn.release)]; '
+        f'{_COOKIE_ATTRIBUTES}" if {{ var(txn.pin) -m bool }} {{ var(txn.release) -m found }}',
+        f'    http-response add-header Set-Cookie "{DRAW_COOKIE}=%[var(txn.tag)].%[var(txn.slot)]; '
+        f'{_COOKIE_ATTRIBUTES}" if {{ var(txn.pin) -m bool }} {{ var(txn.release) -m found }}',
+        # a pinned visitor whose release changed (its slot moved to the canary): say so
+        f'    http-response add-header Set-Cookie "{PIN_COOKIE}=%[var(txn.release)]; '
+        f'{_COOKIE_ATTRIBUTES}" if {{ var(txn.pinned) -m bool }} !{{ var(txn.pin) -m bool }} '
+        "!{ var(txn.release),strcmp(txn.seen) eq 0 }",
         "",
     ]
     if preview_listen:
         lines += [
             "frontend preview",
             f"    bind {preview_listen}",
+            *_REQUEST_CHECKS,
             f"    http-request set-var(txn.release) str(preview),map({m('settings.map')})",
             f"    use_backend %[var(txn.release),map({m('backends.map')})] "
             f"if {{ var(txn.release),map({m('backends.map')}) -m found }}",
@@ -304,7 +341,6 @@ def render_maps(routes: Routes, slots: dict[str, str]) -> dict[str, str]:
     cohort = routes.cohort
     return {
         "weights.map": lines([(str(i), v) for i, v in enumerate(weight_slots(routes))]),
-        "pins.map": lines([(v, v) for v in pinnable(routes)]),
         "backends.map": lines(sorted(slots.items())),
         "settings.map": lines(sorted(settings(routes).items())),
         "users.acl": "".join(f"{u}\n" for u in sorted(cohort.users)) if cohort else "",

@@ -122,7 +122,8 @@ class HaproxyRouter(Router):
         cohort = _cohort_from(settings, users)
         preview = settings.get("preview")
         return Routes(backends=backends, weights=weights, cohort=cohort,
-                      preview=preview if preview in backends else None, draining=draining)
+                      preview=preview if preview in backends else None, draining=draining,
+                      pin_salt=bytes.fromhex(settings.get("pin_salt", "")).decode())
 
     async def metrics(self) -> RouterMetrics:
         info = await self.api.info()
@@ -292,7 +293,6 @@ class HaproxyRouter(Router):
         await api.replace("map", m("settings.map"), _entries(maps["settings.map"]))
         await api.replace("acl", m("users.acl"),
                           [arg(u) for u in sorted(routes.cohort.users)] if routes.cohort else [])
-        await api.replace("map", m("pins.map"), _entries(maps["pins.map"]))
         await api.replace("map", m("weights.map"), _entries(maps["weights.map"]))
         # 3. servers and releases no longer routed: no new requests, deleted once idle
         for version, slot in slots.items():
