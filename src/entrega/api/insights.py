@@ -180,13 +180,17 @@ def insights_router(service: Service, auth: Authenticator, *,
 
     @router.get("/api/v1/releases/{version}/report", response_model=None)
     async def report(version: str, request: Request, format: str = "json",
-                     environment: str | None = None) -> Response | dict[str, Any]:
+                     environment: str | None = None,
+                     rollout: int | None = None) -> Response | dict[str, Any]:
+        """One rollout of the release (default: its latest) against the release it
+        replaced in that rollout."""
         auth.require(request, "viewer")
         if format not in ("json", "html"):
             raise BadRequest(f"unknown format {format!r}", hint="use json or html")
         if environment:
             service.config.environment(environment)
-        data = build_report(sources, version, environment=environment, now=clock())
+        data = build_report(sources, version, environment=environment, rollout_id=rollout,
+                            now=clock())
         if format == "html":
             return HTMLResponse(render_report_html(data))
         return data
