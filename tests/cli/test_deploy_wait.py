@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
 
 from entrega.rollouts.model import Phase
@@ -112,3 +117,66 @@ def test_an_unreachable_server_is_one_sentence(api: ApiServer) -> None:
                     ["deploy", "v1", "--wait"])
     assert result.exit_code == 1
     assert str(result.exception).startswith("cannot reach the entrega server at")
+
+
+def test_a_queued_deploy_is_followed_once_it_starts(api: ApiServer) -> None:
+    from entrega.controller.pipeline import start_next
+
+    for version in ("v1", "v2", "v3"):
+        api.release(version)
+    invoke(api, ["deploy", "v1"])
+    api.play(api.rollout(), [(Phase.SUCCEEDED, "v1 is live", [])])
+    invoke(api, ["deploy", "v2"])  # in progress: v3 queues behind it
+    busy = api.rollout()
+
+    def controller() -> None:
+        api.play(busy, [(Phase.SUCCEEDED, "v2 promoted", [])])
+        started = start_next(api.service.repo, api.service.config, "production")
+        assert started is not None
+        api.play(started, [(Phase.SUCCEEDED, "v3 promoted", [("promoted", "v3 promoted")])])
+
+    # the controller's turn comes only after the CLI has seen v3 queued
+    result = _invoke_then(api, ["deploy", "v3", "--wait"], controller)
+
+    assert result.exit_code == 0, result.output
+    lines = lines_of(result.stdout)
+    assert all(LINE.match(line) for line in lines), lines
+    assert "v3 queued for production behind the rollout in progress" in lines[0]
+    assert "following rollout 3 in production: v2 → v3 (canary)" in lines[1]
+    assert lines[-1].endswith("rollout 3: v3 promoted in production")
+
+
+def test_a_superseded_deploy_exits_1(api: ApiServer) -> None:
+    for version in ("v1", "v2", "v3", "v4"):
+        api.release(version)
+    invoke(api, ["deploy", "v1"])
+    api.play(api.rollout(), [(Phase.SUCCEEDED, "v1 is live", [])])
+    invoke(api, ["deploy", "v2"])
+
+    # Another deployer (over the API: CliRunner is one per process at a time) asks for v4.
+    result = _invoke_then(api, ["deploy", "v3", "--wait"], lambda: httpx.post(
+        f"{api.url}/api/v1/environments/production/deploy", json={"version": "v4"},
+        timeout=10).raise_for_status())
+
+    assert result.exit_code == 1, result.output
+    assert lines_of(result.stdout)[-1].endswith(
+        "v3's deploy to production was superseded before it started: nothing was rolled out "
+        "(`entrega history` says why)")
+
+
+def _invoke_then(api: ApiServer, args: list[str], then: Callable[[], object]) -> Any:
+    """Run `entrega ARGS` while, once its deploy request is queued, ``then`` runs."""
+    def later() -> None:
+        deadline = time.monotonic() + 20
+        while not any(r.status == "queued"
+                      for r in api.service.repo.waiting_requests("shop", "production")):
+            assert time.monotonic() < deadline, "the deploy was never queued"
+            time.sleep(0.02)
+        then()
+
+    thread = threading.Thread(target=later, daemon=True)
+    thread.start()
+    try:
+        return invoke(api, args)
+    finally:
+        thread.join(timeout=20)

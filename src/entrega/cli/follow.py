@@ -23,7 +23,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from entrega.errors import ApiError, EntregaError, ServerUnreachable
 
@@ -44,6 +44,10 @@ FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 #: Status codes a proxy in front of the server answers while the server is away.
 GATEWAY_ERRORS = (502, 503, 504)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -97,24 +101,18 @@ def _temporary(exc: EntregaError) -> bool:
     return isinstance(exc, ApiError) and exc.status_code in GATEWAY_ERRORS
 
 
-def follow_rollout(fetch: Callable[[], dict[str, Any]], *,
-                   show_event: Callable[[dict[str, Any]], None],
-                   note: Callable[[str], None],
-                   show_view: Callable[[dict[str, Any]], None] = lambda view: None,
-                   reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
-                   poll_s: float = POLL_S,
-                   sleep: Callable[[float], None] = time.sleep,
-                   clock: Callable[[], float] = time.monotonic,
-                   ) -> tuple[dict[str, Any], Ending]:
-    """Poll the rollout (``fetch`` returns its view with ``events``) until it ends; show
-    each event once, in order. A lost server is retried until ``reconnect_timeout_s`` has
-    passed since it was lost; then :class:`ServerUnreachable` says so."""
-    seen_id = 0
+def poll(fetch: Callable[[], T], judge: Callable[[T], R | None], *,
+         note: Callable[[str], None], reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
+         poll_s: float = POLL_S, sleep: Callable[[float], None] = time.sleep,
+         clock: Callable[[], float] = time.monotonic) -> R:
+    """``fetch`` every ``poll_s`` until ``judge`` returns something. A lost server is retried
+    with backoff until ``reconnect_timeout_s`` has passed since it was lost; then
+    :class:`ServerUnreachable` says so."""
     lost_at: float | None = None
     attempt = 0
     while True:
         try:
-            view = fetch()
+            answer = fetch()
         except EntregaError as exc:
             if not _temporary(exc):
                 raise
@@ -135,12 +133,43 @@ def follow_rollout(fetch: Callable[[], dict[str, Any]], *,
         if lost_at is not None:
             note(f"reconnected after {clock() - lost_at:.1f} s")
             lost_at, attempt = None, 0
+        result = judge(answer)
+        if result is not None:
+            return result
+        sleep(poll_s)
+
+
+def follow_rollout(fetch: Callable[[], dict[str, Any]], *,
+                   show_event: Callable[[dict[str, Any]], None],
+                   note: Callable[[str], None],
+                   show_view: Callable[[dict[str, Any]], None] = lambda view: None,
+                   **polling: Any) -> tuple[dict[str, Any], Ending]:
+    """Poll the rollout (``fetch`` returns its view with ``events``) until it ends; show
+    each event once, in order (``polling``: see :func:`poll`)."""
+    seen_id = 0
+
+    def judge(view: dict[str, Any]) -> tuple[dict[str, Any], Ending] | None:
+        nonlocal seen_id
         for event in sorted(view.get("events") or [], key=lambda e: int(e["id"])):
             if int(event["id"]) > seen_id:
                 seen_id = int(event["id"])
                 show_event(event)
         show_view(view)
         ending = judge_ending(view)
-        if ending is not None:
-            return view, ending
-        sleep(poll_s)
+        return None if ending is None else (view, ending)
+
+    return poll(fetch, judge, note=note, **polling)
+
+
+def judge_start(stage: dict[str, Any], request: dict[str, Any]) -> int | Ending | None:
+    """Where a queued deploy ``request`` stands, from its release's stage in the pipeline
+    view: the id of the rollout it started, an ending when it never will, or None."""
+    status = stage.get("status")
+    if status in ("superseded", "cancelled"):
+        return Ending(EXIT_FAILED, f"{request['version']}'s deploy to "
+                                   f"{request['environment']} was {status} before it started: "
+                                   "nothing was rolled out (`entrega history` says why)")
+    rollout_id = stage.get("rollout_id")
+    if rollout_id is not None and float(stage.get("since") or 0) >= request["created_at"]:
+        return int(rollout_id)
+    return None

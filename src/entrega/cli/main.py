@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,6 +23,8 @@ from entrega.cli.follow import (
     Ending,
     event_line,
     follow_rollout,
+    judge_start,
+    poll,
     stamp,
 )
 from entrega.cli.init_template import render as render_template
@@ -187,13 +190,22 @@ def deploy(
         body["artifact"] = str(artifact.resolve())
         body["meta"] = {**meta, "author": _user()}
     rollout = client.post(f"/api/v1/environments/{env}/deploy", body)
+    stream = sys.stderr if as_json else sys.stdout
     if "queued" in rollout:
-        if as_json:
-            _print_json(rollout)
-        else:
-            console.print(f"{version} queued for {env} behind the rollout in progress "
-                          "(a newer request replaces it)")
-        return
+        if not wait:
+            if as_json:
+                _print_json(rollout)
+            else:
+                console.print(f"{version} queued for {env} behind the rollout in progress "
+                              "(a newer request replaces it)")
+            return
+        started = _wait_start(client, rollout["queued"], stream=stream,
+                              reconnect_timeout_s=reconnect_timeout_s)
+        if isinstance(started, Ending):
+            if as_json:
+                _print_json(rollout)
+            raise typer.Exit(started.exit_code)
+        rollout = started
     if not wait:
         if as_json:
             _print_json(rollout)
@@ -202,8 +214,7 @@ def deploy(
                           f"({rollout['strategy']}); follow with `entrega status --watch`")
         return
     final, ending = _wait(client, rollout, live=console.is_terminal and not as_json,
-                          stream=sys.stderr if as_json else sys.stdout,
-                          reconnect_timeout_s=reconnect_timeout_s)
+                          stream=stream, reconnect_timeout_s=reconnect_timeout_s)
     if as_json:
         _print_json(final)
     raise typer.Exit(ending.exit_code)
@@ -231,19 +242,46 @@ def _user() -> str:
         return "cli"
 
 
+def _writer(stream: TextIO) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()  # a pipe is block-buffered: CI would see nothing until the end
+    return write
+
+
+def _line(kind: str, text: str) -> str:
+    return f"{stamp(time.time())} {kind:<12} {text}"
+
+
+def _wait_start(client: Client, request: dict[str, Any], *, stream: TextIO,
+                reconnect_timeout_s: float) -> dict[str, Any] | Ending:
+    """Wait for a queued deploy to start: its rollout's view, or how it ended without
+    one (a newer deploy superseded it)."""
+    write = _writer(stream)
+    version, env = request["version"], request["environment"]
+    write(_line("deploy", f"{version} queued for {env} behind the rollout in progress; "
+                          "waiting for it to start (a newer deploy would replace it)"))
+
+    def stage(view: dict[str, Any]) -> dict[str, Any]:
+        release = next((r for r in view["releases"] if r["version"] == version), None)
+        return dict(release["environments"].get(env) or {}) if release else {}
+
+    started = poll(lambda: dict(client.get("/api/v1/pipeline", limit=200)),
+                   lambda view: judge_start(stage(view), request),
+                   note=lambda text: write(_line("connection", text)),
+                   reconnect_timeout_s=reconnect_timeout_s)
+    if isinstance(started, Ending):
+        write(_line("deploy", started.line))
+        return started
+    return dict(client.get(f"/api/v1/rollouts/{started}"))
+
+
 def _wait(client: Client, rollout: dict[str, Any], *, live: bool, stream: TextIO,
           reconnect_timeout_s: float) -> tuple[dict[str, Any], Ending]:
     """Follow a rollout to its end. A terminal gets the live panel with the event lines
     above it; anything else (a CI log, a pipe, --json's stderr) only the lines, each
     flushed at once."""
-
-    def write(line: str) -> None:
-        stream.write(line + "\n")
-        stream.flush()
-
-    def line(kind: str, text: str) -> str:
-        return f"{stamp(time.time())} {kind:<12} {text}"
-
+    write, line = _writer(stream), _line
     shape = (f"{rollout['from_version']} → {rollout['version']} ({rollout['strategy']})"
              if rollout.get("from_version") else
              f"{rollout['version']} (first release: straight to 100%)")
