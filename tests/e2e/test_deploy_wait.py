@@ -8,7 +8,9 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import PAUSED_CANARY, Deployment, wait_for
@@ -19,7 +21,7 @@ TIMED_CANARY = """\
       canary:
         steps:
           - weight: 20
-          - pause: {duration_s: 5}
+          - pause: {duration_s: 15}
           - weight: 100
 """
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \S+ +\S")
@@ -31,6 +33,11 @@ def deploy_wait(dep: Deployment, version: str) -> subprocess.Popen[str]:
          str(dep.artifact(version)), "--wait", "-c", str(dep.config)],
         cwd=dep.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "COLUMNS": "200"})
+
+
+def active(dep: Deployment) -> Any:
+    status = httpx.get(dep.api + "/api/v1/status", timeout=10).json()
+    return status["environments"][0]["rollout"]
 
 
 def finish(process: subprocess.Popen[str], timeout_s: float = 90) -> tuple[int, list[str]]:
@@ -50,7 +57,9 @@ def test_wait_survives_a_server_restart(make_deployment: Callable[[str], Deploym
     assert lines[-1].endswith("rollout 1: v1 promoted in production")
 
     waiting = deploy_wait(dep, "v2")
-    wait_for(lambda: (r := dep.rollout()) and "pause" in r["message"], 60,
+    # Polled through the API, not the CLI: a loaded machine must not make the poll miss
+    # the pause (long enough for a kill and a restart).
+    wait_for(lambda: (r := active(dep)) and "pause" in r["message"], 60,
              "the canary to reach its pause")
     dep.kill_server()
     dep.start_server()
