@@ -180,3 +180,29 @@ def _invoke_then(api: ApiServer, args: list[str], then: Callable[[], object]) ->
         return invoke(api, args)
     finally:
         thread.join(timeout=20)
+
+
+def test_a_terminal_gets_the_live_panel_and_the_same_lines(
+        api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from entrega.cli import main
+
+    screen = io.StringIO()
+    monkeypatch.setattr(main, "console", Console(file=screen, force_terminal=True, width=200,
+                                                 color_system=None))
+    api.release("v1")
+    api.release("v2")
+    invoke(api, ["deploy", "v1"])
+    api.play(api.rollout(), [(Phase.SUCCEEDED, "v1 is live", [])])
+
+    result = api.invoke_while(["deploy", "v2", "--wait"], [
+        *CANARY, (Phase.ROLLED_BACK, "analysis failed", [("rolled_back", "back to v1")])])
+
+    assert result.exit_code == 1
+    text = screen.getvalue()
+    assert "step 1/3: v2 receives 20% of traffic" in text and "back to v1" in text
+    assert "rollout 2: v1 → v2 (canary) rolled_back" in text  # the panel's last state
+    assert text.endswith("rollout 2: v2 rolled back in production: analysis failed\n")
