@@ -3,29 +3,43 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install system-deps demo dashboard test lint bench clean compile uncompile
+.PHONY: install install-demo system-deps demo dashboard test lint bench clean compile uncompile
 
 # The router's hot path is compiled by mypyc at install (setup.py): a change to one of
 # its modules rebuilds it.
 HOT_PATH := $(addprefix src/entrega/routers/embedded/,\
 	wire.py metrics.py cohort.py pool.py table.py upstream.py exchange.py proxy.py)
 
-$(VENV)/.installed: pyproject.toml setup.py $(HOT_PATH)
+# Two stamps: the demo needs entrega and its `stats` extra (scipy: the demo's latency
+# analysis is the mann-whitney judge); the tests add the `test` extra (pytest, mypy,
+# playwright...), which is most of the download. `make demo` on a fresh machine installs
+# only the first; `make test` adds the second on top, without rebuilding entrega.
+$(VENV)/.installed-demo: pyproject.toml setup.py $(HOT_PATH)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,stats]'
+	$(PY) -m pip install -q -e '.[stats]'
 	$(PY) -c "from entrega.routers.embedded import build; \
 		print('router build:', 'compiled' if build.compiled_modules() else 'pure Python')"
 	touch $@
 
+# The `test` extra's requirements, read from pyproject.toml: `pip install -e '.[test]'`
+# would build (and compile) entrega a second time for nothing.
+$(VENV)/.installed: $(VENV)/.installed-demo pyproject.toml
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))\
+		['project']['optional-dependencies']['test']))" > $(VENV)/test-requirements.txt
+	$(PY) -m pip install -q -r $(VENV)/test-requirements.txt
+	touch $@
+
+install-demo: $(VENV)/.installed-demo
+
 install: $(VENV)/.installed
 
-demo: install
+demo: install-demo
 	$(PY) examples/demo.py
 
 # The dashboard on the history `make demo` left behind (Ctrl-C to stop; then
 # `$(VENV)/bin/entrega down -c examples/.demo/entrega.yaml` stops the app it restarted).
-dashboard: install
+dashboard: install-demo
 	$(PY) -m entrega server -c examples/.demo/entrega.yaml
 
 lint: install

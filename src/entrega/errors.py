@@ -21,7 +21,8 @@ says what failed, where, and (when we know it) what to do next::
     ├── Unauthorized           no valid token or webhook signature (401)
     ├── Forbidden              the token's role does not allow it (403)
     ├── PayloadTooLarge        a request body over the configured limit (413)
-    └── ApiError               the server answered a CLI call with an error
+    ├── ApiError               the server answered a CLI call with an error
+    └── ServerUnreachable      the CLI could not reach the server (refused, reset, timeout)
 
 The controller separates temporary failures (retry with backoff) from permanent ones
 (abort the rollout) by :attr:`EntregaError.temporary`.
@@ -150,3 +151,10 @@ class ApiError(EntregaError):
     def __init__(self, message: str, *, status_code: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status_code = status_code
+
+
+class ServerUnreachable(EntregaError):
+    """The CLI got no answer from the server: it is down, restarting or too slow. Temporary:
+    a command that follows a rollout reconnects (the rollout goes on without it)."""
+
+    temporary = True

@@ -229,7 +229,9 @@ class Service:
     def rollout_view(self, row: Rollout) -> dict[str, Any]:
         state = state_from_dict(row.state)
         spec = spec_from_dict(row.spec)
-        steps = [_step_text(s) for s in spec.steps]
+        # A first release goes straight to 100% (strategy "direct") although its spec
+        # is the environment's canary: its steps never run, so they are not shown.
+        steps = [] if row.strategy == "direct" else [_step_text(s) for s in spec.steps]
         analysis = None
         if state.analysis is not None:
             run = self.repo.analysis_run(row.id, state.analysis.window)

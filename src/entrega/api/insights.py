@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 from entrega.api.auth import Authenticator
-from entrega.api.params import Environment, Limit, Version
+from entrega.api.params import MAX_ID, Environment, Limit, Version
 from entrega.errors import EntregaError
 from entrega.feedback import FeedbackIn, FeedbackIntake, FeedbackSettings, feedback_view
 from entrega.feedback.intake import (
@@ -186,13 +186,18 @@ def insights_router(service: Service, auth: Authenticator, *,
     @router.get("/api/v1/releases/{version}/report", response_model=None)
     async def report(version: Version, request: Request,
                      format: str = "json",
-                     environment: Environment | None = None) -> Response | dict[str, Any]:
+                     environment: Environment | None = None,
+                     rollout: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+                     ) -> Response | dict[str, Any]:
+        """One rollout of the release (default: its latest) against the release it
+        replaced in that rollout."""
         auth.require(request, "viewer")
         if format not in ("json", "html"):
             raise BadRequest(f"unknown format {format!r}", hint="use json or html")
         if environment:
             service.config.environment(environment)
-        data = build_report(sources, version, environment=environment, now=clock())
+        data = build_report(sources, version, environment=environment, rollout_id=rollout,
+                            now=clock())
         if format == "html":
             return HTMLResponse(render_report_html(data))
         return data

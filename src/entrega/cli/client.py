@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from entrega.errors import ApiError, EntregaError
+from entrega.errors import ApiError, EntregaError, ServerUnreachable
 
 
 def server_url(listen: str | None) -> str:
@@ -41,8 +41,15 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
-            raise EntregaError(f"cannot reach the entrega server at {self.base_url}",
-                               hint="is `entrega server` running?") from None
+            raise ServerUnreachable(f"cannot reach the entrega server at {self.base_url}",
+                                    hint="is `entrega server` running?") from None
+        except httpx.TimeoutException:
+            raise ServerUnreachable(f"the entrega server at {self.base_url} did not answer "
+                                    f"{method} {path} in time") from None
+        except httpx.TransportError:
+            # Reset or closed mid-answer: a server that was stopped or restarted.
+            raise ServerUnreachable(f"the entrega server at {self.base_url} closed the "
+                                    f"connection during {method} {path}") from None
         except httpx.HTTPError as exc:
             raise EntregaError(f"request to {self.base_url}{path} failed: {exc}") from None
         if response.status_code >= 400:

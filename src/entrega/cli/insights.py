@@ -77,13 +77,18 @@ def report(version: str = typer.Argument(..., help="The release, e.g. v2.",
            environment: str = typer.Option(None, "--env", "-e",
                                            help="Environment (default: the latest the "
                                                 "release reached)."),
+           rollout: int = typer.Option(None, "--rollout", "-r",
+                                       help="Which rollout of the release, by id (default: "
+                                            "its latest; the report lists the others)."),
            app_name: str = AppOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
-    """A release's scorecard against the release it replaced, its rollout and comments."""
+    """One rollout of a release against the release it replaced: scorecard, timeline and
+    comments."""
     fmt = "json" if as_json else fmt
     if fmt not in ("text", "json", "html"):
         raise EntregaError(f"unknown format {fmt!r}", hint="use text, json or html")
     ctx = _checked(config, app_name)
-    data = ctx.client().get(f"/api/v1/releases/{version}/report", environment=environment)
+    data = ctx.client().get(f"/api/v1/releases/{version}/report", environment=environment,
+                            rollout=rollout)
     if fmt == "json":
         if output:
             import json
@@ -111,6 +116,11 @@ def _print_scorecard(data: dict[str, Any]) -> None:
                                 (verdict["outcome"], "bold"), f", {verdict['quality']}"))
     if verdict["reason"]:
         console.print(Text(verdict["reason"], style="italic"))
+    if data.get("rollout"):
+        others = [str(r["id"]) for r in data["rollouts"] if r["id"] != data["rollout"]["id"]]
+        console.print(Text(f"rollout {data['rollout']['id']}" + (
+            f" (other rollouts of {data['version']} here: {', '.join(others)}; "
+            "see one with --rollout ID)" if others else ""), style="dim"))
     table = Table("figure", data["previous_version"] or "previous", data["version"], "change",
                   "significant", box=None, padding=(0, 1))
     for f in data["figures"]:

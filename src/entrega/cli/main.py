@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
 from entrega.cli import render
 from entrega.cli.client import Client, server_url
+from entrega.cli.follow import (
+    RECONNECT_TIMEOUT_S,
+    Ending,
+    event_line,
+    follow_rollout,
+    judge_start,
+    poll,
+    stamp,
+)
 from entrega.cli.init_template import render as render_template
 from entrega.config import CONFIG_FILE, Config, config_schema, load_config
 from entrega.errors import EntregaError
@@ -130,16 +142,31 @@ def down(config: str = ConfigOpt) -> None:
         lock.release()
 
 
-@app.command()
+@app.command(epilog="With --wait, the exit code says how the rollout ended: 0 promoted, "
+                   "1 rolled back or failed (or the server was lost for longer than "
+                   "--reconnect-timeout-s), 3 paused until a person runs `entrega promote` "
+                   "or `entrega abort`.")
 def deploy(
     version: str = typer.Argument(..., help="The release's version, e.g. v2 or 1.4.0.",
                                   callback=check_version),
     artifact: Path = typer.Option(None, "--artifact", "-a",
                                   help="Directory or .tar.gz to create the release from."),
+    commit_sha: str = typer.Option(None, "--commit-sha",
+                                   help="With --artifact: the commit built."),
+    commit_time: str = typer.Option(None, "--commit-time",
+                                    help="With --artifact: when it was committed (ISO 8601 "
+                                         "or Unix seconds), for DORA's lead time."),
+    ci_url: str = typer.Option(None, "--ci-url", help="With --artifact: link to the CI run."),
     env: str = typer.Option(None, "--env", "-e", help="Environment (default: the first)."),
     strategy: str = typer.Option(None, "--strategy", "-s",
                                  help="canary, blue-green or direct (default: from config)."),
-    wait: bool = typer.Option(False, "--wait", "-w", help="Follow the rollout until it ends."),
+    wait: bool = typer.Option(False, "--wait", "-w",
+                              help="Follow the rollout until it ends, one line per event; "
+                                   "the exit code says how it ended (below)."),
+    reconnect_timeout_s: float = typer.Option(
+        RECONNECT_TIMEOUT_S, "--reconnect-timeout-s",
+        help="With --wait: how long to keep reconnecting to a server that went away "
+             "(restart, upgrade) before giving up, in seconds."),
     no_queue: bool = typer.Option(False, "--no-queue",
                                   help="Fail if a rollout is in progress instead of queueing."),
     force: bool = typer.Option(False, "--force",
@@ -149,6 +176,11 @@ def deploy(
     config: str = ConfigOpt,
 ) -> None:
     """Create a release (with --artifact) and roll it out to an environment."""
+    meta = commit_meta(commit_sha=commit_sha, commit_time=commit_time, ci_url=ci_url)
+    if meta and artifact is None:
+        raise EntregaError("--commit-sha, --commit-time and --ci-url describe a new release: "
+                           "give them with --artifact",
+                           hint="an existing release keeps the metadata it was created with")
     ctx = _ctx(config)
     client = ctx.client()
     env = env or ctx.config.environments[0].name
@@ -158,14 +190,24 @@ def deploy(
         if not artifact.exists():
             raise EntregaError(f"artifact {artifact} does not exist")
         body["artifact"] = str(artifact.resolve())
+        body["meta"] = {**meta, "author": _user()}
     rollout = client.post(f"/api/v1/environments/{env}/deploy", body)
+    stream = sys.stderr if as_json else sys.stdout
     if "queued" in rollout:
-        if as_json:
-            _print_json(rollout)
-        else:
-            console.print(f"{version} queued for {env} behind the rollout in progress "
-                          "(a newer request replaces it)")
-        return
+        if not wait:
+            if as_json:
+                _print_json(rollout)
+            else:
+                console.print(f"{version} queued for {env} behind the rollout in progress "
+                              "(a newer request replaces it)")
+            return
+        started = _wait_start(client, rollout["queued"], stream=stream,
+                              reconnect_timeout_s=reconnect_timeout_s)
+        if isinstance(started, Ending):
+            if as_json:
+                _print_json(rollout)
+            raise typer.Exit(started.exit_code)
+        rollout = started
     if not wait:
         if as_json:
             _print_json(rollout)
@@ -173,22 +215,100 @@ def deploy(
             console.print(f"rollout {rollout['id']}: {version} → {env} "
                           f"({rollout['strategy']}); follow with `entrega status --watch`")
         return
-    final = _follow(client, rollout["id"], quiet=as_json)
+    final, ending = _wait(client, rollout, live=console.is_terminal and not as_json,
+                          stream=stream, reconnect_timeout_s=reconnect_timeout_s)
     if as_json:
         _print_json(final)
-    if final["phase"] != "succeeded":
-        raise typer.Exit(2)
+    raise typer.Exit(ending.exit_code)
 
 
-def _follow(client: Client, rollout_id: int, *, quiet: bool) -> dict[str, Any]:
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
-        while True:
-            view = client.get(f"/api/v1/rollouts/{rollout_id}")
-            if not quiet:
-                live.update(render.rollout_panel(view))
-            if view["phase"] in ("succeeded", "rolled_back", "failed"):
-                return dict(view)
-            time.sleep(0.5)
+def commit_meta(*, commit_sha: str | None, commit_time: str | None,
+                ci_url: str | None) -> dict[str, str]:
+    """A release's commit metadata from the command line (`release create`, `deploy`). A
+    commit time that cannot be read is refused here: stored, it would only show later as
+    DORA's lead time with "no data"."""
+    from entrega.insights.dora import parse_commit_time
+
+    if commit_time and parse_commit_time(commit_time) is None:
+        raise EntregaError(f"--commit-time {commit_time!r} is not a time",
+                           hint="give ISO 8601 (2024-05-01T12:00:00Z, as `git show -s "
+                                "--format=%cI` prints) or Unix seconds")
+    fields = (("commit_sha", commit_sha), ("commit_time", commit_time), ("ci_url", ci_url))
+    return {key: value for key, value in fields if value}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "cli"
+
+
+def _writer(stream: TextIO) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()  # a pipe is block-buffered: CI would see nothing until the end
+    return write
+
+
+def _line(kind: str, text: str) -> str:
+    return f"{stamp(time.time())} {kind:<12} {text}"
+
+
+def _wait_start(client: Client, request: dict[str, Any], *, stream: TextIO,
+                reconnect_timeout_s: float) -> dict[str, Any] | Ending:
+    """Wait for a queued deploy to start: its rollout's view, or how it ended without
+    one (a newer deploy superseded it)."""
+    write = _writer(stream)
+    version, env = request["version"], request["environment"]
+    write(_line("deploy", f"{version} queued for {env} behind the rollout in progress; "
+                          "waiting for it to start (a newer deploy would replace it)"))
+
+    def stage(view: dict[str, Any]) -> dict[str, Any]:
+        release = next((r for r in view["releases"] if r["version"] == version), None)
+        return dict(release["environments"].get(env) or {}) if release else {}
+
+    started = poll(lambda: dict(client.get("/api/v1/pipeline", limit=200)),
+                   lambda view: judge_start(stage(view), request),
+                   note=lambda text: write(_line("connection", text)),
+                   reconnect_timeout_s=reconnect_timeout_s)
+    if isinstance(started, Ending):
+        write(_line("deploy", started.line))
+        return started
+    return dict(client.get(f"/api/v1/rollouts/{started}"))
+
+
+def _wait(client: Client, rollout: dict[str, Any], *, live: bool, stream: TextIO,
+          reconnect_timeout_s: float) -> tuple[dict[str, Any], Ending]:
+    """Follow a rollout to its end. A terminal gets the live panel with the event lines
+    above it; anything else (a CI log, a pipe, --json's stderr) only the lines, each
+    flushed at once."""
+    write, line = _writer(stream), _line
+    shape = (f"{rollout['from_version']} → {rollout['version']} ({rollout['strategy']})"
+             if rollout.get("from_version") else
+             f"{rollout['version']} (first release: straight to 100%)")
+    start = line("deploy", f"following rollout {rollout['id']} in {rollout['environment']}: "
+                           f"{shape}")
+    path = f"/api/v1/rollouts/{rollout['id']}"
+    if not live:
+        write(start)
+        final, ending = follow_rollout(lambda: dict(client.get(path)),
+                                       show_event=lambda e: write(event_line(e)),
+                                       note=lambda text: write(line("connection", text)),
+                                       reconnect_timeout_s=reconnect_timeout_s)
+        write(line("deploy", ending.line))
+        return final, ending
+    console.print(Text(start))
+    with Live(console=console, refresh_per_second=4, transient=True) as panel:
+        final, ending = follow_rollout(
+            lambda: dict(client.get(path)),
+            show_event=lambda e: panel.console.print(Text(event_line(e))),
+            note=lambda text: panel.console.print(Text(line("connection", text))),
+            show_view=lambda view: panel.update(render.rollout_panel(view)),
+            reconnect_timeout_s=reconnect_timeout_s)
+    console.print(render.rollout_panel(final))
+    console.print(Text(line("deploy", ending.line)))
+    return final, ending
 
 
 @app.command()

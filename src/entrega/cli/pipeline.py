@@ -19,6 +19,7 @@ from entrega.cli.main import (
     _print_json,
     app,
     check_app,
+    commit_meta,
     console,
 )
 from entrega.errors import EntregaError
@@ -60,16 +61,13 @@ def release_create(
     config: str = ConfigOpt,
 ) -> None:
     """Upload an artifact as a new immutable release; it then flows through the pipeline."""
+    meta = commit_meta(commit_sha=commit_sha, commit_time=commit_time, ci_url=ci_url)
     client = _ctx(config).client()
     if not artifact.exists():
         raise EntregaError(f"artifact {artifact} does not exist")
     with tempfile.TemporaryDirectory() as tmp:
         path = _tarball(artifact, Path(tmp)) if artifact.is_dir() else artifact
-        fields = {"version": version, "deploy": "true" if deploy else "false"}
-        for key, value in (("commit_sha", commit_sha), ("commit_time", commit_time),
-                           ("ci_url", ci_url)):
-            if value:
-                fields[key] = value
+        fields = {"version": version, "deploy": "true" if deploy else "false", **meta}
         fields.setdefault("author", getpass.getuser())
         with path.open("rb") as f:
             answer = client.request("POST", "/api/v1/releases", data=fields,

@@ -126,10 +126,12 @@ def dashboard_router(service: Service, auth: AuthLike, *,
 
     @router.get("/releases/{version}", response_class=HTMLResponse)
     async def release_report(version: str, request: Request,
-                             environment: str | None = None) -> Response:
+                             environment: str | None = None,
+                             rollout: int | None = None) -> Response:
         if viewer(request) is None:
             return to_login(request)
-        report = build_report(sources, version, environment=environment, now=clock())
+        report = build_report(sources, version, environment=environment, rollout_id=rollout,
+                              now=clock())
         return HTMLResponse(render_report_html(report, back_url="/"))
 
     @router.get("/login", response_class=HTMLResponse)
