@@ -75,7 +75,7 @@ class HttpProbe:
         try:
             response = await self.client.get(self.url, timeout=self.health.timeout_s)
         except Exception as exc:  # a probe must never die: any failure is a failed probe
-            text = str(exc) or type(exc).__name__
+            text = str(exc) or "no answer in time"
             return False, f"GET {self.url}: {text}"[:MAX_ERROR_CHARS]
         if response.status_code < 400:  # 2xx and 3xx (redirects are not followed)
             return True, None

@@ -72,7 +72,7 @@ class HttpProvider(MetricProvider):
                 async with httpx.AsyncClient() as client:
                     response = await client.get(url, timeout=source.timeout_s)
         except httpx.HTTPError as exc:
-            return Measurement(None, asked, f"{url} unreachable: {exc!r}")
+            return Measurement(None, asked, f"{url} unreachable: {exc or 'no answer in time'}")
         if not response.is_success:
             return Measurement(None, asked, f"{url} answered {response.status_code}")
         try:

@@ -222,7 +222,7 @@ class EmbeddedRouter(Router):
         except httpx.TransportError as exc:
             raise RouterUnreachable(
                 f"embedded router {self.name!r} does not answer on {self.socket_path}: "
-                f"{type(exc).__name__}: {exc}", hint=f"see {self.log_path}") from exc
+                f"{exc or 'no answer in time'}", hint=f"see {self.log_path}") from exc
         try:
             data = response.json()
         except ValueError:

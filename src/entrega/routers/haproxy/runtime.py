@@ -39,7 +39,7 @@ class RuntimeApi:
         except (OSError, TimeoutError) as exc:
             raise RouterUnreachable(
                 f"haproxy router {self.router!r} does not answer on {self.socket}: "
-                f"{type(exc).__name__}: {exc}") from exc
+                f"{exc or 'no answer in time'}") from exc
         return data.decode(errors="replace")
 
     async def check(self, line: str) -> str:
