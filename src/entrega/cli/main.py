@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 
 from entrega.cli import render
+from entrega.cli.artifact import upload_release
 from entrega.cli.client import Client, server_url
 from entrega.cli.init_template import render as render_template
 from entrega.config import CONFIG_FILE, Config, config_schema, load_config
@@ -153,9 +154,8 @@ def deploy(
     body: dict[str, Any] = {"version": version, "strategy": strategy, "queue": not no_queue,
                             "force": force, "reason": reason}
     if artifact is not None:
-        if not artifact.exists():
-            raise EntregaError(f"artifact {artifact} does not exist")
-        body["artifact"] = str(artifact.resolve())
+        # The bytes go up first (the server reads no path we name), then the deploy.
+        upload_release(client, version, artifact, deploy=False)
     rollout = client.post(f"/api/v1/environments/{env}/deploy", body)
     if "queued" in rollout:
         if as_json:
