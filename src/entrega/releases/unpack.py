@@ -34,6 +34,8 @@ RATIO_ALLOWANCE_BYTES = 1 << 20
 #: A tar header and the padding after a member (512 + up to 511 bytes).
 TAR_OVERHEAD_PER_MEMBER = 1024
 
+COPY_BLOCK_BYTES = 1 << 20
+
 _LIMITS_HINT = "or raise artifacts.max_unpacked_bytes / max_members / max_compression_ratio"
 
 _FILTER_REASONS = {
@@ -135,6 +137,9 @@ def unpack_tarball(tarball: Path, into: Path, *, limits: ArtifactsConfig,
     reader = _CountingReader(raw, budget, label)
     try:
         with raw, tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            # Members are copied in blocks of this size; tarfile's 16 KiB means a Python
+            # loop turn (and a GIL hand-off the event loop waits on) every 16 KiB.
+            tar.copybufsize = COPY_BLOCK_BYTES
             tar.extractall(into, members=_checked(tar, reader, budget, label),
                            filter="data")
     except tarfile.FilterError as exc:
