@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -97,3 +98,14 @@ def test_cli_deploy_uploads_the_artifact_bytes(deployment: Deployment) -> None:
     assert path not in refused.text and "uploaded bytes" in refused.json()["error"]
     assert json.loads(deployment.cli("status", "--json").stdout)["environments"][0][
         "current"] == "v1"
+    # `release create` uploads a directory (packed) or a tarball as it is.
+    created = deployment.cli_json("release", "create", "v2", "--artifact", path,
+                                  "--no-deploy", "--commit-sha", "abc123")
+    assert created["created"] is True
+    tarball = deployment.root / "v2.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for item in sorted(Path(path).iterdir()):
+            tar.add(item, arcname=item.name)
+    again = deployment.cli_json("release", "create", "v2", "--artifact", str(tarball),
+                                "--no-deploy")
+    assert again["created"] is False and again["digest"] == created["digest"]
