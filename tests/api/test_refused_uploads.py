@@ -74,6 +74,14 @@ def test_a_refused_upload_leaves_the_store_unchanged(make_api: Callable[..., Api
     assert str(api.root) not in body and "Error" not in body.split('"hint"')[0]
 
 
+def test_a_large_json_body_is_refused_before_it_is_parsed(api: Api) -> None:
+    before = api.stored()
+    response = api.post_json("/api/v1/releases",
+                             b'{"version": "v2", "artifact": "' + b"a" * (2 << 20) + b'"}')
+    assert response.status_code == 413 and "JSON body" in response.json()["error"]
+    assert api.stored() == before
+
+
 def test_the_same_bytes_again_store_nothing_new(api: Api) -> None:
     assert api.upload("v1", GOOD).status_code == 201
     before = api.stored()

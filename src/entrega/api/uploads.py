@@ -30,6 +30,8 @@ from entrega.releases.spool import Spool
 META_FIELDS = ("commit_sha", "commit_time", "ci_url", "branch", "author")
 #: Form fields besides the artifact: version, deploy, the metadata; a few more are fine.
 MAX_FORM_FIELDS = 32
+#: A JSON body names a release and its metadata; the artifact itself is never in it.
+MAX_JSON_BYTES = 1 << 20
 #: A field is a version, a URL or a JSON object of metadata, never megabytes.
 MAX_FIELD_BYTES = 64 * 1024
 
@@ -111,6 +113,9 @@ async def parse_upload(request: Request, body: ReceivedBody) -> ReleaseUpload:
                                 hint="curl -F artifact=@build.tar.gz -F version=...")
         return ReleaseUpload(version=fields.get("version", ""), artifact=artifact,
                              meta=_meta(fields), deploy=_flag(fields.get("deploy")))
+    if body.size > MAX_JSON_BYTES:
+        raise PayloadTooLarge(f"a JSON body is at most {MAX_JSON_BYTES} bytes",
+                              hint="upload the artifact as multipart/form-data")
     data = await anyio.to_thread.run_sync(_read_json, body.path)
     if not isinstance(data, dict) or not data.get("artifact"):
         raise ArtifactError("the JSON needs `version` and `artifact`",
