@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from entrega.config import Config
@@ -65,7 +66,8 @@ class Service:
             return record_release(self.repo, self.artifacts, app=self.app, version=version,
                                   staged=staged, meta=meta, actor=actor)
         finally:
-            await anyio.to_thread.run_sync(self.artifacts.discard, staged)
+            with anyio.CancelScope(shield=True):  # a client gone must not skip the cleanup
+                await anyio.to_thread.run_sync(self.artifacts.discard, staged)
 
     async def create_release_from(self, *, version: str, location: str, meta: dict[str, Any],
                                   actor: str) -> tuple[Release, bool]:
@@ -81,7 +83,8 @@ class Service:
             return await self.create_release(version=version, artifact=source, meta=meta,
                                              actor=actor, label=f"artifact {location!r}")
         finally:
-            await anyio.to_thread.run_sync(shutil.rmtree, workdir, True)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, workdir, True)
 
     def release(self, version: str) -> Release:
         release = self.repo.release(self.app, version)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -140,7 +141,8 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
                     version=upload.version, artifact=upload.artifact, meta=upload.meta,
                     actor=actor)
         finally:
-            await anyio.to_thread.run_sync(body.cleanup)
+            with anyio.CancelScope(shield=True):  # nothing of a refused request stays
+                await anyio.to_thread.run_sync(body.cleanup)
         answer: dict[str, Any] = {"version": release.version, "digest": release.digest,
                                   "created": created}
         if created and upload.deploy:

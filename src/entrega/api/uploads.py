@@ -76,7 +76,8 @@ async def receive_body(request: Request, *, limit: int, secret: bytes | None,
                                           hint="raise auth.max_body_bytes in entrega.yaml")
     except BaseException:
         # A refusal, an error or a client gone mid-upload (ClientDisconnect): no bytes stay.
-        await anyio.to_thread.run_sync(shutil.rmtree, workdir, True)
+        # One file: deleting it here is quick, and works in a cancelled task too.
+        shutil.rmtree(workdir, ignore_errors=True)
         raise
     return ReceivedBody(path=path, size=spool.size, digest=mac, workdir=workdir)
 

@@ -163,7 +163,8 @@ class ArtifactStore:
         """The stored directory, after checking its content still has ``digest``."""
         path = self.path_for(digest)
         if not path.is_dir():
-            raise ArtifactError(f"artifact {digest} is missing from {path.parent}")
+            raise ArtifactError(f"artifact {digest} is missing from the artifact store",
+                                hint="create the release again from its original bytes")
         actual = tree_digest(path)
         if actual != digest:
             raise ArtifactError(f"artifact {digest} was modified on disk (now {actual})",

@@ -132,10 +132,10 @@ def unpack_tarball(tarball: Path, into: Path, *, limits: ArtifactsConfig,
     refusing it (413) as soon as a header shows it goes past ``limits`` and (400) on any
     member that is absolute, leaves the tree or is a device. Blocking: run it in a worker
     thread. On an error ``into`` holds a partial tree the caller deletes."""
-    budget = UnpackBudget(limits, tarball.stat().st_size)
-    raw = _decompressed(tarball)
-    reader = _CountingReader(raw, budget, label)
     try:
+        budget = UnpackBudget(limits, tarball.stat().st_size)
+        raw = _decompressed(tarball)
+        reader = _CountingReader(raw, budget, label)
         with raw, tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
             # Members are copied in blocks of this size; tarfile's 16 KiB means a Python
             # loop turn (and a GIL hand-off the event loop waits on) every 16 KiB.
