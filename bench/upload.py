@@ -169,6 +169,10 @@ def run(size_mib: int) -> dict[str, Any]:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
+            # The router outlives the server by design: stop it too.
+            subprocess.run([sys.executable, "-m", "entrega", "down", "-c",
+                            str(root / "entrega.yaml")], cwd=root, stdout=log,
+                           stderr=subprocess.STDOUT, timeout=60, check=False)
             log.close()
         if result["status"] != 201:
             raise SystemExit(f"the upload was refused: {result['answer']}")
