@@ -14,6 +14,7 @@ entrega rolls it back), then drives Debian's chromium with Playwright:
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import tempfile
@@ -29,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 from playwright.sync_api import sync_playwright  # noqa: E402
 from tests.e2e.conftest import Users, wait_for  # noqa: E402
 from tests.web.deployment import CHROMIUM_ARGS, InsightsDeployment, chromium_path  # noqa: E402
+
+from entrega.cli.artifact import pack  # noqa: E402
 
 STRATEGY = """\
       canary:
@@ -58,15 +61,24 @@ def rate(dep: InsightsDeployment, version: str, ratings: list[int], comments: li
                      client_ip=f"198.51.100.{user}").raise_for_status()
 
 
+def packed(directory: Path) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        return pack(directory, Path(tmp)).read_bytes()
+
+
 def deliver(dep: InsightsDeployment, version: str, settings: Mapping[str, object],
             age_h: float) -> int:
+    # The bytes go up first (the server reads no path it is handed), then the deploy.
+    meta = {"commit_sha": f"{random.getrandbits(40):010x}",
+            "commit_time": time.time() - age_h * 3600,
+            "ci_url": f"https://ci.example/shop/{version}"}
+    httpx.post(dep.api + "/api/v1/releases", timeout=30, headers={"X-Entrega-Actor": "ci"},
+               data={"version": version, "deploy": "false", "meta": json.dumps(meta)},
+               files={"artifact": ("build.tar.gz",
+                                   packed(dep.artifact(version, **settings)))},
+               ).raise_for_status()
     response = httpx.post(dep.api + "/api/v1/environments/production/deploy", timeout=30,
-                          json={"version": version, "artifact": str(dep.artifact(version,
-                                                                                 **settings)),
-                                "meta": {"commit_sha": f"{random.getrandbits(40):010x}",
-                                         "commit_time": time.time() - age_h * 3600,
-                                         "ci_url": f"https://ci.example/shop/{version}"}},
-                          headers={"X-Entrega-Actor": "ci"})
+                          json={"version": version}, headers={"X-Entrega-Actor": "ci"})
     response.raise_for_status()
     return int(response.json()["id"])
 

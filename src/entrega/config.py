@@ -413,6 +413,26 @@ class TokenConfig(_Model):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class ArtifactSourcesConfig(_Model):
+    """Where, besides uploaded bytes, an artifact may come from. Empty (the default): only
+    uploads, so no request can make the server read its own files or fetch a URL."""
+
+    #: Directories (relative to the config file) whose files and subdirectories a deployer
+    #: or the signed webhook may name as an artifact. The state directory never qualifies.
+    paths: list[str] = []
+    #: URL prefixes (``https://artifacts.example/builds/``) the server may download an
+    #: artifact from; scheme, host and port must match exactly, redirects are not followed.
+    urls: list[str] = []
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^/@]+(/|$)", url):
+                raise ValueError(f"{url!r}: expected http(s)://HOST[:PORT]/PATH")
+        return value
+
+
 class AuthConfig(_Model):
     """API access. With no tokens, the API trusts every caller: only allowed while the
     server listens on loopback."""
@@ -422,6 +442,22 @@ class AuthConfig(_Model):
     webhook_secret_env: str | None = None
     #: Largest request body (artifact uploads); bigger ones get 413.
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    #: Server-side paths and URLs an artifact may be taken from (off by default).
+    artifact_sources: ArtifactSourcesConfig = ArtifactSourcesConfig()
+
+
+class ArtifactsConfig(_Model):
+    """Bounds on what one artifact may unpack to, checked from the tarball's headers before
+    a byte is written, so a small compressed bomb is refused at once (413)."""
+
+    #: Total bytes of the unpacked files: 4x the default upload limit, room for a
+    #: compressed build while a disk is not filled by one request.
+    max_unpacked_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
+    #: Files, directories and links: a large node_modules tree has some tens of thousands.
+    max_members: int = Field(100_000, ge=1)
+    #: Unpacked bytes per compressed byte (the first MiB is free): builds compress 3-10x,
+    #: a decompression bomb 1000x.
+    max_compression_ratio: float = Field(100.0, ge=1)
 
 
 class RetentionConfig(_Model):
@@ -501,6 +537,7 @@ class Config(_Model):
     notify: list[NotifyConfig] = []
     feedback: FeedbackConfig = FeedbackConfig()
     insights: InsightsConfig = InsightsConfig()
+    artifacts: ArtifactsConfig = ArtifactsConfig()
     #: Where entrega keeps its state, artifacts and logs (relative to the config file).
     state_dir: str = ".entrega"
 

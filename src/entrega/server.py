@@ -28,7 +28,7 @@ def build_service(config: Config) -> tuple[Service, Store]:
     store = Store(config.store_url)
     store.migrate()
     repo = Repository(store)
-    artifacts = ArtifactStore(config.state_path)
+    artifacts = ArtifactStore(config.state_path, config.artifacts)
     controller = Controller(config, repo, artifacts)
     return Service(config, repo, artifacts, controller), store
 
@@ -37,6 +37,11 @@ async def serve(config: Config) -> None:
     lock = ControllerLock(config.state_path / "controller.lock")
     lock.acquire()
     service, store = build_service(config)
+    # Uploads and unpacked trees a crash or a kill left in flight: nobody else writes
+    # there while we hold the lock.
+    swept = service.artifacts.sweep_staging()
+    if swept:
+        log.info("removed %d unfinished upload(s) from an earlier run", swept)
     await service.controller.start()
     host, port = parse_address(config.server.listen)
     server = http_server(create_app(service), host=host, port=port,

@@ -8,17 +8,23 @@ wake the controller.
 from __future__ import annotations
 
 import asyncio
+import functools
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from entrega.config import Config
 from entrega.controller.launch import launch_rollout
 from entrega.controller.loop import Controller
 from entrega.controller.pipeline import order_problem
-from entrega.errors import Conflict, Forbidden, NotFound, RolloutInProgress
+from entrega.errors import ConfigError, Conflict, Forbidden, NotFound, RolloutInProgress
 from entrega.releases.artifacts import ArtifactStore
-from entrega.releases.catalog import create_release
+from entrega.releases.catalog import check_version, record_release
+from entrega.releases.sources import fetch_artifact
 from entrega.rollouts.model import (
     CohortStep,
     PauseStep,
@@ -47,10 +53,38 @@ class Service:
 
     # -- releases --------------------------------------------------------------------------
 
-    def create_release(self, *, version: str, artifact: Path, meta: dict[str, Any],
-                       actor: str) -> tuple[Release, bool]:
-        return create_release(self.repo, self.artifacts, app=self.app, version=version,
-                              source=artifact, meta=meta, actor=actor)
+    async def create_release(self, *, version: str, artifact: Path, meta: dict[str, Any],
+                             actor: str, label: str = "the uploaded artifact"
+                             ) -> tuple[Release, bool]:
+        """Unpack and hash ``artifact`` in a worker thread (the loop keeps serving), then
+        check, commit and record it in one step. Returns (release, created). A refusal
+        (bad version, conflict, limits, bad tarball) leaves nothing in the store."""
+        _checked_version(version)
+        staged = await anyio.to_thread.run_sync(
+            functools.partial(self.artifacts.stage, artifact, label=label))
+        try:
+            return record_release(self.repo, self.artifacts, app=self.app, version=version,
+                                  staged=staged, meta=meta, actor=actor)
+        finally:
+            with anyio.CancelScope(shield=True):  # a client gone must not skip the cleanup
+                await anyio.to_thread.run_sync(self.artifacts.discard, staged)
+
+    async def create_release_from(self, *, version: str, location: str, meta: dict[str, Any],
+                                  actor: str) -> tuple[Release, bool]:
+        """A release from a server-side path or URL: refused (one message, whatever the
+        location) unless ``auth.artifact_sources`` allows it."""
+        _checked_version(version)
+        workdir = await anyio.to_thread.run_sync(self.artifacts.new_staging_dir, "fetch-")
+        try:
+            source = await fetch_artifact(
+                location, sources=self.config.auth.artifact_sources,
+                base_dir=self.config.base_dir, state_dir=self.config.state_path,
+                workdir=workdir, limit_bytes=self.config.auth.max_body_bytes)
+            return await self.create_release(version=version, artifact=source, meta=meta,
+                                             actor=actor, label=f"artifact {location!r}")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, workdir, True)
 
     def release(self, version: str) -> Release:
         release = self.repo.release(self.app, version)
@@ -301,6 +335,13 @@ class Service:
         return [{"version": r.version, "digest": r.digest, "meta": r.meta,
                  "created_at": r.created_at, "created_by": r.created_by}
                 for r in self.repo.releases(self.app)]
+
+
+def _checked_version(version: str) -> None:
+    try:
+        check_version(version)
+    except ValueError as exc:
+        raise ConfigError(str(exc), file="request", field="version") from None
 
 
 def request_view(request: DeployRequest) -> dict[str, Any]:

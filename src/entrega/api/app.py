@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, field_validator
@@ -34,7 +35,9 @@ MAX_META_NESTING = 8
 
 class DeployIn(BaseModel):
     version: Version
-    #: create the release from this artifact first (same bytes again is a no-op)
+    #: create the release first from this server-side path or URL (same bytes again is a
+    #: no-op); refused unless auth.artifact_sources allows it: clients upload the bytes to
+    #: POST /api/v1/releases instead, as `entrega deploy --artifact` does
     artifact: str | None = None
     strategy: str | None = None
     meta: dict[str, Any] = {}
@@ -140,21 +143,25 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
         else:
             actor = "ci"  # checked against the body once it has arrived, below
         body = await receive_body(request, limit=service.config.auth.max_body_bytes,
-                                  secret=secret,
-                                  spool_dir=service.config.state_path / "uploads")
+                                  secret=secret, artifacts=service.artifacts)
         try:
             if signature is not None and not auth.verify_signature(body.digest, signature):
                 raise Unauthorized("the webhook signature does not match the body",
                                    hint=f"{SIGNATURE_HEADER}: sha256=<HMAC-SHA256 of the "
                                         "exact body with the shared secret>")
-            upload = await parse_upload(request, body,
-                                        limit=service.config.auth.max_body_bytes)
+            upload = await parse_upload(request, body)
             check_version(upload.version)
-            release, created = service.create_release(
-                version=upload.version, artifact=upload.artifact, meta=upload.meta,
-                actor=actor)
+            if upload.artifact is None:
+                release, created = await service.create_release_from(
+                    version=upload.version, location=upload.location or "",
+                    meta=upload.meta, actor=actor)
+            else:
+                release, created = await service.create_release(
+                    version=upload.version, artifact=upload.artifact, meta=upload.meta,
+                    actor=actor)
         finally:
-            body.cleanup()
+            with anyio.CancelScope(shield=True):  # nothing of a refused request stays
+                await anyio.to_thread.run_sync(body.cleanup)
         answer: dict[str, Any] = {"version": release.version, "digest": release.digest,
                                   "created": created}
         if created and upload.deploy:
@@ -168,8 +175,8 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
     async def deploy(environment: Environment, body: DeployIn, request: Request) -> JSONResponse:
         caller = deployer(request)
         if body.artifact:
-            service.create_release(version=body.version, artifact=Path(body.artifact),
-                                   meta=body.meta, actor=caller.name)
+            await service.create_release_from(version=body.version, location=body.artifact,
+                                              meta=body.meta, actor=caller.name)
         result = await service.deploy(environment=environment, version=body.version,
                                       strategy=body.strategy, actor=caller.name,
                                       queue=body.queue, force=body.force, reason=body.reason,

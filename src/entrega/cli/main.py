@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.text import Text
 
 from entrega.cli import render
+from entrega.cli.artifact import upload_release
 from entrega.cli.client import Client, server_url
 from entrega.cli.follow import (
     RECONNECT_TIMEOUT_S,
@@ -187,10 +188,8 @@ def deploy(
     body: dict[str, Any] = {"version": version, "strategy": strategy, "queue": not no_queue,
                             "force": force, "reason": reason}
     if artifact is not None:
-        if not artifact.exists():
-            raise EntregaError(f"artifact {artifact} does not exist")
-        body["artifact"] = str(artifact.resolve())
-        body["meta"] = {**meta, "author": _user()}
+        # The bytes go up first (the server reads no path we name), then the deploy.
+        upload_release(client, version, artifact, deploy=False, fields=meta)
     rollout = client.post(f"/api/v1/environments/{env}/deploy", body)
     stream = sys.stderr if as_json else sys.stdout
     if "queued" in rollout:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
-import tarfile
-import tempfile
 from pathlib import Path
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from entrega.cli.artifact import upload_release
 from entrega.cli.main import (
     ConfigOpt,
     EnvOpt,
@@ -36,16 +34,6 @@ STAGE_STYLE = {"succeeded": "green", "rolled_back": "red", "failed": "red",
                "cancelled": "dim", "-": "dim"}
 
 
-def _tarball(directory: Path, into: Path) -> Path:
-    target = into / "artifact.tar.gz"
-    with tarfile.open(target, "w:gz") as tar:
-        for path in sorted(directory.iterdir()):
-            if path.name in ("__pycache__", ".entrega"):
-                continue
-            tar.add(path, arcname=path.name)
-    return target
-
-
 @release_app.command("create")
 def release_create(
     version: str = typer.Argument(..., help="The new release's version.",
@@ -63,15 +51,7 @@ def release_create(
     """Upload an artifact as a new immutable release; it then flows through the pipeline."""
     meta = commit_meta(commit_sha=commit_sha, commit_time=commit_time, ci_url=ci_url)
     client = _ctx(config).client()
-    if not artifact.exists():
-        raise EntregaError(f"artifact {artifact} does not exist")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _tarball(artifact, Path(tmp)) if artifact.is_dir() else artifact
-        fields = {"version": version, "deploy": "true" if deploy else "false", **meta}
-        fields.setdefault("author", getpass.getuser())
-        with path.open("rb") as f:
-            answer = client.request("POST", "/api/v1/releases", data=fields,
-                                    files={"artifact": (path.name, f)})
+    answer = upload_release(client, version, artifact, deploy=deploy, fields=meta)
     if as_json:
         _print_json(answer)
         return

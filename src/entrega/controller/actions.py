@@ -106,7 +106,8 @@ class ActionRunner:
             return
         try:
             ref = self.ref(version)
-            self.artifacts.verify(ref.digest)
+            # Hashing a large tree takes seconds: off the loop that serves the API.
+            await asyncio.to_thread(self.artifacts.verify, ref.digest)
             endpoints = await rt.target.start(release=ref)
         except EntregaError as exc:
             if exc.temporary:

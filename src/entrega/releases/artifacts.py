@@ -4,6 +4,10 @@ A digest is taken over the *content* of the unpacked tree (each file's path, exe
 bit and sha256, in sorted order), so a directory and a tarball of the same files have the
 same digest, whatever the tarball's timestamps or member order. Artifacts are unpacked
 to ``<state>/artifacts/<hex>/`` once; ``<state>/releases/<app>/<version>`` links to it.
+
+Stage, check, then commit: an artifact is unpacked and hashed under ``.staging`` first,
+and enters the store only once its release is accepted, so a refused request (a version
+conflict, a limit, a bad tarball, a client gone mid-upload) leaves no bytes behind.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import hashlib
 import os
 import shutil
 import stat
-import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from entrega.config import ArtifactsConfig
 from entrega.errors import ArtifactError
+from entrega.releases.unpack import check_tree, unpack_tarball
 
 
 def tree_digest(root: Path) -> str:
@@ -39,59 +45,106 @@ def tree_digest(root: Path) -> str:
     return "sha256:" + outer.hexdigest()
 
 
-def _unpack(tarball: Path, into: Path) -> None:
-    try:
-        with tarfile.open(tarball, "r:*") as tar:
-            for member in tar.getmembers():
-                # The "data" filter below would quietly strip a leading "/"; an artifact
-                # that names absolute paths is a mistake or an attack either way.
-                parts = Path(member.name).parts
-                if member.name.startswith("/") or ".." in parts:
-                    raise ArtifactError(f"{tarball}: refused unsafe member {member.name!r} "
-                                        "(absolute or outside the artifact)")
-            # The "data" filter refuses absolute paths, "..", links that leave the tree
-            # and device files: an artifact cannot write outside its own directory.
-            tar.extractall(into, filter="data")
-    except tarfile.FilterError as exc:
-        raise ArtifactError(f"{tarball}: refused unsafe member: {exc}") from exc
-    except (tarfile.TarError, OSError) as exc:
-        raise ArtifactError(f"{tarball}: not a readable tarball: {exc}") from exc
+@dataclass(frozen=True)
+class StagedArtifact:
+    """An artifact unpacked and hashed under ``.staging``, not yet part of the store:
+    :meth:`ArtifactStore.commit` moves it in, :meth:`ArtifactStore.discard` deletes it."""
+
+    digest: str
+    tree: Path
+    staging: Path
 
 
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
+    """``<state>/artifacts/<hex>/`` trees, written only by :meth:`commit`.
+
+    Everything in flight (an upload's body, a tree being unpacked and hashed) lives under
+    ``<state>/artifacts/.staging/``, which one controller owns (it holds the store's lock),
+    so whatever a crash or a refused request leaves there is swept at start. Unpacking and
+    hashing block: callers on the event loop run :meth:`stage` in a worker thread.
+    """
+
+    def __init__(self, root: Path, limits: ArtifactsConfig | None = None) -> None:
         self.root = root
+        self.limits = limits or ArtifactsConfig()
+
+    @property
+    def staging_root(self) -> Path:
+        return self.root / "artifacts" / ".staging"
 
     def path_for(self, digest: str) -> Path:
         return self.root / "artifacts" / digest.removeprefix("sha256:")
 
-    def ingest(self, source: Path) -> tuple[str, Path]:
-        """Copy or unpack ``source`` (directory or .tar/.tar.gz) into the store.
+    def new_staging_dir(self, prefix: str) -> Path:
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.staging_root, prefix=prefix))
 
-        Returns (digest, stored directory). Idempotent: the same content is stored once.
-        """
-        if not source.exists():
-            raise ArtifactError(f"artifact {source} does not exist")
-        staging_root = self.root / "artifacts" / ".staging"
-        staging_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=staging_root))
+    def sweep_staging(self) -> int:
+        """Delete what earlier runs left in flight; returns how many entries. Only while
+        holding the controller's lock: another server's uploads would vanish."""
+        swept = 0
+        # <state>/uploads held request bodies before they moved under .staging.
+        for leftovers in (self.staging_root, self.root / "uploads"):
+            if not leftovers.is_dir():
+                continue
+            for entry in leftovers.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                swept += 1
+        return swept
+
+    def stage(self, source: Path, *, label: str = "the artifact") -> StagedArtifact:
+        """Copy or unpack ``source`` (directory or tarball) under ``.staging`` and hash it,
+        within ``limits``. Blocking. ``label`` names the artifact in errors (a server path
+        never appears in one)."""
+        staging = self.new_staging_dir("tree-")
         try:
             tree = staging / "tree"
             if source.is_dir():
-                shutil.copytree(source, tree, symlinks=True,
-                                ignore=shutil.ignore_patterns("__pycache__", ".entrega"))
-            elif tarfile.is_tarfile(source):
+                check_tree(source, limits=self.limits, label=label)
+                try:
+                    shutil.copytree(source, tree, symlinks=True,
+                                    ignore=shutil.ignore_patterns("__pycache__", ".entrega"))
+                except (shutil.Error, OSError):
+                    raise ArtifactError(f"{label} could not be copied (unreadable files, "
+                                        "sockets or files changing while read)") from None
+            elif source.is_file():
                 tree.mkdir()
-                _unpack(source, tree)
+                unpack_tarball(source, tree, limits=self.limits, label=label)
             else:
-                raise ArtifactError(f"artifact {source} is neither a directory nor a tarball")
-            digest = tree_digest(tree)
-            final = self.path_for(digest)
-            if not final.exists():
-                os.replace(tree, final)
-            return digest, final
-        finally:
+                raise ArtifactError(f"{label} does not exist")
+            return StagedArtifact(digest=tree_digest(tree), tree=tree, staging=staging)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def commit(self, staged: StagedArtifact) -> tuple[Path, bool]:
+        """Move a staged tree into the store (a rename: fast, fine on the event loop).
+        Returns (stored directory, whether this call added it). Idempotent: content
+        stored before is kept; the staged copy stays for :meth:`discard`."""
+        final = self.path_for(staged.digest)
+        if final.exists():
+            return final, False
+        os.replace(staged.tree, final)
+        return final, True
+
+    def discard(self, staged: StagedArtifact) -> None:
+        shutil.rmtree(staged.staging, ignore_errors=True)
+
+    def remove(self, digest: str) -> None:
+        """Undo a :meth:`commit` whose release could not be recorded."""
+        shutil.rmtree(self.path_for(digest), ignore_errors=True)
+
+    def ingest(self, source: Path, *, label: str = "the artifact") -> tuple[str, Path]:
+        """Stage and commit in one call. Returns (digest, stored directory)."""
+        staged = self.stage(source, label=label)
+        try:
+            final, _ = self.commit(staged)
+        finally:
+            self.discard(staged)
+        return staged.digest, final
 
     def link_release(self, app: str, version: str, digest: str) -> Path:
         """``<state>/releases/<app>/<version>`` -> the artifact directory."""
@@ -110,7 +163,8 @@ class ArtifactStore:
         """The stored directory, after checking its content still has ``digest``."""
         path = self.path_for(digest)
         if not path.is_dir():
-            raise ArtifactError(f"artifact {digest} is missing from {path.parent}")
+            raise ArtifactError(f"artifact {digest} is missing from the artifact store",
+                                hint="create the release again from its original bytes")
         actual = tree_digest(path)
         if actual != digest:
             raise ArtifactError(f"artifact {digest} was modified on disk (now {actual})",

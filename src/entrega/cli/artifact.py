@@ -1,0 +1,51 @@
+"""Uploading an artifact: what `deploy --artifact` and `release create` send.
+
+The server takes artifacts only as uploaded bytes (it never reads a path the client
+names), so a directory is packed into a gzip tarball here and sent as the ``artifact``
+part of ``POST /api/v1/releases``; a tarball is sent as it is.
+"""
+
+from __future__ import annotations
+
+import getpass
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from entrega.cli.client import Client
+from entrega.errors import EntregaError
+
+#: Receiving, unpacking and hashing a large artifact takes the server a while after the
+#: last byte; the client's usual 30 s would give up on a build it is still storing.
+UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=600.0)
+
+
+def pack(directory: Path, into: Path) -> Path:
+    target = into / "artifact.tar.gz"
+    with tarfile.open(target, "w:gz", compresslevel=6) as tar:
+        for path in sorted(directory.iterdir()):
+            if path.name in ("__pycache__", ".entrega"):
+                continue
+            tar.add(path, arcname=path.name)
+    return target
+
+
+def upload_release(client: Client, version: str, artifact: Path, *, deploy: bool,
+                   fields: dict[str, str] | None = None) -> Any:
+    """Create release ``version`` from the directory or tarball ``artifact``; ``deploy``
+    starts the pipeline at once. Returns the server's answer (version, digest, created)."""
+    if not artifact.exists():
+        raise EntregaError(f"artifact {artifact} does not exist")
+    form = {"version": version, "deploy": "true" if deploy else "false", **(fields or {})}
+    try:
+        form.setdefault("author", getpass.getuser())
+    except (KeyError, OSError):  # no passwd entry (containers)
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pack(artifact, Path(tmp)) if artifact.is_dir() else artifact
+        with path.open("rb") as f:
+            return client.request("POST", "/api/v1/releases", data=form,
+                                  files={"artifact": (path.name, f)}, timeout=UPLOAD_TIMEOUT)
