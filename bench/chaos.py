@@ -1,7 +1,7 @@
 """The fault campaign: good and bad releases rolled out under traffic while the server,
 the router and app instances are killed with ``kill -9``.
 
-    python -m bench.chaos                 # 20 rollouts, a table (~5 minutes)
+    python -m bench.chaos                 # 20 rollouts, a table (~8 minutes here)
     python -m bench.chaos --json          # the same as one JSON object
     python -m bench.chaos --rollouts 3 --router-kills 1 --instance-kills 1 --json
 
@@ -272,9 +272,21 @@ class Campaign:
             self.notes.append(f"{rollout.version}: no router pid to kill")
             return
         pid, what = target
+        supervisor = self.dep.router.pid()
+        workers = children(supervisor) if supervisor is not None else []
         phase = self.dep.phase(rollout.id)
         kill = self.traffic.kill(pid)
-        recovered = self._recover(self.dep.router_answers, 30)
+
+        def back() -> bool:
+            # a killed worker is back when the supervisor has as many again (the other
+            # workers answer meanwhile); a killed router when the address answers again
+            if pid in workers and supervisor is not None:
+                now = children(supervisor)
+                if pid in now or len(now) < len(workers):
+                    return False
+            return self.dep.router_answers()
+
+        recovered = self._recover(back, 30)
         self.faults.append(Fault("router_kill", kill.at, time.monotonic(), kill.in_flight,
                                  phase, what, recovered))
 
@@ -541,7 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         campaign = Campaign(Path(tmp), args)
         # a Ctrl-C or SIGTERM still stops the server, the router and the instances
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        result = campaign.run()
+        try:
+            result = campaign.run()
+        except RuntimeError as exc:  # the campaign could not even start: say why
+            print(f"bench.chaos: {exc}", file=sys.stderr)
+            return 2
     print(json.dumps(result, indent=1) if args.json else table(result))
     return 1 if args.check and not result["targets_met"] else 0
 
