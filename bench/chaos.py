@@ -399,6 +399,9 @@ class Campaign:
             rows = db.execute("SELECT id, version, phase FROM rollouts "
                               "WHERE environment = 'production'").fetchall()
         by_version = Counter(version for _, version, _ in rows)
+        ours = {"v0", *(r.version for r in self.rollouts)}
+        if strays := sorted(v for v in by_version if v not in ours):
+            self.notes.append(f"rollouts in the store the campaign did not start: {strays}")
         phases = {rid: phase for rid, _, phase in rows}
         for r in self.rollouts:
             if r.id is None:
@@ -501,7 +504,7 @@ def row(r: Rollout) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| rollout | strategy | expected | outcome | s | faults | canary served "
+    lines = ["| rollout | strategy | expected | outcome | s | faults | new release served "
              "(visitors / cookie clients) |", "|---|---|---|---|---:|---|---|"]
     for o in result["outcomes"]:
         lines.append(f"| {o['version']} | {o['strategy']} | {o['expected']} | {o['outcome']} "
@@ -519,6 +522,9 @@ def table(result: dict[str, Any]) -> str:
         "targets: " + ", ".join(f"{k} {'held' if v else 'MISSED'}"
                                 for k, v in result["targets"].items()),
     ]
+    lines += [f"{o['version']}: expected {o['expected']}, got {o['outcome']}: "
+              f"{o.get('problem') or o['reason']}"
+              for o in result["outcomes"] if o["outcome"] != o["expected"]]
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
 

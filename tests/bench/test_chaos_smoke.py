@@ -35,7 +35,8 @@ FAULTS = [Fault("server_kill", at=10.0, recovered_at=12.0, in_flight=0, phase="v
     (11.0, 21.0, "router_kill"),        # overlaps both: the latest kill
     (22.6, 30.0, "none"),
 ], ids=["before", "in-flight", "grace", "after-grace", "at-kill", "both-latest", "after"])
-def test_a_failure_is_attributed_to_the_window_it_overlaps(start, end, fault):
+def test_a_failure_is_attributed_to_the_window_it_overlaps(start: float, end: float,
+                                                           fault: str) -> None:
     request = Request(start, end, VISITORS, None, None, error="ConnectError")
     assert attribute(request, FAULTS, grace_s=2.0) == fault
 
@@ -48,11 +49,12 @@ def test_a_failure_is_attributed_to_the_window_it_overlaps(start, end, fault):
     (503, b"", (False, "status 503")),
     (404, b'{"error": "not found"}', (False, "status 404")),
 ], ids=["ok", "injected", "other-500", "502", "503", "404"])
-def test_only_the_shops_injected_500_is_not_a_failure(status, body, expected):
+def test_only_the_shops_injected_500_is_not_a_failure(
+        status: int, body: bytes, expected: tuple[bool, str]) -> None:
     assert classify(status, body) == expected
 
 
-def test_the_plan_has_every_kind_of_rollout_in_a_seeded_order():
+def test_the_plan_has_every_kind_of_rollout_in_a_seeded_order() -> None:
     order = plan(20, random.Random(1))
     assert sorted(set(order)) == [("blue-green", False), ("blue-green", True),
                                   ("canary", False), ("canary", True)]
@@ -61,7 +63,7 @@ def test_the_plan_has_every_kind_of_rollout_in_a_seeded_order():
 
 
 @pytest.mark.real
-def test_a_short_campaign_runs_and_prints_the_json_object():
+def test_a_short_campaign_runs_and_prints_the_json_object() -> None:
     done = subprocess.run([sys.executable, "-m", "bench.chaos", "--rollouts", "3",
                            "--router-kills", "1", "--instance-kills", "1", "--seed", "3",
                            "--json"], cwd=ROOT, capture_output=True, text=True, timeout=500)
