@@ -143,7 +143,9 @@ class ChaosDeployment(Deployment):
         self.client = httpx.Client(base_url=self.api, timeout=10)
         config = load_config(self.config)
         router = build_runtime(config, config.environments[0]).router
-        assert isinstance(router, EmbeddedRouter)
+        if not isinstance(router, EmbeddedRouter) or router.workers != router_workers:
+            raise RuntimeError(f"{self.config}: expected the embedded router with "
+                               f"{router_workers} worker(s); the e2e config changed?")
         self.router = router
         self.store = config.state_path / "state.db"
 
@@ -347,8 +349,8 @@ class Campaign:
                                f"{self.args.rollout_timeout_s:g} s: aborted")
             dep.abort()
             if dep.wait_ended(rollout.id, time.monotonic() + 30) is None:
-                raise RuntimeError(f"rollout {rollout.id} ({rollout.version}) neither "
-                                   "ended nor could be aborted: campaign stopped")
+                raise RuntimeError(f"rollout {rollout.id} neither ended nor could be "
+                                   "aborted")
             return
         rollout.outcome = OUTCOME.get(phase, phase)
         rollout.reason = str(dep.view(rollout.id).get("message") or "")
@@ -379,8 +381,10 @@ class Campaign:
                 self.rollouts.append(rollout)
                 try:
                     self.run_one(rollout, extra[i - 1])
-                except RuntimeError as exc:
-                    self.notes.append(str(exc))
+                except (RuntimeError, httpx.HTTPError) as exc:
+                    # the server is gone for good, or a rollout cannot be ended: the
+                    # rollouts so far are the result, and the note says why it stopped
+                    self.notes.append(f"campaign stopped at {rollout.version}: {exc}")
                     break
                 # progress on stderr, so that --json's stdout stays one object
                 print(f"  {row(rollout)}", file=sys.stderr, flush=True)
@@ -556,11 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     args.router_kills = third if args.router_kills is None else args.router_kills
     args.instance_kills = third if args.instance_kills is None else args.instance_kills
     with tempfile.TemporaryDirectory(prefix="entrega-chaos-") as tmp:
-        campaign = Campaign(Path(tmp), args)
         # a Ctrl-C or SIGTERM still stops the server, the router and the instances
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            result = campaign.run()
+            result = Campaign(Path(tmp), args).run()
         except RuntimeError as exc:  # the campaign could not even start: say why
             print(f"bench.chaos: {exc}", file=sys.stderr)
             return 2
