@@ -7,14 +7,33 @@ from pathlib import Path
 
 import httpx
 
-from entrega.routers.embedded.control import ControlServer, ProxyPlane
-from entrega.routers.embedded.proxy import Proxy, ProxySettings
+from entrega.routers.base import Routes
+from entrega.routers.embedded.control import ControlServer
 from tests.api.slow_client import trickle_head
+
+
+class IdlePlane:
+    """A data plane with no traffic: the control API is what is under test."""
+
+    def health(self) -> dict[str, object]:
+        return {}
+
+    async def routes(self) -> dict[str, object]:
+        return Routes().to_dict()
+
+    async def apply(self, routes: Routes) -> None:
+        pass
+
+    async def metrics(self) -> dict[str, object]:
+        return {}
+
+    async def connections(self) -> int:
+        return 0
 
 
 async def test_a_slow_control_client_is_cut_off(tmp_path: Path) -> None:
     stopped = asyncio.Event()
-    control = ControlServer(ProxyPlane(Proxy(ProxySettings())), state_path=tmp_path / "r.json",
+    control = ControlServer(IdlePlane(), state_path=tmp_path / "r.json",
                             info={}, on_shutdown=stopped.set, header_timeout_s=1.0)
     path = str(tmp_path / "control.sock")
     server = await control.start(path)
