@@ -226,15 +226,27 @@ class ChaosDeployment(Deployment):
             pass
 
     def router_process(self, rng: random.Random) -> tuple[int, str] | None:
-        """A router process to kill: one of the supervisor's workers when it has some
-        (their pids are its children in /proc), else the router itself."""
+        """A router process to kill: one of the workers serving traffic (the supervisor's
+        ``GET /health`` names them; its spare, also a child, serves nothing until a worker
+        dies), else the router itself."""
         pid = self.router.pid()
         if pid is None:
             return None
-        workers = children(pid)
+        workers = self.serving_workers()
         if workers:
             return rng.choice(workers), "router worker"
         return pid, "router"
+
+    def serving_workers(self) -> list[int]:
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.router.socket_path)),
+                              base_url="http://router", timeout=5) as control:
+                health = control.get("/health").json()
+        except (httpx.HTTPError, ValueError):
+            return []
+        workers = health.get("workers") if isinstance(health, dict) else None
+        pids = workers.get("pids") if isinstance(workers, dict) else None
+        return [int(p) for p in pids] if isinstance(pids, list) else []
 
     def router_answers(self) -> bool:
         try:

@@ -40,7 +40,7 @@ def leaks(text: str) -> list[str]:
      "invalid version 'a/b'"),
     ("POST", "/api/v1/environments/staging/rollback", {"to": ".."}, 422,
      "invalid version '..'"),
-    ("POST", "/api/v1/environments/staging/deploy", DEEP, 400, "parsing the body"),
+    ("POST", "/api/v1/environments/staging/deploy", DEEP, 422, "nested too deeply"),
     ("POST", "/api/v1/environments/staging/deploy",
      {"version": "v1", "meta": {"a": [[[[[[[[[1]]]]]]]]]}}, 422, "meta nests more than 8"),
     ("POST", "/.entrega/feedback", DEEP, 422, "nested too deeply"),

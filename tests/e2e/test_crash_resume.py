@@ -99,6 +99,37 @@ def test_stopped_router_is_restarted_with_its_routes(deployment: Deployment) -> 
     assert "did not answer on its control socket" in event["message"]
 
 
+def test_a_router_worker_restarted_by_the_data_plane_is_in_history(
+        deployment: Deployment) -> None:
+    """The router's supervisor replaces a killed worker by itself; the controller reads the
+    restart from the router and records it once, as the router's own event."""
+    import os
+    import signal
+
+    from entrega.config import load_config
+    from entrega.controller.runtime import build_runtime
+
+    dep = deployment
+    v1 = dep.deploy("v1")
+    dep.wait_phase(v1["id"], {"succeeded"})
+    config = load_config(dep.config)
+    router = build_runtime(config, config.environments[0]).router
+    assert isinstance(router, EmbeddedRouter)
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(router.socket_path)),
+                      base_url="http://router") as control:
+        [worker] = control.get("/health").json()["workers"]["pids"]
+    os.kill(worker, signal.SIGKILL)
+
+    def recorded() -> list[dict[str, object]]:
+        return [e for e in dep.cli_json("history")
+                if e["kind"] == "router_restarted" and e["actor"] == "router"]
+
+    wait_for(lambda: len(recorded()) == 1, timeout_s=30, what="the worker restart in history")
+    [event] = recorded()
+    assert "router worker" in str(event["message"]) and "signal 9" in str(event["message"])
+    assert dep.served_by() == {"v1": 20}  # served all along by the replacement
+
+
 def _served(dep: Deployment) -> dict[str, int] | None:
     import httpx
 

@@ -34,6 +34,10 @@ def problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
         message = str(e.get("msg", "invalid"))
         # our own validators raise InvalidName (a ValueError): pydantic prefixes it
         message = message.removeprefix("Value error, ")
+        reason = (e.get("ctx") or {}).get("error")
+        if e.get("type") == "json_invalid" and isinstance(reason, str) and reason:
+            # json's own words (where it stopped), or ours: a duplicate key, too deep
+            message = f"{message}: {reason}"
         out.append({"loc": [str(p) for p in e.get("loc", ())], "msg": message,
                     "type": str(e.get("type", ""))})
     return out

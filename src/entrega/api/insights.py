@@ -100,7 +100,7 @@ def parse_feedback(body: bytes, content_type: str) -> FeedbackIn:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
                                  for e in exc.errors())
             raise BadFeedback(f"invalid feedback: {problems}") from None
-        raise BadFeedback("the body is not valid JSON",
+        raise BadFeedback(f"the body is not valid JSON ({exc})",
                           hint='send {"rating": 4, "comment": "..."}') from None
 
 

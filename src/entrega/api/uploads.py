@@ -129,8 +129,8 @@ async def parse_upload(request: Request, body: ReceivedBody) -> ReleaseUpload:
 def _read_json(path: Path) -> Any:
     try:
         return loads_json(path.read_bytes() or b"{}")
-    except ValueError:
-        raise ArtifactError("the body is not JSON",
+    except ValueError as exc:
+        raise ArtifactError(f"the body is not JSON ({exc})",
                             hint="send multipart/form-data or a JSON object") from None
 
 

@@ -10,6 +10,9 @@ import httpx
 
 from entrega.errors import ApiError, EntregaError, ServerUnreachable
 
+#: Where CI's HMAC-SHA256 signature of a body goes (GitHub's convention).
+SIGNATURE_HEADER = "X-Entrega-Signature-256"
+
 
 def server_url(listen: str | None) -> str:
     url = os.environ.get("ENTREGA_SERVER")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import sys
 import time
@@ -67,6 +68,15 @@ class _Context:
             if not os.environ.get("ENTREGA_SERVER"):
                 raise
         return Client(server_url(listen))
+
+    def webhook_secret(self) -> str | None:
+        """The CI webhook's secret when this shell holds it (the variable entrega.yaml
+        names): uploads are then signed like CI's, as a server with a secret requires."""
+        try:
+            name = self.config.auth.webhook_secret_env
+        except EntregaError:  # no entrega.yaml here (ENTREGA_SERVER): no secret either
+            return None
+        return os.environ.get(name) or None if name else None
 
 
 def _ctx(config_path: str) -> _Context:
@@ -189,7 +199,8 @@ def deploy(
                             "force": force, "reason": reason}
     if artifact is not None:
         # The bytes go up first (the server reads no path we name), then the deploy.
-        upload_release(client, version, artifact, deploy=False, fields=meta)
+        upload_release(client, version, artifact, deploy=False, fields=meta,
+                       secret=ctx.webhook_secret())
     rollout = client.post(f"/api/v1/environments/{env}/deploy", body)
     stream = sys.stderr if as_json else sys.stdout
     if "queued" in rollout:

@@ -50,8 +50,10 @@ def release_create(
 ) -> None:
     """Upload an artifact as a new immutable release; it then flows through the pipeline."""
     meta = commit_meta(commit_sha=commit_sha, commit_time=commit_time, ci_url=ci_url)
-    client = _ctx(config).client()
-    answer = upload_release(client, version, artifact, deploy=deploy, fields=meta)
+    ctx = _ctx(config)
+    client = ctx.client()
+    answer = upload_release(client, version, artifact, deploy=deploy, fields=meta,
+                            secret=ctx.webhook_secret())
     if as_json:
         _print_json(answer)
         return
