@@ -25,18 +25,10 @@ EXAMPLES = 20
 BUDGET_S = 40.0
 
 
-def _without_server_paths(case: schemathesis.Case) -> schemathesis.Case:
-    # `deploy {"artifact": PATH}` makes the server copy PATH into its store: a fuzzer must
-    # not have it copy "/" (server-side paths are issue 10 item 6, refused there).
-    if isinstance(case.body, dict):
-        case.body.pop("artifact", None)
-    return case
-
-
 def fuzz(operation: Any, mode: GenerationMode, *, session: Any, headers: dict[str, str],
          deadline: float, found: list[str], sent: list[int]) -> None:
     """Send up to EXAMPLES cases of one operation in one mode; record bad answers."""
-    strategy = operation.as_strategy(generation_mode=mode).map(_without_server_paths)
+    strategy = operation.as_strategy(generation_mode=mode)
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
