@@ -37,8 +37,8 @@ def events(service: Service, kind: str) -> list[Event]:
 async def released(service: Service, *versions: str) -> None:
     root = service.config.base_dir
     for version in versions:
-        service.create_release(version=version, artifact=artifact(root, version), meta={},
-                               actor="ci")
+        await service.create_release(version=version, artifact=artifact(root, version),
+                                     meta={}, actor="ci")
         started = await service.deploy(environment="production", version=version,
                                        actor="ci")
         assert isinstance(started, DeployStarted)

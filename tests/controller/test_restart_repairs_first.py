@@ -91,8 +91,8 @@ async def first_release(service: Service) -> None:
     root = service.config.base_dir
     await service.controller.start()
     for version in ("v1", "v2"):
-        service.create_release(version=version, artifact=artifact(root, version), meta={},
-                               actor="ci")
+        await service.create_release(version=version, artifact=artifact(root, version),
+                                     meta={}, actor="ci")
     started = await service.deploy(environment="production", version="v1", actor="ci")
     assert isinstance(started, DeployStarted)
     rid = started.rollout.id
