@@ -58,6 +58,9 @@ from entrega.analysis.judges.mann_whitney import MIN_TEST_SAMPLES, compute_p_gre
 from entrega.analysis.judges.sequential import SequentialRule, decide_sequential
 from entrega.config import DEFAULT_METRICS
 
+#: the judge's own p-value (standard library, scalar) over arrays of runs
+p_greater = np.vectorize(compute_p_greater, otypes=[float])
+
 BASE_ERROR_RATE = 0.005
 STABLE_PER_CANARY = 9  # the canary at 10% of traffic
 RING = 2048  # the embedded router's ring of recent latencies per release
@@ -205,14 +208,14 @@ def mann_whitney_fails(canary: np.ndarray, stable: np.ndarray, ratio_bins: int,
     shifted = np.zeros_like(stable)
     shifted[:, ratio_bins:] = stable[:, :-ratio_bins]
     u, m, n, ties = _u_stat(canary, shifted)
-    p = compute_p_greater(u, m, n, ties)
+    p = p_greater(u, m, n, ties)
     fail = p < per_test_alpha
     pooled = canary + shifted
     total = pooled.sum(axis=1)
     rank = (2 * quantile - 1) * total
     floor_bin = np.argmax(np.cumsum(pooled, axis=1) >= rank[:, None], axis=1)
     u, m, n, ties = _u_stat(_censor(canary, floor_bin), _censor(shifted, floor_bin))
-    fail |= compute_p_greater(u, m, n, ties) < per_test_alpha
+    fail |= p_greater(u, m, n, ties) < per_test_alpha
     return fail & (m >= MIN_TEST_SAMPLES) & (n >= MIN_TEST_SAMPLES)
 
 
@@ -307,7 +310,7 @@ def kayenta_first_fail(points_c: list[np.ndarray], points_s: list[np.ndarray]) -
             for r in range(runs):
                 _, counts = np.unique(srt[r], return_counts=True)
                 ties[r] = float(((counts.astype(float)) ** 3 - counts).sum())
-            fail |= compute_p_greater(u, float(k), float(k), ties) < KAYENTA_ALPHA
+            fail |= p_greater(u, float(k), float(k), ties) < KAYENTA_ALPHA
         first = np.where(np.isinf(first) & fail, k * KAYENTA_INTERVAL_S, first)
     return first
 

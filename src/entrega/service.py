@@ -1,8 +1,10 @@
 """Use cases: create a release, deploy, promote, abort, roll back, and the read models.
 
-The API calls these; they validate, write through the repository under the environment's
-lock (so a command never interleaves with a reconcile pass of the same environment), and
-wake the controller.
+The API and the dashboard call these; they validate, write through the repository under
+the environment's lock (so a command never interleaves with a reconcile pass of the same
+environment), and wake the controller. Reads answer typed views (``entrega.views``), the
+one contract the API, the CLI and the dashboard share; nothing above this layer reads
+the store.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,10 @@ from entrega.controller.launch import launch_rollout
 from entrega.controller.loop import Controller
 from entrega.controller.pipeline import order_problem
 from entrega.errors import ConfigError, Conflict, Forbidden, NotFound, RolloutInProgress
+from entrega.feedback import FeedbackIntake, FeedbackSettings
+from entrega.feedback.intake import load_or_create_key
+from entrega.insights.gather import Sources, build_dora, build_report
+from entrega.insights.prometheus import render_metrics
 from entrega.releases.artifacts import ArtifactStore
 from entrega.releases.catalog import check_version, record_release
 from entrega.releases.sources import fetch_artifact
@@ -35,8 +42,33 @@ from entrega.rollouts.model import (
     spec_from_dict,
     state_from_dict,
 )
-from entrega.store.models import DeployRequest, Event, Release, Rollout
+from entrega.store.insights_repository import InsightsRepository
+from entrega.store.models import DeployRequest, Event, Feedback, Release, Rollout
 from entrega.store.repository import Repository
+from entrega.views import (
+    AnalysisView,
+    Approved,
+    CohortView,
+    DeployQueued,
+    DeployRequestView,
+    DeployStarted,
+    DoraView,
+    EnvironmentStatus,
+    EventView,
+    FeedbackList,
+    FeedbackSummary,
+    FeedbackView,
+    PipelineRelease,
+    PipelineView,
+    ReleaseReport,
+    ReleaseView,
+    RolloutAnalysis,
+    RolloutDetail,
+    RolloutView,
+    StageView,
+    StatusView,
+    WindowView,
+)
 
 
 class Service:
@@ -46,6 +78,8 @@ class Service:
         self.repo = repo
         self.artifacts = artifacts
         self.controller = controller
+        self.insights = InsightsRepository(repo.store)
+        self._sources = Sources(config.app, repo, self.insights)
 
     @property
     def app(self) -> str:
@@ -97,9 +131,9 @@ class Service:
 
     async def deploy(self, *, environment: str, version: str, actor: str,
                      strategy: str | None = None, reason: str = "", queue: bool = True,
-                     force: bool = False, admin: bool = False) -> dict[str, Any]:
+                     force: bool = False, admin: bool = False) -> DeployStarted | DeployQueued:
         """Roll ``version`` out to ``environment`` now, or queue it behind the rollout in
-        progress (newest wins). Returns {"rollout": view} or {"queued": request}."""
+        progress (newest wins)."""
         self.config.environment(environment)
         release = self.release(version)
         if release.pruned_at is not None:
@@ -128,7 +162,7 @@ class Service:
                                         message=f"{actor} forced {version} into {environment}"
                                                 f": {reason}")
                 self.controller.wake()
-                return {"rollout": self.rollout_view(rollout)}
+                return DeployStarted(rollout=self.rollout_view(rollout))
             if not queue:
                 raise RolloutInProgress(
                     f"{environment} is busy with rollout {active.id} of {active.version} "
@@ -140,9 +174,9 @@ class Service:
                                 kind="queued", actor=actor,
                                 message=f"{version} queued for {environment} behind rollout "
                                         f"{active.id} of {active.version}")
-        return {"queued": request_view(request)}
+        return DeployQueued(queued=request_view(request))
 
-    async def approve(self, *, environment: str, version: str, actor: str) -> dict[str, Any]:
+    async def approve(self, *, environment: str, version: str, actor: str) -> Approved:
         """Pass a manual gate: the release waiting at it is queued for the environment."""
         async with self._lock(environment):
             waiting = [r for r in self.repo.waiting_requests(self.app, environment)
@@ -155,7 +189,7 @@ class Service:
                                 kind="approved", actor=actor,
                                 message=f"{actor} approved {version} for {environment}")
         self.controller.wake()
-        return {"approved": version, "environment": environment}
+        return Approved(approved=version, environment=environment)
 
     def _lock(self, environment: str) -> asyncio.Lock:
         self.config.environment(environment)  # a clear error for an unknown name
@@ -229,38 +263,45 @@ class Service:
 
     # -- read models -----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusView:
         environments = []
         for env in self.repo.environments(self.app):
             active = self.repo.active_rollout(self.app, env.name)
             last = self.repo.rollouts(self.app, env.name, limit=1)
-            environments.append({
-                "name": env.name,
-                "current": env.current_version,
-                "rollout": self.rollout_view(active) if active else None,
-                "last_rollout": self.rollout_view(last[0]) if last and not active else None,
-            })
-        return {"app": self.app, "environments": environments}
+            environments.append(EnvironmentStatus(
+                name=env.name, current=env.current_version,
+                rollout=self.rollout_view(active) if active else None,
+                last_rollout=self.rollout_view(last[0]) if last and not active else None))
+        return StatusView(app=self.app, environments=environments)
 
-    def pipeline(self, *, limit: int = 20) -> dict[str, Any]:
+    def pipeline(self, *, limit: int = 20) -> PipelineView:
         """Where each recent release stands in each environment."""
         envs = self.repo.environments(self.app)
         rollouts = self.repo.rollouts(self.app, limit=2000)
         requests = self.repo.requests(self.app, limit=2000)
         releases = []
         for release in self.repo.releases(self.app)[:limit]:
-            stages = {}
-            for env in envs:
-                stages[env.name] = _stage(release.version, env.name, env.current_version,
-                                          rollouts, requests)
-            releases.append({"version": release.version, "digest": release.digest,
-                             "created_at": release.created_at, "meta": release.meta,
-                             "retained": release.pruned_at is None,
-                             "environments": stages})
-        return {"app": self.app, "environments": [e.name for e in envs],
-                "releases": releases}
+            stages = {env.name: _stage(release.version, env.name, env.current_version,
+                                       rollouts, requests)
+                      for env in envs}
+            releases.append(PipelineRelease(
+                version=release.version, digest=release.digest, created_at=release.created_at,
+                meta=release.meta, retained=release.pruned_at is None, environments=stages))
+        return PipelineView(app=self.app, environments=[e.name for e in envs],
+                            releases=releases)
 
-    def rollout_view(self, row: Rollout) -> dict[str, Any]:
+    def awaiting_approval(self) -> dict[str, list[str]]:
+        """Per environment, the releases waiting at its manual gate (oldest first)."""
+        waiting: dict[str, list[str]] = {}
+        for request in self.repo.requests(self.app, limit=200):
+            if request.status == "awaiting_approval":
+                waiting.setdefault(request.environment, []).append(request.version)
+        return waiting
+
+    def rollout_view(self, row: Rollout) -> RolloutView:
+        return RolloutView.model_validate(self._rollout_fields(row))
+
+    def _rollout_fields(self, row: Rollout) -> dict[str, Any]:
         state = state_from_dict(row.state)
         spec = spec_from_dict(row.spec)
         # A first release goes straight to 100% (strategy "direct") although its spec
@@ -269,72 +310,116 @@ class Service:
         analysis = None
         if state.analysis is not None:
             run = self.repo.analysis_run(row.id, state.analysis.window)
-            analysis = {"window": state.analysis.window, "checks": state.analysis.checks,
-                        "failures": state.analysis.failures,
-                        "verdict": state.analysis.last_verdict,
-                        "reason": state.analysis.last_reason,
-                        "metrics": (run.result or {}).get("metrics") if run else None}
+            analysis = AnalysisView(
+                window=state.analysis.window, checks=state.analysis.checks,
+                failures=state.analysis.failures, verdict=state.analysis.last_verdict,
+                reason=state.analysis.last_reason,
+                metrics=(run.result or {}).get("metrics") if run else None)
+        cohort = (CohortView(name=state.cohort_name, selected=state.cohort.selected,
+                             users_percent=state.cohort.percent) if state.cohort else None)
         return {
             "id": row.id, "environment": row.environment, "version": row.version,
             "from_version": row.from_version, "strategy": row.strategy,
-            "phase": state.phase.value, "weights": state.weights, "preview": state.preview,
+            "phase": state.phase, "weights": state.weights, "preview": state.preview,
             "step_index": state.step_index, "steps": steps, "message": state.message,
-            "cohort": ({"name": state.cohort_name, "selected": state.cohort.selected,
-                        "users_percent": state.cohort.percent} if state.cohort else None),
-            "analysis": analysis, "analysis_history": list(state.analysis_history),
+            "cohort": cohort, "analysis": analysis,
+            "analysis_history": list(state.analysis_history),
             "created_at": row.created_at, "updated_at": row.updated_at,
             "finished_at": row.finished_at, "created_by": row.created_by,
             "reason": row.reason,
         }
 
-    def rollout(self, rollout_id: int) -> dict[str, Any]:
+    def _row(self, rollout_id: int) -> Rollout:
         row = self.repo.rollout(rollout_id)
         if row is None or row.app != self.app:
             raise NotFound(f"no rollout {rollout_id}")
-        view = self.rollout_view(row)
-        view["events"] = [event_view(e) for e in self.repo.events(self.app,
-                                                                   rollout_id=rollout_id)]
-        return view
+        return row
 
-    def analysis(self, rollout_id: int) -> dict[str, Any]:
+    def rollout(self, rollout_id: int) -> RolloutDetail:
+        row = self._row(rollout_id)
+        events = [event_view(e) for e in self.repo.events(self.app, rollout_id=rollout_id)]
+        return RolloutDetail.model_validate({**self._rollout_fields(row), "events": events})
+
+    def analysis(self, rollout_id: int) -> RolloutAnalysis:
         """Every analysis window of a rollout: per metric, the numbers, the test and why
         it decided (what `entrega analysis explain` shows)."""
-        row = self.repo.rollout(rollout_id)
-        if row is None or row.app != self.app:
-            raise NotFound(f"no rollout {rollout_id}")
+        row = self._row(rollout_id)
         state = state_from_dict(row.state)
         spec = spec_from_dict(row.spec)
         steps = {h["window"]: h.get("step") for h in state.analysis_history}
-        windows: list[dict[str, Any]] = []
+        windows: list[WindowView] = []
         asked: set[str] = set()
         for run in self.repo.analysis_runs(rollout_id):
             asked.update(run.metrics)
             step = steps.get(run.window)
-            windows.append({
-                "window": run.window, "metrics_asked": run.metrics,
-                "started_at": run.started_at, "updated_at": run.updated_at,
-                "step": None if step is None else step + 1,
-                "verdict": run.verdict, "result": run.result,
-                "final": run.window in steps,
-            })
-        return {"rollout": self.rollout_view(row), "steps": len(spec.steps),
-                "environment_metrics": {
-                    name: self.config.environment(row.environment).metric(name)
-                    .model_dump(exclude_none=True)
-                    for name in sorted(asked)},
-                "windows": windows}
+            windows.append(WindowView(
+                window=run.window, metrics_asked=run.metrics, started_at=run.started_at,
+                updated_at=run.updated_at, step=None if step is None else step + 1,
+                verdict=run.verdict, result=run.result, final=run.window in steps))
+        environment = self.config.environment(row.environment)
+        return RolloutAnalysis(
+            rollout=self.rollout_view(row), steps=len(spec.steps),
+            environment_metrics={name: environment.metric(name).model_dump(exclude_none=True)
+                                 for name in sorted(asked)},
+            windows=windows)
 
     def history(self, *, environment: str | None = None, limit: int = 100,
-                after_id: int = 0) -> list[dict[str, Any]]:
+                after_id: int = 0) -> list[EventView]:
         if environment:
             self.config.environment(environment)
         return [event_view(e) for e in self.repo.events(self.app, environment=environment,
                                                         limit=limit, after_id=after_id)]
 
-    def releases(self) -> list[dict[str, Any]]:
-        return [{"version": r.version, "digest": r.digest, "meta": r.meta,
-                 "created_at": r.created_at, "created_by": r.created_by}
+    def releases(self) -> list[ReleaseView]:
+        return [ReleaseView(version=r.version, digest=r.digest, meta=r.meta,
+                            created_at=r.created_at, created_by=r.created_by)
                 for r in self.repo.releases(self.app)]
+
+    # -- practice 5: feedback, reports, DORA, metrics ---------------------------------------
+
+    def feedback_intake(self, *, settings: FeedbackSettings, router_key: bytes,
+                        clock: Callable[[], float]) -> FeedbackIntake:
+        """Public feedback intake (rate limits, release resolution) over this app's store;
+        the feedback key is created under the state directory on first use."""
+        return FeedbackIntake(
+            app=self.app, repo=self.repo, insights=self.insights, settings=settings,
+            key=load_or_create_key(self.config.state_path / "feedback.key"),
+            router_key=router_key, clock=clock)
+
+    def feedback_summary(self) -> dict[str, FeedbackSummary]:
+        """Per release: how many said something, how many rated, the mean rating, and
+        how many ratings were 1 or 2."""
+        return {v: FeedbackSummary(count=t.count, rated=t.rated, mean_rating=t.mean_rating,
+                                   low_ratings=t.low)
+                for v, t in sorted(self.insights.feedback_totals(self.app).items())}
+
+    def feedback(self, *, version: str | None = None, environment: str | None = None,
+                 limit: int = 200) -> FeedbackList:
+        """What users said, newest first, with the per-release summary."""
+        rows = self.insights.feedback(self.app, version=version, environment=environment,
+                                      limit=limit)
+        return FeedbackList(app=self.app, feedback=[feedback_view(r) for r in rows],
+                            summary={v: s for v, s in self.feedback_summary().items()
+                                     if version is None or v == version})
+
+    def report(self, version: str, *, environment: str | None = None,
+               rollout_id: int | None = None, now: float) -> ReleaseReport:
+        """One rollout of a release (default: its latest) against the release it replaced
+        in that rollout: scorecard, timeline, series, ratings and comments."""
+        return ReleaseReport.model_validate(build_report(
+            self._sources, version, environment=environment, rollout_id=rollout_id, now=now))
+
+    def dora(self, *, environment: str | None = None, days: float = 90,
+             now: float) -> DoraView:
+        """DORA's four keys for ``environment`` (default: the last, production)."""
+        name = environment or self.config.environments[-1].name
+        self.config.environment(name)
+        report = build_dora(self._sources, environment=name, days=days, now=now)
+        return DoraView.model_validate(report.to_dict())
+
+    def metrics_text(self) -> bytes:
+        """entrega's own Prometheus exposition (rollouts, verdicts, events, feedback)."""
+        return render_metrics(self.app, self.insights)
 
 
 def _checked_version(version: str) -> None:
@@ -344,17 +429,24 @@ def _checked_version(version: str) -> None:
         raise ConfigError(str(exc), file="request", field="version") from None
 
 
-def request_view(request: DeployRequest) -> dict[str, Any]:
-    return {"id": request.id, "environment": request.environment, "version": request.version,
-            "status": request.status, "actor": request.actor, "reason": request.reason,
-            "forced": request.forced, "rollout_id": request.rollout_id,
-            "created_at": request.created_at}
+def request_view(request: DeployRequest) -> DeployRequestView:
+    return DeployRequestView(
+        id=request.id, environment=request.environment, version=request.version,
+        status=request.status, actor=request.actor, reason=request.reason,
+        forced=request.forced, rollout_id=request.rollout_id, created_at=request.created_at)
 
 
-def event_view(event: Event) -> dict[str, Any]:
-    return {"id": event.id, "time": event.time, "environment": event.environment,
-            "version": event.version, "rollout_id": event.rollout_id, "kind": event.kind,
-            "actor": event.actor, "message": event.message, "data": event.data}
+def event_view(event: Event) -> EventView:
+    return EventView(id=event.id, time=event.time, environment=event.environment,
+                     version=event.version, rollout_id=event.rollout_id, kind=event.kind,
+                     actor=event.actor, message=event.message, data=event.data)
+
+
+def feedback_view(row: Feedback) -> FeedbackView:
+    return FeedbackView(id=row.id, time=row.time, environment=row.environment,
+                        version=row.version, claimed_version=row.claimed_version,
+                        rating=row.rating, comment=row.comment, user_id=row.user_id,
+                        tags=list(row.tags or []))
 
 
 def _step_text(step: Step) -> str:
@@ -370,7 +462,7 @@ def _step_text(step: Step) -> str:
 
 
 def _stage(version: str, environment: str, current: str | None, rollouts: list[Rollout],
-           requests: list[DeployRequest]) -> dict[str, Any]:
+           requests: list[DeployRequest]) -> StageView:
     """One cell of the pipeline view (rollouts and requests come newest first)."""
     rollout = next((r for r in rollouts
                     if r.version == version and r.environment == environment), None)
@@ -379,9 +471,9 @@ def _stage(version: str, environment: str, current: str | None, rollouts: list[R
     if request is not None and request.status in ("queued", "awaiting_approval",
                                                   "superseded", "cancelled") \
             and (rollout is None or request.created_at > rollout.created_at):
-        return {"status": request.status, "since": request.created_at,
-                "running": current == version}
+        return StageView(status=request.status, since=request.created_at,
+                         running=current == version)
     if rollout is None:
-        return {"status": "-", "running": current == version}
-    return {"status": rollout.phase, "rollout_id": rollout.id, "since": rollout.updated_at,
-            "running": current == version, "message": rollout.state.get("message", "")}
+        return StageView(status="-", running=current == version)
+    return StageView(status=rollout.phase, rollout_id=rollout.id, since=rollout.updated_at,
+                     running=current == version, message=rollout.state.get("message", ""))

@@ -19,6 +19,7 @@ from entrega.api.app import create_app
 from entrega.config import load_config
 from entrega.server import build_service
 from entrega.service import Service
+from tests.api.delivery import Delivery, make_delivery
 from tests.insights.stack import Stack, make_stack
 
 SECRET = "uploads-secret"
@@ -144,3 +145,10 @@ def api(make_api: Callable[..., Api]) -> Api:
 @pytest.fixture
 def stack(tmp_path: Path) -> Stack:
     return make_stack(tmp_path)
+
+
+@pytest.fixture
+def delivery(tmp_path: Path) -> Iterator[Delivery]:
+    made = make_delivery(tmp_path)
+    with made.client:
+        yield made

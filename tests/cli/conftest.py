@@ -101,9 +101,10 @@ class ApiServer:
             thread.join(timeout=20)
 
 
-def invoke(server: ApiServer, args: list[str]) -> Any:
+def invoke(server: ApiServer, args: list[str], *, url: str | None = None) -> Any:
+    """`entrega ARGS -c entrega.yaml` in process, against ``server`` (or ``url``)."""
     return CliRunner().invoke(cli_app, [*args, "-c", str(server.config)],
-                              env={"ENTREGA_SERVER": server.url, "COLUMNS": "200"})
+                              env={"ENTREGA_SERVER": url or server.url, "COLUMNS": "200"})
 
 
 @pytest.fixture

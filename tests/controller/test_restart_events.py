@@ -18,6 +18,7 @@ from entrega.controller.notify import Notifier
 from entrega.routers.base import DataPlaneRestart, Router, RouterMetrics, Routes
 from entrega.service import Service
 from entrega.store.models import Event
+from entrega.views import DeployStarted
 from tests.controller.conftest import artifact, wait_until
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -36,11 +37,12 @@ def events(service: Service, kind: str) -> list[Event]:
 async def released(service: Service, *versions: str) -> None:
     root = service.config.base_dir
     for version in versions:
-        await service.create_release(version=version, artifact=artifact(root, version), meta={},
-                                     actor="ci")
+        await service.create_release(version=version, artifact=artifact(root, version),
+                                     meta={}, actor="ci")
         started = await service.deploy(environment="production", version=version,
                                        actor="ci")
-        rid = started["rollout"]["id"]
+        assert isinstance(started, DeployStarted)
+        rid = started.rollout.id
         await wait_until(lambda: service.repo.rollout(rid).phase == "succeeded",  # noqa: B023  # type: ignore[union-attr]
                          what=f"{version} to be released")
 

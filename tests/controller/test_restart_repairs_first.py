@@ -22,6 +22,7 @@ from entrega.rollouts.model import Action, SetRoutes
 from entrega.routers.base import Router, RouterMetrics, Routes
 from entrega.service import Service
 from entrega.store.models import Rollout
+from entrega.views import DeployStarted
 from tests.controller.conftest import artifact, wait_until
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -90,10 +91,11 @@ async def first_release(service: Service) -> None:
     root = service.config.base_dir
     await service.controller.start()
     for version in ("v1", "v2"):
-        await service.create_release(version=version, artifact=artifact(root, version), meta={},
-                                     actor="ci")
+        await service.create_release(version=version, artifact=artifact(root, version),
+                                     meta={}, actor="ci")
     started = await service.deploy(environment="production", version="v1", actor="ci")
-    rid = started["rollout"]["id"]
+    assert isinstance(started, DeployStarted)
+    rid = started.rollout.id
     await wait_until(lambda: service.repo.rollout(rid).phase == "succeeded",  # type: ignore[union-attr]
                      what="v1 to be released")
 
@@ -103,7 +105,8 @@ async def crash_and_restart(service: Service, phase: str,
                                                                         SlowRouteChanges, int]:
     frozen = freeze_before(service.controller, matches)
     started = await service.deploy(environment="production", version="v2", actor="ci")
-    rid = started["rollout"]["id"]
+    assert isinstance(started, DeployStarted)
+    rid = started.rollout.id
     await asyncio.wait_for(frozen.wait(), 30)
     await service.controller.stop()  # the process is gone; its data plane is not
     assert service.repo.rollout(rid).phase == phase  # type: ignore[union-attr]

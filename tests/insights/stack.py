@@ -17,8 +17,8 @@ import httpx
 from fastapi import FastAPI
 
 from entrega.api.app import create_app
-from entrega.api.auth import Authenticator
 from entrega.api.http import http_server
+from entrega.auth import Authenticator
 from entrega.config import load_config
 from entrega.feedback import FeedbackSettings
 from entrega.net import free_port

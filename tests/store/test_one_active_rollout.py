@@ -22,6 +22,7 @@ from entrega.service import Service
 from entrega.store import Store
 from entrega.store.database import _MIGRATIONS
 from entrega.store.repository import Repository
+from entrega.views import DeployStarted
 
 CONFIG = """\
 app: shop
@@ -157,7 +158,8 @@ async def test_a_rollback_racing_a_deploy_never_makes_two_rollouts(tmp_path: Pat
               ("succeeded", "rolled_back", "failed")]
     assert [r.version for r in active] == ["v2"]
     # The rollback saw the deploy's rollout under the lock and aborted it.
-    assert rolled_back.id == deployed["rollout"]["id"] == active[0].id
+    assert isinstance(deployed, DeployStarted)
+    assert rolled_back.id == deployed.rollout.id == active[0].id
     assert state_from_dict(service.repo.rollout(active[0].id).state).abort_requested  # type: ignore[union-attr]
 
 
@@ -167,6 +169,6 @@ async def test_deploys_racing_each_other_queue_behind_one_rollout(tmp_path: Path
         service.deploy(environment="production", version=v, actor="ci")
         for v in ("v2", "v0", "v2")), return_exceptions=True)
     assert not [r for r in results if isinstance(r, BaseException)]
-    started = [r for r in results if isinstance(r, dict) and "rollout" in r]
+    started = [r for r in results if isinstance(r, DeployStarted)]
     assert len(started) == 1
     assert service.repo.active_rollout("shop", "production") is not None

@@ -2,6 +2,8 @@
 
 Reads need a viewer, changes a deployer, forcing the pipeline's order an admin. The CI
 webhook (``POST /api/v1/releases``) may instead sign its body with the shared secret.
+Every answer is a read model of ``entrega.views``, declared as the route's response model,
+so ``/openapi.json`` describes it.
 """
 
 from __future__ import annotations
@@ -19,15 +21,30 @@ from pydantic import BaseModel, field_validator
 
 from entrega import __version__
 from entrega.api import errors
-from entrega.api.auth import SIGNATURE_HEADER, Authenticator, Caller
 from entrega.api.insights import insights_router
 from entrega.api.params import MAX_ID, Environment, Limit, RowId, Version
 from entrega.api.strictjson import StrictJsonRoute
 from entrega.api.uploads import parse_upload, receive_body
+from entrega.auth import SIGNATURE_HEADER, Authenticator, Caller
 from entrega.errors import Unauthorized
 from entrega.feedback.intake import FeedbackSettings
 from entrega.names import check_version
 from entrega.service import Service
+from entrega.views import (
+    Approved,
+    DeployQueued,
+    EventView,
+    Health,
+    PipelineView,
+    ReleaseCreated,
+    ReleaseView,
+    RolledBack,
+    RolloutAnalysis,
+    RolloutDetail,
+    RolloutRef,
+    RolloutView,
+    StatusView,
+)
 
 log = logging.getLogger("entrega.api")
 MAX_META_NESTING = 8
@@ -103,25 +120,28 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
     errors.install(app)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"ok": True, "app": service.app, "passes": service.controller.passes}
+    async def healthz() -> Health:
+        return Health(ok=True, app=service.app, passes=service.controller.passes)
 
     @app.get("/api/v1/status")
-    async def status(request: Request) -> dict[str, Any]:
+    async def status(request: Request) -> StatusView:
         viewer(request)
         return service.status()
 
     @app.get("/api/v1/pipeline")
-    async def pipeline(request: Request, limit: Limit = 20) -> dict[str, Any]:
+    async def pipeline(request: Request, limit: Limit = 20) -> PipelineView:
         viewer(request)
         return service.pipeline(limit=min(limit, 200))
 
     @app.get("/api/v1/releases")
-    async def releases(request: Request) -> list[dict[str, Any]]:
+    async def releases(request: Request) -> list[ReleaseView]:
         viewer(request)
         return service.releases()
 
-    @app.post("/api/v1/releases", status_code=201)
+    @app.post("/api/v1/releases", status_code=201, response_model=ReleaseCreated,
+              responses={200: {"model": ReleaseCreated,
+                               "description": "the same version with the same bytes "
+                                              "existed already: nothing changed"}})
     async def create_release(request: Request) -> JSONResponse:
         """The CI webhook: multipart (artifact file + fields) or JSON, signed with
         ``X-Entrega-Signature-256: sha256=<hex HMAC of the body>`` or sent with a token."""
@@ -169,9 +189,13 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
             answer["deploy"] = await service.deploy(environment=first,
                                                     version=release.version, actor=actor,
                                                     reason="new release")
-        return JSONResponse(answer, status_code=201 if created else 200)
+        return JSONResponse(ReleaseCreated.model_validate(answer).model_dump(mode="json"),
+                            status_code=201 if created else 200)
 
-    @app.post("/api/v1/environments/{environment}/deploy", status_code=201)
+    @app.post("/api/v1/environments/{environment}/deploy", status_code=201,
+              response_model=RolloutView,
+              responses={202: {"model": DeployQueued,
+                               "description": "queued behind the rollout in progress"}})
     async def deploy(environment: Environment, body: DeployIn, request: Request) -> JSONResponse:
         caller = deployer(request)
         if body.artifact:
@@ -181,49 +205,49 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
                                       strategy=body.strategy, actor=caller.name,
                                       queue=body.queue, force=body.force, reason=body.reason,
                                       admin=caller.allows("admin"))
-        if "rollout" in result:
-            return JSONResponse(result["rollout"], status_code=201)
-        return JSONResponse(result, status_code=202)
+        if isinstance(result, DeployQueued):
+            return JSONResponse(result.model_dump(mode="json"), status_code=202)
+        return JSONResponse(result.rollout.model_dump(mode="json"), status_code=201)
 
     @app.post("/api/v1/environments/{environment}/approve")
     async def approve(environment: Environment, body: ApproveIn,
-                      request: Request) -> dict[str, Any]:
+                      request: Request) -> Approved:
         return await service.approve(environment=environment, version=body.version,
                                      actor=deployer(request).name)
 
     @app.post("/api/v1/environments/{environment}/promote")
     async def promote(environment: Environment, body: PromoteIn,
-                      request: Request) -> dict[str, Any]:
+                      request: Request) -> RolloutRef:
         row = await service.promote(environment=environment, full=body.full,
                                     actor=deployer(request).name)
-        return {"rollout": row.id}
+        return RolloutRef(rollout=row.id)
 
     @app.post("/api/v1/environments/{environment}/abort")
-    async def abort(environment: Environment, request: Request) -> dict[str, Any]:
+    async def abort(environment: Environment, request: Request) -> RolloutRef:
         row = await service.abort(environment=environment, actor=deployer(request).name)
-        return {"rollout": row.id}
+        return RolloutRef(rollout=row.id)
 
     @app.post("/api/v1/environments/{environment}/rollback")
     async def rollback(environment: Environment, body: RollbackIn,
-                       request: Request) -> dict[str, Any]:
+                       request: Request) -> RolledBack:
         row = await service.rollback(environment=environment, to=body.to,
                                      actor=deployer(request).name)
-        return {"rollout": row.id, "version": row.version}
+        return RolledBack(rollout=row.id, version=row.version)
 
     @app.get("/api/v1/rollouts/{rollout_id}")
-    async def rollout(rollout_id: RowId, request: Request) -> dict[str, Any]:
+    async def rollout(rollout_id: RowId, request: Request) -> RolloutDetail:
         viewer(request)
         return service.rollout(rollout_id)
 
     @app.get("/api/v1/rollouts/{rollout_id}/analysis")
-    async def analysis(rollout_id: RowId, request: Request) -> dict[str, Any]:
+    async def analysis(rollout_id: RowId, request: Request) -> RolloutAnalysis:
         viewer(request)
         return service.analysis(rollout_id)
 
     @app.get("/api/v1/history")
     async def history(request: Request, environment: Environment | None = None,
                       limit: Limit = 100, after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-                      ) -> list[dict[str, Any]]:
+                      ) -> list[EventView]:
         viewer(request)
         return service.history(environment=environment, limit=min(limit, 1000),
                                after_id=after_id)

@@ -3,7 +3,7 @@
 ``insights_router(service, auth)`` returns one router with all of it; the server mounts it
 beside the rollout API. Feedback intake is public (no token) and bounded: a body size
 limit, a token bucket per client, CORS as configured. Everything else needs the viewer
-role.
+role. Like the rollout API, it reads through the service, never the store.
 """
 
 from __future__ import annotations
@@ -18,24 +18,21 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
-from entrega.api.auth import Authenticator
 from entrega.api.params import MAX_ID, Environment, Limit, Version
+from entrega.auth import Authenticator
 from entrega.errors import EntregaError
-from entrega.feedback import FeedbackIn, FeedbackIntake, FeedbackSettings, feedback_view
+from entrega.feedback import FeedbackIn, FeedbackSettings
 from entrega.feedback.intake import (
     ENVIRONMENT_HEADER,
     RELEASE_COOKIE,
     RELEASE_HEADER,
     RateLimited,
-    load_or_create_key,
 )
-from entrega.insights.gather import Sources, build_dora, build_report
-from entrega.insights.prometheus import render_metrics
 from entrega.insights.report import render_report_html
 from entrega.jsonin import loads_json
 from entrega.routers.embedded import proof
 from entrega.service import Service
-from entrega.store.insights_repository import InsightsRepository
+from entrega.views import DoraView, FeedbackAccepted, FeedbackList, ReleaseReport
 from entrega.web import dashboard_router
 
 FEEDBACK_PATHS = ("/api/v1/feedback", "/.entrega/feedback")
@@ -108,12 +105,9 @@ def insights_router(service: Service, auth: Authenticator, *,
                     settings: FeedbackSettings | None = None,
                     clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter()
-    insights = InsightsRepository(service.repo.store)
-    sources = Sources(service.app, service.repo, insights)
     settings = settings or feedback_settings(service.config)
-    intake = FeedbackIntake(
-        app=service.app, repo=service.repo, insights=insights, settings=settings,
-        key=load_or_create_key(service.config.state_path / "feedback.key"),
+    intake = service.feedback_intake(
+        settings=settings,
         router_key=proof.load_or_create_key(proof.key_path(service.config.state_path)),
         clock=clock)
 
@@ -146,8 +140,9 @@ def insights_router(service: Service, auth: Authenticator, *,
         except EntregaError as exc:
             return JSONResponse({"error": exc.message, "hint": exc.hint},
                                 status_code=exc.status_code, headers=headers)
-        return JSONResponse({"id": row.id, "version": row.version,
-                             "environment": row.environment}, status_code=201,
+        accepted = FeedbackAccepted(id=row.id, version=row.version,
+                                    environment=row.environment)
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=201,
                             headers=headers)
 
     async def preflight(request: Request) -> Response:
@@ -160,6 +155,7 @@ def insights_router(service: Service, auth: Authenticator, *,
 
     for path in FEEDBACK_PATHS:
         router.add_api_route(path, submit, methods=["POST"], status_code=201,
+                             response_model=FeedbackAccepted,
                              summary="Send a rating and/or a comment (public)")
         router.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False)
 
@@ -172,23 +168,19 @@ def insights_router(service: Service, auth: Authenticator, *,
     @router.get("/api/v1/feedback")
     async def list_feedback(request: Request, version: Version | None = None,
                             environment: Environment | None = None,
-                            limit: Limit = 200) -> dict[str, Any]:
+                            limit: Limit = 200) -> FeedbackList:
         auth.require(request, "viewer")
-        rows = insights.feedback(service.app, version=version, environment=environment,
-                                 limit=max(1, min(limit, 5000)))
-        totals = insights.feedback_totals(service.app)
-        return {"app": service.app, "feedback": [feedback_view(r) for r in rows],
-                "summary": {v: {"count": t.count, "rated": t.rated,
-                                "mean_rating": t.mean_rating, "low_ratings": t.low}
-                            for v, t in sorted(totals.items())
-                            if version is None or v == version}}
+        return service.feedback(version=version, environment=environment,
+                                limit=max(1, min(limit, 5000)))
 
-    @router.get("/api/v1/releases/{version}/report", response_model=None)
+    @router.get("/api/v1/releases/{version}/report", response_model=ReleaseReport,
+                responses={200: {"content": {"text/html": {}},
+                                 "description": "the report (format=html: one page)"}})
     async def report(version: Version, request: Request,
                      format: str = "json",
                      environment: Environment | None = None,
                      rollout: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-                     ) -> Response | dict[str, Any]:
+                     ) -> Response | ReleaseReport:
         """One rollout of the release (default: its latest) against the release it
         replaced in that rollout."""
         auth.require(request, "viewer")
@@ -196,27 +188,26 @@ def insights_router(service: Service, auth: Authenticator, *,
             raise BadRequest(f"unknown format {format!r}", hint="use json or html")
         if environment:
             service.config.environment(environment)
-        data = build_report(sources, version, environment=environment, rollout_id=rollout,
-                            now=clock())
+        data = service.report(version, environment=environment, rollout_id=rollout,
+                              now=clock())
         if format == "html":
-            return HTMLResponse(render_report_html(data))
+            return HTMLResponse(render_report_html(data.model_dump()))
         return data
 
     @router.get("/api/v1/dora")
     async def dora(request: Request, environment: Environment | None = None,
-                   days: float = 90) -> dict[str, Any]:
+                   days: float = 90) -> DoraView:
         auth.require(request, "viewer")
-        env = environment or service.config.environments[-1].name
-        service.config.environment(env)
+        if environment:
+            service.config.environment(environment)
         if not 0 < days <= 3660:  # (also refuses nan)
             raise BadRequest("days must be between 0 and 3660")
-        return build_dora(sources, environment=env, days=days, now=clock()).to_dict()
+        return service.dora(environment=environment, days=days, now=clock())
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         auth.require(request, "viewer")
-        return Response(render_metrics(service.app, insights),
-                        media_type=PROMETHEUS_CONTENT_TYPE)
+        return Response(service.metrics_text(), media_type=PROMETHEUS_CONTENT_TYPE)
 
     router.include_router(dashboard_router(service, auth, clock=clock))
     return router

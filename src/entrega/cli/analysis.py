@@ -10,8 +10,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from entrega.cli.main import ConfigOpt, JsonOpt, _ctx, _print_json, app, console
+from entrega.cli.app import ConfigOpt, Context, JsonOpt, app, console, print_json
 from entrega.cli.render import clock
+from entrega.views import RolloutAnalysis
 
 analysis_app = typer.Typer(help="Canary analysis: what was measured and judged.",
                            no_args_is_help=True)
@@ -70,30 +71,31 @@ def _metric_block(metric: dict[str, Any]) -> Group:
 def explain(rollout: int = typer.Argument(..., help="The rollout's id (see `status`)."),
             as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
     """Per metric: the numbers, the test, and why it decided."""
-    data = _ctx(config).client().get(f"/api/v1/rollouts/{rollout}/analysis")
+    answer = Context(config).client().get(f"/api/v1/rollouts/{rollout}/analysis")
     if as_json:
-        _print_json(data)
+        print_json(answer)
         return
-    r = data["rollout"]
-    console.print(Text.assemble(f"rollout {r['id']}: {r.get('from_version') or '∅'} → ",
-                                (r["version"], "bold"), f" in {r['environment']}: ",
-                                (r["phase"], "bold"), f" — {r['message']}"))
-    if not data["windows"]:
+    data = RolloutAnalysis.model_validate(answer)
+    r = data.rollout
+    console.print(Text.assemble(f"rollout {r.id}: {r.from_version or '∅'} → ",
+                                (r.version, "bold"), f" in {r.environment}: ",
+                                (r.phase, "bold"), f" — {r.message}"))
+    if not data.windows:
         console.print("no analysis ran in this rollout")
         return
-    for window in data["windows"]:
-        result = window.get("result") or {}
-        verdict = result.get("verdict") or window.get("verdict") or "pending"
-        where = f"step {window['step']}/{data['steps']}" if window.get("step") else "step"
-        state = "final" if window["final"] else "latest check"
+    for window in data.windows:
+        result = window.result or {}
+        verdict = result.get("verdict") or window.verdict or "pending"
+        where = f"step {window.step}/{data.steps}" if window.step else "step"
+        state = "final" if window.final else "latest check"
         console.print(Text.assemble(
-            f"\nwindow {window['window']} ({where}, from {clock(window['started_at'])} to "
-            f"{clock(window['updated_at'])}, {state}): ",
+            f"\nwindow {window.window} ({where}, from {clock(window.started_at)} to "
+            f"{clock(window.updated_at)}, {state}): ",
             (verdict, VERDICT_STYLE.get(verdict, ""))))
         for metric in result.get("metrics") or []:
             console.print(_metric_block(metric))
     table = Table("metric", "judge settings", box=None, padding=(0, 1))
-    for name, settings in data["environment_metrics"].items():
+    for name, settings in data.environment_metrics.items():
         table.add_row(name, ", ".join(f"{k}={v}" for k, v in settings.items()))
     console.print(Text("\nhow the environment judges each metric:", style="dim"))
     console.print(table)

@@ -66,3 +66,18 @@ def upload_release(client: Client, version: str, artifact: Path, *, deploy: bool
         return client.request("POST", "/api/v1/releases", content=body, timeout=UPLOAD_TIMEOUT,
                               headers={"Content-Type": request.headers["Content-Type"],
                                        SIGNATURE_HEADER: f"sha256={signature}"})
+
+
+def commit_meta(*, commit_sha: str | None, commit_time: str | None,
+                ci_url: str | None) -> dict[str, str]:
+    """A release's commit metadata from the command line (`release create`, `deploy`). A
+    commit time that cannot be read is refused here: stored, it would only show later as
+    DORA's lead time with "no data"."""
+    from entrega.insights.dora import parse_commit_time
+
+    if commit_time and parse_commit_time(commit_time) is None:
+        raise EntregaError(f"--commit-time {commit_time!r} is not a time",
+                           hint="give ISO 8601 (2024-05-01T12:00:00Z, as `git show -s "
+                                "--format=%cI` prints) or Unix seconds")
+    fields = (("commit_sha", commit_sha), ("commit_time", commit_time), ("ci_url", ci_url))
+    return {key: value for key, value in fields if value}

@@ -1,6 +1,6 @@
 """`entrega feedback`, `entrega report`, `entrega dora`: practice 5 from the command line.
 
-Registered on the main Typer app by importing this module (see the bottom of main.py).
+Registered on the shared Typer app (``cli/app.py``) by importing this module (main.py does).
 Like every command, they are clients of the server's API. The HTML report is drawn here,
 from the report's JSON: the server stays free of matplotlib work for CLI users.
 """
@@ -8,23 +8,23 @@ from the report's JSON: the server stays free of matplotlib work for CLI users.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from entrega.cli.main import ConfigOpt, JsonOpt, _Context, _ctx, _print_json, app, console
+from entrega.cli.app import ConfigOpt, Context, JsonOpt, app, console, print_json
 from entrega.cli.render import clock
 from entrega.errors import EntregaError
 from entrega.insights.report import format_change, format_duration, format_figure
 from entrega.names import check_version
+from entrega.views import DoraView, FeedbackList, ReleaseReport
 
 AppOpt = typer.Option(None, "--app", help="The app (must be the one entrega.yaml delivers).")
 
 
-def _checked(config: str, app_name: str | None) -> _Context:
-    ctx = _ctx(config)
+def _checked(config: str, app_name: str | None) -> Context:
+    ctx = Context(config)
     if app_name is not None and app_name != ctx.config.app:
         raise EntregaError(f"{config} delivers {ctx.config.app!r}, not {app_name!r}",
                            hint=f"run in the directory of {app_name}'s entrega.yaml, "
@@ -42,25 +42,26 @@ def feedback(version: str = typer.Option(None, "--version", "-v", help="Only thi
              limit: int = typer.Option(50, "--limit", "-n", help="How many entries."),
              app_name: str = AppOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
     """What users said: ratings and comments per release, newest first."""
-    data = _checked(config, app_name).client().get("/api/v1/feedback", version=version,
-                                                     environment=environment, limit=limit)
+    answer = _checked(config, app_name).client().get("/api/v1/feedback", version=version,
+                                                       environment=environment, limit=limit)
     if as_json:
-        _print_json(data)
+        print_json(answer)
         return
+    data = FeedbackList.model_validate(answer)
     summary = Table("release", "feedback", "mean rating", "1-2 ratings", box=None,
                     padding=(0, 1), title="per release", title_justify="left")
-    for v, s in data["summary"].items():
-        mean = "–" if s["mean_rating"] is None else f"{s['mean_rating']:.2f}"
-        summary.add_row(v, str(s["count"]), mean, str(s["low_ratings"]))
+    for v, s in data.summary.items():
+        mean = "–" if s.mean_rating is None else f"{s.mean_rating:.2f}"
+        summary.add_row(v, str(s.count), mean, str(s.low_ratings))
     console.print(summary)
     table = Table("time", "release", "env", "rating", "comment", "user", "tags", box=None,
                   padding=(0, 1))
-    for f in data["feedback"]:
+    for f in data.feedback:
         # Text(), never markup: a comment is shown exactly as the user wrote it.
-        table.add_row(clock(f["time"]), Text(f["version"]), Text(f["environment"] or ""),
-                      _stars(f["rating"]), Text(f["comment"] or ""), Text(f["user_id"] or ""),
-                      Text(", ".join(f["tags"])))
-    if not data["feedback"]:
+        table.add_row(clock(f.time), Text(f.version), Text(f.environment or ""),
+                      _stars(f.rating), Text(f.comment or ""), Text(f.user_id or ""),
+                      Text(", ".join(f.tags)))
+    if not data.feedback:
         console.print("no feedback yet: add <script src=\"/.entrega/feedback.js\" defer> "
                       "to your pages, or POST to /.entrega/feedback", highlight=False)
     else:
@@ -96,7 +97,7 @@ def report(version: str = typer.Argument(..., help="The release, e.g. v2.",
             output.write_text(json.dumps(data, indent=2, default=str) + "\n")
             console.print(f"wrote {output}")
         else:
-            _print_json(data)
+            print_json(data)
         return
     if fmt == "html":
         from entrega.insights.report import render_report_html
@@ -105,38 +106,38 @@ def report(version: str = typer.Argument(..., help="The release, e.g. v2.",
         path.write_text(render_report_html(data))
         console.print(f"wrote {path} (open it in a browser: it is one self-contained file)")
         return
-    _print_scorecard(data)
+    _print_scorecard(ReleaseReport.model_validate(data))
 
 
-def _print_scorecard(data: dict[str, Any]) -> None:
-    verdict = data["verdict"]
-    console.print(Text.assemble((f"{data['app']} {data['version']}", "bold"),
-                                f" vs {data['previous_version'] or '–'} in "
-                                f"{data['environment']}: ",
-                                (verdict["outcome"], "bold"), f", {verdict['quality']}"))
-    if verdict["reason"]:
-        console.print(Text(verdict["reason"], style="italic"))
-    if data.get("rollout"):
-        others = [str(r["id"]) for r in data["rollouts"] if r["id"] != data["rollout"]["id"]]
-        console.print(Text(f"rollout {data['rollout']['id']}" + (
-            f" (other rollouts of {data['version']} here: {', '.join(others)}; "
+def _print_scorecard(report: ReleaseReport) -> None:
+    verdict = report.verdict
+    console.print(Text.assemble((f"{report.app} {report.version}", "bold"),
+                                f" vs {report.previous_version or '–'} in "
+                                f"{report.environment}: ",
+                                (verdict.outcome, "bold"), f", {verdict.quality}"))
+    if verdict.reason:
+        console.print(Text(verdict.reason, style="italic"))
+    if report.rollout is not None:
+        shown = report.rollout.id
+        others = [str(r.id) for r in report.rollouts if r.id != shown]
+        console.print(Text(f"rollout {shown}" + (
+            f" (other rollouts of {report.version} here: {', '.join(others)}; "
             "see one with --rollout ID)" if others else ""), style="dim"))
-    table = Table("figure", data["previous_version"] or "previous", data["version"], "change",
+    table = Table("figure", report.previous_version or "previous", report.version, "change",
                   "significant", box=None, padding=(0, 1))
-    for f in data["figures"]:
-        if f["significant"]:
-            sig = Text(f"yes, {f['direction']}",
-                       style="red" if f["direction"] == "worse" else "green")
+    for f in report.figures:
+        if f.significant:
+            sig = Text(f"yes, {f.direction}", style="red" if f.direction == "worse" else "green")
         else:
-            sig = Text("no" if f["significant"] is False else "–", style="dim")
-        table.add_row(f["label"], format_figure(f["previous"], f["unit"]),
-                      format_figure(f["current"], f["unit"]), format_change(f), sig)
+            sig = Text("no" if f.significant is False else "–", style="dim")
+        table.add_row(f.label, format_figure(f.previous, f.unit),
+                      format_figure(f.current, f.unit), format_change(f.model_dump()), sig)
     console.print(table)
-    if data["time_at_weight"]:
+    if report.time_at_weight:
         console.print("time at each weight: " + ", ".join(
-            f"{w}% {format_duration(s)}" for w, s in data["time_at_weight"].items()))
-    for c in data["comments"][:10]:
-        console.print(Text.assemble(_stars(c["rating"]), " ", Text(c["comment"] or "")))
+            f"{w}% {format_duration(s)}" for w, s in report.time_at_weight.items()))
+    for c in report.comments[:10]:
+        console.print(Text.assemble(_stars(c.rating), " ", Text(c.comment or "")))
 
 
 @app.command()
@@ -145,13 +146,14 @@ def dora(environment: str = typer.Option(None, "--env", "-e",
          days: float = typer.Option(90, "--days", "-d", help="Period, in days up to now."),
          app_name: str = AppOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
     """DORA's four keys from entrega's own records, each with its DORA 2024 tier."""
-    data = _checked(config, app_name).client().get("/api/v1/dora", environment=environment,
-                                                     days=days)
+    answer = _checked(config, app_name).client().get("/api/v1/dora",
+                                                       environment=environment, days=days)
     if as_json:
-        _print_json(data)
+        print_json(answer)
         return
-    console.print(Text.assemble(("DORA ", "bold"), f"{data['environment']}, last "
-                                f"{data['days']:g} days: {data['deployments']} deployments"))
+    data = DoraView.model_validate(answer)
+    console.print(Text.assemble(("DORA ", "bold"), f"{data.environment}, last "
+                                f"{data.days:g} days: {data.deployments} deployments"))
     table = Table("metric", "value", "tier", "from", box=None, padding=(0, 1))
     rows = (("deployment frequency", "deployment_frequency"),
             ("lead time for changes (median)", "lead_time"),
@@ -159,8 +161,8 @@ def dora(environment: str = typer.Option(None, "--env", "-e",
             ("failed deployment recovery time (median)", "recovery_time"))
     styles = {"elite": "green", "high": "cyan", "medium": "yellow", "low": "red"}
     for label, key in rows:
-        m = data[key]
-        value = m["value"]
+        m = getattr(data, key)
+        value = m.value
         if value is None:
             shown = "–"
         elif key == "deployment_frequency":
@@ -169,10 +171,10 @@ def dora(environment: str = typer.Option(None, "--env", "-e",
             shown = f"{value:.1%}"
         else:
             shown = format_duration(value)
-        table.add_row(label, shown, Text(m["tier"] or "no data",
-                                         style=styles.get(m["tier"] or "", "dim")),
-                      f"{m['samples']}")
+        table.add_row(label, shown, Text(m.tier or "no data",
+                                         style=styles.get(m.tier or "", "dim")),
+                      f"{m.samples}")
     console.print(table)
-    for f in data["failures"]:
-        console.print(Text(f"  failed: {f['version']} ({f['how']}), recovered in "
-                           f"{format_duration(f['recovery_s'])}", style="dim"))
+    for f in data.failures:
+        console.print(Text(f"  failed: {f.version} ({f.how}), recovered in "
+                           f"{format_duration(f.recovery_s)}", style="dim"))

@@ -1,10 +1,13 @@
-"""`entrega`: parse, call the server's API, render. Errors are one sentence, exit code 1."""
+"""`entrega`: parse, call the server's API, render. Errors are one sentence, exit code 1.
+
+The delivery commands live here; the pipeline's, analysis' and practice 5's in modules of
+their own. Each registers on the shared app of ``cli/app.py``; importing them here builds
+the whole command line.
+"""
 
 from __future__ import annotations
 
 import getpass
-import json
-import os
 import re
 import sys
 import time
@@ -13,13 +16,28 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+# Importing a command module registers its commands on the shared app.
+from entrega.cli import analysis as _analysis  # noqa: F401
+from entrega.cli import insights as _insights  # noqa: F401
+from entrega.cli import pipeline as _pipeline  # noqa: F401
 from entrega.cli import render
-from entrega.cli.artifact import upload_release
-from entrega.cli.client import Client, server_url
+from entrega.cli.app import (
+    ConfigOpt,
+    Context,
+    EnvOpt,
+    JsonOpt,
+    app,
+    check_app,
+    config_app,
+    console,
+    err,
+    print_json,
+)
+from entrega.cli.artifact import commit_meta, upload_release
+from entrega.cli.client import Client
 from entrega.cli.follow import (
     RECONNECT_TIMEOUT_S,
     Ending,
@@ -30,74 +48,30 @@ from entrega.cli.follow import (
     stamp,
 )
 from entrega.cli.init_template import render as render_template
-from entrega.config import CONFIG_FILE, Config, config_schema, load_config
+from entrega.config import config_schema, load_config
 from entrega.errors import EntregaError
 from entrega.names import check_optional_version, check_version
-
-app = typer.Typer(help="entrega: continuous delivery for network services.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-config_app = typer.Typer(help="Check entrega.yaml or print its JSON Schema.",
-                         no_args_is_help=True)
-app.add_typer(config_app, name="config")
-
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = typer.Option(CONFIG_FILE, "--config", "-c", help="Path of entrega.yaml.")
-EnvOpt = typer.Option(None, "--env", "-e", help="Environment (default: see each command).")
-JsonOpt = typer.Option(False, "--json", help="Print JSON instead of tables.")
+from entrega.views import (
+    EventView,
+    ReleaseView,
+    RolledBack,
+    RolloutRef,
+    RolloutView,
+    StatusView,
+)
 
 
-class _Context:
-    def __init__(self, config_path: str) -> None:
-        self.config_path = config_path
-        self._config: Config | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(self.config_path)
-        return self._config
-
-    def client(self) -> Client:
-        listen = None
-        try:
-            listen = self.config.server.listen
-        except EntregaError:
-            import os
-            if not os.environ.get("ENTREGA_SERVER"):
-                raise
-        return Client(server_url(listen))
-
-    def webhook_secret(self) -> str | None:
-        """The CI webhook's secret when this shell holds it (the variable entrega.yaml
-        names): uploads are then signed like CI's, as a server with a secret requires."""
-        try:
-            name = self.config.auth.webhook_secret_env
-        except EntregaError:  # no entrega.yaml here (ENTREGA_SERVER): no secret either
-            return None
-        return os.environ.get(name) or None if name else None
-
-
-def _ctx(config_path: str) -> _Context:
-    return _Context(config_path)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _pick_env(ctx: _Context, env: str | None, *, busy_first: bool, client: Client) -> str:
+def _pick_env(ctx: Context, env: str | None, *, busy_first: bool, client: Client) -> str:
     if env:
         return env
     names = [e.name for e in ctx.config.environments]
     if len(names) == 1:
         return names[0]
     if busy_first:
-        status = client.get("/api/v1/status")
-        busy = [e["name"] for e in status["environments"] if e["rollout"]]
+        status = StatusView.model_validate(client.get("/api/v1/status"))
+        busy = [e.name for e in status.environments if e.rollout]
         if len(busy) == 1:
-            return str(busy[0])
+            return busy[0]
     raise EntregaError(f"several environments ({', '.join(names)}): say which with --env")
 
 
@@ -192,7 +166,7 @@ def deploy(
         raise EntregaError("--commit-sha, --commit-time and --ci-url describe a new release: "
                            "give them with --artifact",
                            hint="an existing release keeps the metadata it was created with")
-    ctx = _ctx(config)
+    ctx = Context(config)
     client = ctx.client()
     env = env or ctx.config.environments[0].name
     body: dict[str, Any] = {"version": version, "strategy": strategy, "queue": not no_queue,
@@ -206,7 +180,7 @@ def deploy(
     if "queued" in rollout:
         if not wait:
             if as_json:
-                _print_json(rollout)
+                print_json(rollout)
             else:
                 console.print(f"{version} queued for {env} behind the rollout in progress "
                               "(a newer request replaces it)")
@@ -215,36 +189,22 @@ def deploy(
                               reconnect_timeout_s=reconnect_timeout_s)
         if isinstance(started, Ending):
             if as_json:
-                _print_json(rollout)
+                print_json(rollout)
             raise typer.Exit(started.exit_code)
         rollout = started
     if not wait:
         if as_json:
-            _print_json(rollout)
+            print_json(rollout)
         else:
-            console.print(f"rollout {rollout['id']}: {version} → {env} "
-                          f"({rollout['strategy']}); follow with `entrega status --watch`")
+            started_view = RolloutView.model_validate(rollout)
+            console.print(f"rollout {started_view.id}: {version} → {env} "
+                          f"({started_view.strategy}); follow with `entrega status --watch`")
         return
     final, ending = _wait(client, rollout, live=console.is_terminal and not as_json,
                           stream=stream, reconnect_timeout_s=reconnect_timeout_s)
     if as_json:
-        _print_json(final)
+        print_json(final)
     raise typer.Exit(ending.exit_code)
-
-
-def commit_meta(*, commit_sha: str | None, commit_time: str | None,
-                ci_url: str | None) -> dict[str, str]:
-    """A release's commit metadata from the command line (`release create`, `deploy`). A
-    commit time that cannot be read is refused here: stored, it would only show later as
-    DORA's lead time with "no data"."""
-    from entrega.insights.dora import parse_commit_time
-
-    if commit_time and parse_commit_time(commit_time) is None:
-        raise EntregaError(f"--commit-time {commit_time!r} is not a time",
-                           hint="give ISO 8601 (2024-05-01T12:00:00Z, as `git show -s "
-                                "--format=%cI` prints) or Unix seconds")
-    fields = (("commit_sha", commit_sha), ("commit_time", commit_time), ("ci_url", ci_url))
-    return {key: value for key, value in fields if value}
 
 
 def _user() -> str:
@@ -294,12 +254,11 @@ def _wait(client: Client, rollout: dict[str, Any], *, live: bool, stream: TextIO
     above it; anything else (a CI log, a pipe, --json's stderr) only the lines, each
     flushed at once."""
     write, line = _writer(stream), _line
-    shape = (f"{rollout['from_version']} → {rollout['version']} ({rollout['strategy']})"
-             if rollout.get("from_version") else
-             f"{rollout['version']} (first release: straight to 100%)")
-    start = line("deploy", f"following rollout {rollout['id']} in {rollout['environment']}: "
-                           f"{shape}")
-    path = f"/api/v1/rollouts/{rollout['id']}"
+    view = RolloutView.model_validate(rollout)
+    shape = (f"{view.from_version} → {view.version} ({view.strategy})" if view.from_version
+             else f"{view.version} (first release: straight to 100%)")
+    start = line("deploy", f"following rollout {view.id} in {view.environment}: {shape}")
+    path = f"/api/v1/rollouts/{view.id}"
     if not live:
         write(start)
         final, ending = follow_rollout(lambda: dict(client.get(path)),
@@ -314,9 +273,10 @@ def _wait(client: Client, rollout: dict[str, Any], *, live: bool, stream: TextIO
             lambda: dict(client.get(path)),
             show_event=lambda e: panel.console.print(Text(event_line(e))),
             note=lambda text: panel.console.print(Text(line("connection", text))),
-            show_view=lambda view: panel.update(render.rollout_panel(view)),
+            show_view=lambda view: panel.update(
+                render.rollout_panel(RolloutView.model_validate(view))),
             reconnect_timeout_s=reconnect_timeout_s)
-    console.print(render.rollout_panel(final))
+    console.print(render.rollout_panel(RolloutView.model_validate(final)))
     console.print(Text(line("deploy", ending.line)))
     return final, ending
 
@@ -328,17 +288,19 @@ def status(
     config: str = ConfigOpt,
 ) -> None:
     """What every environment runs, and the live state of rollouts."""
-    client = _ctx(config).client()
+    client = Context(config).client()
     if as_json:
-        _print_json(client.get("/api/v1/status"))
+        print_json(client.get("/api/v1/status"))
         return
     if not watch:
-        console.print(render.status_view(client.get("/api/v1/status")))
+        console.print(render.status_view(StatusView.model_validate(client.get(
+            "/api/v1/status"))))
         return
     try:
         with Live(console=console, refresh_per_second=4) as live:
             while True:
-                live.update(render.status_view(client.get("/api/v1/status")))
+                live.update(render.status_view(StatusView.model_validate(client.get(
+                    "/api/v1/status"))))
                 time.sleep(0.5)
     except KeyboardInterrupt:
         pass
@@ -349,21 +311,22 @@ def promote(env: str = EnvOpt,
             full: bool = typer.Option(False, "--full", help="Skip all remaining steps."),
             config: str = ConfigOpt) -> None:
     """End the current pause or analysis step (or all steps with --full)."""
-    ctx = _ctx(config)
+    ctx = Context(config)
     client = ctx.client()
     env = _pick_env(ctx, env, busy_first=True, client=client)
-    result = client.post(f"/api/v1/environments/{env}/promote", {"full": full})
-    console.print(f"rollout {result['rollout']} in {env}: promote requested")
+    result = RolloutRef.model_validate(
+        client.post(f"/api/v1/environments/{env}/promote", {"full": full}))
+    console.print(f"rollout {result.rollout} in {env}: promote requested")
 
 
 @app.command()
 def abort(env: str = EnvOpt, config: str = ConfigOpt) -> None:
     """Stop the rollout in progress: all traffic back to stable, then stop the new release."""
-    ctx = _ctx(config)
+    ctx = Context(config)
     client = ctx.client()
     env = _pick_env(ctx, env, busy_first=True, client=client)
-    result = client.post(f"/api/v1/environments/{env}/abort")
-    console.print(f"rollout {result['rollout']} in {env}: abort requested")
+    result = RolloutRef.model_validate(client.post(f"/api/v1/environments/{env}/abort"))
+    console.print(f"rollout {result.rollout} in {env}: abort requested")
 
 
 @app.command()
@@ -375,12 +338,13 @@ def rollback(app_name: str = typer.Argument(None, metavar="[APP]",
                                     callback=check_optional_version),
              config: str = ConfigOpt) -> None:
     """Abort the rollout in progress, or restore an earlier release at once."""
-    ctx = _ctx(config)
+    ctx = Context(config)
     check_app(ctx.config, app_name)
     client = ctx.client()
     env = _pick_env(ctx, env, busy_first=True, client=client)
-    result = client.post(f"/api/v1/environments/{env}/rollback", {"to": to})
-    console.print(f"rollout {result['rollout']} in {env}: back to {result['version']}")
+    result = RolledBack.model_validate(
+        client.post(f"/api/v1/environments/{env}/rollback", {"to": to}))
+    console.print(f"rollout {result.rollout} in {env}: back to {result.version}")
 
 
 @app.command()
@@ -388,23 +352,23 @@ def history(env: str = EnvOpt,
             limit: int = typer.Option(50, "--limit", "-n", help="How many events."),
             as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
     """Every event: who did what, when and why."""
-    events = _ctx(config).client().get("/api/v1/history", environment=env, limit=limit)
+    events = Context(config).client().get("/api/v1/history", environment=env, limit=limit)
     if as_json:
-        _print_json(events)
+        print_json(events)
     else:
-        console.print(render.history_table(events))
+        console.print(render.history_table([EventView.model_validate(e) for e in events]))
 
 
 @app.command()
 def releases(as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
     """The app's releases, newest first."""
-    rows = _ctx(config).client().get("/api/v1/releases")
+    rows = Context(config).client().get("/api/v1/releases")
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    for row in rows:
-        console.print(f"{row['version']:<16} {row['digest'][:19]}  "
-                      f"{render.clock(row['created_at'])}  {row['created_by']}")
+    for row in (ReleaseView.model_validate(r) for r in rows):
+        console.print(f"{row.version:<16} {row.digest[:19]}  "
+                      f"{render.clock(row.created_at)}  {row.created_by}")
 
 
 @config_app.command("validate")
@@ -418,20 +382,7 @@ def config_validate(config: str = ConfigOpt) -> None:
 @config_app.command("schema")
 def config_schema_cmd() -> None:
     """Print the JSON Schema of entrega.yaml (for editors)."""
-    _print_json(config_schema())
-
-
-def check_app(cfg: Config, name: str | None) -> None:
-    """Commands may name the app (`entrega rollback shop ...`): it must be this config's."""
-    if name and name != cfg.app:
-        raise EntregaError(f"this entrega.yaml delivers {cfg.app!r}, not {name!r}",
-                           hint="run in the app's directory or pass -c its entrega.yaml")
-
-
-# Command groups kept in modules of their own register themselves on `app`.
-from entrega.cli import analysis as _analysis  # noqa: E402,F401
-from entrega.cli import insights as _insights  # noqa: E402,F401
-from entrega.cli import pipeline as _pipeline  # noqa: E402,F401
+    print_json(config_schema())
 
 
 def main() -> None:

@@ -8,20 +8,20 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from entrega.cli.artifact import upload_release
-from entrega.cli.main import (
+from entrega.cli.app import (
     ConfigOpt,
+    Context,
     EnvOpt,
     JsonOpt,
-    _ctx,
-    _print_json,
     app,
     check_app,
-    commit_meta,
     console,
+    print_json,
 )
+from entrega.cli.artifact import commit_meta, upload_release
 from entrega.errors import EntregaError
 from entrega.names import check_version
+from entrega.views import PipelineView, ReleaseCreated
 
 release_app = typer.Typer(help="Create releases (what CI's webhook does).",
                           no_args_is_help=True)
@@ -50,16 +50,17 @@ def release_create(
 ) -> None:
     """Upload an artifact as a new immutable release; it then flows through the pipeline."""
     meta = commit_meta(commit_sha=commit_sha, commit_time=commit_time, ci_url=ci_url)
-    ctx = _ctx(config)
+    ctx = Context(config)
     client = ctx.client()
     answer = upload_release(client, version, artifact, deploy=deploy, fields=meta,
                             secret=ctx.webhook_secret())
     if as_json:
-        _print_json(answer)
+        print_json(answer)
         return
-    verb = "created" if answer["created"] else "exists already (same bytes)"
-    console.print(f"release {answer['version']} {verb}: {answer['digest'][:19]}")
-    if "deploy" in answer:
+    created = ReleaseCreated.model_validate(answer)
+    verb = "created" if created.created else "exists already (same bytes)"
+    console.print(f"release {created.version} {verb}: {created.digest[:19]}")
+    if created.deploy is not None:
         console.print("the pipeline has started; follow it with `entrega pipeline`")
 
 
@@ -74,7 +75,7 @@ def approve(
     if len(args) > 2:
         raise EntregaError("give at most an app and a version")
     version = check_version(args[-1])
-    ctx = _ctx(config)
+    ctx = Context(config)
     check_app(ctx.config, args[0] if len(args) == 2 else None)
     if env is None:
         gated = [e.name for e in ctx.config.environments if e.gate == "manual"]
@@ -93,23 +94,24 @@ def pipeline(
     config: str = ConfigOpt,
 ) -> None:
     """Where every recent release stands in every environment."""
-    ctx = _ctx(config)
+    ctx = Context(config)
     check_app(ctx.config, app_name)
-    view = ctx.client().get("/api/v1/pipeline", limit=limit)
+    answer = ctx.client().get("/api/v1/pipeline", limit=limit)
     if as_json:
-        _print_json(view)
+        print_json(answer)
         return
-    table = Table("release", *view["environments"], box=None, padding=(0, 2))
-    for release in view["releases"]:
+    view = PipelineView.model_validate(answer)
+    table = Table("release", *view.environments, box=None, padding=(0, 2))
+    for release in view.releases:
         cells = []
-        for env in view["environments"]:
-            stage = release["environments"][env]
-            text = Text(stage["status"].replace("_", " "),
-                        style=STAGE_STYLE.get(stage["status"], "cyan"))
-            if stage.get("running"):
+        for env in view.environments:
+            stage = release.environments[env]
+            text = Text(stage.status.replace("_", " "),
+                        style=STAGE_STYLE.get(stage.status, "cyan"))
+            if stage.running:
                 text.append(" ●", style="bold green")
             cells.append(text)
-        name = release["version"] + ("" if release["retained"] else " (pruned)")
+        name = release.version + ("" if release.retained else " (pruned)")
         table.add_row(name, *cells)
     console.print(table)
     console.print("● runs there now", style="dim")
@@ -121,7 +123,7 @@ def token_create(
     role: str = typer.Option("deployer", "--role", help="viewer, deployer or admin."),
 ) -> None:
     """Make a token: prints it once, and the line to add under auth.tokens."""
-    from entrega.api.auth import ROLES, new_token
+    from entrega.auth import ROLES, new_token
 
     if role not in ROLES:
         raise EntregaError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")

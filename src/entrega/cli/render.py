@@ -1,4 +1,5 @@
-"""Rich rendering of the API's read models for people (``--json`` prints them raw)."""
+"""Rich rendering of the API's read models (``entrega.views``) for people (``--json``
+prints the server's answer as it came)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+from entrega.views import EventView, RolloutView, StatusView
 
 PHASE_STYLE = {"succeeded": "green", "rolled_back": "red", "failed": "red",
                "paused": "yellow", "progressing": "cyan", "starting": "cyan",
@@ -30,25 +33,24 @@ def weights_bar(weights: dict[str, int], width: int = 30) -> Text:
     return text
 
 
-def rollout_panel(r: dict[str, Any]) -> Group:
-    phase = Text(r["phase"], style=PHASE_STYLE.get(r["phase"], ""))
-    head = Text.assemble(f"rollout {r['id']}: {r.get('from_version') or '∅'} → ",
-                         (r["version"], "bold"), f" ({r['strategy']}) ", phase)
-    parts: list[Any] = [head, weights_bar(r["weights"])]
-    if r["steps"]:
+def rollout_panel(r: RolloutView) -> Group:
+    phase = Text(r.phase, style=PHASE_STYLE.get(r.phase, ""))
+    head = Text.assemble(f"rollout {r.id}: {r.from_version or '∅'} → ",
+                         (r.version, "bold"), f" ({r.strategy}) ", phase)
+    parts: list[Any] = [head, weights_bar(r.weights)]
+    if r.steps:
         steps = Text("steps: ")
-        for i, step in enumerate(r["steps"]):
-            style = "bold reverse" if i == r["step_index"] and r["phase"] in (
-                "progressing", "paused") else ("dim" if i < r["step_index"] else "")
+        for i, step in enumerate(r.steps):
+            style = "bold reverse" if i == r.step_index and r.phase in (
+                "progressing", "paused") else ("dim" if i < r.step_index else "")
             steps.append(f" {step} ", style=style)
         parts.append(steps)
-    if r.get("message"):
-        parts.append(Text(r["message"], style="italic"))
-    analysis = r.get("analysis")
-    if analysis and analysis.get("metrics"):
+    if r.message:
+        parts.append(Text(r.message, style="italic"))
+    if r.analysis is not None and r.analysis.metrics:
         table = Table("metric", "verdict", "canary", "stable", "reason", box=None,
                       padding=(0, 1))
-        for m in analysis["metrics"]:
+        for m in r.analysis.metrics:
             table.add_row(m["metric"], m["verdict"], _num(m.get("canary")),
                           _num(m.get("stable")), m["reason"])
         parts.append(table)
@@ -59,25 +61,25 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def status_view(status: dict[str, Any]) -> Group:
-    parts: list[Any] = [Text(f"app {status['app']}", style="bold")]
-    for env in status["environments"]:
-        parts.append(Text.assemble(("\n" + env["name"], "bold cyan"), "  runs ",
-                                   (env["current"] or "nothing yet", "bold")))
-        if env["rollout"]:
-            parts.append(rollout_panel(env["rollout"]))
-        elif env.get("last_rollout"):
-            last = env["last_rollout"]
-            parts.append(Text(f"last rollout {last['id']}: {last['version']} "
-                              f"{last['phase']} — {last['message']}", style="dim"))
+def status_view(status: StatusView) -> Group:
+    parts: list[Any] = [Text(f"app {status.app}", style="bold")]
+    for env in status.environments:
+        parts.append(Text.assemble(("\n" + env.name, "bold cyan"), "  runs ",
+                                   (env.current or "nothing yet", "bold")))
+        if env.rollout:
+            parts.append(rollout_panel(env.rollout))
+        elif env.last_rollout:
+            last = env.last_rollout
+            parts.append(Text(f"last rollout {last.id}: {last.version} "
+                              f"{last.phase} — {last.message}", style="dim"))
     return Group(*parts)
 
 
-def history_table(events: list[dict[str, Any]]) -> Table:
+def history_table(events: list[EventView]) -> Table:
     table = Table("time", "env", "version", "kind", "actor", "what", box=None, padding=(0, 1))
     for e in events:
         style = {"rolled_back": "red", "failed": "red", "promoted": "green",
-                 "error": "red"}.get(e["kind"], "")
-        table.add_row(clock(e["time"]), e["environment"] or "", e["version"] or "",
-                      Text(e["kind"], style=style), e["actor"], e["message"])
+                 "error": "red"}.get(e.kind, "")
+        table.add_row(clock(e.time), e.environment or "", e.version or "",
+                      Text(e.kind, style=style), e.actor, e.message)
     return table

@@ -6,8 +6,7 @@ bucket per client (keyed by a hash of the address, which is never stored).
 """
 
 from entrega.feedback.intake import FeedbackIntake, FeedbackSettings, RateLimited
-from entrega.feedback.model import FeedbackIn, feedback_view
+from entrega.feedback.model import FeedbackIn
 from entrega.feedback.ratelimit import TokenBuckets
 
-__all__ = ["FeedbackIn", "FeedbackIntake", "FeedbackSettings", "RateLimited", "TokenBuckets",
-           "feedback_view"]
+__all__ = ["FeedbackIn", "FeedbackIntake", "FeedbackSettings", "RateLimited", "TokenBuckets"]

@@ -1,12 +1,9 @@
-"""What a client may send, and how stored feedback is shown (raw: escaping is the view's)."""
+"""What a client may send (how stored feedback is shown is ``views.FeedbackView``: raw,
+escaping is the page's)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from entrega.store.models import Feedback
 
 UNKNOWN = "unknown"
 MAX_COMMENT_CHARS = 2000
@@ -50,9 +47,3 @@ class FeedbackIn(BaseModel):
             raise ValueError("send a rating (1-5), a comment, or both")
         return self
 
-
-def feedback_view(row: Feedback) -> dict[str, Any]:
-    return {"id": row.id, "time": row.time, "environment": row.environment,
-            "version": row.version, "claimed_version": row.claimed_version,
-            "rating": row.rating, "comment": row.comment, "user_id": row.user_id,
-            "tags": list(row.tags or [])}

@@ -15,8 +15,8 @@ worse? is it better?):
   is what a rank test is for).
 
 Traffic, feedback counts and restarts are shown without a test: they measure exposure,
-not quality. A judge that cannot decide (too little data, numpy/scipy missing) leaves
-``significant`` as None with its reason.
+not quality. A judge that cannot decide (too little data) leaves ``significant`` as None
+with its reason.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from entrega.analysis.judges import (
     judge_sequential,
 )
 from entrega.analysis.window import WindowCounts
-from entrega.errors import ConfigError
 from entrega.insights.series import Totals
 from entrega.routers.base import LATENCY_BUCKETS_MS
 
@@ -120,13 +119,10 @@ def _evidence(verdict: MetricVerdict) -> str:
 
 def _both_ways(judge: Callable[[bool], MetricVerdict]) -> Significance:
     """Run a judge asking "is the new release worse?" then "is it better?"."""
-    try:
-        worse = judge(False)
-        if worse.verdict == "fail":
-            return Significance(True, "worse", _evidence(worse))
-        better = judge(True)
-    except ConfigError as exc:
-        return Significance(None, None, str(exc))
+    worse = judge(False)
+    if worse.verdict == "fail":
+        return Significance(True, "worse", _evidence(worse))
+    better = judge(True)
     if better.verdict == "fail":
         return Significance(True, "better", _evidence(better))
     if "no-data" in (worse.verdict, better.verdict):

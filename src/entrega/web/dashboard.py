@@ -1,11 +1,12 @@
 """The dashboard's routes: pages, the JSON the page polls, token login, static files.
 
-Pages need the viewer role, like the API's reads. Login checks the token with the API's
-own authenticator and stores it in the ``entrega_token`` cookie (HttpOnly, so scripts
-never see it; SameSite=Strict, so another site cannot make the browser use it). Login and
-logout write that cookie, so like every cookie-authenticated change they need the
-X-Entrega-Actor header (static/forms.js sends it): another site's form cannot log a
-browser in with the attacker's token, nor out.
+Pages need the viewer role, like the API's reads. Everything shown comes from the
+service's read models (``entrega.views``), as the API's answers do. Login checks the token
+with the API's own authenticator (``entrega.auth``) and stores it in the ``entrega_token``
+cookie (HttpOnly, so scripts never see it; SameSite=Strict, so another site cannot make
+the browser use it). Login and logout write that cookie, so like every
+cookie-authenticated change they need the X-Entrega-Actor header (static/forms.js sends
+it): another site's form cannot log a browser in with the attacker's token, nor out.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import BaseModel
 
-from entrega.insights.gather import Sources, build_dora, build_report
+from entrega.auth import TOKEN_COOKIE, Authenticator, Caller, from_our_pages
 from entrega.insights.report import (
     format_clock,
     format_duration,
@@ -28,15 +30,7 @@ from entrega.insights.report import (
     render_report_html,
 )
 from entrega.service import Service
-from entrega.store.insights_repository import InsightsRepository
-from entrega.web.auth import (
-    TOKEN_COOKIE,
-    AuthLike,
-    CallerLike,
-    caller_or_none,
-    check_token,
-    from_our_pages,
-)
+from entrega.views import EnvironmentStatus, EventView, View
 
 #: How often the page polls, in ms: live enough to watch a canary step, cheap for the server.
 POLL_MS = 1500
@@ -55,44 +49,71 @@ def _templates() -> Environment:
     return env
 
 
-def caller_view(caller: CallerLike | None, auth: AuthLike) -> dict[str, Any] | None:
+class CallerView(View):
+    """Who is looking, and what the page may offer them (the API decides regardless)."""
+
+    name: str
+    role: str
+    can_deploy: bool
+    #: no tokens configured: the page says the API is open
+    open: bool
+
+
+class LiveEnvironment(EnvironmentStatus):
+    #: releases waiting at this environment's manual gate
+    awaiting_approval: list[str]
+
+
+class ReleaseFeedback(View):
+    count: int
+    mean_rating: float | None
+    low: int
+
+
+class LiveState(View):
+    """What the page polls (``/ui/state.json``): environments with their live rollouts,
+    recent history (oldest first), and feedback per release."""
+
+    app: str
+    time: float
+    environments: list[LiveEnvironment]
+    history: list[EventView]
+    feedback: dict[str, ReleaseFeedback]
+
+
+def caller_view(caller: Caller | None, auth: Authenticator) -> CallerView | None:
     if caller is None:
         return None
-    return {"name": caller.name, "role": caller.role, "can_deploy": caller.allows("deployer"),
-            "open": auth.open}
+    return CallerView(name=caller.name, role=caller.role,
+                      can_deploy=caller.allows("deployer"), open=auth.open)
 
 
-def live_state(service: Service, insights: InsightsRepository) -> dict[str, Any]:
-    """What the page polls: environments with their live rollouts, recent history, and
-    feedback per release."""
-    totals = insights.feedback_totals(service.app)
-    waiting: dict[str, list[str]] = {}
-    for request in service.repo.requests(service.app, limit=200):
-        if request.status == "awaiting_approval":
-            waiting.setdefault(request.environment, []).append(request.version)
-    environments = [{**env, "awaiting_approval": waiting.get(env["name"], [])}
-                    for env in service.status()["environments"]]
-    return {
-        "app": service.app, "time": time.time(),
-        "environments": environments,
-        "history": service.history(limit=HISTORY_ROWS)[::-1],
-        "feedback": {v: {"count": t.count, "mean_rating": t.mean_rating, "low": t.low}
-                     for v, t in totals.items()},
-    }
+def live_state(service: Service) -> LiveState:
+    waiting = service.awaiting_approval()
+    return LiveState(
+        app=service.app, time=time.time(),
+        environments=[LiveEnvironment(**dict(env), awaiting_approval=waiting.get(env.name, []))
+                      for env in service.status().environments],
+        history=service.history(limit=HISTORY_ROWS)[::-1],
+        feedback={v: ReleaseFeedback(count=s.count, mean_rating=s.mean_rating,
+                                     low=s.low_ratings)
+                  for v, s in service.feedback_summary().items()})
 
 
-def dashboard_router(service: Service, auth: AuthLike, *,
+def _json(view: BaseModel | None) -> Any:
+    return None if view is None else view.model_dump(mode="json")
+
+
+def dashboard_router(service: Service, auth: Authenticator, *,
                      clock: Callable[[], float] = time.time) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     templates = _templates()
-    insights = InsightsRepository(service.repo.store)
-    sources = Sources(service.app, service.repo, insights)
 
     def page(name: str, **context: Any) -> HTMLResponse:
         return HTMLResponse(templates.get_template(name).render(**context))
 
-    def viewer(request: Request) -> CallerLike | None:
-        caller = caller_or_none(auth, request)
+    def viewer(request: Request) -> Caller | None:
+        caller = auth.caller_or_none(request)
         return caller if caller is not None and caller.allows("viewer") else None
 
     def to_login(request: Request) -> RedirectResponse:
@@ -109,11 +130,12 @@ def dashboard_router(service: Service, auth: AuthLike, *,
         now = clock()
         environments = [e.name for e in service.config.environments]
         last = environments[-1]
-        comments = [f for f in insights.feedback(service.app, limit=50) if f.comment][:10]
-        return page("dashboard.html.j2", app=service.app, caller=caller_view(caller, auth),
-                    state=live_state(service, insights),
+        comments = [f for f in service.feedback(limit=50).feedback if f.comment][:10]
+        return page("dashboard.html.j2", app=service.app,
+                    caller=_json(caller_view(caller, auth)),
+                    state=_json(live_state(service)),
                     releases=service.releases()[:20],
-                    dora=build_dora(sources, environment=last, days=90, now=now).to_dict(),
+                    dora=_json(service.dora(environment=last, days=90, now=now)),
                     comments=comments, poll_ms=POLL_MS)
 
     @router.get("/ui/state.json")
@@ -121,8 +143,8 @@ def dashboard_router(service: Service, auth: AuthLike, *,
         caller = viewer(request)
         if caller is None:
             return JSONResponse({"error": "log in again", "login": "/login"}, status_code=401)
-        return JSONResponse({**live_state(service, insights),
-                             "caller": caller_view(caller, auth)})
+        return JSONResponse({**_json(live_state(service)),
+                             "caller": _json(caller_view(caller, auth))})
 
     @router.get("/releases/{version}", response_class=HTMLResponse)
     async def release_report(version: str, request: Request,
@@ -130,9 +152,9 @@ def dashboard_router(service: Service, auth: AuthLike, *,
                              rollout: int | None = None) -> Response:
         if viewer(request) is None:
             return to_login(request)
-        report = build_report(sources, version, environment=environment, rollout_id=rollout,
-                              now=clock())
-        return HTMLResponse(render_report_html(report, back_url="/"))
+        report = service.report(version, environment=environment, rollout_id=rollout,
+                                now=clock())
+        return HTMLResponse(render_report_html(report.model_dump(), back_url="/"))
 
     @router.get("/login", response_class=HTMLResponse)
     async def login_form(request: Request, next: str = "/") -> Response:
@@ -154,7 +176,7 @@ def dashboard_router(service: Service, auth: AuthLike, *,
         target = _safe_next((form.get("next") or ["/"])[0])
         if not from_our_pages(request):
             return cross_site(target)  # login CSRF: someone else's token in your browser
-        caller = check_token(auth, token) if token else None
+        caller = auth.token_caller(token) if token else None
         if caller is None:
             refused = page("login.html.j2", app=service.app, open=auth.open,
                            error="That token is not valid.", next=target, caller=None)

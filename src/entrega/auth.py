@@ -1,9 +1,13 @@
-"""Who is calling: bearer tokens with roles, and the CI webhook's HMAC signature.
+"""Who is calling: bearer tokens with roles, the dashboard's login cookie, and the CI
+webhook's HMAC signature.
 
 Roles are ordered: viewer (read) < deployer (release, deploy, promote, abort, rollback,
 approve) < admin (force a release past the order of environments). Tokens are compared
 by their sha256 in constant time; the token and the webhook secret are never logged,
 stored in events, or echoed in a response.
+
+One module below both interfaces: the API (``api/``) and the dashboard (``web/``) ask the
+same :class:`Authenticator`, so a token means the same thing on a page and in a request.
 """
 
 from __future__ import annotations
@@ -17,11 +21,20 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from entrega.config import AuthConfig
-from entrega.errors import Forbidden, Unauthorized
-from entrega.web.auth import ACTOR_HEADER, from_our_pages
+from entrega.errors import EntregaError, Forbidden, Unauthorized
 
 ROLES = ("viewer", "deployer", "admin")
 SIGNATURE_HEADER = "X-Entrega-Signature-256"
+TOKEN_COOKIE = "entrega_token"
+#: A cookie-writing or cookie-authenticated POST must carry this header. A browser sends
+#: cookies with any form another site posts here, but such a form cannot add a header
+#: (and a cross-site fetch that adds one needs a CORS preflight, which we never grant).
+ACTOR_HEADER = "x-entrega-actor"
+
+
+def from_our_pages(request: Request) -> bool:
+    """True when the request carries the header only our own pages' scripts add."""
+    return ACTOR_HEADER in request.headers
 
 
 @dataclass(frozen=True)
@@ -75,7 +88,7 @@ class Authenticator:
     def caller(self, request: Request) -> Caller | None:
         header = request.headers.get("authorization", "")
         bearer = header.lower().startswith("bearer ")
-        token = header[7:].strip() if bearer else request.cookies.get("entrega_token", "")
+        token = header[7:].strip() if bearer else request.cookies.get(TOKEN_COOKIE, "")
         if token and not bearer and request.method not in ("GET", "HEAD", "OPTIONS") \
                 and not from_our_pages(request):
             # A browser sends the cookie along with any form another site posts; the
@@ -83,15 +96,31 @@ class Authenticator:
             raise Forbidden("a change made with the login cookie needs the X-Entrega-Actor "
                             "header (cross-site request?)")
         if token:
-            digest = hashlib.sha256(token.encode()).hexdigest()
-            for known, (name, role) in self._by_digest.items():
-                if hmac.compare_digest(known, digest):
-                    return Caller(name, role)
-            raise Unauthorized("the token is not valid", hint="check ENTREGA_TOKEN")
+            caller = self.token_caller(token)
+            if caller is None:
+                raise Unauthorized("the token is not valid", hint="check ENTREGA_TOKEN")
+            return caller
         if self.open:
             actor = request.headers.get(ACTOR_HEADER, "local")[:64]
             return Caller(actor, "admin")
         return None
+
+    def token_caller(self, token: str) -> Caller | None:
+        """Who ``token`` belongs to, or None (compared by sha256, in constant time)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        found: Caller | None = None
+        for known, (name, role) in self._by_digest.items():
+            if hmac.compare_digest(known, digest):
+                found = Caller(name, role)
+        return found
+
+    def caller_or_none(self, request: Request) -> Caller | None:
+        """The caller, or None when not logged in or the cookie's token is no longer valid
+        (a page then offers the login form instead of an error)."""
+        try:
+            return self.caller(request)
+        except EntregaError:
+            return None
 
     def require(self, request: Request, role: str) -> Caller:
         caller = self.caller(request)

@@ -1,0 +1,422 @@
+"""The read models: what the API answers, the CLI renders and the dashboard shows.
+
+These are the contract between the server and its clients, so they are typed once here
+(pydantic) instead of being dicts built in one place and indexed by string in three
+others: FastAPI declares them as ``response_model``s, so ``/openapi.json`` describes every
+answer; the CLI validates what it receives into them before rendering; the dashboard
+builds its page from them.
+
+The JSON field names and their order are an interface (every ``--json`` output, every
+script reading the API): a field is added at the end or not at all, never renamed.
+Fields that only apply to some answers (a stage's rollout, a new release's deploy) are
+left out when they do not apply, never sent as null: :class:`Sparse` keeps that shape.
+
+Values stored as JSON by the controller (analysis results, event data, release meta)
+stay ``dict[str, Any]``: their shape belongs to the judge or event that wrote them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+from entrega.rollouts.model import Phase
+
+#: A computed figure, sent as computed: an int stays an int (``0``, not ``0.0``), so the
+#: JSON is the same whether or not it went through a view.
+Number: TypeAlias = float | int
+
+
+class View(BaseModel):
+    """A read model: frozen (a view is a snapshot), unknown fields ignored (a newer
+    server may add fields an older CLI does not know)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Sparse(View):
+    """A view whose optional fields are omitted from JSON unless they were given."""
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        # No return annotation on purpose: pydantic then describes the model's own fields
+        # in the OpenAPI document instead of "any object".
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set}
+
+
+# -- rollouts ------------------------------------------------------------------------------
+
+
+class CohortView(View):
+    name: str | None
+    selected: bool
+    users_percent: int
+
+
+class AnalysisView(View):
+    """The analysis step in progress: its window and the latest check's verdict."""
+
+    window: int
+    checks: int
+    failures: int
+    verdict: str | None
+    reason: str
+    #: the latest check's metric verdicts, as the judges wrote them (None before the first)
+    metrics: list[dict[str, Any]] | None
+
+
+class RolloutView(View):
+    id: int
+    environment: str
+    version: str
+    from_version: str | None
+    strategy: str
+    phase: Phase
+    weights: dict[str, int]
+    preview: str | None
+    step_index: int
+    #: each step in words ("weight 20%", "pause 60s"); empty for a direct rollout
+    steps: list[str]
+    message: str
+    cohort: CohortView | None
+    analysis: AnalysisView | None
+    analysis_history: list[dict[str, Any]]
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    created_by: str
+    reason: str
+
+
+class EventView(View):
+    id: int
+    time: float
+    environment: str | None
+    version: str | None
+    rollout_id: int | None
+    kind: str
+    actor: str
+    message: str
+    data: dict[str, Any]
+
+
+class RolloutDetail(RolloutView):
+    """One rollout with its events (``GET /api/v1/rollouts/{id}``)."""
+
+    events: list[EventView]
+
+
+class EnvironmentStatus(View):
+    name: str
+    current: str | None
+    rollout: RolloutView | None
+    #: the latest rollout, shown when none is in progress
+    last_rollout: RolloutView | None
+
+
+class StatusView(View):
+    app: str
+    environments: list[EnvironmentStatus]
+
+
+class WindowView(View):
+    """One analysis window of a rollout, as `entrega analysis explain` shows it."""
+
+    window: int
+    metrics_asked: list[str]
+    started_at: float
+    updated_at: float
+    #: the canary step (1-based) the window belonged to, None while unknown
+    step: int | None
+    verdict: str | None
+    result: dict[str, Any] | None
+    #: the window's last check (its step has ended), not merely the latest so far
+    final: bool
+
+
+class RolloutAnalysis(View):
+    rollout: RolloutView
+    steps: int
+    #: each metric asked, with the environment's judge settings for it
+    environment_metrics: dict[str, dict[str, Any]]
+    windows: list[WindowView]
+
+
+# -- deploys -------------------------------------------------------------------------------
+
+
+class DeployRequestView(View):
+    id: int
+    environment: str
+    version: str
+    status: str
+    actor: str
+    reason: str
+    forced: bool
+    rollout_id: int | None
+    created_at: float
+
+
+class DeployStarted(View):
+    rollout: RolloutView
+
+
+class DeployQueued(View):
+    queued: DeployRequestView
+
+
+class Approved(View):
+    approved: str
+    environment: str
+
+
+class RolloutRef(View):
+    """The rollout a command acted on (promote, abort)."""
+
+    rollout: int
+
+
+class RolledBack(View):
+    rollout: int
+    version: str
+
+
+# -- releases and the pipeline -------------------------------------------------------------
+
+
+class ReleaseView(View):
+    version: str
+    digest: str
+    meta: dict[str, Any]
+    created_at: float
+    created_by: str
+
+
+class ReleaseCreated(Sparse):
+    version: str
+    digest: str
+    #: False: the same version with the same bytes existed already (a no-op)
+    created: bool
+    #: only when the upload asked to deploy a new release to the first environment
+    deploy: DeployStarted | DeployQueued | None = None
+
+
+class StageView(Sparse):
+    """One cell of the pipeline: where a release stands in an environment."""
+
+    #: a rollout phase, a deploy request's status, or "-" (never there)
+    status: str
+    rollout_id: int | None = None
+    since: float | None = None
+    #: the release runs there now
+    running: bool
+    message: str | None = None
+
+
+class PipelineRelease(View):
+    version: str
+    digest: str
+    created_at: float
+    meta: dict[str, Any]
+    #: its artifact is still stored (a pruned release cannot be deployed again)
+    retained: bool
+    environments: dict[str, StageView]
+
+
+class PipelineView(View):
+    app: str
+    environments: list[str]
+    releases: list[PipelineRelease]
+
+
+class Health(View):
+    ok: bool
+    app: str
+    #: reconcile passes since the server started
+    passes: int
+
+
+# -- practice 5: feedback, DORA -------------------------------------------------------------
+
+
+class FeedbackView(View):
+    id: int
+    time: float
+    environment: str | None
+    version: str
+    claimed_version: str | None
+    rating: int | None
+    comment: str | None
+    user_id: str | None
+    tags: list[str]
+
+
+class FeedbackSummary(View):
+    count: int
+    rated: int
+    mean_rating: float | None
+    low_ratings: int
+
+
+class FeedbackList(View):
+    app: str
+    feedback: list[FeedbackView]
+    summary: dict[str, FeedbackSummary]
+
+
+class FeedbackAccepted(View):
+    id: int
+    version: str
+    environment: str | None
+
+
+class DoraMetric(View):
+    value: Number | None
+    tier: str | None
+    samples: int
+    unit: str
+
+
+class DoraFailure(View):
+    rollout_id: int
+    version: str
+    how: str
+    recovery_s: Number | None
+
+
+class DoraView(View):
+    environment: str
+    days: Number
+    since: Number
+    until: Number
+    deployments: int
+    deployment_frequency: DoraMetric
+    lead_time: DoraMetric
+    change_failure_rate: DoraMetric
+    recovery_time: DoraMetric
+    failures: list[DoraFailure]
+
+
+# -- practice 5: a release's report ---------------------------------------------------------
+
+
+class ReportRelease(View):
+    digest: str | None
+    meta: dict[str, Any]
+    created_at: float | None
+
+
+class RolloutSummary(View):
+    id: int
+    phase: str
+    strategy: str
+    from_version: str | None
+    created_at: float
+    finished_at: float | None
+    created_by: str
+    reason: str
+
+
+class ReportRollout(RolloutSummary):
+    #: when the release stopped serving here (None: it still does)
+    serving_until: Number | None
+
+
+class ReportVerdict(View):
+    #: "promoted", "rolled back", "failed", a phase in progress, or "never rolled out"
+    outcome: str
+    phase: str | None
+    reason: str
+    #: worse, better, mixed, or no significant change
+    quality: str
+
+
+class ReportFigure(View):
+    name: str
+    label: str
+    unit: str
+    current: Number | None
+    previous: Number | None
+    change: Number | None
+    change_ratio: Number | None
+    higher_is_better: bool | None
+    significant: bool | None
+    direction: str | None
+    reason: str
+
+
+class TimelineEntry(View):
+    time: float
+    kind: str
+    actor: str
+    message: str
+    version: str | None
+
+
+class ReportAnalysis(View):
+    rollout_id: int
+    window: int
+    verdict: str | None
+    metrics: list[dict[str, Any]]
+
+
+class WeightMark(View):
+    time: float
+    weights: dict[str, int]
+
+
+class SeriesPoint(View):
+    time: Number
+    requests: Number
+    errors: Number
+    rps: Number
+    error_rate: Number | None
+    p50_ms: Number | None
+    p95_ms: Number | None
+    p99_ms: Number | None
+
+
+class ReportSeries(View):
+    start: Number
+    end: Number
+    current: list[SeriesPoint]
+    previous: list[SeriesPoint]
+
+
+class ReportRatings(View):
+    #: how many ratings of each value, "1" to "5"
+    current: dict[str, int]
+    previous: dict[str, int]
+
+
+class ReportComment(View):
+    time: float
+    rating: int | None
+    comment: str | None
+    user_id: str | None
+    tags: list[str]
+
+
+class ReleaseReport(View):
+    """One rollout of a release against the release it replaced (``insights.gather``)."""
+
+    app: str
+    version: str
+    environment: str
+    previous_version: str | None
+    generated_at: Number
+    release: ReportRelease
+    rollout: ReportRollout | None
+    verdict: ReportVerdict
+    figures: list[ReportFigure]
+    #: seconds at each weight (keys are weights in percent, as strings)
+    time_at_weight: dict[str, Number]
+    rollouts: list[RolloutSummary]
+    timeline: list[TimelineEntry]
+    analysis: list[ReportAnalysis]
+    weight_marks: list[WeightMark]
+    series: ReportSeries
+    ratings: ReportRatings
+    comments: list[ReportComment]
