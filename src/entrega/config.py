@@ -241,7 +241,7 @@ class MetricConfig(_Model):
         return self
 
 
-class AnalysisStep(_Model):
+class AnalysisStepConfig(_Model):
     metrics: list[str] = Field(min_length=1)
     #: How long the step watches the canary before it can pass.
     duration_s: float = Field(30.0, gt=0)
@@ -253,7 +253,7 @@ class AnalysisStep(_Model):
     inconclusive_limit: int = Field(2, ge=0)
 
 
-class PauseStep(_Model):
+class PauseStepConfig(_Model):
     #: None pauses until `entrega promote`.
     duration_s: float | None = Field(None, ge=0)
 
@@ -279,8 +279,8 @@ def _percent(value: Any) -> Any:
 
 class CanaryStepConfig(_Model):
     weight: int | None = Field(None, ge=0, le=100)
-    pause: PauseStep | None = None
-    analysis: AnalysisStep | None = None
+    pause: PauseStepConfig | None = None
+    analysis: AnalysisStepConfig | None = None
     #: Send the cohort (header, allowlist) to the canary; the name is shown in status.
     cohort: str | None = None
     #: Also send this share of users (by a stable hash of their id), e.g. "10%".
@@ -324,7 +324,7 @@ class BlueGreenConfig(_Model):
     #: The old release stays running this long after the switch, so a rollback is instant.
     scale_down_delay_s: float = Field(30.0, ge=0)
     #: Analysis of the new release after the switch, against the old one kept warm.
-    post_switch_analysis: AnalysisStep | None = None
+    post_switch_analysis: AnalysisStepConfig | None = None
 
 
 class StrategyConfig(_Model):

@@ -8,6 +8,7 @@ says what failed, where, and (when we know it) what to do next::
     ├── InvalidName            a version, app or environment name breaks names.py's rule (400)
     ├── StoreError             the state database cannot be opened, migrated or locked
     │   └── ControllerLocked   another controller owns the store
+    ├── InvalidRecord          JSON read back (a rollout's state, a state file) fails its type
     ├── NotFound               an app, environment, release or rollout does not exist
     ├── Conflict               the request contradicts the current state (409)
     │   ├── ReleaseConflict    same version, other bytes
@@ -89,6 +90,11 @@ class ControllerLocked(StoreError):
     """Another controller holds the store's lock."""
 
     status_code = 409
+
+
+class InvalidRecord(EntregaError):
+    """A document read back from the store or from another process (a rollout's state, a
+    supervisor's state file) does not match its type; the message names the field."""
 
 
 class NotFound(EntregaError):

@@ -69,6 +69,7 @@ from entrega.views import (
     StatusView,
     WindowView,
 )
+from entrega.vocabulary import EventKind, RequestStatus
 
 
 class Service:
@@ -154,11 +155,11 @@ class Service:
                                          version=version, actor=actor, strategy=strategy,
                                          reason=reason)
                 self.repo.add_request(app=self.app, environment=environment, version=version,
-                                      status="started", actor=actor, reason=reason,
+                                      status=RequestStatus.STARTED, actor=actor, reason=reason,
                                       strategy=strategy, forced=force, rollout_id=rollout.id)
                 if force:
                     self.repo.add_event(app=self.app, environment=environment, version=version,
-                                        rollout_id=rollout.id, kind="forced", actor=actor,
+                                        rollout_id=rollout.id, kind=EventKind.FORCED, actor=actor,
                                         message=f"{actor} forced {version} into {environment}"
                                                 f": {reason}")
                 self.controller.wake()
@@ -168,10 +169,11 @@ class Service:
                     f"{environment} is busy with rollout {active.id} of {active.version} "
                     f"({active.phase})", hint="wait for it, `entrega abort` it, or queue")
             request = self.repo.add_request(app=self.app, environment=environment,
-                                            version=version, status="queued", actor=actor,
-                                            reason=reason, strategy=strategy, forced=force)
+                                            version=version, status=RequestStatus.QUEUED,
+                                            actor=actor, reason=reason, strategy=strategy,
+                                            forced=force)
             self.repo.add_event(app=self.app, environment=environment, version=version,
-                                kind="queued", actor=actor,
+                                kind=EventKind.QUEUED, actor=actor,
                                 message=f"{version} queued for {environment} behind rollout "
                                         f"{active.id} of {active.version}")
         return DeployQueued(queued=request_view(request))
@@ -180,13 +182,13 @@ class Service:
         """Pass a manual gate: the release waiting at it is queued for the environment."""
         async with self._lock(environment):
             waiting = [r for r in self.repo.waiting_requests(self.app, environment)
-                       if r.version == version and r.status == "awaiting_approval"]
+                       if r.version == version and r.status == RequestStatus.AWAITING_APPROVAL]
             if not waiting:
                 raise NotFound(f"{version} is not waiting for approval in {environment}",
                                hint="`entrega pipeline` shows where each release stands")
-            self.repo.set_request_status(waiting[-1].id, "queued")
+            self.repo.set_request_status(waiting[-1].id, RequestStatus.QUEUED)
             self.repo.add_event(app=self.app, environment=environment, version=version,
-                                kind="approved", actor=actor,
+                                kind=EventKind.APPROVED, actor=actor,
                                 message=f"{actor} approved {version} for {environment}")
         self.controller.wake()
         return Approved(approved=version, environment=environment)

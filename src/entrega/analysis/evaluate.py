@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from entrega.analysis.judges import (
-    AnalysisVerdict,
+    AnalysisOutcome,
     MannWhitneyRule,
     MetricVerdict,
     SequentialRule,
@@ -21,6 +21,7 @@ from entrega.analysis.judges import (
 from entrega.analysis.providers.base import Measurement
 from entrega.analysis.providers.builtin import release_metrics
 from entrega.analysis.window import WindowCounts, compute_window
+from entrega.codec import from_config
 from entrega.config import MetricConfig
 
 BuiltinJudge = Callable[[str, str, MetricConfig, WindowCounts, WindowCounts | None],
@@ -29,16 +30,14 @@ BuiltinJudge = Callable[[str, str, MetricConfig, WindowCounts, WindowCounts | No
 
 def _threshold(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
                stable: WindowCounts | None) -> MetricVerdict:
-    rule = ThresholdRule(max=cfg.max, max_increase=cfg.max_increase, max_ratio=cfg.max_ratio,
-                         min_requests=cfg.min_requests, critical=cfg.critical)
-    return judge_threshold(name, measure, rule, canary, stable)
+    return judge_threshold(name, measure, from_config(ThresholdRule, cfg), canary, stable)
 
 
 def _sequential(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
                 stable: WindowCounts | None) -> MetricVerdict:
-    rule = SequentialRule(max_ratio=cfg.max_ratio or 1.0, max_increase=cfg.max_increase or 0.0,
-                          alpha=cfg.alpha, min_requests=cfg.min_requests,
-                          critical=cfg.critical)
+    # Unset bounds take the judge's own defaults: no worse than stable, by any margin.
+    rule = from_config(SequentialRule, cfg, max_ratio=cfg.max_ratio or 1.0,
+                       max_increase=cfg.max_increase or 0.0)
     return judge_sequential(name, rule, canary, stable)
 
 
@@ -47,10 +46,8 @@ def _mann_whitney(name: str, measure: str, cfg: MetricConfig, canary: WindowCoun
     if not measure.startswith("latency-p"):
         return MetricVerdict(name, "no-data", f"mann-whitney judges latencies, not {measure}",
                              critical=cfg.critical)
-    rule = MannWhitneyRule(max_ratio=cfg.max_ratio or 1.2,
-                           quantile=int(measure.removeprefix("latency-p")) / 100,
-                           alpha=cfg.alpha, max_checks=cfg.max_checks,
-                           min_requests=cfg.min_requests, critical=cfg.critical)
+    rule = from_config(MannWhitneyRule, cfg, max_ratio=cfg.max_ratio or 1.2,
+                       quantile=int(measure.removeprefix("latency-p")) / 100)
     return judge_mann_whitney(name, rule, canary, stable)
 
 
@@ -65,7 +62,7 @@ JUDGES: dict[str, BuiltinJudge] = {
 def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, Any],
                     latest: dict[str, Any], canary: str, stable: str | None,
                     measurements: Mapping[str, Mapping[str, Measurement]] | None = None,
-                    ) -> tuple[AnalysisVerdict, str, list[MetricVerdict]]:
+                    ) -> tuple[AnalysisOutcome, str, list[MetricVerdict]]:
     """Judge one window (baseline -> latest snapshot of the builtin provider).
 
     ``measurements`` holds what external providers measured over the same window, by
@@ -91,8 +88,7 @@ def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, 
 
 def _judge_external(name: str, cfg: MetricConfig,
                     measured: Mapping[str, Measurement]) -> MetricVerdict:
-    rule = ThresholdRule(max=cfg.max, max_increase=cfg.max_increase, max_ratio=cfg.max_ratio,
-                         critical=cfg.critical)
+    rule = from_config(ThresholdRule, cfg)  # min_requests unused: a value has no requests
     canary, stable = measured.get("canary"), measured.get("stable")
     if canary is None or canary.value is None:
         why = canary.error if canary is not None and canary.error else "no canary value"

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from entrega.api.params import MAX_ID, Environment, Limit, Version
 from entrega.auth import Authenticator
+from entrega.codec import from_config
 from entrega.errors import EntregaError
 from entrega.feedback import FeedbackIn, FeedbackSettings
 from entrega.feedback.intake import (
@@ -55,15 +56,7 @@ def feedback_settings(config: object) -> FeedbackSettings:
     """Settings from the config's ``feedback:`` section when it has one (same field names
     as :class:`FeedbackSettings`), else the defaults."""
     section = getattr(config, "feedback", None)
-    if section is None:
-        return FeedbackSettings()
-    fields = FeedbackSettings.__dataclass_fields__
-    values = {k: getattr(section, k) for k in fields if getattr(section, k, None) is not None}
-    if "cors_origins" in values:
-        values["cors_origins"] = tuple(values["cors_origins"])
-    if "trusted_proxies" in values:
-        values["trusted_proxies"] = tuple(values["trusted_proxies"])
-    return FeedbackSettings(**values)
+    return FeedbackSettings() if section is None else from_config(FeedbackSettings, section)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -35,6 +35,7 @@ from entrega.routers.base import CohortRule
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
 from entrega.targets.base import InstanceState, ReleaseRef
+from entrega.vocabulary import EventKind
 
 log = logging.getLogger("entrega.controller")
 
@@ -114,7 +115,7 @@ class ActionRunner:
                 raise
             rt.start_errors[version] = str(exc)
             self.repo.add_event(app=self.app, environment=rt.name, version=version,
-                                kind="error", actor="controller",
+                                kind=EventKind.ERROR, actor="controller",
                                 message=f"{version} cannot start: {exc}")
             return
         rt.endpoints[version] = tuple(endpoints)
@@ -128,7 +129,7 @@ class ActionRunner:
                 rt.restarts_seen[key] = instance.restarts
                 self.repo.add_event(
                     app=self.app, environment=rt.name, version=instance.version,
-                    kind="instance_restarted", actor="controller",
+                    kind=EventKind.INSTANCE_RESTARTED, actor="controller",
                     message=f"instance {instance.instance} of {instance.version} crashed and "
                             f"was restarted ({instance.restarts} restart(s) so far)",
                     data={"instance": instance.instance, "restarts": instance.restarts})
@@ -155,7 +156,7 @@ class ActionRunner:
         await rt.target.stop(release=ref, drain_s=rt.drain_s)
         rt.start_errors.pop(version, None)
         self.repo.add_event(app=self.app, environment=rt.name, version=version,
-                            kind="stopped", actor="controller",
+                            kind=EventKind.STOPPED, actor="controller",
                             message=f"{version} stopped ({reason})")
 
     # -- routes ----------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class ActionRunner:
                 shown += f"; cohort{' + ' if rule.header else ' '}{rule.percent}% of users" \
                          f" to {rule.release}"
             self.repo.add_event(app=self.app, environment=rt.name, version=row.version,
-                                rollout_id=row.id, kind="traffic", actor="controller",
+                                rollout_id=row.id, kind=EventKind.TRAFFIC, actor="controller",
                                 message=f"router now sends {shown}"
                                         + (f"; preview: {action.preview}" if action.preview
                                            else ""),
@@ -241,7 +242,8 @@ class ActionRunner:
         self.on_result()
         self.repo.add_event(app=self.app, environment=rt.name, version=version,
                             rollout_id=row.id,
-                            kind="verified" if result.passed else "verification_failed",
+                            kind=EventKind.VERIFIED if result.passed
+                            else EventKind.VERIFICATION_FAILED,
                             actor="controller", message=f"verification of {version} on "
                             f"{base_url}: {result.detail}",
                             data={"passed": result.passed, "duration_s": result.duration_s})

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from entrega.config import Config, EnvironmentConfig
+from entrega.codec import from_config
+from entrega.config import CanaryStepConfig, Config, EnvironmentConfig
 from entrega.errors import Conflict, NotFound
 from entrega.rollouts.model import (
     AnalysisStep,
@@ -47,32 +48,28 @@ def spec_for(env: EnvironmentConfig, strategy: str | None = None, *,
         bg = env.strategy.blue_green
         if bg is None:
             return RolloutSpec(strategy="blue-green", verify=verify)
-        return RolloutSpec(strategy="blue-green", auto_promote=bg.auto_promote,
-                           scale_down_delay_s=bg.scale_down_delay_s, verify=verify)
+        return from_config(RolloutSpec, bg, strategy="blue-green", verify=verify)
     canary = env.strategy.canary
-    steps: list[Step] = []
-    for step in canary.steps if canary else []:
-        if step.weight is not None:
-            steps.append(WeightStep(step.weight))
-        elif step.pause is not None:
-            steps.append(PauseStep(step.pause.duration_s))
-        elif step.analysis is not None:
-            a = step.analysis
-            steps.append(AnalysisStep(metrics=tuple(a.metrics), duration_s=a.duration_s,
-                                      check_every_s=a.check_every_s,
-                                      failure_limit=a.failure_limit,
-                                      inconclusive_limit=a.inconclusive_limit))
-        elif step.cohort is not None:
-            steps.append(CohortStep(step.cohort))
-        elif step.users is not None:
-            steps.append(UsersStep(step.users))
-    cohort = Cohort()
-    if canary is not None:
-        c = canary.cohort
-        cohort = Cohort(header=c.header, value=c.value, user_header=c.user_header,
-                        user_cookie=c.user_cookie, users=tuple(c.users))
-    return RolloutSpec(strategy="canary", steps=tuple(steps or [WeightStep(100)]),
-                       verify=verify, cohort=cohort)
+    if canary is None:
+        return RolloutSpec(strategy="canary", steps=(WeightStep(100),), verify=verify)
+    steps = tuple(_step(step) for step in canary.steps)
+    return RolloutSpec(strategy="canary", steps=steps or (WeightStep(100),), verify=verify,
+                       cohort=from_config(Cohort, canary.cohort))
+
+
+def _step(step: CanaryStepConfig) -> Step:
+    """The rollout step a configured step describes: the one field it gives, mapped by
+    name (``pause``, ``analysis``) or wrapped (``weight``, ``cohort``, ``users``)."""
+    if step.pause is not None:
+        return from_config(PauseStep, step.pause)
+    if step.analysis is not None:
+        return from_config(AnalysisStep, step.analysis)
+    if step.cohort is not None:
+        return CohortStep(step.cohort)
+    if step.users is not None:
+        return UsersStep(step.users)
+    assert step.weight is not None  # CanaryStepConfig holds exactly one of the five
+    return WeightStep(step.weight)
 
 
 def cohort_rule(cohort: Cohort, route: CohortRoute | None, *, canary: str,

@@ -53,6 +53,7 @@ from entrega.rollouts.model import (
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
+from entrega.vocabulary import FINAL_EVENT, EventKind
 
 log = logging.getLogger("entrega.controller")
 
@@ -61,10 +62,6 @@ log = logging.getLogger("entrega.controller")
 REPAIR_INTERVAL_S = 1.0
 #: Instances are observed (restarts, strays) this often; it reads files of every instance.
 OBSERVE_INTERVAL_S = 2.0
-
-_FINAL_KIND = {Phase.SUCCEEDED: "promoted", Phase.ROLLED_BACK: "rolled_back",
-               Phase.FAILED: "failed"}
-
 
 class Controller:
     def __init__(self, config: Config, repo: Repository, artifacts: ArtifactStore, *,
@@ -171,7 +168,7 @@ class Controller:
                 # The state is committed; the next pass re-derives and retries the action.
                 log.warning("action %s on %s failed: %s", type(action).__name__, rt.name, exc)
                 self.repo.add_event(app=row.app, environment=row.environment,
-                                    version=row.version, rollout_id=row.id, kind="error",
+                                    version=row.version, rollout_id=row.id, kind=EventKind.ERROR,
                                     actor="controller", message=str(exc))
         if transition.state.phase.terminal:
             self._due.pop(row.id, None)
@@ -190,10 +187,10 @@ class Controller:
         data = {"phase": after.phase.value, "weights": after.weights,
                 "step_index": after.step_index}
         events: list[tuple[str, str, dict[str, Any]]] = [
-            ("step", message, data) for message in transition.events]
-        if after.phase != before.phase and after.phase in _FINAL_KIND and events:
+            (EventKind.STEP, message, data) for message in transition.events]
+        if after.phase != before.phase and after.phase in FINAL_EVENT and events:
             _, message, _ = events[-1]
-            events[-1] = (_FINAL_KIND[after.phase], message,
+            events[-1] = (FINAL_EVENT[after.phase], message,
                           {**data, "reason": after.message})
         succeeded = after.phase == Phase.SUCCEEDED and before.phase != Phase.SUCCEEDED
         self.repo.save_transition(row.id, state=state_to_dict(after), phase=after.phase.value,
@@ -240,6 +237,6 @@ class Controller:
     def update_state(self, row: Rollout, state: RolloutState, *, actor: str,
                      message: str) -> None:
         self.repo.save_transition(row.id, state=state_to_dict(state), phase=state.phase.value,
-                                  events=[("command", message, {})], actor=actor)
+                                  events=[(EventKind.COMMAND, message, {})], actor=actor)
         self._due[row.id] = 0.0
         self.wake()

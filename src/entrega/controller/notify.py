@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict
 
 from entrega.config import Config
 from entrega.store.models import Event
@@ -28,15 +29,35 @@ BACKOFF_CAP_S = 300.0
 POLL_S = 0.5
 
 
+class WebhookPayload(BaseModel):
+    """The JSON body a webhook receives: an interface (receivers parse it), stored in the
+    outbox as it will be sent, so a retry after a restart sends the same bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: one line for chat tools (Slack's ``text``)
+    text: str
+    #: the event's kind (``vocabulary.EventKind``), what ``notify[].webhook.events`` selects
+    event: str
+    app: str
+    environment: str | None
+    version: str | None
+    rollout_id: int | None
+    actor: str
+    message: str
+    #: Unix seconds
+    time: float
+    event_id: int
+
+
 def payload_for(app: str, event: Event) -> dict[str, Any]:
     where = f" {event.environment}" if event.environment else ""
     version = f" {event.version}" if event.version else ""
-    return {
-        "text": f"[{app}{where}]{version}: {event.message}",
-        "event": event.kind, "app": app, "environment": event.environment,
-        "version": event.version, "rollout_id": event.rollout_id, "actor": event.actor,
-        "message": event.message, "time": event.time, "event_id": event.id,
-    }
+    return WebhookPayload(
+        text=f"[{app}{where}]{version}: {event.message}", event=event.kind, app=app,
+        environment=event.environment, version=event.version, rollout_id=event.rollout_id,
+        actor=event.actor, message=event.message, time=event.time, event_id=event.id,
+    ).model_dump(mode="json")
 
 
 class Notifier:

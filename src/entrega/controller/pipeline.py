@@ -16,6 +16,7 @@ from entrega.controller.launch import launch_rollout
 from entrega.errors import EntregaError
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
+from entrega.vocabulary import EventKind, Phase, RequestStatus
 
 log = logging.getLogger("entrega.controller")
 
@@ -23,7 +24,7 @@ log = logging.getLogger("entrega.controller")
 def start_next(repo: Repository, config: Config, environment: str) -> Rollout | None:
     """Start the environment's queued request, if any (the environment must be idle)."""
     queued = [r for r in repo.waiting_requests(config.app, environment)
-              if r.status == "queued"]
+              if r.status == RequestStatus.QUEUED]
     if not queued:
         return None
     request = queued[-1]
@@ -32,12 +33,12 @@ def start_next(repo: Repository, config: Config, environment: str) -> Rollout | 
                                  version=request.version, actor=request.actor,
                                  strategy=request.strategy, reason=request.reason)
     except EntregaError as exc:
-        repo.set_request_status(request.id, "cancelled")
+        repo.set_request_status(request.id, RequestStatus.CANCELLED)
         repo.add_event(app=config.app, environment=environment, version=request.version,
-                       kind="error", actor="controller",
+                       kind=EventKind.ERROR, actor="controller",
                        message=f"queued deploy of {request.version} dropped: {exc}")
         return None
-    repo.set_request_status(request.id, "started", rollout_id=rollout.id)
+    repo.set_request_status(request.id, RequestStatus.STARTED, rollout_id=rollout.id)
     return rollout
 
 
@@ -49,7 +50,7 @@ def after_success(repo: Repository, config: Config, rollout: Rollout) -> None:
     position = names.index(rollout.environment)
     if position + 1 == len(names):
         repo.add_event(app=config.app, environment=rollout.environment,
-                       version=rollout.version, rollout_id=rollout.id, kind="released",
+                       version=rollout.version, rollout_id=rollout.id, kind=EventKind.RELEASED,
                        actor="controller",
                        message=f"{rollout.version} reached {rollout.environment}, the last "
                                "environment of the pipeline")
@@ -58,12 +59,12 @@ def after_success(repo: Repository, config: Config, rollout: Rollout) -> None:
     reason = f"passed {rollout.environment}"
     if following.gate == "automatic":
         repo.add_request(app=config.app, environment=following.name, version=rollout.version,
-                         status="queued", actor="controller", reason=reason)
+                         status=RequestStatus.QUEUED, actor="controller", reason=reason)
         return
     repo.add_request(app=config.app, environment=following.name, version=rollout.version,
-                     status="awaiting_approval", actor="controller", reason=reason)
+                     status=RequestStatus.AWAITING_APPROVAL, actor="controller", reason=reason)
     repo.add_event(app=config.app, environment=following.name, version=rollout.version,
-                   kind="approval_needed", actor="controller",
+                   kind=EventKind.APPROVAL_NEEDED, actor="controller",
                    message=f"{rollout.version} passed {rollout.environment} and waits for "
                            f"approval to enter {following.name} (entrega approve "
                            f"{rollout.version} --env {following.name})")
@@ -72,7 +73,7 @@ def after_success(repo: Repository, config: Config, rollout: Rollout) -> None:
 def passed(repo: Repository, app: str, version: str) -> set[str]:
     """Environments where ``version`` was rolled out successfully (as a deploy)."""
     return {r.environment for r in repo.rollouts(app, limit=1000)
-            if r.version == version and r.phase == "succeeded" and r.purpose == "deploy"}
+            if r.version == version and r.phase == Phase.SUCCEEDED and r.purpose == "deploy"}
 
 
 def order_problem(repo: Repository, config: Config, environment: str,

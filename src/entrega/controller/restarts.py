@@ -25,6 +25,7 @@ from entrega.errors import EntregaError
 from entrega.routers.base import Router
 from entrega.store.repository import Repository
 from entrega.targets.base import InstanceState
+from entrega.vocabulary import EventKind
 
 log = logging.getLogger("entrega.controller")
 
@@ -50,7 +51,8 @@ async def restart_router(repo: Repository, app: str, rt: EnvironmentRuntime) -> 
         return
     await rt.router.ensure_running()
     pid = rt.router.pid() if isinstance(rt.router, _HasPid) else None
-    repo.add_event(app=app, environment=rt.name, kind="router_restarted", actor="controller",
+    repo.add_event(app=app, environment=rt.name, kind=EventKind.ROUTER_RESTARTED,
+                   actor="controller",
                    message=f"the router of {rt.name} did not answer on its control socket; "
                            f"the controller started it again"
                            + (f" (pid {pid})" if pid else "") + " on its last routes",
@@ -88,7 +90,7 @@ def record_adoption(repo: Repository, app: str, rt: EnvironmentRuntime, *,
         parts.append(f"{version}: {shown}")
     if not instances:
         parts.append("no instance was running")
-    repo.add_event(app=app, environment=rt.name, kind="adopted", actor="controller",
+    repo.add_event(app=app, environment=rt.name, kind=EventKind.ADOPTED, actor="controller",
                    message=f"controller started and adopted the running data plane of "
                            f"{rt.name}: " + "; ".join(parts),
                    data={"router": router_data, "instances": by_release})
@@ -106,7 +108,7 @@ class RouterRestartLog:
     def _recorded_until(self, environment: str) -> float:
         if environment not in self._last_at:
             last = self.repo.last_event(self.app, environment=environment,
-                                        kind="router_restarted", actor="router")
+                                        kind=EventKind.ROUTER_RESTARTED, actor="router")
             at = last.data.get("at") if last is not None else None
             self._last_at[environment] = float(at) if isinstance(at, int | float) else 0.0
         return self._last_at[environment]
@@ -122,7 +124,7 @@ class RouterRestartLog:
         new = sorted((r for r in restarts if r.at > since), key=lambda r: r.at)
         for restart in new:
             self.repo.add_event(
-                app=self.app, environment=rt.name, kind="router_restarted", actor="router",
+                app=self.app, environment=rt.name, kind=EventKind.ROUTER_RESTARTED, actor="router",
                 message=f"the router of {rt.name} restarted {restart.what} by itself: "
                         f"{restart.reason}",
                 data={"what": restart.what, "at": restart.at, "reason": restart.reason})

@@ -14,6 +14,7 @@ from pathlib import Path
 from entrega.config import Config
 from entrega.releases.artifacts import ArtifactStore
 from entrega.store.repository import Repository
+from entrega.vocabulary import Phase
 
 
 def retained(repo: Repository, config: Config) -> set[str]:
@@ -23,7 +24,7 @@ def retained(repo: Repository, config: Config) -> set[str]:
     for env in repo.environments(app):
         ran: list[str] = []
         for rollout in repo.rollouts(app, env.name, limit=1000):
-            if rollout.phase == "succeeded" and rollout.version not in ran:
+            if rollout.phase == Phase.SUCCEEDED and rollout.version not in ran:
                 ran.append(rollout.version)
             if rollout.from_version and rollout.version == env.current_version:
                 versions.add(rollout.from_version)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from entrega.codec import from_config
 from entrega.config import Config, EmbeddedRouterConfig, EnvironmentConfig, HaproxyRouterConfig
 from entrega.net import Endpoint, parse_address
 from entrega.routers.base import CohortRule, Router, Routes
@@ -19,14 +20,10 @@ from entrega.targets.local import LocalTarget
 
 
 def _local_target(config: Config, env: EnvironmentConfig) -> Target:
-    health = config.run.health
     return LocalTarget(
         app=config.app, environment=env.name, command=config.run.command,
         env=dict(config.run.env), instances=env.target.instances,
-        health=HealthCheck(path=health.path, interval_s=health.interval_s,
-                           timeout_s=health.timeout_s,
-                           healthy_threshold=health.healthy_threshold,
-                           unhealthy_threshold=health.unhealthy_threshold),
+        health=from_config(HealthCheck, config.run.health),
         state_dir=config.state_path, host=env.target.host,
         inherit_env=tuple(config.run.inherit_env), ports=env.target.port_range)
 

@@ -33,6 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from entrega.codec import Codec
+from entrega.vocabulary import TERMINAL_PHASES, Phase
+
 DAY_S = 86_400.0
 #: A restore or fix within this time after a promotion makes that deployment a failure.
 #: One day: long enough for a bug to be noticed in a working day, short enough that a
@@ -87,10 +90,6 @@ class Metric:
     samples: int
     unit: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "tier": self.tier, "samples": self.samples,
-                "unit": self.unit}
-
 
 @dataclass(frozen=True)
 class DoraReport:
@@ -106,13 +105,11 @@ class DoraReport:
     failures: list[Failure] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"environment": self.environment, "days": self.days, "since": self.since,
-                "until": self.until, "deployments": self.deployments,
-                "deployment_frequency": self.deployment_frequency.to_dict(),
-                "lead_time": self.lead_time.to_dict(),
-                "change_failure_rate": self.change_failure_rate.to_dict(),
-                "recovery_time": self.recovery_time.to_dict(),
-                "failures": [f.__dict__ for f in self.failures]}
+        """The report as JSON data (the API's and the dashboard's), field for field."""
+        return _REPORT.dump(self)
+
+
+_REPORT = Codec[DoraReport](DoraReport, what="a DORA report")
 
 
 def parse_commit_time(value: object) -> float | None:
@@ -153,7 +150,7 @@ def judge_tier(metric: str, value: float | None) -> str | None:
 
 
 def _finished(d: Deployment) -> bool:
-    return d.outcome in ("succeeded", "rolled_back", "failed") and d.finished_at is not None
+    return d.outcome in TERMINAL_PHASES and d.finished_at is not None
 
 
 def compute_failures(deployments: Sequence[Deployment], *,
@@ -165,13 +162,13 @@ def compute_failures(deployments: Sequence[Deployment], *,
         if d.is_restore or not _finished(d):
             continue
         assert d.finished_at is not None
-        if d.outcome in ("rolled_back", "failed"):
+        if d.outcome in (Phase.ROLLED_BACK, Phase.FAILED):
             exposed = d.exposed_at if d.exposed_at is not None else d.finished_at
             failures.append(Failure(d.rollout_id, d.version, d.outcome,
                                     max(0.0, d.finished_at - exposed)))
             continue
         for later in ordered[n + 1:]:
-            if later.outcome != "succeeded" or later.finished_at is None:
+            if later.outcome != Phase.SUCCEEDED or later.finished_at is None:
                 continue
             if later.started_at - d.finished_at > failure_window_s:
                 break
@@ -194,7 +191,7 @@ def compute_dora(deployments: Sequence[Deployment], *, environment: str, now: fl
     since = now - days * DAY_S
     in_period = [d for d in deployments if d.started_at >= since]
     changes = [d for d in in_period if not d.is_restore and _finished(d)]
-    promoted = [d for d in changes if d.outcome == "succeeded"]
+    promoted = [d for d in changes if d.outcome == Phase.SUCCEEDED]
     per_day = len(promoted) / days if days > 0 else 0.0
     lead_times = [d.finished_at - d.commit_time for d in promoted
                   if d.commit_time is not None and d.finished_at is not None]

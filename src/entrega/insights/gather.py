@@ -28,12 +28,16 @@ from entrega.insights.series import (
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Event, Rollout
 from entrega.store.repository import Repository
+from entrega.vocabulary import EventKind, Phase
 
 #: Event kinds shown in a release's timeline.
-TIMELINE_KINDS = ("release", "rollout", "traffic", "step", "command", "promoted", "rolled_back",
-                  "failed", "verified", "verification_failed", "instance_restarted",
-                  "stopped", "error", "analysis")
-FINAL_WORD = {"succeeded": "promoted", "rolled_back": "rolled back", "failed": "failed"}
+TIMELINE_KINDS = (EventKind.RELEASE, EventKind.ROLLOUT, EventKind.TRAFFIC, EventKind.STEP,
+                  EventKind.COMMAND, EventKind.PROMOTED, EventKind.ROLLED_BACK, EventKind.FAILED,
+                  EventKind.VERIFIED, EventKind.VERIFICATION_FAILED,
+                  EventKind.INSTANCE_RESTARTED, EventKind.STOPPED, EventKind.ERROR,
+                  EventKind.ANALYSIS)
+FINAL_WORD: dict[str, str] = {Phase.SUCCEEDED: "promoted", Phase.ROLLED_BACK: "rolled back",
+                              Phase.FAILED: "failed"}
 
 
 @dataclass
@@ -51,7 +55,7 @@ def _samples(src: Sources, version: str, environment: str) -> list[Sample]:
 
 def _traffic(events: list[Event]) -> list[tuple[float, dict[str, int]]]:
     return [(e.time, {str(k): int(v) for k, v in (e.data.get("weights") or {}).items()})
-            for e in events if e.kind == "traffic"]
+            for e in events if e.kind == EventKind.TRAFFIC]
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,10 @@ def serving_until(rollouts: list[Rollout], rollout: Rollout) -> float | None:
     """When the release of ``rollout`` stopped serving after it (``rollouts``: the
     environment's, oldest first): at the rollout's end unless it was promoted, else when
     the next promoted rollout replaced it; None while it serves."""
-    if rollout.phase != "succeeded":
+    if rollout.phase != Phase.SUCCEEDED:
         return rollout.finished_at
     return next((r.finished_at for r in rollouts
-                 if r.id > rollout.id and r.phase == "succeeded"), None)
+                 if r.id > rollout.id and r.phase == Phase.SUCCEEDED), None)
 
 
 def tenure(rollouts: list[Rollout], rollout: Rollout) -> Span:
@@ -98,7 +102,7 @@ def replaced_span(rollouts: list[Rollout], rollout: Rollout) -> Span:
     end, so that only the time of this rollout counts."""
     before = [r for r in rollouts if r.version == rollout.from_version and r.id < rollout.id]
     span = tenure(rollouts, before[-1]) if before else Span()
-    if rollout.phase == "succeeded" or rollout.finished_at is None:
+    if rollout.phase == Phase.SUCCEEDED or rollout.finished_at is None:
         return span
     return Span(span.after, rollout.finished_at)
 

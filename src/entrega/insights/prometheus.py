@@ -21,11 +21,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from entrega.store.insights_repository import InsightsRepository
+from entrega.vocabulary import EventKind
 
 #: Upper bounds (s) of the step-duration histogram: canary steps last seconds to an hour.
 STEP_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 #: Events that end one step of a rollout and begin the next.
-STEP_KINDS = ("rollout", "step", "command", "promoted", "rolled_back", "failed")
+STEP_KINDS = (EventKind.ROLLOUT, EventKind.STEP, EventKind.COMMAND, EventKind.PROMOTED,
+              EventKind.ROLLED_BACK, EventKind.FAILED)
 
 
 class StoreCollector(Collector):
@@ -40,13 +42,12 @@ class StoreCollector(Collector):
             rollouts.add_metric([app, env, phase], n)
         yield rollouts
 
-        events = self.insights.event_counts(["rolled_back", "promoted", "failed",
-                                              "instance_restarted"])
-        names = {"rolled_back": ("entrega_rollbacks", "Rollouts rolled back."),
-                 "promoted": ("entrega_promotions", "Rollouts promoted to 100%."),
-                 "failed": ("entrega_rollout_failures", "Rollouts that failed."),
-                 "instance_restarted": ("entrega_instance_restarts",
-                                        "Instance crashes seen (and restarted).")}
+        names = {EventKind.ROLLED_BACK: ("entrega_rollbacks", "Rollouts rolled back."),
+                 EventKind.PROMOTED: ("entrega_promotions", "Rollouts promoted to 100%."),
+                 EventKind.FAILED: ("entrega_rollout_failures", "Rollouts that failed."),
+                 EventKind.INSTANCE_RESTARTED: ("entrega_instance_restarts",
+                                                "Instance crashes seen (and restarted).")}
+        events = self.insights.event_counts(names)
         for kind, (name, doc) in names.items():
             family = CounterMetricFamily(name, doc, labels=["app", "environment"])
             for (app, env, k), n in sorted(events.items()):

@@ -4,33 +4,23 @@ Everything here is a frozen dataclass. ``RolloutState`` is what the store persis
 JSON document per rollout, converted only by :func:`state_to_dict` / :func:`state_from_dict`),
 so a restarted controller resumes any rollout exactly where it stood. ``RolloutSpec`` is
 fixed when the rollout is created: editing entrega.yaml does not change a rollout in
-flight.
+flight. Both documents are validated when read back (``entrega.codec``): a damaged row is
+an error naming the field, not a crash three calls later. The stored shape of a step is
+``{kind: value}`` (``{"weight": 5}``, ``{"pause": {"duration_s": 60}}``), as in
+entrega.yaml; the annotations on :data:`Step` say so.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Discriminator, Tag, WrapSerializer
+
+from entrega.codec import Codec
+from entrega.vocabulary import Phase  # the store's word; the state machines decide it
 
 Strategy = Literal["canary", "blue-green", "direct"]
-
-
-class Phase(StrEnum):
-    PENDING = "pending"            # created; nothing started yet
-    STARTING = "starting"          # the new release's instances start and warm up
-    PROGRESSING = "progressing"    # canary steps run
-    VERIFYING = "verifying"        # blue-green: preview under verification
-    PAUSED = "paused"              # waiting for `promote` (or `abort`)
-    SCALING_DOWN = "scaling_down"  # blue-green: switched; old release kept warm
-    SUCCEEDED = "succeeded"
-    ROLLED_BACK = "rolled_back"    # traffic back on stable, new release stopped
-    FAILED = "failed"              # the new release never became ready
-
-    @property
-    def terminal(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -43,7 +33,7 @@ class WeightStep:
 
 @dataclass(frozen=True)
 class PauseStep:
-    duration_s: float | None  # None: until promoted
+    duration_s: float | None = None  # None: until promoted
 
 
 @dataclass(frozen=True)
@@ -69,7 +59,43 @@ class UsersStep:
     percent: int
 
 
-Step = WeightStep | PauseStep | AnalysisStep | CohortStep | UsersStep
+def _stored_as(kind: str, only: str | None = None) -> tuple[Any, ...]:
+    """Pydantic metadata storing a step as ``{kind: value}``: ``value`` is the step's one
+    field ``only``, or all its fields."""
+
+    def unwrap(raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        value = raw[kind]
+        return {only: value} if only else value
+
+    def wrap(step: Any, fields: Any) -> dict[str, Any]:
+        data = fields(step)
+        return {kind: data[only] if only else data}
+
+    return BeforeValidator(unwrap), WrapSerializer(wrap), Tag(kind)
+
+
+_STEP_KINDS = {WeightStep: "weight", PauseStep: "pause", AnalysisStep: "analysis",
+               CohortStep: "cohort", UsersStep: "users"}
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return next((kind for kind in _STEP_KINDS.values() if kind in value), None)
+    return _STEP_KINDS.get(type(value))
+
+
+Step = Annotated[
+    Annotated[WeightStep, *_stored_as("weight", "weight")]
+    | Annotated[PauseStep, *_stored_as("pause")]
+    | Annotated[AnalysisStep, *_stored_as("analysis")]
+    | Annotated[CohortStep, *_stored_as("cohort", "name")]
+    | Annotated[UsersStep, *_stored_as("users", "percent")],
+    Discriminator(_step_kind, custom_error_type="step",
+                  custom_error_message="a step is one of weight, pause, analysis, cohort "
+                                       "or users"),
+]
 
 
 @dataclass(frozen=True)
@@ -175,6 +201,7 @@ class AnalysisVerdict:
     """The judged result of one analysis window, computed by the controller (pure judges)."""
 
     window: int
+    #: the judges' ``AnalysisOutcome`` (entrega.analysis.judges), for this window
     verdict: Literal["pass", "fail", "inconclusive"]
     reason: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -242,62 +269,23 @@ class Transition:
 
 # -- storage -------------------------------------------------------------------------------
 
+_STATE = Codec[RolloutState](RolloutState, what="the stored state of a rollout")
+_SPEC = Codec[RolloutSpec](RolloutSpec, what="the stored spec of a rollout")
+
 
 def state_to_dict(state: RolloutState) -> dict[str, Any]:
-    data = dataclasses.asdict(state)  # CohortRoute becomes a plain dict
-    data["phase"] = state.phase.value
-    data["analysis_history"] = list(state.analysis_history)
-    return data
+    return _STATE.dump(state)
 
 
-def state_from_dict(data: dict[str, Any]) -> RolloutState:
-    data = dict(data)
-    data["phase"] = Phase(data["phase"])
-    if data.get("analysis") is not None:
-        data["analysis"] = AnalysisProgress(**data["analysis"])
-    data["analysis_history"] = tuple(data.get("analysis_history") or ())
-    if data.get("cohort") is not None:
-        data["cohort"] = CohortRoute(**data["cohort"])
-    known = {f.name for f in dataclasses.fields(RolloutState)}
-    return RolloutState(**{k: v for k, v in data.items() if k in known})
+def state_from_dict(data: object) -> RolloutState:
+    """Raises :class:`~entrega.errors.InvalidRecord` naming the field that is wrong."""
+    return _STATE.load(data)
 
 
 def spec_to_dict(spec: RolloutSpec) -> dict[str, Any]:
-    steps: list[dict[str, Any]] = []
-    for step in spec.steps:
-        if isinstance(step, WeightStep):
-            steps.append({"weight": step.weight})
-        elif isinstance(step, PauseStep):
-            steps.append({"pause": {"duration_s": step.duration_s}})
-        elif isinstance(step, CohortStep):
-            steps.append({"cohort": step.name})
-        elif isinstance(step, UsersStep):
-            steps.append({"users": step.percent})
-        else:
-            steps.append({"analysis": {**dataclasses.asdict(step),
-                                       "metrics": list(step.metrics)}})
-    data = dataclasses.asdict(spec)
-    data["steps"] = steps
-    return data
+    return _SPEC.dump(spec)
 
 
-def spec_from_dict(data: dict[str, Any]) -> RolloutSpec:
-    steps: list[Step] = []
-    for raw in data.get("steps") or ():
-        if "weight" in raw:
-            steps.append(WeightStep(int(raw["weight"])))
-        elif "pause" in raw:
-            steps.append(PauseStep(raw["pause"].get("duration_s")))
-        elif "cohort" in raw:
-            steps.append(CohortStep(str(raw["cohort"])))
-        elif "users" in raw:
-            steps.append(UsersStep(int(raw["users"])))
-        else:
-            a = dict(raw["analysis"])
-            a["metrics"] = tuple(a["metrics"])
-            steps.append(AnalysisStep(**a))
-    rest = {k: v for k, v in data.items() if k not in ("steps", "cohort")}
-    cohort = data.get("cohort")
-    if cohort is not None:
-        rest["cohort"] = Cohort(**{**cohort, "users": tuple(cohort.get("users") or ())})
-    return RolloutSpec(**rest, steps=tuple(steps))
+def spec_from_dict(data: object) -> RolloutSpec:
+    """Raises :class:`~entrega.errors.InvalidRecord` naming the field that is wrong."""
+    return _SPEC.load(data)

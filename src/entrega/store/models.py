@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from entrega.vocabulary import TERMINAL_PHASES
+
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
@@ -61,7 +63,7 @@ class Environment(Base):
 
 #: The rows of rollouts still in progress (phase not terminal): an environment may have at
 #: most one, which a partial unique index enforces (SQLite and PostgreSQL both have them).
-ACTIVE_ROLLOUT = "phase NOT IN ('succeeded', 'rolled_back', 'failed')"
+ACTIVE_ROLLOUT = "phase NOT IN (" + ", ".join(f"'{p}'" for p in TERMINAL_PHASES) + ")"
 
 
 class Rollout(Base):
@@ -134,7 +136,7 @@ class DeployRequest(Base):
     app: Mapped[str] = mapped_column(ForeignKey("apps.name"))
     environment: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(128))
-    #: queued | awaiting_approval | started | superseded | cancelled
+    #: a vocabulary.RequestStatus
     status: Mapped[str] = mapped_column(String(32))
     strategy: Mapped[str | None] = mapped_column(String(32), nullable=True)
     actor: Mapped[str] = mapped_column(String(64))
@@ -163,7 +165,7 @@ class Notification(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
     url: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    #: pending | sent | failed (gave up)
+    #: a vocabulary.NotificationStatus
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float)

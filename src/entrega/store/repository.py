@@ -21,10 +21,13 @@ from entrega.store.models import (
     Release,
     Rollout,
 )
-
-TERMINAL_PHASES = ("succeeded", "rolled_back", "failed")
-#: deploy requests that still wait for their turn (or for an approval)
-WAITING = ("queued", "awaiting_approval")
+from entrega.vocabulary import (
+    TERMINAL_PHASES,
+    WAITING,
+    EventKind,
+    NotificationStatus,
+    RequestStatus,
+)
 
 
 class Repository:
@@ -86,7 +89,7 @@ class Repository:
                               artifact_path=artifact_path, meta=meta,
                               created_at=time.time(), created_by=actor)
             s.add(release)
-            s.add(Event(time=release.created_at, app=app, version=version, kind="release",
+            s.add(Event(time=release.created_at, app=app, version=version, kind=EventKind.RELEASE,
                         actor=actor, message=f"release {version} created ({digest[:19]})",
                         data={"digest": digest, **meta}))
             return release
@@ -114,7 +117,7 @@ class Repository:
                     f"{environment} already has a rollout in progress",
                     hint="wait for it, `entrega abort` it, or queue the deploy") from exc
             s.add(Event(time=now, app=app, environment=environment, version=version,
-                        rollout_id=rollout.id, kind="rollout", actor=actor,
+                        rollout_id=rollout.id, kind=EventKind.ROLLOUT, actor=actor,
                         message=f"rollout of {version} to {environment} requested "
                                 f"({strategy}{', from ' + from_version if from_version else ''})"
                                 + (f": {reason}" if reason else ""),
@@ -249,10 +252,10 @@ class Repository:
                 for older in s.scalars(select(DeployRequest).where(
                         DeployRequest.app == app, DeployRequest.environment == environment,
                         DeployRequest.status.in_(WAITING))):
-                    older.status = "superseded"
+                    older.status = RequestStatus.SUPERSEDED
                     older.updated_at = now
                     s.add(Event(time=now, app=app, environment=environment,
-                                version=older.version, kind="superseded", actor=actor,
+                                version=older.version, kind=EventKind.SUPERSEDED, actor=actor,
                                 message=f"{older.version} will not go to {environment}: "
                                         f"superseded by {version}",
                                 data={"request": older.id}))
@@ -317,8 +320,8 @@ class Repository:
         with self.store.session() as s:
             for event_id, url, payload in rows:
                 s.add(Notification(event_id=event_id, url=url, payload=payload,
-                                   status="pending", attempts=0, next_attempt_at=now,
-                                   last_error=None, created_at=now))
+                                   status=NotificationStatus.PENDING, attempts=0,
+                                   next_attempt_at=now, last_error=None, created_at=now))
             name, value = cursor
             row = s.get(Cursor, name)
             if row is None:
@@ -329,13 +332,13 @@ class Repository:
     def due_notifications(self, now: float, limit: int = 50) -> list[Notification]:
         with self.store.session() as s:
             return list(s.scalars(select(Notification).where(
-                Notification.status == "pending", Notification.next_attempt_at <= now)
-                .order_by(Notification.id).limit(limit)))
+                Notification.status == NotificationStatus.PENDING,
+                Notification.next_attempt_at <= now).order_by(Notification.id).limit(limit)))
 
     def next_notification_at(self) -> float | None:
         with self.store.session() as s:
             value = s.scalar(select(func.min(Notification.next_attempt_at)).where(
-                Notification.status == "pending"))
+                Notification.status == NotificationStatus.PENDING))
             return None if value is None else float(value)
 
     def record_delivery(self, notification_id: int, *, ok: bool, error: str | None,
@@ -346,9 +349,9 @@ class Repository:
             row.attempts += 1
             row.last_error = error
             if ok:
-                row.status = "sent"
+                row.status = NotificationStatus.SENT
             elif retry_at is None:
-                row.status = "failed"
+                row.status = NotificationStatus.FAILED
             else:
                 row.next_attempt_at = retry_at
 
@@ -365,6 +368,6 @@ class Repository:
                                                      Release.version == version))
             assert release is not None
             release.pruned_at = time.time()
-            s.add(Event(time=release.pruned_at, app=app, version=version, kind="pruned",
+            s.add(Event(time=release.pruned_at, app=app, version=version, kind=EventKind.PRUNED,
                         actor="controller",
                         message=f"artifact of {version} deleted by retention"))

@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import select
@@ -47,7 +48,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 STATE_FILE = "supervisor.json"
 EVENTS_FILE = "events.jsonl"
@@ -92,17 +96,26 @@ class SupervisorState:
     error: str | None = None
     updated_at: float = 0.0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SupervisorState:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+
+@functools.cache
+def _state_file() -> TypeAdapter[SupervisorState]:
+    # Imported on first use: the supervisor writes this file and never reads it, so its
+    # own process (one per instance) does not pay pydantic's import.
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(SupervisorState)
 
 
 def read_state(instance_dir: Path) -> SupervisorState | None:
-    """The last state written to ``instance_dir``, or None when there is none (yet)."""
+    """The last state written to ``instance_dir``, or None when there is none (yet).
+
+    The file is validated field by field (a pid is an int...); one that is not a
+    supervisor's state (hand-edited, from another program) counts as none, like a missing
+    one, rather than handing a string pid to ``kill``. Fields the type lacks (a newer
+    supervisor's) are ignored."""
     try:
-        return SupervisorState.from_dict(json.loads((instance_dir / STATE_FILE).read_text()))
-    except (OSError, ValueError, TypeError):
+        return _state_file().validate_json((instance_dir / STATE_FILE).read_bytes())
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
         return None
 
 

@@ -7,7 +7,7 @@ One module per judge; each states its false-alarm bound in its docstring:
 - ``mann-whitney``: request latencies, U tests Bonferroni-corrected over ``max_checks``.
 """
 
-from entrega.analysis.judges.base import AnalysisVerdict, MetricVerdict, Verdict, judge_analysis
+from entrega.analysis.judges.base import AnalysisOutcome, MetricVerdict, Verdict, judge_analysis
 from entrega.analysis.judges.mann_whitney import MannWhitneyRule, judge_mann_whitney
 from entrega.analysis.judges.sequential import SequentialRule, judge_sequential
 from entrega.analysis.judges.threshold import (
@@ -18,7 +18,7 @@ from entrega.analysis.judges.threshold import (
 )
 
 __all__ = [
-    "AnalysisVerdict", "MannWhitneyRule", "MetricVerdict", "SequentialRule", "ThresholdRule",
+    "AnalysisOutcome", "MannWhitneyRule", "MetricVerdict", "SequentialRule", "ThresholdRule",
     "Verdict", "judge_analysis", "judge_mann_whitney", "judge_sequential", "judge_threshold",
     "judge_threshold_value", "measure_value",
 ]

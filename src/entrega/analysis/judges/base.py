@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Verdict = Literal["pass", "fail", "inconclusive", "no-data"]
-AnalysisVerdict = Literal["pass", "fail", "inconclusive"]
+#: The verdict of a whole check (one metric's may also be ``no-data``); the rollout
+#: state machine gets it with its window as ``rollouts.model.AnalysisVerdict``.
+AnalysisOutcome = Literal["pass", "fail", "inconclusive"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class MetricVerdict:
                 **({"details": self.details} if self.details else {})}
 
 
-def judge_analysis(verdicts: list[MetricVerdict]) -> tuple[AnalysisVerdict, str]:
+def judge_analysis(verdicts: list[MetricVerdict]) -> tuple[AnalysisOutcome, str]:
     """Combine metric verdicts: a critical failure fails alone; pass needs every metric
     to pass; anything else is inconclusive."""
     failed = [v for v in verdicts if v.verdict == "fail"]
