@@ -36,6 +36,7 @@ from entrega.routers.embedded.pool import EndpointPool, PoolRegistry
 from entrega.routers.embedded.table import DRAW_COOKIE as _DRAW_COOKIE_NAME
 from entrega.routers.embedded.table import PIN_COOKIE as _PIN_COOKIE_NAME
 from entrega.routers.embedded.table import ReleaseRoute, RouteTable
+from entrega.waiting import wait_until
 
 log = logging.getLogger("entrega.router")
 
@@ -155,9 +156,7 @@ class Proxy:
         connections were still open at the deadline (and were then closed)."""
         for client in list(self.clients):
             client.start_closing()
-        deadline = self.loop.time() + timeout_s
-        while self.clients and self.loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: not self.clients, timeout_s=timeout_s, interval_s=0.05)
         left = len(self.clients)
         for client in list(self.clients):
             client.transport.abort()
