@@ -19,6 +19,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from entrega.errors import StartupFailed
 from entrega.net import parse_address
 from entrega.routers.base import Routes
 from entrega.routers.embedded.control import ControlServer, DataPlane
@@ -31,10 +32,6 @@ log = logging.getLogger("entrega.router")
 
 #: exit code of a router that cannot start (busy port, bad address, bad option)
 EXIT_USAGE = 2
-
-
-class StartupFailed(Exception):
-    """The router cannot start; the message says why and is logged before exiting 2."""
 
 
 def load_last_routes(state_path: Path) -> Routes | None:

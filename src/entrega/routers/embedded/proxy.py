@@ -27,6 +27,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from entrega.errors import HeadTooLarge
 from entrega.routers.base import Routes
 from entrega.routers.embedded import wire
 from entrega.routers.embedded.cohort import cookie_value
@@ -43,10 +44,6 @@ log = logging.getLogger("entrega.router")
 _NO_NAMES: Final[frozenset[bytes]] = frozenset()
 PIN_COOKIE: Final = _PIN_COOKIE_NAME.encode()
 DRAW_COOKIE: Final = _DRAW_COOKIE_NAME.encode()
-
-
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback to stop parsing an oversized request head."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +248,7 @@ class ClientConnection(asyncio.Protocol):
         except HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0]:])
         except HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
+            if isinstance(exc.__context__, HeadTooLarge):
                 self._refuse(431, f"request head larger than "
                                   f"{self.proxy.settings.max_header_bytes} bytes")
             else:
@@ -293,7 +290,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = False
         self.deadline = 0.0
         if self.head_bytes > self.proxy.max_header_bytes:
-            raise _HeadTooLarge  # stops the parser; data_received answers 431
+            raise HeadTooLarge("request head too large")  # stops the parser; answered 431
         parser = self.parser
         proxy = self.proxy
         table = proxy.table
