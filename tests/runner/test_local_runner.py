@@ -48,8 +48,8 @@ def test_run_gives_the_exit_code_and_the_output_or_none_after_the_deadline() -> 
 def test_run_appends_to_the_log(tmp_path: Path) -> None:
     log = tmp_path / "program.log"
     log.write_text("before\n")
-    done = LocalRunner().run(python("-c", "import sys; print('x', flush=True); print('y', file=sys.stderr)",
-                                    log=log), timeout_s=10)
+    code = "import sys; print('x', flush=True); print('y', file=sys.stderr)"
+    done = LocalRunner().run(python("-c", code, log=log), timeout_s=10)
     assert done is not None and done.output == ""
     assert log.read_text().split() == ["before", "x", "y"]
 
