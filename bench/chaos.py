@@ -56,6 +56,7 @@ from bench.chaos_traffic import COOKIE_CLIENTS, VISITORS, Request, Traffic
 from entrega.config import load_config
 from entrega.controller.runtime import build_runtime
 from entrega.routers.embedded import EmbeddedRouter
+from entrega.waiting import wait_until_sync
 
 STRATEGY = """\
       canary:
@@ -212,12 +213,12 @@ class ChaosDeployment(Deployment):
 
     def wait_ended(self, rollout_id: int, deadline: float) -> str | None:
         """The rollout's last phase, or None if it did not end before ``deadline``."""
-        while time.monotonic() < deadline:
+        def ended() -> str | None:
             phase = self.phase(rollout_id)
-            if phase in TERMINAL:
-                return phase
-            time.sleep(0.1)
-        return None
+            return phase if phase in TERMINAL else None
+
+        return wait_until_sync(ended, timeout_s=max(0.0, deadline - time.monotonic()),
+                               interval_s=0.1)
 
     def abort(self) -> None:
         try:

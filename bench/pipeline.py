@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from entrega.waiting import wait_until_sync
+
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "examples" / "shop" / "app.py"
 SECRET = "bench-secret"
@@ -126,16 +128,18 @@ def one_run(root: Path) -> dict[str, float]:
                               cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     api = httpx.Client(base_url=f"http://127.0.0.1:{ports['server']}", timeout=30)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def healthy() -> bool:
             try:
                 if api.get("/healthz").status_code == 200:
-                    break
+                    return True
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline or server.poll() is not None:
+            if server.poll() is not None:
                 raise RuntimeError(f"server did not start: {root / 'server.log'}")
-            time.sleep(0.02)
+            return False
+
+        if not wait_until_sync(healthy, timeout_s=30):
+            raise RuntimeError(f"server did not start: {root / 'server.log'}")
         deliver(api, "v1", artifact(root, "v1"))         # warm-up: first release
         total, wall = deliver(api, "v2", artifact(root, "v2"))
         events = api.get("/api/v1/history", params={"limit": 500,

@@ -59,6 +59,7 @@ from entrega.errors import RouterError
 from entrega.net import Endpoint, free_port
 from entrega.routers.base import CohortRule, Routes
 from entrega.routers.embedded import EmbeddedRouter, build
+from entrega.waiting import wait_until, wait_until_sync
 
 CONNECTIONS = 50
 WEIGHT_CHANGES = 100
@@ -92,14 +93,12 @@ def pinned(role: str, cmd: list[str]) -> list[str]:
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench.router: nothing listens on port {port} after {timeout_s} s")
-        time.sleep(0.02)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    if not wait_until_sync(listening, timeout_s=timeout_s):
+        raise SystemExit(f"bench.router: nothing listens on port {port} after {timeout_s} s")
 
 
 @contextlib.contextmanager
@@ -297,15 +296,15 @@ async def embedded_router(root: Path, ports: dict[str, int]
                            "--pidfile", str(router.pid_path),
                            "--metrics-listen", str(router.metrics_listen)])
     with process(cmd, name="embedded router", log=root / "router.log") as proc:
-        deadline = time.monotonic() + 15
-        while True:
+        async def answers() -> bool:
             try:
                 await router.get_routes()
-                break
             except RouterError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.02)
+                return False
+            return True
+
+        if not await wait_until(answers, timeout_s=15):
+            await router.get_routes()  # raises what is wrong
         try:
             await router.set_routes(routes_for(ports, WEIGHTS))
             yield router, port, proc.pid

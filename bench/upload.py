@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from entrega.waiting import wait_until_sync
+
 SECRET = "bench-upload-secret"
 CHUNK = 1 << 20
 
@@ -152,16 +154,18 @@ def run(size_mib: int) -> dict[str, Any]:
                                   stderr=subprocess.STDOUT,
                                   env={**os.environ, "ENTREGA_BENCH_SECRET": SECRET})
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                if server.poll() is not None or time.monotonic() > deadline:
+            def healthy() -> bool:
+                if server.poll() is not None:
                     raise SystemExit("the server did not start:\n"
                                      + (root / "server.log").read_text()[-2000:])
                 try:
-                    if httpx.get(api + "/healthz", timeout=1).status_code == 200:
-                        break
+                    return httpx.get(api + "/healthz", timeout=1).status_code == 200
                 except httpx.HTTPError:
-                    time.sleep(0.1)
+                    return False
+
+            if not wait_until_sync(healthy, timeout_s=30, interval_s=0.1):
+                raise SystemExit("the server did not start:\n"
+                                 + (root / "server.log").read_text()[-2000:])
             result = upload_while_polling(api, body, content_type, signature)
         finally:
             server.send_signal(signal.SIGTERM)

@@ -21,12 +21,27 @@ says what failed, where, and (when we know it) what to do next::
     ├── AnalysisError          a metric could not be measured
     ├── Unauthorized           no valid token or webhook signature (401)
     ├── Forbidden              the token's role does not allow it (403)
+    ├── BadRequest             a request the API cannot take as sent (400)
+    ├── BadFeedback            a feedback body that is not a rating and comment (422)
     ├── PayloadTooLarge        a request body over the configured limit (413)
+    ├── RateLimited            too much feedback from one client (429, Retry-After)
     ├── ApiError               the server answered a CLI call with an error
-    └── ServerUnreachable      the CLI could not reach the server (refused, reset, timeout)
+    ├── ServerUnreachable      the CLI could not reach the server (refused, reset, timeout)
+    └── DataPlaneError         inside the router process (a program of its own)
+        ├── StartupFailed        the router cannot start (bad address, busy port): exit 2
+        ├── WorkerDidNotStart    a worker exited or did not answer before it served
+        ├── LinkClosed           a worker's link broke or timed out
+        ├── WorkerRefused        a worker answered its supervisor with an error
+        ├── RoutesNotApplied     a persisted table some worker did not take (500)
+        └── HeadTooLarge         a request head over the limit (the router answers 431)
 
 The controller separates temporary failures (retry with backoff) from permanent ones
 (abort the rollout) by :attr:`EntregaError.temporary`.
+
+The data plane's errors never cross to the controller as exceptions: the router process
+answers its control API with their sentence (``{"error": ...}``), which the controller
+raises as a :class:`RouterError`. They live here all the same, so that the one tree is the
+whole list, and this module imports nothing, so the router process may import it.
 """
 
 from __future__ import annotations
@@ -147,8 +162,27 @@ class Forbidden(EntregaError):
     status_code = 403
 
 
+class BadRequest(EntregaError):
+    status_code = 400
+
+
+class BadFeedback(EntregaError):
+    status_code = 422
+
+
 class PayloadTooLarge(EntregaError):
     status_code = 413
+
+
+class RateLimited(EntregaError):
+    """A client sent more than its token bucket allows; ``retry_after_s`` says when to."""
+
+    status_code = 429
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__("too much feedback from this client",
+                         hint=f"try again in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
 
 
 class ApiError(EntregaError):
@@ -164,3 +198,42 @@ class ServerUnreachable(EntregaError):
     a command that follows a rollout reconnects (the rollout goes on without it)."""
 
     temporary = True
+
+
+# -- the router process ---------------------------------------------------------------------
+
+
+class DataPlaneError(EntregaError):
+    """An error inside the router process; logged there, or answered on its control API."""
+
+
+class StartupFailed(DataPlaneError):
+    """The router cannot start; the message says why and is logged before exiting 2."""
+
+
+class WorkerDidNotStart(DataPlaneError):
+    """A worker process exited or stopped answering before it served; says which and why."""
+
+
+class LinkClosed(DataPlaneError):
+    """The worker is gone (or stopped answering and was given up on: ``timed_out``)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+class WorkerRefused(DataPlaneError):
+    """The worker answered with an error."""
+
+
+class RoutesNotApplied(DataPlaneError):
+    """The table was persisted but some part of the data plane did not take it (500)."""
+
+    status_code = 500
+
+
+class HeadTooLarge(DataPlaneError):
+    """Raised from a parser callback to stop parsing an oversized request head (431)."""
+
+    status_code = 431

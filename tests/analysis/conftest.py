@@ -57,6 +57,8 @@ from pathlib import Path  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 
+from entrega.waiting import wait_until_sync  # noqa: E402
+
 Route = Callable[[], tuple[int, str, str]]  # -> (status, content type, body)
 
 
@@ -137,14 +139,14 @@ def _free_port() -> int:
 
 
 def _poll(what: str, deadline_s: float, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+    def answered() -> bool:
         try:
-            if check():
-                return
+            return check()
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+            return False
+
+    if wait_until_sync(answered, timeout_s=deadline_s, interval_s=0.2):
+        return
     raise AssertionError(f"timed out after {deadline_s:g}s waiting for {what}")
 
 

@@ -27,6 +27,7 @@ from entrega.rollouts.model import Phase, initial_state, state_to_dict
 from entrega.server import build_service
 from entrega.service import Service
 from entrega.store.models import Rollout
+from entrega.waiting import wait_until_sync
 
 CONFIG = """\
 app: shop
@@ -65,13 +66,11 @@ class ApiServer:
 
     def rollout(self, timeout_s: float = 20) -> Rollout:
         """The rollout a command just started (polled: the command runs in a thread)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            row = self.service.repo.active_rollout("shop", "production")
-            if row is not None:
-                return row
-            time.sleep(0.02)
-        raise AssertionError("no rollout was started")
+        row = wait_until_sync(lambda: self.service.repo.active_rollout("shop", "production"),
+                              timeout_s=timeout_s)
+        if row is None:
+            raise AssertionError("no rollout was started")
+        return row
 
     def play(self, rollout: Rollout, steps: list[tuple[Phase, str, list[tuple[str, str]]]],
              ) -> None:
@@ -119,11 +118,13 @@ def api(tmp_path: Path) -> Iterator[ApiServer]:
                                            log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
+    def started() -> bool:
+        if not thread.is_alive():
             raise AssertionError("the API did not start")
-        time.sleep(0.02)
+        return server.started
+
+    if not wait_until_sync(started, timeout_s=20):
+        raise AssertionError("the API did not start")
     try:
         yield ApiServer(path, f"http://127.0.0.1:{port}", service)
     finally:

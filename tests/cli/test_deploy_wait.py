@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from entrega.rollouts.model import Phase
+from entrega.waiting import wait_until_sync
 from tests.cli.conftest import ApiServer, invoke
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \S+ +\S")
@@ -167,11 +167,10 @@ def test_a_superseded_deploy_exits_1(api: ApiServer) -> None:
 def _invoke_then(api: ApiServer, args: list[str], then: Callable[[], object]) -> Any:
     """Run `entrega ARGS` while, once its deploy request is queued, ``then`` runs."""
     def later() -> None:
-        deadline = time.monotonic() + 20
-        while not any(r.status == "queued"
-                      for r in api.service.repo.waiting_requests("shop", "production")):
-            assert time.monotonic() < deadline, "the deploy was never queued"
-            time.sleep(0.02)
+        assert wait_until_sync(lambda: any(
+            r.status == "queued"
+            for r in api.service.repo.waiting_requests("shop", "production")),
+            timeout_s=20), "the deploy was never queued"
         then()
 
     thread = threading.Thread(target=later, daemon=True)

@@ -3,16 +3,15 @@ real embedded routers, a SQLite store; the test drives the controller's lifecycl
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from entrega import waiting
 from entrega.config import Config, load_config
 from entrega.controller.teardown import stop_data_plane
 from entrega.net import free_port
@@ -58,15 +57,18 @@ def artifact(root: Path, version: str) -> Path:
 
 async def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0,
                      what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
     last: Any = None
-    while time.monotonic() < deadline:
+
+    async def check() -> Any:
+        nonlocal last
         last = predicate()
         if isinstance(last, Awaitable):
             last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.05)
+        return last
+
+    found = await waiting.wait_until(check, timeout_s=timeout_s, interval_s=0.05)
+    if found:
+        return found
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
 
 

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from entrega.net import free_port
+from entrega.waiting import wait_until_sync
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop" / "app.py"
 
@@ -52,13 +53,16 @@ PAUSED_CANARY = """\
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
     last: Any = None
-    while time.monotonic() < deadline:
+
+    def check() -> Any:
+        nonlocal last
         last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
+        return last
+
+    found = wait_until_sync(check, timeout_s=timeout_s, interval_s=0.05)
+    if found:
+        return found
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}; "
                          f"last: {last!r}")
 

@@ -34,6 +34,7 @@ from entrega.server import build_service
 from entrega.service import Service
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import ReleaseSample
+from entrega.waiting import wait_until, wait_until_sync
 
 TOKENS = {"viewer": "ent_viewer_token", "deployer": "ent_deployer_token",
           "admin": "ent_admin_token"}
@@ -95,11 +96,9 @@ async def served(app: FastAPI, *, header_timeout_s: float = 10.0) -> AsyncIterat
     port = free_port()
     server = http_server(app, host="127.0.0.1", port=port, header_timeout_s=header_timeout_s)
     task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            raise AssertionError(f"the API did not start on 127.0.0.1:{port}")
-        await asyncio.sleep(0.01)
+    if not await wait_until(lambda: server.started or task.done(), timeout_s=10,
+                            interval_s=0.01) or not server.started:
+        raise AssertionError(f"the API did not start on 127.0.0.1:{port}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -115,11 +114,9 @@ def served_in_thread(app: FastAPI) -> Iterator[str]:
     server = http_server(app, host="127.0.0.1", port=port, header_timeout_s=10)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise AssertionError(f"the API did not start on 127.0.0.1:{port}")
-        time.sleep(0.01)
+    if not wait_until_sync(lambda: server.started or not thread.is_alive(), timeout_s=10,
+                           interval_s=0.01) or not server.started:
+        raise AssertionError(f"the API did not start on 127.0.0.1:{port}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from entrega.net import Endpoint, free_port
 from entrega.routers.base import CohortRule, Routes
 from entrega.routers.embedded import EmbeddedRouter
 from entrega.routers.haproxy import HaproxyRouter
+from entrega.waiting import wait_until
 
 BACKEND_SCRIPT = Path(__file__).with_name("backend.py")
 
@@ -78,11 +78,8 @@ def make_routes(backends: dict[str, Backend], weights: dict[str, int], *,
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 10.0,
                    what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    if not await wait_until(predicate, timeout_s=timeout_s):
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 async def worker_pids(router: EmbeddedRouter) -> list[int]:

@@ -5,7 +5,6 @@ adds the index upgrades a store that already holds data (duplicates included).""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from entrega.store import Store
 from entrega.store.database import _MIGRATIONS
 from entrega.store.repository import Repository
 from entrega.views import DeployStarted
+from entrega.waiting import wait_until
 
 CONFIG = """\
 app: shop
@@ -147,10 +147,9 @@ async def test_a_rollback_racing_a_deploy_never_makes_two_rollouts(tmp_path: Pat
     deploy = asyncio.create_task(service.deploy(environment="production", version="v2",
                                                 actor="ci"))
     rollback = asyncio.create_task(service.rollback(environment="production", actor="ops"))
-    deadline = time.monotonic() + 5
-    while len(lock._waiters or ()) < 2:  # both are waiting for the pass to end
-        assert time.monotonic() < deadline, "the commands did not wait for the lock"
-        await asyncio.sleep(0.01)
+    # both are waiting for the pass to end
+    assert await wait_until(lambda: len(lock._waiters or ()) >= 2, timeout_s=5,
+                            interval_s=0.01), "the commands did not wait for the lock"
     lock.release()
     deployed, rolled_back = await asyncio.gather(deploy, rollback)
 

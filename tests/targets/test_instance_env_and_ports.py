@@ -6,13 +6,11 @@ in ``/proc/<pid>/environ``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import signal
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from entrega.errors import TargetError
 from entrega.targets.base import ReleaseRef
 from entrega.targets.local import LocalTarget
 from entrega.targets.supervisor import read_state
+from entrega.waiting import wait_until
 
 from .conftest import MakeRelease, MakeTarget
 
@@ -94,10 +93,8 @@ async def test_a_restarted_app_gets_the_same_environment(
         state = read_state(target.instance_dir(release.version, 0))
         return state.child_pid if state and state.child_pid not in (None, first) else None
 
-    deadline = time.monotonic() + 10
-    while (second := restarted()) is None:
-        assert time.monotonic() < deadline, "the app was not restarted"
-        await asyncio.sleep(0.02)
+    second = await wait_until(restarted, timeout_s=10)
+    assert second is not None, "the app was not restarted"
     after = environ(second)
     assert {k: v for k, v in after.items() if k not in SHELL_VARIABLES} == \
         {k: v for k, v in before.items() if k not in SHELL_VARIABLES}

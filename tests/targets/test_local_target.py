@@ -20,6 +20,7 @@ import pytest
 from entrega.errors import TargetError
 from entrega.targets.base import HealthCheck, InstanceState, Readiness, ReleaseRef
 from entrega.targets.local import LocalTarget
+from entrega.waiting import wait_until
 
 from .conftest import FAST_HEALTH, MakeRelease, MakeTarget
 
@@ -71,14 +72,10 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout_s: float = 10.0,
                      what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    result = await wait_until(check, timeout_s=timeout_s)
+    if not result:
+        pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+    return result
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from entrega.net import free_port
+from entrega.waiting import wait_until
 
 from .conftest import SHOP_APP
 
@@ -45,15 +46,16 @@ async def shop(tmp_path: Path, client: httpx.AsyncClient) -> AsyncIterator[RunSh
                                    env={"PORT": str(port)}, stdout=subprocess.DEVNULL)
         processes.append(process)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while True:
+        async def listening() -> bool:
             try:
                 await client.get(f"{base}/healthz")
-                return process, base
             except httpx.ConnectError:
                 assert process.poll() is None, "the shop app exited"
-                assert time.monotonic() < deadline, "the shop app did not listen in 10 s"
-                await asyncio.sleep(0.02)
+                return False
+            return True
+
+        assert await wait_until(listening, timeout_s=10), "the shop app did not listen in 10 s"
+        return process, base
 
     yield run
     for process in processes:

@@ -21,13 +21,18 @@ from pydantic import ValidationError
 from entrega.api.params import MAX_ID, Environment, Limit, Version
 from entrega.auth import Authenticator
 from entrega.codec import from_config
-from entrega.errors import EntregaError
+from entrega.errors import (
+    BadFeedback,
+    BadRequest,
+    EntregaError,
+    PayloadTooLarge,
+    RateLimited,
+)
 from entrega.feedback import FeedbackIn, FeedbackSettings
 from entrega.feedback.intake import (
     ENVIRONMENT_HEADER,
     RELEASE_COOKIE,
     RELEASE_HEADER,
-    RateLimited,
 )
 from entrega.insights.report import render_report_html
 from entrega.jsonin import loads_json
@@ -38,18 +43,6 @@ from entrega.web import dashboard_router
 
 FEEDBACK_PATHS = ("/api/v1/feedback", "/.entrega/feedback")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class PayloadTooLarge(EntregaError):
-    status_code = 413
-
-
-class BadFeedback(EntregaError):
-    status_code = 422
-
-
-class BadRequest(EntregaError):
-    status_code = 400
 
 
 def feedback_settings(config: object) -> FeedbackSettings:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -36,6 +35,7 @@ from entrega.store.models import Rollout
 from entrega.store.repository import Repository
 from entrega.targets.base import InstanceState, ReleaseRef
 from entrega.vocabulary import EventKind
+from entrega.waiting import wait_until
 
 log = logging.getLogger("entrega.controller")
 
@@ -138,16 +138,16 @@ class ActionRunner:
                                  self._stop(rt, instance.version, reason="no longer needed"))
 
     async def _stop(self, rt: EnvironmentRuntime, version: str, *, reason: str) -> None:
-        # Traffic first: wait until the router has no request in flight for the release.
-        deadline = time.monotonic() + ROUTER_DRAIN_TIMEOUT_S
-        while time.monotonic() < deadline:
+        # Traffic first: wait until the router has no request in flight for the release
+        # (a router that does not answer has none to wait for; after the timeout, stop).
+        async def drained() -> bool:
             try:
                 routes = await rt.router.get_routes()
             except EntregaError:
-                break
-            if version not in routes.backends and not routes.draining.get(version):
-                break
-            await asyncio.sleep(0.05)
+                return True
+            return version not in routes.backends and not routes.draining.get(version)
+
+        await wait_until(drained, timeout_s=ROUTER_DRAIN_TIMEOUT_S, interval_s=0.05)
         rt.endpoints.pop(version, None)
         try:
             ref = self.ref(version)

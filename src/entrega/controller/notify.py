@@ -117,8 +117,10 @@ class Notifier:
             response = await client.post(url, json=payload, timeout=timeout)
             if response.status_code >= 300:
                 error = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except httpx.TimeoutException:
+            error = f"no answer within {timeout:g} s"
+        except httpx.HTTPError as exc:  # in words: the error is shown to operators
+            error = f"the request failed ({exc})" if str(exc) else "the request failed"
         if error is None:
             self.repo.record_delivery(notification_id, ok=True, error=None, retry_at=None)
             return

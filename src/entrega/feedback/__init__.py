@@ -5,8 +5,8 @@ Feedback is never dropped for want of a release: what cannot be attributed is ke
 bucket per client (keyed by a hash of the address, which is never stored).
 """
 
-from entrega.feedback.intake import FeedbackIntake, FeedbackSettings, RateLimited
+from entrega.feedback.intake import FeedbackIntake, FeedbackSettings
 from entrega.feedback.model import FeedbackIn
 from entrega.feedback.ratelimit import TokenBuckets
 
-__all__ = ["FeedbackIn", "FeedbackIntake", "FeedbackSettings", "RateLimited", "TokenBuckets"]
+__all__ = ["FeedbackIn", "FeedbackIntake", "FeedbackSettings", "TokenBuckets"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from entrega.errors import EntregaError
+from entrega.errors import RateLimited
 from entrega.feedback.model import UNKNOWN, FeedbackIn
 from entrega.feedback.ratelimit import TokenBuckets
 from entrega.names import is_version
@@ -49,15 +49,6 @@ class FeedbackSettings:
     #: believed. None by default: any local process can connect from loopback, so being on
     #: loopback proves nothing. The embedded router is believed through its key instead.
     trusted_proxies: tuple[str, ...] = ()
-
-
-class RateLimited(EntregaError):
-    status_code = 429
-
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__("too much feedback from this client",
-                         hint=f"try again in {retry_after_s:.0f} s")
-        self.retry_after_s = retry_after_s
 
 
 def parse_proxies(entries: Sequence[str]) -> tuple[IPNetwork, ...]:

@@ -36,18 +36,14 @@ did not come up (its own log is quoted).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
 import random
 import re
-import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -55,6 +51,7 @@ import httpx
 from entrega.errors import TargetError
 from entrega.net import Endpoint, free_port
 from entrega.procenv import data_plane_env, minimal_env
+from entrega.runner import LocalRunner, ProcessRunner, Program
 from entrega.targets.base import (
     HealthCheck,
     InstanceHealth,
@@ -78,15 +75,17 @@ from entrega.targets.supervisor import (
     read_state,
     write_json_atomically,
 )
+from entrega.waiting import wait_until
 
 #: How long a new supervisor may take to start its app (a Python interpreter or two).
 SUPERVISOR_START_TIMEOUT_S = 15.0
 #: Slack on top of ``drain_s`` for a supervisor to kill its app and write its last state.
 STOP_GRACE_S = 5.0
-#: How often a waiting call re-reads the state files; they are tiny.
-POLL_INTERVAL_S = 0.02
 #: Lines of stderr quoted in errors: enough for a traceback's last frames and message.
 STDERR_TAIL_LINES = 8
+
+#: The supervisor program (``python -m``); also how its processes are recognised.
+SUPERVISOR_MODULE = "entrega.targets.supervisor"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -114,6 +113,7 @@ class LocalTarget(Target):
         host: str = "127.0.0.1",
         inherit_env: tuple[str, ...] = (),
         ports: tuple[int, int] | None = None,
+        runner: ProcessRunner | None = None,
     ) -> None:
         if instances < 1:
             raise TargetError(f"local target of {environment}: instances must be at least 1")
@@ -127,6 +127,8 @@ class LocalTarget(Target):
         self.host = host
         self.inherit_env = tuple(inherit_env)
         self.ports = ports
+        #: starts, finds and stops the instances' supervisors
+        self.runner = runner or LocalRunner()
         #: ports chosen for instances whose supervisor has not yet written its state
         self._claimed: set[int] = set()
         self.run_dir = state_dir.resolve() / "run" / environment
@@ -174,7 +176,7 @@ class LocalTarget(Target):
         directory = self.instance_dir(release.version, instance)
         directory.mkdir(parents=True, exist_ok=True)
         state = read_state(directory)
-        if state is None or not supervisor_alive(state.supervisor_pid, directory):
+        if state is None or not self._supervised(state.supervisor_pid, directory):
             port = self._claim_port(release, instance, state.port if state else None)
             try:
                 env = self._app_env(release, instance, port)
@@ -234,7 +236,7 @@ class LocalTarget(Target):
             for directory in self._instance_dirs(release_dir.name):
                 state = read_state(directory)
                 if state is not None and state.status != STOPPED \
-                        and supervisor_alive(state.supervisor_pid, directory):
+                        and self._supervised(state.supervisor_pid, directory):
                     held.add(state.port)
         return held
 
@@ -256,36 +258,32 @@ class LocalTarget(Target):
         Returns 0, or :data:`EXIT_ALREADY_SUPERVISED` when another controller started the
         instance at the same moment; raises :class:`TargetError` otherwise.
         """
-        argv = [sys.executable, "-m", "entrega.targets.supervisor",
+        argv = [sys.executable, "-m", SUPERVISOR_MODULE,
                 "--dir", str(directory), "--port", str(port),
                 "--cwd", str(release.path.resolve()), "--env-stdin", "--", self.command]
         # The app's environment goes through a pipe: the supervisor's own is minimal.
-        with open(directory / SUPERVISOR_LOG, "ab") as log:
-            process = subprocess.Popen(argv, env=data_plane_env(), stdin=subprocess.PIPE,
-                                       stdout=log, stderr=log, start_new_session=True)
-        try:
-            process.communicate(json.dumps(env).encode(), timeout=SUPERVISOR_START_TIMEOUT_S)
-            code = process.returncode
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        done = self.runner.run(Program(argv, env=data_plane_env(),
+                                       log=directory / SUPERVISOR_LOG,
+                                       stdin=json.dumps(env).encode()),
+                               timeout_s=SUPERVISOR_START_TIMEOUT_S)
+        if done is None:
             raise TargetError(
                 f"the supervisor of {self._where(release.version, directory)} did not start "
                 f"within {SUPERVISOR_START_TIMEOUT_S:g} s"
                 + _quote_tail(directory / SUPERVISOR_LOG),
-                hint="is the machine overloaded?") from None
-        if code in (0, EXIT_ALREADY_SUPERVISED):
-            return code
+                hint="is the machine overloaded?")
+        if done.exit_code in (0, EXIT_ALREADY_SUPERVISED):
+            return done.exit_code
         raise TargetError(
             f"cannot start the supervisor of {self._where(release.version, directory)}: "
-            f"it exited with code {code}" + _quote_tail(directory / SUPERVISOR_LOG))
+            f"it exited with code {done.exit_code}" + _quote_tail(directory / SUPERVISOR_LOG))
 
     async def _wait_for_other_supervisor(self, release: ReleaseRef, directory: Path) -> None:
         def supervised() -> bool:
             state = read_state(directory)
-            return state is not None and supervisor_alive(state.supervisor_pid, directory)
+            return state is not None and self._supervised(state.supervisor_pid, directory)
 
-        if not await _poll_until(supervised, SUPERVISOR_START_TIMEOUT_S):
+        if not await wait_until(supervised, timeout_s=SUPERVISOR_START_TIMEOUT_S):
             raise TargetError(
                 f"{self._where(release.version, directory)} is locked by a supervisor that "
                 "does not write its state", hint=f"look for stray processes holding {directory}")
@@ -301,7 +299,7 @@ class LocalTarget(Target):
                 return False
             if state.status in (RUNNING, BACKOFF):
                 return True
-            if state.status == FAILED or not supervisor_alive(state.supervisor_pid, directory):
+            if state.status == FAILED or not self._supervised(state.supervisor_pid, directory):
                 raise TargetError(
                     f"the supervisor of {self._where(release.version, directory)} died "
                     f"before starting the app (status {state.status}"
@@ -309,7 +307,7 @@ class LocalTarget(Target):
                     + _quote_tail(directory / SUPERVISOR_LOG) + _quote_tail(directory / STDERR_LOG))
             return False
 
-        if not await _poll_until(spawned, SUPERVISOR_START_TIMEOUT_S):
+        if not await wait_until(spawned, timeout_s=SUPERVISOR_START_TIMEOUT_S):
             raise TargetError(
                 f"the supervisor of {self._where(release.version, directory)} did not start "
                 f"the app within {SUPERVISOR_START_TIMEOUT_S:g} s"
@@ -364,7 +362,7 @@ class LocalTarget(Target):
         if state is None:
             return health
         notes = []
-        if not supervisor_alive(state.supervisor_pid, directory):
+        if not self._supervised(state.supervisor_pid, directory):
             notes.append(f"the supervisor is not running (last status {state.status})")
         elif state.status == BACKOFF:
             notes.append(f"the app exited with code {state.last_exit_code} and is being "
@@ -398,23 +396,19 @@ class LocalTarget(Target):
 
     async def _stop_instance(self, version: str, directory: Path, drain_s: float) -> None:
         state = read_state(directory)
-        if state is None or not supervisor_alive(state.supervisor_pid, directory):
+        if state is None or not self._supervised(state.supervisor_pid, directory):
             return
         write_json_atomically(directory / STOP_REQUEST_FILE,
                               {"drain_s": drain_s, "requested_at": time.time()})
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.supervisor_pid, signal.SIGTERM)
         pid = state.supervisor_pid
-        if await _poll_until(lambda: not supervisor_alive(pid, directory), drain_s + STOP_GRACE_S):
+        marks = _supervisor_marks(directory)
+        if await self.runner.terminate(pid, marks=marks, timeout_s=drain_s + STOP_GRACE_S):
             return
         # The supervisor is stuck (stopped by a debugger, a bug): kill it and its app.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
         latest = read_state(directory) or state
-        if latest.child_pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(latest.child_pid, signal.SIGKILL)
-        if not await _poll_until(lambda: not supervisor_alive(pid, directory), STOP_GRACE_S):
+        app_group = () if latest.child_pid is None else (latest.child_pid,)
+        if not await self.runner.kill(pid, marks=marks, groups=app_group,
+                                      timeout_s=STOP_GRACE_S):
             raise TargetError(f"cannot stop {self._where(version, directory)}: supervisor "
                               f"{pid} survives SIGKILL")
         stopped = dataclasses.replace(
@@ -440,7 +434,7 @@ class LocalTarget(Target):
                 if state is None:
                     continue
                 alive = (state.status != STOPPED
-                         and supervisor_alive(state.supervisor_pid, directory))
+                         and self._supervised(state.supervisor_pid, directory))
                 observed.append(InstanceState(
                     version=release_dir.name,
                     instance=directory.name,
@@ -465,26 +459,18 @@ class LocalTarget(Target):
             await self._client.aclose()
             self._client = None
 
+    def _supervised(self, pid: int, instance_dir: Path) -> bool:
+        """True when ``pid`` runs and is the supervisor of ``instance_dir`` (not a reused
+        pid)."""
+        return self.runner.is_running(pid, marks=_supervisor_marks(instance_dir))
+
     def _where(self, version: str, directory: Path) -> str:
         return f"{self.app} {version} instance {directory.name} in {self.environment} ({directory})"
 
 
-def supervisor_alive(pid: int, instance_dir: Path) -> bool:
-    """True when ``pid`` runs and is the supervisor of ``instance_dir`` (not a reused pid)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (not Linux): trust the pid
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    # A zombie has an empty command line, so it counts as dead, as it should.
-    return b"entrega.targets.supervisor" in argv and os.fsencode(instance_dir) in argv
+def _supervisor_marks(instance_dir: Path) -> tuple[str, ...]:
+    """What an instance's supervisor has on its command line (see :meth:`_spawn_supervisor`)."""
+    return (SUPERVISOR_MODULE, str(instance_dir))
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -518,14 +504,3 @@ def _quote_tail(path: Path, *, start: int = 0) -> str:
     if not lines:
         return ""
     return f"; {path.name} ends with:\n" + "\n".join(f"  {line}" for line in lines)
-
-
-async def _poll_until(condition: Callable[[], bool], timeout_s: float) -> bool:
-    """Re-check ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(POLL_INTERVAL_S)
-    return True

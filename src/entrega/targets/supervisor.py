@@ -381,8 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         return supervisor.run()
     except Exception as exc:
         supervisor.kill_group(signal.SIGKILL)
-        supervisor.save(status=FAILED, child_pid=None, error=f"{type(exc).__name__}: {exc}")
-        supervisor.event("failed", error=f"{type(exc).__name__}: {exc}")
+        # In words: the controller quotes it to users; the traceback goes to the log.
+        error = str(exc) or "an internal error of the supervisor (see supervisor.log)"
+        supervisor.save(status=FAILED, child_pid=None, error=error)
+        supervisor.event("failed", error=error)
         raise
 
 

@@ -24,9 +24,7 @@ control socket, and starts one otherwise.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +41,12 @@ from entrega.routers.base import (
     Routes,
 )
 from entrega.routers.embedded import proof
+from entrega.runner import LocalRunner, ProcessRunner, Program, Started
+from entrega.waiting import wait_until
 
 START_TIMEOUT_S = 15.0
 #: POST /shutdown waits for the drain (10 s by default) plus process exit.
 STOP_TIMEOUT_S = 20.0
-_POLL_S = 0.02
 
 
 def control_socket_path(router_dir: Path) -> Path:
@@ -65,7 +64,8 @@ class EmbeddedRouter(Router):
                  state_dir: Path, app: str = "", upstream_timeout_s: float = 60.0,
                  header_timeout_s: float = 30.0, client_idle_timeout_s: float = 75.0,
                  control_timeout_s: float = 10.0, metrics_listen: str | None = None,
-                 control_plane_url: str | None = None, workers: int = 1) -> None:
+                 control_plane_url: str | None = None, workers: int = 1,
+                 runner: ProcessRunner | None = None) -> None:
         self.name = name
         self.listen = listen
         self.preview_listen = preview_listen
@@ -85,8 +85,10 @@ class EmbeddedRouter(Router):
         self.control_plane_url = control_plane_url
         #: worker processes sharing the listeners under the router's supervisor
         self.workers = workers
+        #: starts the router process and reads its pidfile
+        self.runner = runner or LocalRunner()
         self._client: httpx.AsyncClient | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Started | None = None
 
     # -- Router ------------------------------------------------------------------------------
 
@@ -113,27 +115,26 @@ class EmbeddedRouter(Router):
             proof.load_or_create_key(key)
             cmd += ["--control-plane-url", self.control_plane_url,
                     "--control-plane-key-file", str(key)]
-        with open(self.log_path, "ab") as log:
-            self._proc = proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env=data_plane_env())
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
+        self._proc = proc = self.runner.start(
+            Program(cmd, env=data_plane_env(), log=self.log_path))
+
+        async def answers() -> bool:
             if await self._health() is not None:
-                return
-            code = proc.poll()
+                return True
+            code = proc.exit_code()
             if code is not None:
                 raise RouterError(
                     f"embedded router {self.name!r} ({self.listen}) exited with code {code} "
                     f"while starting: {self._log_tail(log_offset)}",
                     hint=f"full log: {self.log_path}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RouterError(
-                    f"embedded router {self.name!r} ({self.listen}) did not answer on "
-                    f"{self.socket_path} within {START_TIMEOUT_S:g} s: "
-                    f"{self._log_tail(log_offset)}", hint=f"full log: {self.log_path}")
-            await asyncio.sleep(_POLL_S)
+            return False
+
+        if not await wait_until(answers, timeout_s=START_TIMEOUT_S):
+            proc.kill()
+            raise RouterError(
+                f"embedded router {self.name!r} ({self.listen}) did not answer on "
+                f"{self.socket_path} within {START_TIMEOUT_S:g} s: "
+                f"{self._log_tail(log_offset)}", hint=f"full log: {self.log_path}")
 
     async def set_routes(self, routes: Routes) -> None:
         await self._call("PUT", "/routes", json=routes.to_dict())
@@ -163,13 +164,13 @@ class EmbeddedRouter(Router):
             await self._call("POST", "/shutdown")
         except RouterUnreachable:
             return
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while await self._health() is not None:
-            if time.monotonic() > deadline:
-                raise RouterError(f"embedded router {self.name!r} still answers "
-                                  f"{STOP_TIMEOUT_S:g} s after POST /shutdown",
-                                  hint=f"see {self.log_path}")
-            await asyncio.sleep(_POLL_S)
+        async def gone() -> bool:
+            return await self._health() is None
+
+        if not await wait_until(gone, timeout_s=STOP_TIMEOUT_S):
+            raise RouterError(f"embedded router {self.name!r} still answers "
+                              f"{STOP_TIMEOUT_S:g} s after POST /shutdown",
+                              hint=f"see {self.log_path}")
         if self._proc is not None:
             await asyncio.to_thread(self._proc.wait, STOP_TIMEOUT_S)
 
@@ -182,10 +183,7 @@ class EmbeddedRouter(Router):
 
     def pid(self) -> int | None:
         """The pid from the pidfile, if the router wrote one."""
-        try:
-            return int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return self.runner.read_pid(self.pid_path)
 
     async def _health(self) -> dict[str, object] | None:
         if not self.socket_path.exists():

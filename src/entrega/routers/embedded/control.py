@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from entrega.errors import RoutesNotApplied
 from entrega.routers.base import Routes
 from entrega.routers.embedded.state import parse_routes, save_routes
 from entrega.routers.embedded.table import validate_routes
@@ -45,10 +46,6 @@ def control_in_use(path: str) -> bool:
         except OSError:
             return False
         return True
-
-
-class RoutesNotApplied(Exception):
-    """The table was persisted but some part of the data plane did not take it (500)."""
 
 
 class DataPlane(Protocol):

@@ -19,21 +19,19 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from entrega.errors import StartupFailed
 from entrega.net import parse_address
 from entrega.routers.base import Routes
 from entrega.routers.embedded.control import ControlServer, DataPlane
 from entrega.routers.embedded.exposition import MetricsServer, RouterCounters
 from entrega.routers.embedded.state import load_routes
 from entrega.routers.embedded.table import validate_routes
+from entrega.runner.pidfile import remove_pidfile, write_pidfile
 
 log = logging.getLogger("entrega.router")
 
 #: exit code of a router that cannot start (busy port, bad address, bad option)
 EXIT_USAGE = 2
-
-
-class StartupFailed(Exception):
-    """The router cannot start; the message says why and is logged before exiting 2."""
 
 
 def load_last_routes(state_path: Path) -> Routes | None:
@@ -84,7 +82,7 @@ async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if args.pidfile:
-        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+        write_pidfile(Path(args.pidfile))
     return server
 
 
@@ -94,7 +92,5 @@ def close_control(args: argparse.Namespace, server: asyncio.AbstractServer) -> N
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.control)
     if args.pidfile:
-        with contextlib.suppress(OSError):
-            if Path(args.pidfile).read_text().strip() == str(os.getpid()):
-                os.unlink(args.pidfile)
+        remove_pidfile(Path(args.pidfile))
     log.info("stopped")

@@ -25,23 +25,13 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from entrega.errors import LinkClosed, WorkerRefused
+
 #: a metrics answer carries a ring of 2048 latencies per release; a route table can list
 #: many endpoints; the control API accepts bodies up to this size too
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 Message = dict[str, Any]
-
-
-class LinkClosed(Exception):
-    """The worker is gone (or stopped answering and was given up on: ``timed_out``)."""
-
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.timed_out = timed_out
-
-
-class WorkerRefused(Exception):
-    """The worker answered with an error."""
 
 
 class WorkerLink:
@@ -65,7 +55,7 @@ class WorkerLink:
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                     ValueError, TimeoutError) as exc:
                 self._broken = True
-                raise LinkClosed(f"{op}: {type(exc).__name__}: {exc}",
+                raise LinkClosed(f"{op}: {_broken(exc, timeout_s)}",
                                  timed_out=isinstance(exc, TimeoutError)) from exc
         if not isinstance(answer, dict) or "error" in answer:
             error = answer.get("error") if isinstance(answer, dict) else answer
@@ -80,6 +70,19 @@ class WorkerLink:
     def close(self) -> None:
         self._broken = True
         self._writer.close()
+
+
+def _broken(exc: BaseException, timeout_s: float) -> str:
+    """Why the link broke, in words (the sentence ends up in the router's restart log)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "the worker closed its link"
+    if isinstance(exc, asyncio.LimitOverrunError):
+        return f"an answer longer than {MAX_LINE_BYTES} bytes"
+    if isinstance(exc, ValueError):
+        return f"an answer that is not JSON ({exc})"
+    return f"the link failed ({getattr(exc, 'strerror', None) or exc})"
 
 
 async def serve_link(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

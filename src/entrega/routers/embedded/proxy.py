@@ -27,6 +27,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from entrega.errors import HeadTooLarge
 from entrega.routers.base import Routes
 from entrega.routers.embedded import wire
 from entrega.routers.embedded.cohort import cookie_value
@@ -36,16 +37,13 @@ from entrega.routers.embedded.pool import EndpointPool, PoolRegistry
 from entrega.routers.embedded.table import DRAW_COOKIE as _DRAW_COOKIE_NAME
 from entrega.routers.embedded.table import PIN_COOKIE as _PIN_COOKIE_NAME
 from entrega.routers.embedded.table import ReleaseRoute, RouteTable
+from entrega.waiting import wait_until
 
 log = logging.getLogger("entrega.router")
 
 _NO_NAMES: Final[frozenset[bytes]] = frozenset()
 PIN_COOKIE: Final = _PIN_COOKIE_NAME.encode()
 DRAW_COOKIE: Final = _DRAW_COOKIE_NAME.encode()
-
-
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback to stop parsing an oversized request head."""
 
 
 @dataclass(frozen=True)
@@ -155,9 +153,7 @@ class Proxy:
         connections were still open at the deadline (and were then closed)."""
         for client in list(self.clients):
             client.start_closing()
-        deadline = self.loop.time() + timeout_s
-        while self.clients and self.loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: not self.clients, timeout_s=timeout_s, interval_s=0.05)
         left = len(self.clients)
         for client in list(self.clients):
             client.transport.abort()
@@ -252,7 +248,7 @@ class ClientConnection(asyncio.Protocol):
         except HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0]:])
         except HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
+            if isinstance(exc.__context__, HeadTooLarge):
                 self._refuse(431, f"request head larger than "
                                   f"{self.proxy.settings.max_header_bytes} bytes")
             else:
@@ -294,7 +290,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = False
         self.deadline = 0.0
         if self.head_bytes > self.proxy.max_header_bytes:
-            raise _HeadTooLarge  # stops the parser; data_received answers 431
+            raise HeadTooLarge("request head too large")  # stops the parser; answered 431
         parser = self.parser
         proxy = self.proxy
         table = proxy.table

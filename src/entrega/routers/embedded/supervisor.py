@@ -64,11 +64,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from entrega.errors import (
+    LinkClosed,
+    RoutesNotApplied,
+    StartupFailed,
+    WorkerDidNotStart,
+    WorkerRefused,
+)
 from entrega.routers.base import DataPlaneRestart, Routes
-from entrega.routers.embedded.control import RoutesNotApplied, control_in_use
+from entrega.routers.embedded.control import control_in_use
 from entrega.routers.embedded.lifecycle import (
     EXIT_USAGE,
-    StartupFailed,
     close_control,
     load_last_routes,
     open_control,
@@ -76,10 +82,8 @@ from entrega.routers.embedded.lifecycle import (
 )
 from entrega.routers.embedded.link import (
     MAX_LINE_BYTES,
-    LinkClosed,
     Message,
     WorkerLink,
-    WorkerRefused,
 )
 from entrega.routers.embedded.listeners import bind_shared, close_all
 from entrega.routers.embedded.restarts import CrashGuard, RestartLog, describe_exit
@@ -95,10 +99,6 @@ CALL_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 15.0
 #: beyond --drain-s, how long exiting may take before a worker is killed
 EXIT_GRACE_S = 5.0
-
-
-class WorkerDidNotStart(Exception):
-    """A worker process exited or stopped answering before it served; says which and why."""
 
 
 @dataclass(eq=False)

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -37,10 +36,11 @@ from entrega.procenv import minimal_env
 from entrega.routers.base import CohortRule, ReleaseMetrics, Router, RouterMetrics, Routes
 from entrega.routers.haproxy import render
 from entrega.routers.haproxy.runtime import RuntimeApi, arg
+from entrega.runner import LocalRunner, ProcessRunner, Program
+from entrega.waiting import wait_until
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 70.0  # hard-stop-after 60 s, plus exit
-_POLL_S = 0.02
 #: srv_admin_state bits meaning "in maintenance" (forced, inherited, from config)
 _MAINT = 0x01 | 0x02 | 0x04 | 0x20
 
@@ -54,7 +54,8 @@ class HaproxyRouter(Router):
 
     def __init__(self, *, name: str, listen: str, preview_listen: str | None,
                  state_dir: Path, app: str = "", runtime_socket: Path | None = None,
-                 stats_listen: str | None = None, binary: str = "haproxy") -> None:
+                 stats_listen: str | None = None, binary: str = "haproxy",
+                 runner: ProcessRunner | None = None) -> None:
         self.name = name
         self.listen = listen
         self.preview_listen = preview_listen
@@ -65,6 +66,8 @@ class HaproxyRouter(Router):
         self.files = render.Files(self.dir, Path(runtime_socket) if runtime_socket
                                   else runtime_socket_path(self.dir))
         self.api = RuntimeApi(self.files.socket, router=name)
+        #: starts HAProxy, reads its pidfile, signals its master
+        self.runner = runner or LocalRunner()
         self._lock = asyncio.Lock()
 
     # -- Router ------------------------------------------------------------------------------
@@ -152,16 +155,12 @@ class HaproxyRouter(Router):
     async def shutdown(self) -> None:
         """Soft-stop HAProxy (requests in flight finish); returns once it has exited."""
         pid = self._master_pid()
-        if pid is None or not _alive(pid):
+        if pid is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGUSR1)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                raise RouterError(f"haproxy router {self.name!r} (pid {pid}) still runs "
-                                  f"{STOP_TIMEOUT_S:g} s after SIGUSR1")
-            await asyncio.sleep(_POLL_S)
+        if not await self.runner.terminate(pid, marks=self._marks(), sig=signal.SIGUSR1,
+                                           timeout_s=STOP_TIMEOUT_S):
+            raise RouterError(f"haproxy router {self.name!r} (pid {pid}) still runs "
+                              f"{STOP_TIMEOUT_S:g} s after SIGUSR1")
         with contextlib.suppress(FileNotFoundError):
             self.files.pidfile.unlink()
 
@@ -172,10 +171,12 @@ class HaproxyRouter(Router):
         return self._master_pid()
 
     def _master_pid(self) -> int | None:
-        try:
-            return int(self.files.pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return self.runner.read_pid(self.files.pidfile)
+
+    def _marks(self) -> tuple[str, ...]:
+        """How HAProxy's master is told from whatever has its pid now: its configuration
+        file is an argument of its command line (and stays one across reloads)."""
+        return (str(self.files.config),)
 
     async def _answers(self) -> bool:
         if not self.files.socket.exists():
@@ -201,49 +202,52 @@ class HaproxyRouter(Router):
         cmd = [self.binary, "-W", "-D", "-f", str(self.files.config),
                "-p", str(self.files.pidfile)]
         try:
-            done = await asyncio.to_thread(
-                subprocess.run, cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                text=True, timeout=START_TIMEOUT_S, start_new_session=True, env=minimal_env())
+            done = await asyncio.to_thread(self.runner.run, Program(cmd, env=minimal_env()),
+                                           timeout_s=START_TIMEOUT_S)
         except FileNotFoundError:
             raise RouterError(f"haproxy router {self.name!r}: {self.binary!r} not found",
                               hint="install it (apt-get install haproxy; or "
                                    "scripts/install-system-deps.sh) or set router.binary"
                               ) from None
-        if done.returncode != 0:
+        if done is None:
             raise RouterError(f"haproxy router {self.name!r} ({self.listen}) did not start "
-                              f"(exit {done.returncode}): {_tail(done.stderr)}",
+                              f"within {START_TIMEOUT_S:g} s",
                               hint=f"configuration: {self.files.config}")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not await self._answers():
-            if time.monotonic() > deadline:
-                raise RouterError(f"haproxy router {self.name!r} does not answer on "
-                                  f"{self.files.socket} {START_TIMEOUT_S:g} s after starting")
-            await asyncio.sleep(_POLL_S)
+        if done.exit_code != 0:
+            raise RouterError(f"haproxy router {self.name!r} ({self.listen}) did not start "
+                              f"(exit {done.exit_code}): {_tail(done.output)}",
+                              hint=f"configuration: {self.files.config}")
+        if not await wait_until(self._answers, timeout_s=START_TIMEOUT_S):
+            raise RouterError(f"haproxy router {self.name!r} does not answer on "
+                              f"{self.files.socket} {START_TIMEOUT_S:g} s after starting")
 
     async def _reload(self) -> None:
         """Hitless reload of the configuration just written; returns once it is live."""
-        done = await asyncio.to_thread(
-            subprocess.run, [self.binary, "-c", "-q", "-f", str(self.files.config)],
-            capture_output=True, text=True)
-        if done.returncode != 0:
+        check = await asyncio.to_thread(
+            self.runner.run, Program([self.binary, "-c", "-q", "-f", str(self.files.config)],
+                                     env=minimal_env()), timeout_s=START_TIMEOUT_S)
+        if check is None or check.exit_code != 0:
+            problem = _tail(check.output) if check else f"no verdict in {START_TIMEOUT_S:g} s"
             raise RouterError(f"haproxy router {self.name!r}: the new configuration is "
-                              f"invalid: {_tail(done.stderr)}",
+                              f"invalid: {problem}",
                               hint=f"configuration: {self.files.config}")
         old = (await self.api.info()).get("Pid")
         pid = self._master_pid()
         if pid is None:
             raise RouterError(f"haproxy router {self.name!r}: no pidfile at "
                               f"{self.files.pidfile}, cannot reload")
-        os.kill(pid, signal.SIGUSR2)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
+        if not self.runner.send_signal(pid, signal.SIGUSR2):
+            raise RouterError(f"haproxy router {self.name!r}: its master (pid {pid}, from "
+                              f"{self.files.pidfile}) is not running, cannot reload")
+
+        async def reloaded() -> bool:
             with contextlib.suppress(RouterUnreachable):
-                if (await self.api.info()).get("Pid") not in (None, old):
-                    return
-            if time.monotonic() > deadline:
-                raise RouterError(f"haproxy router {self.name!r}: reload not live after "
-                                  f"{START_TIMEOUT_S:g} s")
-            await asyncio.sleep(_POLL_S)
+                return (await self.api.info()).get("Pid") not in (None, old)
+            return False
+
+        if not await wait_until(reloaded, timeout_s=START_TIMEOUT_S):
+            raise RouterError(f"haproxy router {self.name!r}: reload not live after "
+                              f"{START_TIMEOUT_S:g} s")
 
     def _allocate(self, routes: Routes, slots: dict[str, str],
                   servers: dict[str, list[_Server]]) -> dict[str, str]:
@@ -369,21 +373,6 @@ def _validate(routes: Routes) -> None:
             raise ValueError(f"release {version!r} (cohort or preview) has no endpoints")
     if routes.cohort is not None and not 0 <= routes.cohort.percent <= 100:
         raise ValueError(f"cohort percent is {routes.cohort.percent}, expected 0..100")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours is dead for our purpose
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _tail(text: str, lines: int = 8) -> str:
