@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from entrega.api.auth import Authenticator
 from entrega.api.params import MAX_ID, Environment, Limit, Version
+from entrega.dataplane import proof
 from entrega.errors import EntregaError
 from entrega.feedback import FeedbackIn, FeedbackIntake, FeedbackSettings, feedback_view
 from entrega.feedback.intake import (
@@ -33,7 +34,6 @@ from entrega.insights.gather import Sources, build_dora, build_report
 from entrega.insights.prometheus import render_metrics
 from entrega.insights.report import render_report_html
 from entrega.jsonin import loads_json
-from entrega.routers.embedded import proof
 from entrega.service import Service
 from entrega.store.insights_repository import InsightsRepository
 from entrega.web import dashboard_router

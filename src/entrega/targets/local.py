@@ -1,7 +1,7 @@
 """The ``local`` target: every instance is a supervised process on this machine.
 
-Each instance has a supervisor of its own (:mod:`entrega.targets.supervisor`), started
-detached, so instances outlive the controller: after a crash or ``kill -9`` of the
+Each instance has a supervisor of its own (:mod:`entrega.dataplane.instances.supervisor`),
+started detached, so instances outlive the controller: after a crash or ``kill -9`` of the
 controller, :meth:`LocalTarget.start` and :meth:`LocalTarget.observe` adopt them from
 their directories. Nothing about instances is kept in memory that is not also on disk::
 
@@ -52,6 +52,22 @@ from pathlib import Path
 
 import httpx
 
+from entrega.dataplane.instances.supervisor import (
+    BACKOFF,
+    EXIT_ALREADY_SUPERVISED,
+    FAILED,
+    FORMER_MODULES,
+    MODULE,
+    RUNNING,
+    STATE_FILE,
+    STDERR_LOG,
+    STOP_REQUEST_FILE,
+    STOPPED,
+    SUPERVISOR_LOG,
+    SupervisorState,
+    read_state,
+    write_json_atomically,
+)
 from entrega.errors import TargetError
 from entrega.net import Endpoint, free_port
 from entrega.procenv import data_plane_env, minimal_env
@@ -64,20 +80,6 @@ from entrega.targets.base import (
     Target,
 )
 from entrega.targets.probe import HttpProbe
-from entrega.targets.supervisor import (
-    BACKOFF,
-    EXIT_ALREADY_SUPERVISED,
-    FAILED,
-    RUNNING,
-    STATE_FILE,
-    STDERR_LOG,
-    STOP_REQUEST_FILE,
-    STOPPED,
-    SUPERVISOR_LOG,
-    SupervisorState,
-    read_state,
-    write_json_atomically,
-)
 
 #: How long a new supervisor may take to start its app (a Python interpreter or two).
 SUPERVISOR_START_TIMEOUT_S = 15.0
@@ -256,7 +258,7 @@ class LocalTarget(Target):
         Returns 0, or :data:`EXIT_ALREADY_SUPERVISED` when another controller started the
         instance at the same moment; raises :class:`TargetError` otherwise.
         """
-        argv = [sys.executable, "-m", "entrega.targets.supervisor",
+        argv = [sys.executable, "-m", MODULE,
                 "--dir", str(directory), "--port", str(port),
                 "--cwd", str(release.path.resolve()), "--env-stdin", "--", self.command]
         # The app's environment goes through a pipe: the supervisor's own is minimal.
@@ -484,7 +486,8 @@ def supervisor_alive(pid: int, instance_dir: Path) -> bool:
             return True
         return True
     # A zombie has an empty command line, so it counts as dead, as it should.
-    return b"entrega.targets.supervisor" in argv and os.fsencode(instance_dir) in argv
+    names = {os.fsencode(name) for name in (MODULE, *FORMER_MODULES)}
+    return not names.isdisjoint(argv) and os.fsencode(instance_dir) in argv
 
 
 def _port_is_free(host: str, port: int) -> bool:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 
-from entrega.routers.embedded.control import ControlServer, ProxyPlane
-from entrega.routers.embedded.proxy import Proxy, ProxySettings
+from entrega.dataplane.admin.control import ControlServer
+from entrega.dataplane.http.proxy import Proxy, ProxySettings
 from tests.api.slow_client import trickle_head
+from tests.dataplane.plane import ProxyPlane
 
 
 async def test_a_slow_control_client_is_cut_off(tmp_path: Path) -> None:

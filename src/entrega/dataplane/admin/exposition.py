@@ -9,10 +9,10 @@ Prometheus metric provider's queries, keep them stable)::
     entrega_router_request_duration_seconds{release}       histogram (_bucket/_sum/_count)
     entrega_router_inflight{release}                       gauge
 
-Rendering walks the counters the data path already keeps (metrics.py); a scrape costs
+Rendering walks the counters the data path already keeps (http/metrics.py); a scrape costs
 O(releases x buckets) and nothing is added to the per-request path. With ``--workers N``
 the supervisor serves the same names over the sum of its workers' counters
-(worker_metrics.py), which never goes down when a worker is replaced.
+(process/worker_metrics.py), which never goes down when a worker is replaced.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
-from entrega.routers.base import LATENCY_BUCKETS_MS
+from entrega.dataplane.reports import LATENCY_BUCKETS_MS
 
 _LE = [f"{ms / 1000:g}" for ms in LATENCY_BUCKETS_MS] + ["+Inf"]
 _MAX_HEAD_BYTES = 16384
