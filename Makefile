@@ -5,10 +5,9 @@ PYTHON ?= python3
 
 .PHONY: install install-demo system-deps demo dashboard test lint bench clean compile uncompile
 
-# The router's hot path is compiled by mypyc at install (setup.py): a change to one of
-# its modules rebuilds it.
-HOT_PATH := $(addprefix src/entrega/routers/embedded/,\
-	wire.py metrics.py cohort.py pool.py table.py upstream.py exchange.py proxy.py)
+# The router's hot path, every module of dataplane/http/, is compiled by mypyc at install
+# (setup.py): a change to one of them rebuilds it.
+HOT_PATH := $(filter-out %/__init__.py,$(wildcard src/entrega/dataplane/http/*.py))
 
 # Two stamps: the demo needs entrega and its `stats` extra (scipy: the demo's latency
 # analysis is the mann-whitney judge); the tests add the `test` extra (pytest, mypy,
@@ -18,7 +17,7 @@ $(VENV)/.installed-demo: pyproject.toml setup.py $(HOT_PATH)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[stats]'
-	$(PY) -c "from entrega.routers.embedded import build; \
+	$(PY) -c "from entrega.dataplane import build; \
 		print('router build:', 'compiled' if build.compiled_modules() else 'pure Python')"
 	touch $@
 
@@ -55,7 +54,7 @@ system-deps:
 # a second time on the pure-Python fallback.
 test: install system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
-	ENTREGA_PURE_PYTHON=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/routers
+	ENTREGA_PURE_PYTHON=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/dataplane tests/routers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache examples/.demo
@@ -66,4 +65,4 @@ compile: install
 	$(PY) -m pip install -q -e '.[test,stats]'
 
 uncompile:
-	rm -f src/entrega/routers/embedded/*.so src/entrega_router__mypyc*.so
+	rm -f src/entrega/dataplane/http/*.so src/entrega_router__mypyc*.so

@@ -1,17 +1,18 @@
 """The build of entrega: pyproject.toml has everything but the compiled router.
 
-``pip install`` compiles the embedded router's hot-path modules (below) to C extensions
-with mypyc, which halves the router's CPU per request in pure-Python terms (bench/router.py
-reports ``"compiled"`` and ``cpu_us_per_request``). mypy, which ships mypyc, is a build
-requirement (pyproject's [build-system]); the build needs a C compiler and the Python
-headers. ``ENTREGA_COMPILE=0`` in the environment skips it:
+``pip install`` compiles the embedded router's hot-path modules (every module of
+src/entrega/dataplane/http/, below) to C extensions with mypyc, which halves the router's
+CPU per request in pure-Python terms (bench/router.py reports ``"compiled"`` and
+``cpu_us_per_request``). mypy, which ships mypyc, is a build requirement (pyproject's
+[build-system]); the build needs a C compiler and the Python headers.
+``ENTREGA_COMPILE=0`` in the environment skips it:
 
     ENTREGA_COMPILE=0 pip install -e .
 
 If compiling fails (no compiler, no headers), a warning is printed and the pure-Python
 modules are installed: the .py sources always ship, and Python imports an extension
 module in preference to the .py next to it. ``ENTREGA_PURE_PYTHON=1`` at run time imports
-the .py files even where the build exists (entrega/routers/embedded/build.py).
+the .py files even where the build exists (entrega/dataplane/build.py).
 
 Editable installs put the .so files next to the sources in src/ (they are gitignored):
 after editing one of these modules, run ``make install`` (which rebuilds when they
@@ -23,16 +24,17 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-#: the modules every proxied request runs through (entrega.routers.embedded.build.HOT_PATH,
-#: repeated here: setup.py must not import the package it builds)
-COMPILED_MODULES = [
-    f"src/entrega/routers/embedded/{name}.py"
-    for name in ("wire", "metrics", "cohort", "pool", "table", "upstream", "exchange", "proxy")
-]
+#: the modules every proxied request runs through: those of the http/ folder, which is the
+#: list (entrega.dataplane.build.HOT_PATH reads the same folder; setup.py must not import
+#: the package it builds)
+COMPILED_MODULES = sorted(
+    path.as_posix() for path in Path("src/entrega/dataplane/http").glob("*.py")
+    if path.name != "__init__.py")
 #: mypy (mypyc) for the build; tested with 2.4.1; ENTREGA_MYPY overrides it
 MYPY_REQUIREMENT = os.environ.get("ENTREGA_MYPY", "mypy==2.4.1")
 

@@ -55,10 +55,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
+from entrega.dataplane import build
 from entrega.errors import RouterError
 from entrega.net import Endpoint, free_port
 from entrega.routers.base import CohortRule, Routes
-from entrega.routers.embedded import EmbeddedRouter, build
+from entrega.routers.embedded import EmbeddedRouter
 from entrega.waiting import wait_until, wait_until_sync
 
 CONNECTIONS = 50
@@ -290,7 +291,7 @@ async def embedded_router(root: Path, ports: dict[str, int]
                             metrics_listen=f"127.0.0.1:{free_port()}")
     # started by hand (not ensure_running) to pin it to its CPU
     router.dir.mkdir(parents=True, exist_ok=True)
-    cmd = pinned("proxy", [sys.executable, "-m", "entrega.routers.embedded",
+    cmd = pinned("proxy", [sys.executable, "-m", "entrega.dataplane.router",
                            "--listen", router.listen, "--control", str(router.socket_path),
                            "--state", str(router.state_path), "--app", "bench",
                            "--pidfile", str(router.pid_path),

@@ -73,10 +73,10 @@ class _Transport(asyncio.Transport):
 
 
 async def _measure(kind: str, n: int) -> float:
+    from entrega.dataplane.http.proxy import Proxy, ProxySettings
+    from entrega.dataplane.http.upstream import UpstreamConnection
+    from entrega.dataplane.routes import CohortRule, Routes
     from entrega.net import Endpoint
-    from entrega.routers.base import CohortRule, Routes
-    from entrega.routers.embedded.proxy import Proxy, ProxySettings
-    from entrega.routers.embedded.upstream import UpstreamConnection
 
     proxy = Proxy(ProxySettings(), app="bench")
     proxy.apply(Routes(
@@ -116,7 +116,7 @@ def _child(n: int) -> None:
     """Runs in the measured process: prints {kind: us per request}."""
     import uvloop
 
-    from entrega.routers.embedded import build
+    from entrega.dataplane import build
     result: dict[str, Any] = {kind: uvloop.run(_measure(kind, n)) for kind in REQUESTS}
     result["compiled_modules"] = build.compiled_modules()
     print(json.dumps(result))

@@ -16,7 +16,7 @@ _skipped_real: list[str] = []
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     # The compiled router (setup.py) would run its old code against the new tests.
-    from entrega.routers.embedded import build
+    from entrega.dataplane import build
     stale = build.stale_modules()
     if stale:
         pytest.exit(f"the compiled router is older than its sources ({', '.join(stale)}): "

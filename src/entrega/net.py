@@ -23,12 +23,8 @@ class Endpoint:
         return f"{host}:{self.port}"
 
     def to_dict(self) -> dict[str, object]:
+        """The route table's JSON form (read back, checked, by ``dataplane/routes.py``)."""
         return {"host": self.host, "port": self.port, "instance": self.instance}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Endpoint:
-        return cls(host=str(data["host"]), port=int(str(data["port"])),
-                   instance=str(data.get("instance", "0")))
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from entrega.dataplane import proof
 from entrega.feedback import FeedbackIntake, FeedbackSettings
-from entrega.routers.embedded import proof
 from tests.insights.stack import Stack, make_stack
 
 

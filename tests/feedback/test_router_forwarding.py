@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from entrega.dataplane import proof
 from entrega.feedback import FeedbackSettings
 from entrega.net import free_port
-from entrega.routers.embedded import EmbeddedRouter, proof
+from entrega.routers.embedded import EmbeddedRouter
 from tests.insights.stack import Stack, make_stack, served
 
 pytestmark = pytest.mark.real

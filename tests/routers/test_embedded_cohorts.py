@@ -12,9 +12,9 @@ from collections import Counter
 import httpx
 import pytest
 
+from entrega.dataplane.http.cohort import user_bucket
 from entrega.routers.base import CohortRule, pin_tag
 from entrega.routers.embedded import EmbeddedRouter
-from entrega.routers.embedded.cohort import user_bucket
 from tests.routers.conftest import Backend, make_routes
 
 pytestmark = pytest.mark.real

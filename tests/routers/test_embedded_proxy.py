@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from entrega.dataplane.http.cohort import user_bucket
 from entrega.net import Endpoint, free_port
 from entrega.routers.base import CohortRule, Routes
 from entrega.routers.embedded import EmbeddedRouter
-from entrega.routers.embedded.cohort import user_bucket
 from tests.routers.conftest import (
     Backend,
     RouterFactory,

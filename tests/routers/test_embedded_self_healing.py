@@ -19,14 +19,14 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from entrega.routers.embedded import EmbeddedRouter
-from entrega.routers.embedded.restarts import (
+from entrega.dataplane.process.restarts import (
     FREE_RESTARTS,
     MAX_PAUSE_S,
     WINDOW_S,
     compute_restart_pause_s,
     describe_exit,
 )
+from entrega.routers.embedded import EmbeddedRouter
 from tests.routers.conftest import Backend, RouterFactory, make_routes, wait_for
 
 CLIENTS = 8

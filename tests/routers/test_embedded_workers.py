@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from entrega.dataplane.process.worker_metrics import WorkerLedger, interleave_newest_first
 from entrega.errors import RouterError
 from entrega.net import free_port
 from entrega.routers.embedded import EmbeddedRouter
-from entrega.routers.embedded.worker_metrics import WorkerLedger, interleave_newest_first
 from tests.routers.conftest import Backend, RouterFactory, make_routes, wait_for
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from entrega.dataplane.http.cohort import user_bucket
 from entrega.errors import RouterError
 from entrega.net import free_port
 from entrega.routers.base import CohortRule, pin_tag
-from entrega.routers.embedded.cohort import user_bucket
 from entrega.routers.haproxy import HaproxyRouter
 from tests.routers.conftest import Backend, HaproxyFactory, make_routes, wait_for
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from entrega.dataplane.instances.supervisor import read_state
 from entrega.errors import TargetError
 from entrega.targets.base import ReleaseRef
 from entrega.targets.local import LocalTarget
-from entrega.targets.supervisor import read_state
 from entrega.waiting import wait_until
 
 from .conftest import MakeRelease, MakeTarget

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from entrega.api.params import MAX_ID, Environment, Limit, Version
 from entrega.auth import Authenticator
 from entrega.codec import from_config
+from entrega.dataplane import proof
 from entrega.errors import (
     BadFeedback,
     BadRequest,
@@ -36,7 +37,6 @@ from entrega.feedback.intake import (
 )
 from entrega.insights.report import render_report_html
 from entrega.jsonin import loads_json
-from entrega.routers.embedded import proof
 from entrega.service import Service
 from entrega.views import DoraView, FeedbackAccepted, FeedbackList, ReleaseReport
 from entrega.web import dashboard_router

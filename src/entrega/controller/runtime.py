@@ -14,7 +14,7 @@ from entrega.codec import from_config
 from entrega.config import Config, EmbeddedRouterConfig, EnvironmentConfig, HaproxyRouterConfig
 from entrega.net import Endpoint, parse_address
 from entrega.routers.base import CohortRule, Router, Routes
-from entrega.routers.embedded.client import EmbeddedRouter
+from entrega.routers.embedded import EmbeddedRouter
 from entrega.targets.base import HealthCheck, ReleaseRef, Target
 from entrega.targets.local import LocalTarget
 

@@ -85,7 +85,7 @@ class FeedbackIntake:
         self.insights = insights
         self.key = key
         self.settings = settings or FeedbackSettings()
-        #: what the embedded routers send as ``X-Entrega-Router-Key`` (routers/embedded/proof.py)
+        #: what the embedded routers send as ``X-Entrega-Router-Key`` (dataplane/proof.py)
         self.router_key = router_key
         self.trusted_proxies = parse_proxies(self.settings.trusted_proxies)
         self.clock = clock

@@ -1,7 +1,7 @@
 """The ``local`` target: every instance is a supervised process on this machine.
 
-Each instance has a supervisor of its own (:mod:`entrega.targets.supervisor`), started
-detached, so instances outlive the controller: after a crash or ``kill -9`` of the
+Each instance has a supervisor of its own (:mod:`entrega.dataplane.instances.supervisor`),
+started detached, so instances outlive the controller: after a crash or ``kill -9`` of the
 controller, :meth:`LocalTarget.start` and :meth:`LocalTarget.observe` adopt them from
 their directories. Nothing about instances is kept in memory that is not also on disk::
 
@@ -48,6 +48,22 @@ from pathlib import Path
 
 import httpx
 
+from entrega.dataplane.instances.supervisor import (
+    BACKOFF,
+    EXIT_ALREADY_SUPERVISED,
+    FAILED,
+    FORMER_MODULES,
+    MODULE,
+    RUNNING,
+    STATE_FILE,
+    STDERR_LOG,
+    STOP_REQUEST_FILE,
+    STOPPED,
+    SUPERVISOR_LOG,
+    SupervisorState,
+    read_state,
+    write_json_atomically,
+)
 from entrega.errors import TargetError
 from entrega.net import Endpoint, free_port
 from entrega.procenv import data_plane_env, minimal_env
@@ -61,20 +77,6 @@ from entrega.targets.base import (
     Target,
 )
 from entrega.targets.probe import HttpProbe
-from entrega.targets.supervisor import (
-    BACKOFF,
-    EXIT_ALREADY_SUPERVISED,
-    FAILED,
-    RUNNING,
-    STATE_FILE,
-    STDERR_LOG,
-    STOP_REQUEST_FILE,
-    STOPPED,
-    SUPERVISOR_LOG,
-    SupervisorState,
-    read_state,
-    write_json_atomically,
-)
 from entrega.waiting import wait_until
 
 #: How long a new supervisor may take to start its app (a Python interpreter or two).
@@ -84,8 +86,6 @@ STOP_GRACE_S = 5.0
 #: Lines of stderr quoted in errors: enough for a traceback's last frames and message.
 STDERR_TAIL_LINES = 8
 
-#: The supervisor program (``python -m``); also how its processes are recognised.
-SUPERVISOR_MODULE = "entrega.targets.supervisor"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -258,7 +258,7 @@ class LocalTarget(Target):
         Returns 0, or :data:`EXIT_ALREADY_SUPERVISED` when another controller started the
         instance at the same moment; raises :class:`TargetError` otherwise.
         """
-        argv = [sys.executable, "-m", SUPERVISOR_MODULE,
+        argv = [sys.executable, "-m", MODULE,
                 "--dir", str(directory), "--port", str(port),
                 "--cwd", str(release.path.resolve()), "--env-stdin", "--", self.command]
         # The app's environment goes through a pipe: the supervisor's own is minimal.
@@ -401,7 +401,9 @@ class LocalTarget(Target):
         write_json_atomically(directory / STOP_REQUEST_FILE,
                               {"drain_s": drain_s, "requested_at": time.time()})
         pid = state.supervisor_pid
-        marks = _supervisor_marks(directory)
+        marks = _supervisor_marks(pid, directory, self.runner)
+        if marks is None:
+            return
         if await self.runner.terminate(pid, marks=marks, timeout_s=drain_s + STOP_GRACE_S):
             return
         # The supervisor is stuck (stopped by a debugger, a bug): kill it and its app.
@@ -462,15 +464,27 @@ class LocalTarget(Target):
     def _supervised(self, pid: int, instance_dir: Path) -> bool:
         """True when ``pid`` runs and is the supervisor of ``instance_dir`` (not a reused
         pid)."""
-        return self.runner.is_running(pid, marks=_supervisor_marks(instance_dir))
+        return supervisor_alive(pid, instance_dir, self.runner)
 
     def _where(self, version: str, directory: Path) -> str:
         return f"{self.app} {version} instance {directory.name} in {self.environment} ({directory})"
 
 
-def _supervisor_marks(instance_dir: Path) -> tuple[str, ...]:
-    """What an instance's supervisor has on its command line (see :meth:`_spawn_supervisor`)."""
-    return (SUPERVISOR_MODULE, str(instance_dir))
+def _supervisor_marks(pid: int, instance_dir: Path,
+                      runner: ProcessRunner) -> tuple[str, ...] | None:
+    """What the supervisor ``pid`` of ``instance_dir`` has on its command line (its program,
+    today's or the one it ran under before the data plane was a package of its own, and its
+    directory), or None when ``pid`` is no such supervisor (gone, or a reused pid)."""
+    for name in (MODULE, *FORMER_MODULES):
+        marks = (name, str(instance_dir))
+        if runner.is_running(pid, marks=marks):
+            return marks
+    return None
+
+
+def supervisor_alive(pid: int, instance_dir: Path, runner: ProcessRunner | None = None) -> bool:
+    """True when ``pid`` runs and is the supervisor of ``instance_dir`` (not a reused pid)."""
+    return _supervisor_marks(pid, instance_dir, runner or LocalRunner()) is not None
 
 
 def _port_is_free(host: str, port: int) -> bool:

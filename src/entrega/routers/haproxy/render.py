@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from entrega.net import Endpoint
-from entrega.routers.base import CohortRule, Routes, pin_tag
+from entrega.routers.base import CohortRule, Routes, pin_tag, weight_slots
 
 SLOTS = 8
 PIN_COOKIE = "entrega-release"
@@ -142,16 +142,6 @@ def cohort_shape(cohort: CohortRule | None) -> tuple[str, ...]:
             cohort.user_header or "", cohort.user_cookie or "", cohort.app)
 
 
-def weight_slots(routes: Routes) -> list[str]:
-    """100 entries: slot -> release, the cohort's release first, then by name."""
-    first = routes.cohort.release if routes.cohort else None
-    slots: list[str] = []
-    for version, weight in sorted(routes.weights.items(), key=lambda vw: (vw[0] != first,
-                                                                           vw[0])):
-        slots += [version] * weight
-    return slots
-
-
 def settings(routes: Routes) -> dict[str, str]:
     """The ``settings.map`` entries (keys and values are single words)."""
     out = {f"weight:{v}": str(w) for v, w in routes.weights.items()}
@@ -172,6 +162,8 @@ def settings(routes: Routes) -> dict[str, str]:
 
 
 def validate(routes: Routes, default_app: str) -> None:
+    """What HAProxy cannot express beyond the rules of every table (``Routes.validate``):
+    names go into maps, headers and cookies, so they are restricted to safe characters."""
     for version in routes.backends:
         check_version(version)
     cohort = routes.cohort
@@ -340,7 +332,8 @@ def render_maps(routes: Routes, slots: dict[str, str]) -> dict[str, str]:
         return "".join(f"{k} {v}\n" for k, v in pairs)
     cohort = routes.cohort
     return {
-        "weights.map": lines([(str(i), v) for i, v in enumerate(weight_slots(routes))]),
+        "weights.map": lines([(str(i), v) for i, v in enumerate(
+            weight_slots(routes.weights, cohort.release if cohort else None))]),
         "backends.map": lines(sorted(slots.items())),
         "settings.map": lines(sorted(settings(routes).items())),
         "users.acl": "".join(f"{u}\n" for u in sorted(cohort.users)) if cohort else "",

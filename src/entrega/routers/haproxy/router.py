@@ -85,7 +85,7 @@ class HaproxyRouter(Router):
 
     async def set_routes(self, routes: Routes) -> None:
         try:
-            _validate(routes)
+            routes.validate()
             render.validate(routes, self.app)
         except ValueError as exc:
             raise RouterError(f"haproxy router {self.name!r}: invalid route table: {exc}",
@@ -358,21 +358,6 @@ def _cohort_from(settings: dict[str, str], users: list[str]) -> CohortRule | Non
                       percent=int(settings.get("percent") or 0), app=field("app") or "")
 
 
-def _validate(routes: Routes) -> None:
-    total = sum(routes.weights.values())
-    if total not in (0, 100):
-        raise ValueError(f"weights must sum to 100 (or all be 0), they sum to {total}")
-    for version, weight in routes.weights.items():
-        if version not in routes.backends:
-            raise ValueError(f"weights name release {version!r} which is not in backends")
-        if weight < 0 or (weight and not routes.backends[version]):
-            raise ValueError(f"release {version!r}: weight {weight} without endpoints")
-    for version in filter(None, (routes.preview,
-                                 routes.cohort.release if routes.cohort else None)):
-        if not routes.backends.get(version):
-            raise ValueError(f"release {version!r} (cohort or preview) has no endpoints")
-    if routes.cohort is not None and not 0 <= routes.cohort.percent <= 100:
-        raise ValueError(f"cohort percent is {routes.cohort.percent}, expected 0..100")
 
 
 def _tail(text: str, lines: int = 8) -> str:

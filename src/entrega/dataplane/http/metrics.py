@@ -1,7 +1,7 @@
 """Per-release traffic counters of the embedded router.
 
 Everything here is cumulative since the router process started (``started_at``): the
-controller takes differences between two snapshots (see ``base.ReleaseMetrics``).
+controller takes differences between two snapshots (see ``reports.ReleaseMetrics``).
 Recording one request is O(1): a scan of the fixed bucket bounds from the lowest (most
 requests take under a millisecond, so it usually stops at the first), a few integer
 additions and one store into a preallocated ring. The ring is a list rather than an
@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from entrega.routers.base import LATENCY_BUCKETS_MS
+from entrega.dataplane.reports import LATENCY_BUCKETS_MS
 
 #: Size of the ring of recent latencies; a power of two so the slot is ``total & MASK``.
 SAMPLES_RING_SIZE: Final = 2048

@@ -19,13 +19,12 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from entrega.dataplane.admin.control import ControlServer, DataPlane
+from entrega.dataplane.admin.exposition import MetricsServer, RouterCounters
+from entrega.dataplane.admin.state import load_routes
+from entrega.dataplane.routes import Routes
 from entrega.errors import StartupFailed
 from entrega.net import parse_address
-from entrega.routers.base import Routes
-from entrega.routers.embedded.control import ControlServer, DataPlane
-from entrega.routers.embedded.exposition import MetricsServer, RouterCounters
-from entrega.routers.embedded.state import load_routes
-from entrega.routers.embedded.table import validate_routes
 from entrega.runner.pidfile import remove_pidfile, write_pidfile
 
 log = logging.getLogger("entrega.router")
@@ -47,7 +46,7 @@ def load_last_routes(state_path: Path) -> Routes | None:
     if routes is None:
         return None
     try:
-        validate_routes(routes)
+        routes.validate()
     except ValueError as exc:
         log.error("ignoring invalid routes in %s: %s", state_path, exc)
         return None

@@ -30,13 +30,13 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from entrega.routers.embedded import wire
-from entrega.routers.embedded.pool import EndpointPool
-from entrega.routers.embedded.table import ReleaseRoute
-from entrega.routers.embedded.upstream import UpstreamConnection
+from entrega.dataplane.http import wire
+from entrega.dataplane.http.pool import EndpointPool
+from entrega.dataplane.http.table import ReleaseRoute
+from entrega.dataplane.http.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from entrega.routers.embedded.proxy import ClientConnection
+    from entrega.dataplane.http.proxy import ClientConnection
 
 log = logging.getLogger("entrega.router")
 

@@ -30,12 +30,12 @@ import os
 import signal
 import socket
 
-from entrega.routers.base import Routes
-from entrega.routers.embedded import proof
-from entrega.routers.embedded.lifecycle import EXIT_USAGE
-from entrega.routers.embedded.link import MAX_LINE_BYTES, Message, serve_link
-from entrega.routers.embedded.listeners import BACKLOG
-from entrega.routers.embedded.proxy import Proxy, ProxySettings
+from entrega.dataplane import proof
+from entrega.dataplane.http.proxy import Proxy, ProxySettings
+from entrega.dataplane.process.lifecycle import EXIT_USAGE
+from entrega.dataplane.process.link import MAX_LINE_BYTES, Message, serve_link
+from entrega.dataplane.process.listeners import BACKLOG
+from entrega.dataplane.routes import Routes
 
 log = logging.getLogger("entrega.router")
 

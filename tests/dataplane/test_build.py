@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from entrega.routers.embedded import build
+from entrega.dataplane import build
 
 pytestmark = pytest.mark.real
 
@@ -18,7 +18,7 @@ def origin_of_proxy(pure: bool) -> str:
     if pure:
         env[build.PURE_ENV] = "1"
     done = subprocess.run(
-        [sys.executable, "-c", "import entrega.routers.embedded.proxy as p; print(p.__file__)"],
+        [sys.executable, "-c", "import entrega.dataplane.http.proxy as p; print(p.__file__)"],
         env=env, capture_output=True, text=True, check=True)
     return done.stdout.strip()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from entrega.routers.base import DataPlaneRestart
+from entrega.dataplane.reports import DataPlaneRestart
 
 #: deaths within the window that are restarted without any pause
 FREE_RESTARTS = 5

@@ -1,8 +1,9 @@
-"""``python -m entrega.routers.embedded``: run one router.
+"""``python -m entrega.dataplane.router``: run one router.
 
-Every router is a supervisor process (supervisor.py) and ``--workers`` worker processes
-(worker.py, default 1) serving on sockets the supervisor holds, so a dead worker is
-replaced on the same sockets without the controller and without refusing a connection.
+Every router is a supervisor process (process/supervisor.py) and ``--workers`` worker
+processes (process/worker.py, default 1) serving on sockets the supervisor holds, so a
+dead worker is replaced on the same sockets without the controller and without refusing
+a connection.
 The supervisor re-runs this module with the worker's private options (``--worker-id``,
 ``--link-fd``, ``--listen-fds``: inherited file descriptors).
 
@@ -23,16 +24,16 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from entrega.routers.embedded import build
-from entrega.routers.embedded.proxy import ProxySettings
-from entrega.routers.embedded.supervisor import run_supervisor
-from entrega.routers.embedded.worker import run_worker
+from entrega.dataplane import build
+from entrega.dataplane.http.proxy import ProxySettings
+from entrega.dataplane.process.supervisor import run_supervisor
+from entrega.dataplane.process.worker import run_worker
 
 log = logging.getLogger("entrega.router")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m entrega.routers.embedded",
+    p = argparse.ArgumentParser(prog="python -m entrega.dataplane.router",
                                 description="entrega's embedded HTTP router (data plane).")
     p.add_argument("--listen", required=True, help="HOST:PORT for traffic")
     p.add_argument("--preview-listen", help="HOST:PORT sending everything to routes.preview")

@@ -8,7 +8,7 @@
                       "restarts": [{"what", "at", "reason"}] (oldest first, bounded)}
     POST /shutdown   200 at once, then drain and exit
 
-The supervisor serves it (supervisor.py) for its workers, behind :class:`DataPlane`.
+The supervisor serves it (process/supervisor.py) for its workers, behind :class:`DataPlane`.
 Validation and persistence happen here, once, before the data plane sees the table.
 The socket file is created mode 0600: whoever can reach it can reroute all traffic.
 Not on the data path, so it uses asyncio streams and a minimal parser: one request per
@@ -25,10 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from entrega.dataplane.admin.state import parse_routes, save_routes
+from entrega.dataplane.routes import Routes
 from entrega.errors import RoutesNotApplied
-from entrega.routers.base import Routes
-from entrega.routers.embedded.state import parse_routes, save_routes
-from entrega.routers.embedded.table import validate_routes
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 #: a request head (and then its body) must arrive within this; the controller sends each
@@ -166,7 +165,7 @@ class ControlServer:
             return 400, {"error": f"PUT /routes: {exc}"}
         async with self._lock:  # one writer at a time: the file and the table agree
             try:
-                validate_routes(routes)  # before persisting: the file only holds valid tables
+                routes.validate()  # before persisting: the file only holds valid tables
             except ValueError as exc:
                 return 400, {"error": f"PUT /routes: invalid route table: {exc}"}
             try:

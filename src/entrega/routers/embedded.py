@@ -1,5 +1,9 @@
 """``EmbeddedRouter``: the controller's handle on one embedded router process.
 
+The process is entrega's own data plane (``python -m entrega.dataplane.router``, see
+:mod:`entrega.dataplane`); this adapter is all the controller side knows of it: it starts
+or adopts it, and speaks to it over its control socket.
+
 Files of a router named ``name`` live in ``state_dir/routers/<name>/``:
 
     routes.json   the last route table (the router reads it when it starts)
@@ -13,8 +17,9 @@ first 16 hex digits of sha256 of the preferred path: stable, so a restarted cont
 finds the same socket again.
 
 The pid is the supervisor's, which holds the listening sockets and runs ``workers``
-worker processes on them (see supervisor.py): a worker that dies is replaced by the
-supervisor itself, and each such restart is reported in ``metrics().restarts``.
+worker processes on them (see dataplane/process/supervisor.py): a worker that dies is
+replaced by the supervisor itself, and each such restart is reported in
+``metrics().restarts``.
 
 The router is started detached (its own session, no inherited stdin) so it survives the
 controller, even ``kill -9`` of it. ``ensure_running`` adopts a router that answers on the
@@ -30,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from entrega.dataplane import proof
 from entrega.errors import RouterError, RouterUnreachable
 from entrega.net import unix_socket_path
 from entrega.procenv import data_plane_env
@@ -40,7 +46,6 @@ from entrega.routers.base import (
     RouterMetrics,
     Routes,
 )
-from entrega.routers.embedded import proof
 from entrega.runner import LocalRunner, ProcessRunner, Program, Started
 from entrega.waiting import wait_until
 
@@ -99,7 +104,7 @@ class EmbeddedRouter(Router):
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        cmd = [sys.executable, "-m", "entrega.routers.embedded", "--listen", self.listen,
+        cmd = [sys.executable, "-m", "entrega.dataplane.router", "--listen", self.listen,
                "--control", str(self.socket_path), "--state", str(self.state_path),
                "--pidfile", str(self.pid_path), "--app", self.app,
                "--upstream-timeout-s", str(self.upstream_timeout_s),
@@ -140,7 +145,12 @@ class EmbeddedRouter(Router):
         await self._call("PUT", "/routes", json=routes.to_dict())
 
     async def get_routes(self) -> Routes:
-        return Routes.from_dict(await self._call("GET", "/routes"))
+        answer = await self._call("GET", "/routes")
+        try:
+            return Routes.from_dict(answer)
+        except ValueError as exc:
+            raise RouterError(f"embedded router {self.name!r}: GET /routes answered a table "
+                              f"that does not read: {exc}") from None
 
     async def metrics(self) -> RouterMetrics:
         data = await self._call("GET", "/metrics")

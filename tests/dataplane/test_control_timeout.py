@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from entrega.routers.base import Routes
-from entrega.routers.embedded.control import ControlServer
+from entrega.dataplane.admin.control import ControlServer
+from entrega.dataplane.routes import Routes
 from tests.api.slow_client import trickle_head
 
 

@@ -9,10 +9,10 @@ Prometheus metric provider's queries, keep them stable)::
     entrega_router_request_duration_seconds{release}       histogram (_bucket/_sum/_count)
     entrega_router_inflight{release}                       gauge
 
-Rendering walks the counters the data path already keeps (metrics.py); a scrape costs
+Rendering walks the counters the data path already keeps (http/metrics.py); a scrape costs
 O(releases x buckets) and nothing is added to the per-request path. With ``--workers N``
 the supervisor serves the same names over the sum of its workers' counters
-(worker_metrics.py), which never goes down when a worker is replaced.
+(process/worker_metrics.py), which never goes down when a worker is replaced.
 
 Written by hand, not with ``prometheus_client`` (which entrega's own ``/metrics`` uses):
 a scrape is rendered on the router's event loop, with ``workers: 1`` the loop that proxies
@@ -20,7 +20,7 @@ every request, and ``python -m bench.exposition`` measures prometheus_client's
 ``generate_latest`` over the same counters at 23-27x this writer's time (0.9 ms against
 40 us for three releases, 22 ms against 0.8 ms for the 64 a router keeps: a 22 ms stall
 of every request in flight, per scrape), plus ~145 ms to import it at every start.
-tests/routers/test_exposition.py holds this writer to prometheus_client's: Prometheus
+tests/dataplane/test_exposition.py holds this writer to prometheus_client's: Prometheus
 reads the same samples from both.
 """
 
@@ -31,7 +31,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
-from entrega.routers.base import LATENCY_BUCKETS_MS
+from entrega.dataplane.reports import LATENCY_BUCKETS_MS
 
 _LE = [f"{ms / 1000:g}" for ms in LATENCY_BUCKETS_MS] + ["+Inf"]
 _MAX_HEAD_BYTES = 16384

@@ -7,11 +7,12 @@ from collections import Counter
 
 import pytest
 
+from entrega.dataplane.http.metrics import SAMPLES_RING_SIZE, MetricsRegistry, ReleaseStats
+from entrega.dataplane.http.pool import PoolRegistry
+from entrega.dataplane.http.table import RouteTable, draw_value
+from entrega.dataplane.reports import LATENCY_BUCKETS_MS
+from entrega.dataplane.routes import CohortRule, Routes, pin_tag, weight_slots
 from entrega.net import Endpoint
-from entrega.routers.base import LATENCY_BUCKETS_MS, CohortRule, Routes, pin_tag
-from entrega.routers.embedded.metrics import SAMPLES_RING_SIZE, MetricsRegistry, ReleaseStats
-from entrega.routers.embedded.pool import PoolRegistry
-from entrega.routers.embedded.table import RouteTable, draw_value, weight_slots
 
 A = Endpoint("127.0.0.1", 9001, "0")
 B = Endpoint("127.0.0.1", 9002, "1")

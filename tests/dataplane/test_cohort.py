@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from entrega.routers.base import CohortRule
-from entrega.routers.embedded.cohort import (
+from entrega.dataplane.http.cohort import (
     CohortMatcher,
     cookie_value,
     murmur3_32,
     user_bucket,
 )
+from entrega.dataplane.routes import CohortRule
 
 # Published MurmurHash3 x86_32 vectors (SMHasher / the reference test list).
 VECTORS = [

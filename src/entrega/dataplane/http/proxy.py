@@ -27,16 +27,16 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from entrega.dataplane.http import wire
+from entrega.dataplane.http.cohort import cookie_value
+from entrega.dataplane.http.exchange import Exchange
+from entrega.dataplane.http.metrics import MetricsRegistry, ReleaseStats
+from entrega.dataplane.http.pool import EndpointPool, PoolRegistry
+from entrega.dataplane.http.table import DRAW_COOKIE as _DRAW_COOKIE_NAME
+from entrega.dataplane.http.table import PIN_COOKIE as _PIN_COOKIE_NAME
+from entrega.dataplane.http.table import ReleaseRoute, RouteTable
+from entrega.dataplane.routes import Routes
 from entrega.errors import HeadTooLarge
-from entrega.routers.base import Routes
-from entrega.routers.embedded import wire
-from entrega.routers.embedded.cohort import cookie_value
-from entrega.routers.embedded.exchange import Exchange
-from entrega.routers.embedded.metrics import MetricsRegistry, ReleaseStats
-from entrega.routers.embedded.pool import EndpointPool, PoolRegistry
-from entrega.routers.embedded.table import DRAW_COOKIE as _DRAW_COOKIE_NAME
-from entrega.routers.embedded.table import PIN_COOKIE as _PIN_COOKIE_NAME
-from entrega.routers.embedded.table import ReleaseRoute, RouteTable
 from entrega.waiting import wait_until
 
 log = logging.getLogger("entrega.router")
@@ -100,7 +100,7 @@ class Proxy:
             self.control_route = ReleaseRoute("control-plane", [pool], ReleaseStats(),
                                               release_header=False)
             self.control_prefix = prefix
-        #: proves to the control plane that the request came through this router (proof.py)
+        #: proves to the control plane that the request came through this router (../proof.py)
         self.control_proof = b"X-Entrega-Router-Key: " + control_plane_key + wire.CRLF \
             if control_plane_key else b""
         self.clients: set[ClientConnection] = set()

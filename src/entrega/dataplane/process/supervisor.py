@@ -28,7 +28,7 @@ must not burn a core), recorded in :class:`RestartLog` and served in ``GET /metr
 (``"restarts"``), so the controller records them in ``history``. The supervisor logs each
 one with the milliseconds from the death to the replacement accepting.
 
-Routes. ``PUT /routes`` is validated and persisted once (control.py), then pushed to
+Routes. ``PUT /routes`` is validated and persisted once (admin/control.py), then pushed to
 every worker over its private link (link.py) under one lock, and answered 200 when all
 running workers applied it. A worker is given a slot under that lock, with the
 supervisor's table, and begins accepting only after applying it: no worker ever serves
@@ -64,6 +64,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from entrega.dataplane.admin.control import control_in_use
+from entrega.dataplane.process.lifecycle import (
+    EXIT_USAGE,
+    close_control,
+    load_last_routes,
+    open_control,
+    start_metrics,
+)
+from entrega.dataplane.process.link import (
+    MAX_LINE_BYTES,
+    Message,
+    WorkerLink,
+)
+from entrega.dataplane.process.listeners import bind_shared, close_all
+from entrega.dataplane.process.restarts import CrashGuard, RestartLog, describe_exit
+from entrega.dataplane.process.worker_metrics import SummedMetrics, WorkerLedger
+from entrega.dataplane.reports import DataPlaneRestart
+from entrega.dataplane.routes import Routes
 from entrega.errors import (
     LinkClosed,
     RoutesNotApplied,
@@ -71,23 +89,6 @@ from entrega.errors import (
     WorkerDidNotStart,
     WorkerRefused,
 )
-from entrega.routers.base import DataPlaneRestart, Routes
-from entrega.routers.embedded.control import control_in_use
-from entrega.routers.embedded.lifecycle import (
-    EXIT_USAGE,
-    close_control,
-    load_last_routes,
-    open_control,
-    start_metrics,
-)
-from entrega.routers.embedded.link import (
-    MAX_LINE_BYTES,
-    Message,
-    WorkerLink,
-)
-from entrega.routers.embedded.listeners import bind_shared, close_all
-from entrega.routers.embedded.restarts import CrashGuard, RestartLog, describe_exit
-from entrega.routers.embedded.worker_metrics import SummedMetrics, WorkerLedger
 
 log = logging.getLogger("entrega.router")
 
@@ -229,7 +230,7 @@ class Supervisor:
                 "--link-fd", str(theirs.fileno()), "--listen-fds", ",".join(map(str, fds))]
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "entrega.routers.embedded", *argv,
+                sys.executable, "-m", "entrega.dataplane.router", *argv,
                 stdin=subprocess.DEVNULL, pass_fds=[theirs.fileno(), *fds])
         except OSError as exc:
             ours.close()

@@ -34,11 +34,11 @@ import random
 from collections.abc import Callable
 from urllib.parse import quote
 
+from entrega.dataplane.http.cohort import CohortMatcher
+from entrega.dataplane.http.metrics import ReleaseStats
+from entrega.dataplane.http.pool import EndpointPool
+from entrega.dataplane.routes import Routes, pin_tag, weight_slots
 from entrega.net import Endpoint
-from entrega.routers.base import Routes, pin_tag
-from entrega.routers.embedded.cohort import CohortMatcher
-from entrega.routers.embedded.metrics import ReleaseStats
-from entrega.routers.embedded.pool import EndpointPool
 
 _random = random.random
 
@@ -95,7 +95,7 @@ class RouteTable:
         stats_for: Callable[[str], ReleaseStats],
         app: str = "",
     ) -> None:
-        validate_routes(routes)
+        routes.validate()
         self.routes = routes
         self.releases = {
             version: ReleaseRoute(version, [pool_for(e) for e in endpoints], stats_for(version))
@@ -135,47 +135,6 @@ class RouteTable:
         return {(e.host, e.port) for eps in self.routes.backends.values() for e in eps}
 
 
-def weight_slots(weights: dict[str, int], first: str | None) -> list[str]:
-    """Slot -> release for ``weights`` (percents summing to 100, or none): ``first`` (the
-    cohort's release) takes the first slots, then the others in name order.
-
-    With two releases this makes every slot's release monotone in the weights: raising one
-    release's weight only moves slots to it, so users and pinned visitors never flip back.
-    """
-    slots: list[str] = []
-    for version, weight in sorted(weights.items(), key=lambda vw: (vw[0] != first, vw[0])):
-        slots.extend([version] * weight)
-    return slots
-
-
 def draw_value(tag: bytes, slot: int) -> bytes:
     """The ``entrega-pin`` cookie value of ``slot`` drawn under the salt named ``tag``."""
     return tag + b".%d" % slot
-
-
-def validate_routes(routes: Routes) -> None:
-    """Raise ValueError with a sentence naming what is wrong with ``routes``."""
-    for version, endpoints in routes.backends.items():
-        if not version or not version.isprintable() or not version.isascii():
-            raise ValueError(f"release name {version!r} must be non-empty printable ASCII")
-        for endpoint in endpoints:
-            if not 0 < endpoint.port < 65536 or not endpoint.host:
-                raise ValueError(f"release {version!r}: bad endpoint {endpoint.address!r}")
-    for version, weight in routes.weights.items():
-        if version not in routes.backends:
-            raise ValueError(f"weights name release {version!r} which is not in backends")
-        if not 0 <= weight <= 100:
-            raise ValueError(f"weight of release {version!r} is {weight}, expected 0..100")
-        if weight and not routes.backends[version]:
-            raise ValueError(f"release {version!r} has weight {weight} but no endpoints")
-    total = sum(routes.weights.values())
-    if total not in (0, 100):
-        raise ValueError(f"weights must sum to 100 (or all be 0), they sum to {total}")
-    cohort = routes.cohort
-    if cohort is not None:
-        if cohort.release not in routes.backends or not routes.backends[cohort.release]:
-            raise ValueError(f"cohort release {cohort.release!r} has no endpoints in backends")
-        if not 0 <= cohort.percent <= 100:
-            raise ValueError(f"cohort percent is {cohort.percent}, expected 0..100")
-    if routes.preview is not None and not routes.backends.get(routes.preview):
-        raise ValueError(f"preview release {routes.preview!r} has no endpoints in backends")

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from entrega.routers.embedded import wire
-from entrega.routers.embedded.pool import EndpointPool
+from entrega.dataplane.http import wire
+from entrega.dataplane.http.pool import EndpointPool
 
 if TYPE_CHECKING:
-    from entrega.routers.embedded.exchange import Exchange
+    from entrega.dataplane.http.exchange import Exchange
 
 
 class UpstreamConnection(asyncio.Protocol):

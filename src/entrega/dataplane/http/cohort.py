@@ -9,8 +9,8 @@ elsewhere agree with ours.
 
 from __future__ import annotations
 
-from entrega.routers.base import CohortRule
-from entrega.routers.embedded import wire
+from entrega.dataplane.http import wire
+from entrega.dataplane.routes import CohortRule
 
 _C1 = 0xCC9E2D51
 _C2 = 0x1B873593

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entrega.routers.base import CohortRule
-from entrega.routers.embedded import wire
-from entrega.routers.embedded.cohort import CohortMatcher
+from entrega.dataplane.http import wire
+from entrega.dataplane.http.cohort import CohortMatcher
+from entrega.dataplane.routes import CohortRule
 
 SPECIAL = sorted(set(wire.REQUEST_SPECIAL) | set(wire.RESPONSE_SPECIAL))
 

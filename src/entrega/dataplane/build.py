@@ -1,8 +1,9 @@
 """Which build of the router's hot path runs: compiled by mypyc (the default), or the .py.
 
-``pip install`` compiles the modules in ``HOT_PATH`` to C extensions with mypyc (see
-setup.py; ``ENTREGA_COMPILE=0`` opts out, and a machine without a C compiler falls back
-to pure Python). The .py sources always ship, and Python imports an extension module in
+``pip install`` compiles the modules in ``HOT_PATH`` (every module of the ``http/``
+folder: the folder is the list) to C extensions with mypyc (see setup.py;
+``ENTREGA_COMPILE=0`` opts out, and a machine without a C compiler falls back to pure
+Python). The .py sources always ship, and Python imports an extension module in
 preference to the .py next to it, so two things can go wrong, and this module answers
 both:
 
@@ -10,7 +11,7 @@ both:
   code: ``stale_modules`` names them (the router logs it, the test suite refuses to run);
 - to run, debug or test the pure-Python fallback on a machine that has the build,
   ``ENTREGA_PURE_PYTHON=1`` in the environment makes the package import the .py files
-  (``prefer_sources``, called from the package's ``__init__``, before any of them loads).
+  (``prefer_sources``, called from ``http/__init__.py``, before any of them loads).
 
 This module itself is never compiled.
 """
@@ -27,12 +28,13 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-PACKAGE = "entrega.routers.embedded"
-#: the modules every proxied request runs through, compiled together (setup.py)
-HOT_PATH = ("wire", "metrics", "cohort", "pool", "table", "upstream", "exchange", "proxy")
+PACKAGE = "entrega.dataplane.http"
+_HTTP_DIR = Path(__file__).resolve().parent / "http"
+#: the modules every proxied request runs through, compiled together (setup.py): the
+#: modules of the http/ folder, read from it so that nothing else repeats the list
+HOT_PATH = tuple(sorted(path.stem for path in _HTTP_DIR.glob("*.py")
+                        if path.stem != "__init__"))
 PURE_ENV = "ENTREGA_PURE_PYTHON"
-
-_HERE = Path(__file__).resolve().parent
 
 
 def pure_python_requested() -> bool:
@@ -48,7 +50,7 @@ class _SourcesFirst(importlib.abc.MetaPathFinder):
         package, _, name = fullname.rpartition(".")
         if package != PACKAGE or name not in HOT_PATH:
             return None
-        return importlib.util.spec_from_file_location(fullname, _HERE / f"{name}.py")
+        return importlib.util.spec_from_file_location(fullname, _HTTP_DIR / f"{name}.py")
 
 
 def prefer_sources() -> None:
@@ -76,5 +78,5 @@ def compiled_modules() -> list[str]:
 def stale_modules() -> list[str]:
     """Compiled hot-path modules whose .py source is newer than their extension."""
     return [name for name, extension in _extensions().items()
-            if (source := _HERE / f"{name}.py").exists()
+            if (source := _HTTP_DIR / f"{name}.py").exists()
             and source.stat().st_mtime > extension.stat().st_mtime]

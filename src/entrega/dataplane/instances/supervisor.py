@@ -1,4 +1,4 @@
-"""The supervisor of one local instance: ``python -m entrega.targets.supervisor``.
+"""The supervisor of one local instance: ``python -m entrega.dataplane.instances.supervisor``.
 
 One supervisor process per instance keeps the app running while the controller comes and
 goes: it detaches from whoever started it (double fork, new session), so killing the
@@ -53,6 +53,13 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
+#: What ``python -m`` runs: the controller starts it by this name and recognises its
+#: supervisors by it in ``/proc/<pid>/cmdline``.
+MODULE = "entrega.dataplane.instances.supervisor"
+#: Names it ran under before: supervisors started by an older entrega keep running
+#: through an upgrade, and the upgraded controller adopts them like its own.
+FORMER_MODULES = ("entrega.targets.supervisor",)
+
 STATE_FILE = "supervisor.json"
 EVENTS_FILE = "events.jsonl"
 STOP_REQUEST_FILE = "stop_request.json"
@@ -61,8 +68,8 @@ SUPERVISOR_LOG = "supervisor.log"
 STDOUT_LOG = "stdout.log"
 STDERR_LOG = "stderr.log"
 
-#: Exit code of ``python -m entrega.targets.supervisor`` when another supervisor already
-#: runs the instance (two controllers started it at once): the caller adopts that one.
+#: Exit code of this program when another supervisor already runs the instance (two
+#: controllers started it at once): the caller adopts that one.
 EXIT_ALREADY_SUPERVISED = 3
 
 #: First restart delay; doubled after each quick crash so a crash loop costs little CPU.
@@ -335,7 +342,7 @@ def _read_app_env(stream: IO[str]) -> dict[str, str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m entrega.targets.supervisor")
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     parser.add_argument("--dir", required=True, type=Path, help="the instance directory")
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--cwd", required=True, type=Path, help="the app's working directory")
