@@ -35,21 +35,19 @@ from typing import Any
 
 import httpx
 
+from entrega.codec import Codec
 from entrega.dataplane import proof
-from entrega.errors import RouterError, RouterUnreachable
+from entrega.errors import InvalidRecord, RouterError, RouterUnreachable
 from entrega.net import unix_socket_path
 from entrega.procenv import data_plane_env
-from entrega.routers.base import (
-    DataPlaneRestart,
-    ReleaseMetrics,
-    Router,
-    RouterMetrics,
-    Routes,
-)
+from entrega.routers.base import Router, RouterMetrics, Routes
 from entrega.runner import LocalRunner, ProcessRunner, Program, Started
 from entrega.waiting import wait_until
 
 START_TIMEOUT_S = 15.0
+#: The control API's GET /metrics answer (``started_at``, ``releases``, ``restarts``),
+#: validated: it crosses a process, so a wrong field is an error that names it.
+_METRICS: Codec[RouterMetrics] = Codec(RouterMetrics, what="the router's metrics")
 #: POST /shutdown waits for the drain (10 s by default) plus process exit.
 STOP_TIMEOUT_S = 20.0
 
@@ -154,19 +152,11 @@ class EmbeddedRouter(Router):
 
     async def metrics(self) -> RouterMetrics:
         data = await self._call("GET", "/metrics")
-        releases = data.get("releases") or {}
-        assert isinstance(releases, dict)
-        return RouterMetrics(
-            started_at=float(data["started_at"]),
-            releases={version: ReleaseMetrics(
-                requests=m["requests"], errors_5xx=m["errors_5xx"],
-                latency_buckets=tuple(m["latency_buckets"]),
-                latency_sum_ms=m["latency_sum_ms"], inflight=m["inflight"],
-                samples_ms=tuple(m["samples_ms"]), samples_total=m["samples_total"],
-            ) for version, m in releases.items()},
-            restarts=tuple(DataPlaneRestart(what=str(r["what"]), at=float(r["at"]),
-                                            reason=str(r["reason"]))
-                           for r in data.get("restarts") or ()))
+        try:
+            return _METRICS.load(data)
+        except InvalidRecord as exc:
+            raise RouterError(f"embedded router {self.name!r}: GET /metrics answered counters "
+                              f"that do not read: {exc}") from None
 
     async def shutdown(self) -> None:
         """Drain and stop the router; returns once it has exited (or was not running)."""
