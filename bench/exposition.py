@@ -3,7 +3,7 @@
     python -m bench.exposition            # a table (~5 s)
     python -m bench.exposition --json     # the same as one JSON object
 
-Why the router writes its Prometheus text by hand (routers/embedded/exposition.py) when
+Why the router writes its Prometheus text by hand (dataplane/admin/exposition.py) when
 ``prometheus_client`` is a dependency: a scrape is rendered on the router's event loop,
 which with ``workers: 1`` is the loop that proxies every request. Here the same counters
 (``releases`` releases, each with requests in several latency buckets) are rendered both
@@ -37,9 +37,9 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from entrega.dataplane.admin.exposition import RouterCounters, render_prometheus
+from entrega.dataplane.http.metrics import MAX_RELEASES_KEPT, MetricsRegistry
 from entrega.routers.base import LATENCY_BUCKETS_MS
-from entrega.routers.embedded.exposition import RouterCounters, render_prometheus
-from entrega.routers.embedded.metrics import MAX_RELEASES_KEPT, MetricsRegistry
 
 #: release counts: one (a quiet environment), a canary (stable + canary + a draining one),
 #: and the most a router keeps (MAX_RELEASES_KEPT)

@@ -72,7 +72,7 @@ def test_a_recycled_pid_or_a_zombie_does_not_count_as_running(tmp_path: Path) ->
     runner = LocalRunner()
     # This process runs, but it is not the program the marks name: a recycled pid.
     assert runner.is_running(os.getpid())
-    assert not runner.is_running(os.getpid(), marks=["entrega.targets.supervisor"])
+    assert not runner.is_running(os.getpid(), marks=["entrega.dataplane.instances.supervisor"])
     assert not runner.is_running(os.getpid(), marks=[str(tmp_path)])
     # An exited child nobody has reaped yet is a zombie: dead.
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from entrega.targets.supervisor import STATE_FILE, SupervisorState, read_state
+from entrega.dataplane.instances.supervisor import STATE_FILE, SupervisorState, read_state
 
 
 def write(directory: Path, data: object) -> Path:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from bench.exposition import differences, reference_exposition, samples
 
+from entrega.dataplane.admin.exposition import render_prometheus
+from entrega.dataplane.http.metrics import MetricsRegistry
 from entrega.routers.base import LATENCY_BUCKETS_MS
-from entrega.routers.embedded.exposition import render_prometheus
-from entrega.routers.embedded.metrics import MetricsRegistry
 
 
 def counters() -> MetricsRegistry:
