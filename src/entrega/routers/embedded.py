@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -43,6 +44,8 @@ from entrega.procenv import data_plane_env
 from entrega.routers.base import Router, RouterMetrics, Routes
 from entrega.runner import LocalRunner, ProcessRunner, Program, Started
 from entrega.waiting import wait_until
+
+T = TypeVar("T")
 
 START_TIMEOUT_S = 15.0
 #: The control API's GET /metrics answer (``started_at``, ``releases``, ``restarts``),
@@ -143,20 +146,20 @@ class EmbeddedRouter(Router):
         await self._call("PUT", "/routes", json=routes.to_dict())
 
     async def get_routes(self) -> Routes:
-        answer = await self._call("GET", "/routes")
-        try:
-            return Routes.from_dict(answer)
-        except ValueError as exc:
-            raise RouterError(f"embedded router {self.name!r}: GET /routes answered a table "
-                              f"that does not read: {exc}") from None
+        return await self._read("/routes", Routes.from_dict, "a table")
 
     async def metrics(self) -> RouterMetrics:
-        data = await self._call("GET", "/metrics")
+        return await self._read("/metrics", _METRICS.load, "counters")
+
+    async def _read(self, path: str, parse: Callable[[Any], T], what: str) -> T:
+        """GET ``path`` and parse the answer: it crosses a process, so an answer that does
+        not read is a router error that names the field."""
+        answer = await self._call("GET", path)
         try:
-            return _METRICS.load(data)
-        except InvalidRecord as exc:
-            raise RouterError(f"embedded router {self.name!r}: GET /metrics answered counters "
-                              f"that do not read: {exc}") from None
+            return parse(answer)
+        except (ValueError, InvalidRecord) as exc:
+            raise RouterError(f"embedded router {self.name!r}: GET {path} answered {what} "
+                              f"that does not read: {exc}") from None
 
     async def shutdown(self) -> None:
         """Drain and stop the router; returns once it has exited (or was not running)."""
