@@ -1,6 +1,6 @@
 """``python -m entrega.dataplane.router``: run one router.
 
-Every router is a supervisor process (process/supervisor.py) and ``--workers`` worker
+Every router is a supervisor process (process/router_supervisor.py) and ``--workers`` worker
 processes (process/worker.py, default 1) serving on sockets the supervisor holds, so a
 dead worker is replaced on the same sockets without the controller and without refusing
 a connection.
@@ -26,7 +26,7 @@ from typing import Any
 
 from entrega.dataplane import build
 from entrega.dataplane.http.proxy import ProxySettings
-from entrega.dataplane.process.supervisor import run_supervisor
+from entrega.dataplane.process.router_supervisor import run_supervisor
 from entrega.dataplane.process.worker import run_worker
 
 log = logging.getLogger("entrega.router")

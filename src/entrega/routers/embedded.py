@@ -17,7 +17,7 @@ first 16 hex digits of sha256 of the preferred path: stable, so a restarted cont
 finds the same socket again.
 
 The pid is the supervisor's, which holds the listening sockets and runs ``workers``
-worker processes on them (see dataplane/process/supervisor.py): a worker that dies is
+worker processes on them (see dataplane/process/router_supervisor.py): a worker that dies is
 replaced by the supervisor itself, and each such restart is reported in
 ``metrics().restarts``.
 

@@ -8,7 +8,7 @@
                       "restarts": [{"what", "at", "reason"}] (oldest first, bounded)}
     POST /shutdown   200 at once, then drain and exit
 
-The supervisor serves it (process/supervisor.py) for its workers, behind :class:`DataPlane`.
+The supervisor serves it (process/router_supervisor.py) for its workers, behind :class:`DataPlane`.
 Validation and persistence happen here, once, before the data plane sees the table.
 The socket file is created mode 0600: whoever can reach it can reroute all traffic.
 Not on the data path, so it uses asyncio streams and a minimal parser: one request per

@@ -1,6 +1,6 @@
 """One worker of the router: an ordinary :class:`Proxy` on sockets the supervisor holds.
 
-The supervisor (supervisor.py) starts it with ``--worker-id I --link-fd L --listen-fds
+The supervisor (router_supervisor.py) starts it with ``--worker-id I --link-fd L --listen-fds
 A,B,...``: every listening socket of every worker slot, already bound and listening
 (shared through SO_REUSEPORT), and the link, its only control channel (link.py). The worker
 has no control socket, pidfile or state file of its own.
