@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -408,6 +409,24 @@ class Supervisor:
         return SummedMetrics.from_dict(self.started_at, releases)
 
 
+#: A router killed with -9 leaves its workers behind for a moment: they close their
+#: listeners as soon as their link to it ends (milliseconds), then drain. A router started
+#: in that moment on the same address tries a busy port again for this long before it
+#: gives up; a port held by another program still fails, a little later.
+BUSY_PORT_GRACE_S = 3.0
+
+
+async def _bind_when_free(address: str, workers: int) -> list[list[socket.socket]]:
+    deadline = time.monotonic() + BUSY_PORT_GRACE_S
+    while True:
+        try:
+            return bind_shared(address, workers)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
 async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> int:
     """The router process, in this startup order: data listeners, routes, Prometheus
     listener, workers, control socket, pidfile (lifecycle.py)."""
@@ -420,7 +439,7 @@ async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> in
         if not address:
             continue
         try:
-            shared[preview] = bind_shared(address, args.workers)
+            shared[preview] = await _bind_when_free(address, args.workers)
         except (ValueError, OSError) as exc:
             log.error("cannot listen on %s: %s", address, getattr(exc, "strerror", None) or exc)
             for groups in shared.values():
