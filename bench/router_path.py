@@ -39,7 +39,7 @@ REQUESTS = {
         b"Connection: keep-alive\r\nCookie: session=abc123; entrega-release=v1; "
         b"entrega-pin=e3b0c442.42; theme=dark\r\n"  # a returning visitor: its pin is current
         b"Upgrade-Insecure-Requests: 1\r\nSec-Fetch-Dest: document\r\n"
-        b"Sec-Fetch-Mode: navigate\r\nX-Forwarded-For: 203.0.113.9\r\n"
+        b"Sec-Fetch-Mode: navigate\r\nX-Forwarded-For: 127.0.113.9\r\n"
         b"X-Forwarded-Proto: https\r\n\r\n"),
 }
 NGINX_ANSWER = (

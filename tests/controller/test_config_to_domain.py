@@ -74,8 +74,8 @@ def test_health_check_settings_reach_the_local_target(tmp_path: Path) -> None:
 def test_feedback_settings_come_from_the_feedback_section(tmp_path: Path) -> None:
     cfg = config(tmp_path, feedback={"max_body_bytes": 1024, "rate_per_minute": 3,
                                      "burst": 2, "cors_origins": ["https://shop.example"],
-                                     "trusted_proxies": ["10.0.0.0/8"]})
+                                     "trusted_proxies": ["127.10.0.0/16"]})
     assert feedback_settings(cfg) == FeedbackSettings(
         max_body_bytes=1024, rate_per_minute=3.0, burst=2,
-        cors_origins=("https://shop.example",), trusted_proxies=("10.0.0.0/8",))
+        cors_origins=("https://shop.example",), trusted_proxies=("127.10.0.0/16",))
     assert feedback_settings(object()) == FeedbackSettings()

@@ -106,17 +106,17 @@ async def test_rate_limit_per_client_with_retry_after(tmp_path: Path) -> None:
     assert limited.headers["retry-after"] == "10"  # 6 a minute: one every 10 s
     # A new X-Forwarded-For does not make a new client: the peer is not a trusted proxy.
     forged = await stack.client.post("/api/v1/feedback", json={"rating": 4},
-                                     headers={"X-Forwarded-For": "203.0.113.9"})
+                                     headers={"X-Forwarded-For": "127.0.113.9"})
     assert forged.status_code == 429
     # Another visitor behind the embedded router (which sends its key) is not limited.
     other = await stack.client.post("/api/v1/feedback", json={"rating": 4},
-                                    headers={"X-Forwarded-For": "203.0.113.9",
+                                    headers={"X-Forwarded-For": "127.0.113.9",
                                              proof.HEADER: router_key(stack)})
     assert other.status_code == 201
     stack.clock[0] += 10
     assert (await stack.client.post("/api/v1/feedback", json={"rating": 4})).status_code == 201
     clients = {r.client for r in stack.insights.feedback("shop")}
-    assert len(clients) == 2 and not any("203.0.113.9" in c or "127.0.0.1" in c
+    assert len(clients) == 2 and not any("127.0.113.9" in c or "127.0.0.1" in c
                                          for c in clients)
 
 
@@ -128,7 +128,7 @@ async def test_a_direct_client_is_one_client_whatever_its_forwarded_for(
         tmp_path: Path) -> None:
     stack = make_stack(tmp_path, settings=FeedbackSettings(burst=3, rate_per_minute=6))
     statuses = [(await stack.client.post("/.entrega/feedback", json={"rating": 4}, headers={
-        "X-Forwarded-For": f"198.51.100.{n}, 203.0.113.{n}",
+        "X-Forwarded-For": f"198.51.100.{n}, 127.0.113.{n}",
         proof.HEADER: "0" * 64}  # a wrong key proves nothing
     )).status_code for n in range(5)]
     assert statuses == [201, 201, 201, 429, 429]
@@ -140,17 +140,17 @@ KEY = b"k" * 64
 
 @pytest.mark.parametrize(("peer", "forwarded", "proofs", "trusted", "seen_as"), [
     ("127.0.0.1", None, [], (), "127.0.0.1"),
-    ("127.0.0.1", "203.0.113.9", [], (), "127.0.0.1"),
-    ("127.0.0.1", "203.0.113.9", ["wrong"], (), "127.0.0.1"),
-    ("127.0.0.1", "203.0.113.9", [KEY.decode()], (), "203.0.113.9"),
-    ("127.0.0.1", "203.0.113.9", ["forged by the visitor", KEY.decode()], (), "203.0.113.9"),
-    ("127.0.0.1", "1.1.1.1, 203.0.113.9", [KEY.decode()], (), "203.0.113.9"),
-    ("10.0.0.5", "203.0.113.9", [], ("10.0.0.0/24",), "203.0.113.9"),
-    ("10.0.1.5", "203.0.113.9", [], ("10.0.0.0/24",), "10.0.1.5"),
-    ("127.0.0.1", "1.1.1.1, 203.0.113.9, 10.0.0.7", [KEY.decode()], ("10.0.0.7",),
-     "203.0.113.9"),
-    ("10.0.0.5", "10.0.0.6", [], ("10.0.0.0/24",), "10.0.0.6"),
-    ("10.0.0.5", "not-an-ip", [], ("10.0.0.0/24",), "not-an-ip"),
+    ("127.0.0.1", "127.0.113.9", [], (), "127.0.0.1"),
+    ("127.0.0.1", "127.0.113.9", ["wrong"], (), "127.0.0.1"),
+    ("127.0.0.1", "127.0.113.9", [KEY.decode()], (), "127.0.113.9"),
+    ("127.0.0.1", "127.0.113.9", ["forged by the visitor", KEY.decode()], (), "127.0.113.9"),
+    ("127.0.0.1", "127.1.1.1, 127.0.113.9", [KEY.decode()], (), "127.0.113.9"),
+    ("127.0.10.5", "127.0.113.9", [], ("127.0.10.0/24",), "127.0.113.9"),
+    ("127.0.11.5", "127.0.113.9", [], ("127.0.10.0/24",), "127.0.11.5"),
+    ("127.0.0.1", "127.1.1.1, 127.0.113.9, 127.0.10.7", [KEY.decode()], ("127.0.10.7",),
+     "127.0.113.9"),
+    ("127.0.10.5", "127.0.10.6", [], ("127.0.10.0/24",), "127.0.10.6"),
+    ("127.0.10.5", "not-an-ip", [], ("127.0.10.0/24",), "not-an-ip"),
 ], ids=["peer", "xff-from-anyone", "wrong-key", "router", "visitor-header-beside-router",
         "router-ignores-client-hops", "trusted-proxy", "untrusted-network",
         "proxy-in-front-of-router", "only-proxies", "garbage-hop"])
