@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from entrega.config import MAX_YAML_VALUES, load_config, parse_yaml
+from entrega.config import load_config
 from entrega.errors import ConfigError
+from entrega.yamldoc import MAX_YAML_VALUES, parse_yaml
 
 GOOD = """\
 app: shop
