@@ -150,7 +150,7 @@ async def test_an_unreachable_release_fails_after_the_timeout_saying_so() -> Non
     assert "could not reach the release" in result.detail and "within 1s" in result.detail
     assert "cannot connect" in result.detail
     assert "Error" not in result.detail  # words, not Python class names
-    assert 0.8 <= took < 2.5
+    assert took >= 1.0  # the whole timeout was given: the last try is at the deadline
 
 
 async def test_a_router_that_keeps_answering_503_fails_as_unreachable() -> None:

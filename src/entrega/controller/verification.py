@@ -75,10 +75,14 @@ async def _http_check(client: httpx.AsyncClient, base_url: str, step: VerifyStep
                         f"contain {check.expect_body!r}")
             else:
                 return None
-        if time.monotonic() + delay >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return (f"GET {check.path}: could not reach the release at {url} within "
                     f"{check.timeout_s:g}s ({tries} tries); last: {unreachable}")
-        await asyncio.sleep(delay)
+        # The last try lands on the deadline, not before it: a release that starts
+        # listening in the final back-off interval still passes, and "within Ns"
+        # means the whole N seconds were given.
+        await asyncio.sleep(min(delay, left))
         delay = min(delay * 2, RETRY_MAX_S)
 
 
