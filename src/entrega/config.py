@@ -188,7 +188,8 @@ class MetricConfig(_Model):
 
     ``provider`` defaults from the section given (``prometheus:`` or ``http:``), else the
     router's own counters (``builtin``). ``judge``: ``sequential`` (error counts, builtin),
-    ``mann-whitney`` (request latencies, builtin) or ``threshold`` (anything).
+    ``quantile`` (latency percentiles from every request, builtin), ``mann-whitney``
+    (request latencies, builtin) or ``threshold`` (anything).
     """
 
     provider: Literal["builtin", "prometheus", "http"] = "builtin"
@@ -196,20 +197,31 @@ class MetricConfig(_Model):
     http: HttpSource | None = None
     #: What the builtin provider measures; defaults from the metric's name.
     measure: Literal["error-rate", "latency-p50", "latency-p95", "latency-p99"] | None = None
-    judge: Literal["threshold", "sequential", "mann-whitney"] = "threshold"
+    judge: Literal["threshold", "sequential", "quantile", "mann-whitney"] = "threshold"
     #: threshold: fail when the canary's value is above this absolute bound.
     max: float | None = Field(default=None, ge=0)
     #: threshold: fail when canary - stable is above this (e.g. 0.01 = one point of error
     #: rate); sequential: the observed increase must be above this to fail.
     max_increase: float | None = Field(default=None, ge=0)
     #: threshold: fail when canary / stable is above this (e.g. 1.2 = 20% slower);
-    #: sequential and mann-whitney: fail when the canary is *surely* worse than this ratio.
+    #: sequential and mann-whitney: fail when the canary is *surely* worse than this ratio;
+    #: quantile: the margin (fail when surely above it, pass when surely within it).
     max_ratio: float | None = Field(default=None, gt=0)
+    #: sequential: a step passes on evidence that the canary's rate is below this times
+    #: stable's (default 4) ...; quantile: ... that the canary's quantile is within this
+    #: times stable's (default: twice the slowdown max_ratio allows, 1.2 -> 1.4)
+    pass_ratio: float | None = Field(default=None, gt=1)
+    #: sequential: ... or below this absolute rate (what lets an app with no errors pass).
+    pass_rate: float = Field(default=0.01, gt=0, lt=1)
     #: Below this many canary requests the verdict is inconclusive, never a pass.
     min_requests: int = Field(default=30, ge=1)
-    #: sequential, mann-whitney: probability that a canary within bounds ever fails.
+    #: sequential, quantile, mann-whitney: probability that a canary within bounds ever
+    #: fails, however often it is checked.
     alpha: float = Field(default=0.01, gt=0, lt=1)
-    #: mann-whitney: checks of one window that ``alpha`` covers (an hour of 1 s checks).
+    #: sequential, quantile: probability that a canary beyond the pass margin ever passes.
+    beta: float = Field(default=0.05, gt=0, lt=1)
+    #: quantile, mann-whitney: checks of one window that a rank test's share of ``alpha``
+    #: covers (an hour of 1 s checks).
     max_checks: int = Field(default=3600, ge=1)
     #: A critical metric fails the whole analysis on its own.
     critical: bool = True
@@ -234,8 +246,8 @@ class MetricConfig(_Model):
                              "counts; use judge: threshold for a provider's values")
         if self.judge == "sequential" and self.measure not in (None, "error-rate"):
             raise ValueError("judge sequential judges error counts: measure error-rate")
-        if self.judge == "mann-whitney" and self.measure == "error-rate":
-            raise ValueError("judge mann-whitney judges latencies: measure latency-pNN")
+        if self.judge in ("mann-whitney", "quantile") and self.measure == "error-rate":
+            raise ValueError(f"judge {self.judge} judges latencies: measure latency-pNN")
         if self.judge != "threshold" and self.max is not None:
             raise ValueError(f"max is an absolute bound of judge threshold, not {self.judge}")
         return self
@@ -378,7 +390,8 @@ class VerifyStep(_Model):
 #: what these catch, and how fast).
 DEFAULT_METRICS: dict[str, MetricConfig] = {
     "error-rate": MetricConfig(judge="sequential", max_increase=0.002),
-    "latency-p95": MetricConfig(judge="mann-whitney", max_ratio=1.2, min_requests=50),
+    "latency-p95": MetricConfig(judge="quantile", max_ratio=1.2, min_requests=50),
+    "latency-p99": MetricConfig(judge="quantile", max_ratio=1.5, min_requests=50),
 }
 
 

@@ -18,6 +18,7 @@ from entrega.analysis.judges import (
     judge_threshold,
     judge_threshold_value,
 )
+from entrega.analysis.judges.quantile import QuantileRule, judge_quantile
 from entrega.analysis.providers.base import Measurement
 from entrega.analysis.providers.builtin import release_metrics
 from entrega.analysis.window import WindowCounts, compute_window
@@ -37,7 +38,8 @@ def _sequential(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts
                 stable: WindowCounts | None) -> MetricVerdict:
     # Unset bounds take the judge's own defaults: no worse than stable, by any margin.
     rule = from_config(SequentialRule, cfg, max_ratio=cfg.max_ratio or 1.0,
-                       max_increase=cfg.max_increase or 0.0)
+                       max_increase=cfg.max_increase or 0.0,
+                       pass_ratio=cfg.pass_ratio or SequentialRule.pass_ratio)
     return judge_sequential(name, rule, canary, stable)
 
 
@@ -51,10 +53,28 @@ def _mann_whitney(name: str, measure: str, cfg: MetricConfig, canary: WindowCoun
     return judge_mann_whitney(name, rule, canary, stable)
 
 
+def _quantile(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
+              stable: WindowCounts | None) -> MetricVerdict:
+    if not measure.startswith("latency-p"):
+        return MetricVerdict(name, "no-data", f"quantile judges latencies, not {measure}",
+                             critical=cfg.critical)
+    rule = quantile_rule(cfg, int(measure.removeprefix("latency-p")) / 100)
+    return judge_quantile(name, rule, canary, stable)
+
+
+def quantile_rule(cfg: MetricConfig, quantile: float) -> QuantileRule:
+    """The quantile judge's rule from a metric's config; the pass margin defaults to twice
+    the slowdown ``max_ratio`` allows (1.2 -> 1.4)."""
+    max_ratio = cfg.max_ratio or 1.2
+    return from_config(QuantileRule, cfg, max_ratio=max_ratio, quantile=quantile,
+                       pass_ratio=cfg.pass_ratio or 1 + 2 * (max_ratio - 1))
+
+
 #: Judges of the builtin provider's window counts, by ``judge:`` kind.
 JUDGES: dict[str, BuiltinJudge] = {
     "threshold": _threshold,
     "sequential": _sequential,
+    "quantile": _quantile,
     "mann-whitney": _mann_whitney,
 }
 

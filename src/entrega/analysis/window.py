@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from entrega.dataplane.sketch import LatencySketch
 from entrega.routers.base import LATENCY_BUCKETS_MS, ReleaseMetrics
 
 
@@ -30,6 +31,12 @@ class WindowCounts:
     samples_ms: tuple[float, ...] = ()
     #: latency samples recorded during the whole window (>= len(samples_ms))
     samples_window: int = 0
+    #: how long the window has run (s); 0 when unknown. Turns counts into rates, so a
+    #: judge can say how long the current traffic needs to decide.
+    duration_s: float = 0.0
+    #: every request of the window, from the routers' latency sketches (None when the
+    #: router kind gives none)
+    sketch: LatencySketch | None = None
 
     @property
     def error_rate(self) -> float | None:

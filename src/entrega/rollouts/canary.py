@@ -17,6 +17,7 @@ from entrega.rollouts.model import (
     Action,
     AnalysisProgress,
     AnalysisStep,
+    AnalysisVerdict,
     BeginAnalysis,
     CohortRoute,
     CohortStep,
@@ -148,8 +149,11 @@ def _analysis(step: AnalysisStep, state: RolloutState, observed: Observed, now: 
     if now < progress.next_check_at or verdict is None or verdict.window != progress.window:
         return Transition(state, requeue_at=max(progress.next_check_at, now + common.POLL_S))
 
+    passed_now = {name for name, m in verdict.metrics.items()
+                  if isinstance(m, dict) and m.get("verdict") == "pass"}
     progress = replace(progress, checks=progress.checks + 1, last_verdict=verdict.verdict,
-                       last_reason=verdict.reason, next_check_at=now + step.check_every_s)
+                       last_reason=verdict.reason, next_check_at=now + step.check_every_s,
+                       passed_metrics=tuple(sorted({*progress.passed_metrics, *passed_now})))
     record = {"window": progress.window, "verdict": verdict.verdict, "reason": verdict.reason,
               "at": now, "metrics": verdict.metrics, "step": state.step_index}
 
@@ -160,7 +164,8 @@ def _analysis(step: AnalysisStep, state: RolloutState, observed: Observed, now: 
         if progress.failures > step.failure_limit:
             return common.rollback(state, now, f"analysis failed: {verdict.reason}")
         # A fresh window, so the next verdict is not the same data judged again.
-        progress = replace(progress, window=state.analysis_windows + 1, started_at=now)
+        progress = replace(progress, window=state.analysis_windows + 1, started_at=now,
+                           passed_metrics=())
         state = replace(state, analysis=progress, analysis_windows=progress.window)
         return Transition(state, (BeginAnalysis(progress.window, step.metrics),),
                           (f"{number}: analysis check failed ({progress.failures}/"
@@ -176,6 +181,10 @@ def _analysis(step: AnalysisStep, state: RolloutState, observed: Observed, now: 
                     analysis_history=(*state.analysis_history, record))
     if verdict.verdict == "pass":
         return _next_step(state, now), [f"{number}: analysis passed: {verdict.reason}"]
+    if passed_on_evidence(verdict, progress.passed_metrics):
+        return _next_step(state, now), [
+            f"{number}: analysis passed: every metric reached its pass evidence in this "
+            f"window ({', '.join(progress.passed_metrics)}); now: {verdict.reason}"]
 
     if progress.extensions < step.inconclusive_limit:
         progress = replace(progress, extensions=progress.extensions + 1)
@@ -187,3 +196,19 @@ def _analysis(step: AnalysisStep, state: RolloutState, observed: Observed, now: 
                          f"{number}: analysis inconclusive ({verdict.reason}): "
                          "promote or abort")
     return Transition(state, (), (state.message,))
+
+
+def passed_on_evidence(verdict: AnalysisVerdict, passed_metrics: tuple[str, ...]) -> bool:
+    """Every critical metric has passed at some check of the window and none fails now
+    (a non-critical metric informs, it never blocks)."""
+    if verdict.verdict == "fail" or not verdict.metrics:
+        return False
+    for name, metric in verdict.metrics.items():
+        if not isinstance(metric, dict):
+            return False
+        if metric.get("verdict") == "fail" and metric.get("critical", True):
+            return False
+        if metric.get("critical", True) and metric.get("verdict") != "pass" \
+                and name not in passed_metrics:
+            return False
+    return True

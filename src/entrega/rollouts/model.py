@@ -153,6 +153,11 @@ class AnalysisProgress:
     extensions: int = 0
     last_verdict: str | None = None
     last_reason: str = ""
+    #: metrics whose evidence has reached a pass in this window. The judges' pass side is
+    #: valid however often it is checked (Ville), so evidence once reached stays reached:
+    #: the step passes at its end when every metric has passed at some check and none
+    #: has failed since.
+    passed_metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ calls has proved nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,3 +47,14 @@ def judge_analysis(verdicts: list[MetricVerdict]) -> tuple[AnalysisOutcome, str]
         return "pass", "; ".join(f"{v.metric} {v.reason}" for v in verdicts)
     pending = [v for v in verdicts if v.verdict != "pass"]
     return "inconclusive", "; ".join(f"{v.metric}: {v.reason}" for v in pending)
+
+
+def format_needs(requests: float | None, rate_per_s: float | None) -> str:
+    """"about 140 s more at 3 req/s", from canary requests still needed and the rate."""
+    if requests is None:
+        return "the traffic so far does not point to a pass yet"
+    if not rate_per_s:
+        return f"about {math.ceil(requests)} more canary requests"
+    seconds = requests / rate_per_s
+    shown = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    return f"about {shown} more at {rate_per_s:.2g} req/s"

@@ -23,11 +23,26 @@ second). The rule of ``max_increase`` is an extra condition for failing (the obs
 increase in error rate must exceed it), so it only lowers the false-alarm rate: it keeps
 tiny absolute differences at high volume (0.01% -> 0.03%) from failing a canary.
 
-Pass and inconclusive. Ruling out every regression takes a long time, so ``pass`` means
-"enough canary requests (``min_requests``) and no sign of a regression": the observed canary
-rate is within ``max_ratio`` of stable's or within ``max_increase`` of it. A canary that
-looks worse without the evidence being conclusive yet is ``inconclusive`` (the rollout
-watches longer, then asks a human), never a pass.
+Pass on evidence. A step passes only when the data are evidence that the canary is *not
+worse than a margin*, with the same guarantee as the rollback side. The margin is wider
+than the rollback's null (which is "no worse than stable at all"), since equality can
+never be proved: H0_pass is "the canary's error rate is above ``pass_ratio`` x stable's
+(default 3) and above ``pass_rate`` (default 1%)". Two mixture likelihood ratios, each a
+nonnegative supermartingale under H0_pass, weigh the evidence against it:
+
+- *relative*, on the same conditional binomial as above: "the canary's share of the errors
+  is that of a rate ``r_j`` x stable's" (:data:`PASS_ALTERNATIVES`, r = 1 and 0.5) against
+  ``r = pass_ratio``. Shared noise cancels here too.
+- *absolute*, on the canary's own requests: "its error rate is 0 or ``pass_rate / 4``"
+  against ``pass_rate``. This is what lets an app with no errors at all pass: with no
+  errors anywhere there is nothing to compare, but 370 clean canary requests are evidence
+  that its rate is below 1%.
+
+Either reaching ``2 / beta`` passes (a union bound over the two), so P(a canary worse than
+both margins ever passes, however often it is checked) <= ``beta`` (default 5%). A canary
+x4 worse sits beyond the default margin and passes far less often (the benchmark's
+``step`` block measures it). Until then the verdict is ``inconclusive``, and the reason
+says how long the current traffic needs to reach the evidence (``needs_s``).
 
 Why these alternatives. Mixing costs ``ln(1/w_j)`` nats for the component nearest the
 truth; the weights sit on the regressions worth rolling back within seconds (x5-x10:
@@ -43,11 +58,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from entrega.analysis.judges.base import MetricVerdict
+from entrega.analysis.judges.base import MetricVerdict, format_needs
 from entrega.analysis.window import WindowCounts
 
 #: (rate ratio above max_ratio, prior weight) of the mixture's alternatives; weights sum to 1.
 ALTERNATIVES: tuple[tuple[float, float], ...] = ((2.0, 0.05), (5.0, 0.35), (9.0, 0.6))
+#: The pass side's relative alternatives: (canary rate / stable's, prior weight).
+PASS_ALTERNATIVES: tuple[tuple[float, float], ...] = ((1.0, 1.0),)
+#: How the pass side's ``beta`` is split between its relative and absolute branches: the
+#: relative one decides for most apps, the absolute one only for apps with almost no errors.
+PASS_SPLIT = (0.9, 0.1)
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,12 @@ class SequentialRule:
     min_requests: int = 30
     critical: bool = True
     alternatives: tuple[tuple[float, float], ...] = ALTERNATIVES
+    #: Pass needs evidence that the canary's rate is below this times stable's...
+    pass_ratio: float = 4.0
+    #: ... or below this absolute rate.
+    pass_rate: float = 0.01
+    #: Probability that a canary worse than both margins ever passes.
+    beta: float = 0.05
 
 
 def compute_log_evidence(canary_errors: int, canary_requests: int, stable_errors: int,
@@ -81,8 +107,63 @@ def compute_log_evidence(canary_errors: int, canary_requests: int, stable_errors
         p1 = r * n_c / (r * n_c + n_s)
         terms.append(math.log(weight) + k_c * (math.log(p1) - log_p0)
                      + k_s * (math.log1p(-p1) - log_q0))
-    top = max(terms)
-    return top + math.log(sum(math.exp(t - top) for t in terms))
+    return _log_sum_exp(terms)
+
+
+def compute_pass_evidence(canary_errors: int, canary_requests: int, stable_errors: int,
+                          stable_requests: int, *, pass_ratio: float = 3.0,
+                          pass_rate: float = 0.01) -> tuple[float, float]:
+    """ln of the two pass-side likelihood ratios (module docstring): (relative, absolute)."""
+    k_c, n_c, k_s, n_s = canary_errors, canary_requests, stable_errors, stable_requests
+    relative = 0.0
+    if n_c > 0 and n_s > 0 and k_c + k_s > 0:
+        p0 = pass_ratio * n_c / (pass_ratio * n_c + n_s)
+        terms = []
+        for ratio, weight in PASS_ALTERNATIVES:
+            p1 = ratio * n_c / (ratio * n_c + n_s)
+            terms.append(math.log(weight) + k_c * math.log(p1 / p0)
+                         + k_s * (math.log1p(-p1) - math.log1p(-p0)))
+        relative = _log_sum_exp(terms)
+    absolute = 0.0
+    if n_c > 0:
+        clean = (n_c - k_c) * -math.log1p(-pass_rate)  # the p = 0 alternative
+        terms = [math.log(0.5) + clean] if k_c == 0 else []
+        low = pass_rate / 4
+        terms.append(math.log(0.5) + k_c * math.log(low / pass_rate)
+                     + (n_c - k_c) * (math.log1p(-low) - math.log1p(-pass_rate)))
+        absolute = _log_sum_exp(terms)
+    return relative, absolute
+
+
+def compute_needs_requests(rule: SequentialRule, canary_errors: int, canary_requests: int,
+                           stable_errors: int, stable_requests: int) -> float | None:
+    """Canary requests still needed for the pass evidence, if the rates seen so far hold;
+    None when they do not point to a pass (the canary looks too close to the margin)."""
+    n_c, n_s = canary_requests, stable_requests
+    if n_c <= 0:
+        return None
+    relative, absolute = compute_pass_evidence(
+        canary_errors, n_c, stable_errors, n_s, pass_ratio=rule.pass_ratio,
+        pass_rate=rule.pass_rate)
+    rate_c = canary_errors / n_c
+    best: float | None = None
+    if n_s > 0:
+        rate_s = stable_errors / n_s
+        p0 = rule.pass_ratio * n_c / (rule.pass_ratio * n_c + n_s)
+        p1 = n_c / (n_c + n_s)
+        drift = rate_c * math.log(p1 / p0) + n_s / n_c * rate_s * (
+            math.log1p(-p1) - math.log1p(-p0))
+        if drift > 0:
+            best = max(0.0, _pass_target(rule, 0) - relative) / drift
+    low = rule.pass_rate / 4
+    drift = rate_c * math.log(low / rule.pass_rate) + (1 - rate_c) * (
+        math.log1p(-low) - math.log1p(-rule.pass_rate))
+    if canary_errors == 0:
+        drift = -math.log1p(-rule.pass_rate)
+    if drift > 0:
+        needed = max(0.0, _pass_target(rule, 1) - absolute) / drift
+        best = needed if best is None else min(best, needed)
+    return best
 
 
 def decide_sequential(rule: SequentialRule, canary_errors: int, canary_requests: int,
@@ -104,17 +185,31 @@ def decide_sequential(rule: SequentialRule, canary_errors: int, canary_requests:
     worse = rate_c - rate_s > rule.max_increase
     if worse and evidence >= -math.log(rule.alpha):
         return "fail", evidence
-    if canary_requests < rule.min_requests or (worse and rate_c > rule.max_ratio * rate_s):
+    if canary_requests < rule.min_requests:
         return "inconclusive", evidence
-    return "pass", evidence
+    relative, absolute = compute_pass_evidence(
+        canary_errors, canary_requests, stable_errors, stable_requests,
+        pass_ratio=rule.pass_ratio, pass_rate=rule.pass_rate)
+    if relative >= _pass_target(rule, 0) or absolute >= _pass_target(rule, 1):
+        return "pass", evidence
+    return "inconclusive", evidence
 
 
 def judge_sequential(metric: str, rule: SequentialRule, canary: WindowCounts,
-                     stable: WindowCounts | None) -> MetricVerdict:
+                     stable: WindowCounts | None, *, what: tuple[str, str] = ("requests",
+                                                                            "error rate"),
+                     ) -> MetricVerdict:
+    """``what`` names the counts in the reason: (the trials, the rate's name), e.g.
+    ``("ratings", "share of low ratings")`` for the feedback metric."""
+    trials, rate_name = what
     stable_requests = stable.requests if stable else 0
     stable_errors = stable.errors if stable else 0
     verdict, evidence = decide_sequential(rule, canary.errors, canary.requests,
                                           stable_errors, stable_requests)
+    relative, absolute = compute_pass_evidence(
+        canary.errors, canary.requests, stable_errors, stable_requests,
+        pass_ratio=rule.pass_ratio, pass_rate=rule.pass_rate)
+    pass_evidence = max(relative, absolute - _pass_target(rule, 1) + _pass_target(rule, 0))
     rate_c = canary.error_rate
     rate_s = stable.error_rate if stable else None
     threshold = -math.log(rule.alpha)
@@ -123,26 +218,40 @@ def judge_sequential(metric: str, rule: SequentialRule, canary: WindowCounts,
         "canary_requests": canary.requests, "canary_errors": canary.errors,
         "stable_requests": stable_requests, "stable_errors": stable_errors,
         "log_evidence": round(evidence, 3), "fail_at": round(threshold, 3),
-        "alpha": rule.alpha, "max_ratio": rule.max_ratio, "max_increase": rule.max_increase,
+        "log_pass_evidence": round(pass_evidence, 3),
+        "pass_at": round(_pass_target(rule, 0), 3),
+        "alpha": rule.alpha, "beta": rule.beta, "max_ratio": rule.max_ratio,
+        "max_increase": rule.max_increase, "pass_ratio": rule.pass_ratio,
+        "pass_rate": rule.pass_rate,
     }
     base: dict[str, Any] = {"critical": rule.critical, "details": details}
     shown = (f"canary {_pct(rate_c)} ({canary.errors}/{canary.requests}), stable "
              f"{_pct(rate_s)} ({stable_errors}/{stable_requests})")
     odds = f"evidence {math.exp(min(evidence, 700)):.3g}:1, fails at {1 / rule.alpha:.3g}:1"
     if verdict == "no-data":
-        return MetricVerdict(metric, "no-data", "no canary requests yet", **base)
+        return MetricVerdict(metric, "no-data", f"no canary {trials} yet", **base)
     regression = compute_rule_text(rule)
+    margin = (f"below {rule.pass_ratio:g}x stable's or {_pct(rule.pass_rate)} "
+              f"(pass_ratio, pass_rate)")
     if verdict == "fail":
-        reason = f"canary error rate is {regression}, with {odds}: {shown}"
+        reason = f"canary {rate_name} is {regression}, with {odds}: {shown}"
     elif stable_requests == 0:
-        reason = "no stable requests to compare with"
+        reason = f"no stable {trials} to compare with"
     elif verdict == "inconclusive" and canary.requests < rule.min_requests:
-        reason = (f"{canary.requests} canary requests, need {rule.min_requests} "
+        reason = (f"{canary.requests} canary {trials}, need {rule.min_requests} "
                   f"(min_requests: {rule.min_requests}); {shown}")
     elif verdict == "inconclusive":
-        reason = f"canary error rate looks {regression}, not yet conclusive ({odds}): {shown}"
+        needs = compute_needs_requests(rule, canary.errors, canary.requests, stable_errors,
+                                       stable_requests)
+        rate = canary.requests / canary.duration_s if canary.duration_s > 0 else None
+        details["needs_requests"] = None if needs is None else math.ceil(needs)
+        if needs is not None and rate:
+            details["needs_s"] = round(needs / rate, 1)
+        reason = (f"not yet evidence that the canary {rate_name} is {margin}: "
+                  f"{format_needs(needs, rate)}; {shown}")
     else:
-        reason = f"canary error rate is not {regression}: {shown}; {odds}"
+        reason = (f"canary {rate_name} is {margin}, with evidence "
+                  f"{math.exp(min(pass_evidence, 700)):.3g}:1: {shown}")
     return MetricVerdict(metric, verdict, reason, rate_c, rate_s, **base)  # type: ignore[arg-type]
 
 
@@ -165,6 +274,16 @@ def format_points(rate: float) -> str:
     """An absolute difference of error rates in percentage points: 0.002 -> "0.2 points"."""
     points = f"{rate * 100:.4g}"
     return f"{points} point" + ("" if points == "1" else "s")
+
+
+def _pass_target(rule: SequentialRule, branch: int) -> float:
+    """ln of the evidence a pass-side branch needs: 1 / its share of ``beta``."""
+    return math.log(1 / (PASS_SPLIT[branch] * rule.beta))
+
+
+def _log_sum_exp(terms: list[float]) -> float:
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms))
 
 
 def _pct(value: float | None) -> str:
