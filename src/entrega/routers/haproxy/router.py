@@ -2,10 +2,12 @@
 
 HAProxy runs in master-worker mode as a detached process of its own (``-W -D``, pidfile
 of the master); ``ensure_running`` adopts one that answers on the runtime socket. Route
-changes go through the runtime API (render.py explains the layout); only a change of the
-cohort's header/cookie names reloads HAProxy (SIGUSR2 to the master: the listeners stay
-open, the old worker finishes its requests). Nothing is persisted by entrega:
-``get_routes`` reads the live maps and servers back from HAProxy.
+changes, cohort rules included, go through the runtime API (render.py explains the
+layout) and never reload HAProxy. A reload (SIGUSR2 to the master: the listeners stay
+open, the old worker finishes its requests) happens only at the first change after
+adopting an HAProxy that read another configuration (other listeners, or an older
+entrega's rules: ``render.config_digest``). Nothing is persisted
+by entrega: ``get_routes`` reads the live maps and servers back from HAProxy.
 
 What is exact and what is not:
 
@@ -69,6 +71,10 @@ class HaproxyRouter(Router):
         #: starts HAProxy, reads its pidfile, signals its master
         self.runner = runner or LocalRunner()
         self._lock = asyncio.Lock()
+        #: names the configuration this router writes (kept in ``settings.map``)
+        self.config_digest = render.config_digest(
+            self.files, listen=listen, preview_listen=preview_listen,
+            stats_listen=stats_listen, app=app)
 
     # -- Router ------------------------------------------------------------------------------
 
@@ -94,10 +100,12 @@ class HaproxyRouter(Router):
             slots = dict(await self.api.show_map(self.files.map("backends.map")))
             settings = dict(await self.api.show_map(self.files.map("settings.map")))
             servers = await self._servers(slots)
-            live_cohort = _cohort_from(settings, [])
             new_slots = self._allocate(routes, slots, servers)
             self._write(routes, {v: s for v, s in new_slots.items() if v in routes.backends})
-            if render.cohort_shape(live_cohort) != render.cohort_shape(routes.cohort):
+            if settings.get("config") != self.config_digest:
+                # HAProxy runs another configuration than this router's (other listeners,
+                # or the rules of an older entrega): one hitless reload brings the one
+                # just written, with every table, live
                 await self._reload()
                 return
             await self._apply(routes, slots, new_slots, servers)
@@ -188,7 +196,7 @@ class HaproxyRouter(Router):
 
     def _write(self, routes: Routes, slots: dict[str, str]) -> None:
         """Rewrite every file from ``routes`` (write to temp, then rename)."""
-        contents = render.render_maps(routes, slots)
+        contents = render.render_maps(routes, slots, config=self.config_digest)
         contents["haproxy.cfg"] = render.render_config(
             self.files, routes, listen=self.listen, preview_listen=self.preview_listen,
             stats_listen=self.stats_listen, app=self.app, slots=slots)
@@ -293,7 +301,7 @@ class HaproxyRouter(Router):
             if version not in old_slots:
                 await api.check(f"add map {arg(str(m('backends.map')))} {version} {slot}")
         # 2. the tables, each replaced atomically
-        maps = render.render_maps(routes, {})
+        maps = render.render_maps(routes, {}, config=self.config_digest)
         await api.replace("map", m("settings.map"), _entries(maps["settings.map"]))
         await api.replace("acl", m("users.acl"),
                           [arg(u) for u in sorted(routes.cohort.users)] if routes.cohort else [])
