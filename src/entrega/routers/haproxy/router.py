@@ -18,9 +18,12 @@ What is exact and what is not:
   per-release request and 5xx counts and in-flight requests exactly, and
   ``latency_sum_ms`` as each server's average total time over its last 1024 requests times
   its request count; ``latency_buckets`` and ``samples_ms`` are empty (use a Prometheus
-  metric on HAProxy's exporter, ``stats_listen``, for latency analysis). Counters restart
-  when HAProxy reloads (``started_at`` says so). 5xx answers HAProxy makes itself with no
-  server chosen (none of the release's servers usable) are not in a release's count.
+  metric on HAProxy's exporter, ``stats_listen``, for latency analysis). The counters are
+  the worker's: they restart when HAProxy reloads or restarts, and ``started_at`` (the
+  worker's ``Start_time_sec``) with ``series`` (its pid) say so; between two readings of
+  one worker they only grow, so a window is the difference of two snapshots. 5xx answers
+  HAProxy makes itself with no server chosen (none of the release's servers usable) are
+  not in a release's count.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class HaproxyRouter(Router):
         #: starts HAProxy, reads its pidfile, signals its master
         self.runner = runner or LocalRunner()
         self._lock = asyncio.Lock()
+        #: worker pid -> its estimated start, for an HAProxy without ``Start_time_sec``
+        self._estimated_start: dict[str, float] = {}
         #: names the configuration this router writes (kept in ``settings.map``)
         self.config_digest = render.config_digest(
             self.files, listen=listen, preview_listen=preview_listen,
@@ -153,9 +158,9 @@ class HaproxyRouter(Router):
             t["5xx"] += int(row.get("hrsp_5xx") or 0)
             t["sum"] += float(row.get("ttime") or 0) * count
             t["cur"] += int(row.get("scur") or 0)
-        uptime = float(info.get("Uptime_sec") or 0)
+        worker, started_at = self._counters_started(info)
         return RouterMetrics(
-            started_at=time.time() - uptime,
+            started_at=started_at, series=f"haproxy worker {worker}",
             releases={v: ReleaseMetrics(requests=int(t["requests"]), errors_5xx=int(t["5xx"]),
                                         latency_sum_ms=t["sum"], inflight=int(t["cur"]))
                       for v, t in totals.items()})
@@ -173,6 +178,22 @@ class HaproxyRouter(Router):
             self.files.pidfile.unlink()
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _counters_started(self, info: dict[str, str]) -> tuple[str, float]:
+        """(the worker's pid, when it started): its counters are one monotonic series,
+        and a reload or a restart starts another in a new worker. ``Start_time_sec`` is
+        read, not computed: ``now - Uptime_sec`` differs on every reading, and every
+        analysis check would take it for a restart and judge the cumulative counts. An
+        HAProxy without that field gets the first such estimate for its worker, kept."""
+        worker = info.get("Pid", "")
+        start = info.get("Start_time_sec", "")
+        if start.isdigit():
+            return worker, float(start)
+        known = self._estimated_start.get(worker)
+        if known is None:
+            known = time.time() - float(info.get("Uptime_sec") or 0)
+            self._estimated_start = {worker: known}
+        return worker, known
 
     def pid(self) -> int | None:
         """The master's pid (from the pidfile)."""
