@@ -1,6 +1,6 @@
 """The HAProxy configuration of one environment, rendered from a ``Routes`` table.
 
-Design (why it needs no reload for a weight change or a new release):
+Design (why no route change needs a reload: weights, releases, instances, pins, cohorts):
 
 - Each routed release owns one of ``SLOTS`` fixed backends ``r0``..``r7``; its instances
   are the servers of that backend (``i<instance>``), balanced round-robin. ``backends.map``
@@ -37,7 +37,8 @@ Design (why it needs no reload for a weight change or a new release):
   cohort, ``txn.cohort`` is unset and none of them runs.
 - ``settings.map`` keeps what ``get_routes`` needs to rebuild the table exactly (weights
   per release, the cohort rule, the preview release, the pin salt): the state lives in
-  HAProxy only.
+  HAProxy only. It also keeps the digest of the configuration HAProxy read
+  (``config_digest``): only a change of that (the listeners) needs a reload.
 
 Every file is rewritten from the whole table on each change, so a HAProxy restarted after
 a crash comes back with the last routes.
