@@ -12,8 +12,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from entrega.controller.launch import cohort_rule
 from entrega.dataplane.http.cohort import user_bucket
 from entrega.net import free_port
+from entrega.rollouts import advance
+from entrega.rollouts.model import (
+    Cohort,
+    CohortStep,
+    Observed,
+    RolloutSpec,
+    SetRoutes,
+    UsersStep,
+    WeightStep,
+    initial_state,
+)
 from entrega.routers.base import CohortRule
 from entrega.routers.haproxy import HaproxyRouter
 from tests.routers.conftest import Backend, HaproxyFactory, make_routes
@@ -140,3 +152,50 @@ async def test_adopted_with_another_listen_address_moves_with_one_reload(
     again = await worker(moved)
     await moved.set_routes(make_routes(backends, {"v1": 50, "v2": 50}, releases=("v1", "v2")))
     assert await worker(moved) == again
+
+
+async def test_a_canary_rollouts_route_tables_apply_without_a_reload(
+        make_haproxy: HaproxyFactory, backends: dict[str, Backend]) -> None:
+    """The tables the canary state machine asks for, in its order (a share of users, then
+    the cohort, then weights, then promotion), each applied to HAProxy as the controller
+    does: the routing follows every one, and the same worker serves them all."""
+    haproxy = await make_haproxy()
+    await haproxy.set_routes(make_routes(backends, {"v1": 100}, releases=("v1",)))
+    before = await worker(haproxy)
+    cohort = Cohort(users=("alice",))
+    spec = RolloutSpec(strategy="canary", cohort=cohort,
+                       steps=(UsersStep(20), CohortStep("beta"), WeightStep(50),
+                              WeightStep(100)))
+    state = initial_state(stable="v1", canary="v2", now=0.0)
+    tables: list[SetRoutes] = []
+    for now in range(1, 20):
+        transition = advance(spec, state, Observed(canary_ready=True), now=float(now))
+        state = transition.state
+        tables += [a for a in transition.actions if isinstance(a, SetRoutes)]
+        if state.phase.terminal:
+            break
+    assert state.phase == "succeeded"
+    assert [t.cohort is not None for t in tables].count(True) >= 3  # entered, widened, kept
+    assert tables[-1].cohort is None  # ...and dropped at promotion
+
+    for table in tables:
+        rule = cohort_rule(cohort, table.cohort, canary="v2", app="shop")
+        routes = make_routes(backends, table.weights, releases=tuple(table.weights),
+                             cohort=rule)
+        await haproxy.set_routes(routes)
+        assert (await haproxy.get_routes()).same_table(routes)
+        everyone = "v2" if table.weights.get("v1", 0) == 0 else None
+        beta = await release(haproxy, headers={"X-Entrega-Cohort": "beta"})
+        alice = await release(haproxy, headers={"X-User-Id": "alice"})
+        if rule is not None and rule.header:
+            assert (beta, alice) == ("v2", "v2")
+        elif table.weights.get("v2", 0) == 0:
+            assert (beta, alice) == ("v1", "v1" if user_bucket("shop", "alice") > 20
+                                     else "v2")
+        if rule is not None:
+            for user in USERS:
+                if user_bucket("shop", user) <= rule.percent:
+                    assert await release(haproxy, headers={"X-User-Id": user}) == "v2"
+        if everyone:
+            assert {beta, alice, await release(haproxy)} == {everyone}
+        assert await worker(haproxy) == before
