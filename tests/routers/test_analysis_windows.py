@@ -18,7 +18,8 @@ import pytest
 
 from entrega.analysis.evaluate import compute_windows, router_restarted
 from entrega.analysis.providers.builtin import snapshot
-from entrega.routers.base import Router
+from entrega.routers.embedded import EmbeddedRouter
+from entrega.routers.haproxy import HaproxyRouter
 from tests.routers.conftest import (
     Backend,
     HaproxyFactory,
@@ -30,6 +31,7 @@ from tests.routers.conftest import (
 pytestmark = pytest.mark.real
 
 CANARY, STABLE = "v2", "v1"
+Router = EmbeddedRouter | HaproxyRouter
 
 
 @pytest.fixture(params=["embedded", "haproxy"])
@@ -45,7 +47,7 @@ async def send(router: Router, n: int, *, path: str = "/") -> tuple[Counter[str]
     """``n`` requests of new visitors: (requests, 5xx answers) by the release that served."""
     served: Counter[str] = Counter()
     failed: Counter[str] = Counter()
-    async with httpx.AsyncClient(base_url=f"http://{router.listen}") as c:  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=f"http://{router.listen}") as c:
         for _ in range(n):
             r = await c.get(path)
             release = r.headers["x-entrega-release"]
