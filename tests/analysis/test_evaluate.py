@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from entrega.analysis.evaluate import evaluate_window
+from entrega.analysis.evaluate import evaluate_window, router_restarted
 from entrega.analysis.providers.base import Measurement
 from entrega.analysis.providers.builtin import release_metrics, snapshot
 from entrega.config import DEFAULT_METRICS, MetricConfig
@@ -109,3 +109,21 @@ async def test_only_the_latest_snapshot_carries_the_ring():
     old = release_metrics({"releases": {"v1": {"requests": 1, "errors_5xx": 0,
                                                "latency_buckets": []}}}, "v1")
     assert old is not None and old.samples_total == 0  # baselines stored before this change
+
+
+WORKER_A = {"started_at": 100.0, "series": "haproxy worker 7"}
+RESTARTS = [
+    pytest.param(WORKER_A, WORKER_A, False, id="one-series"),
+    pytest.param(WORKER_A, {**WORKER_A, "started_at": 101.0}, True, id="started-again"),
+    pytest.param(WORKER_A, {**WORKER_A, "series": "haproxy worker 8"}, True,
+                 id="new-worker-in-the-same-second"),
+    pytest.param({"started_at": 100.0}, WORKER_A, False, id="baseline-from-before-series"),
+    pytest.param({"started_at": 99.5}, WORKER_A, True, id="old-baseline-other-start"),
+    pytest.param({"started_at": 1.0, "series": ""}, {"started_at": 1.0, "series": ""}, False,
+                 id="embedded-no-series"),
+]
+
+
+@pytest.mark.parametrize(("baseline", "latest", "restarted"), RESTARTS)
+def test_router_restarted(baseline, latest, restarted):
+    assert router_restarted(baseline, latest) is restarted

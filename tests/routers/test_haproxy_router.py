@@ -86,7 +86,7 @@ async def test_cohort_header_allowlist_and_percent(
                         user_header="X-User", user_cookie="uid",
                         users=frozenset({"alice"}), percent=30)
     routes = make_routes(backends, {"v1": 100, "v2": 0}, cohort=cohort)
-    await haproxy.set_routes(routes)  # a new cohort shape: a hitless reload
+    await haproxy.set_routes(routes)  # a cohort at run time: map and ACL updates only
     assert (await haproxy.get_routes()).same_table(routes)
 
     async def release(*, headers: dict[str, str] | None = None,

@@ -79,6 +79,28 @@ JUDGES: dict[str, BuiltinJudge] = {
 }
 
 
+def router_restarted(baseline: dict[str, Any], latest: dict[str, Any]) -> bool:
+    """Whether the router's counters started again between two snapshots, so that the
+    latest one is the whole window. A baseline persisted before snapshots named their
+    ``series`` has none: it is then judged by ``started_at`` alone."""
+    if baseline.get("started_at") != latest.get("started_at"):
+        return True
+    return "series" in baseline and baseline["series"] != latest.get("series", "")
+
+
+def compute_windows(baseline: dict[str, Any], latest: dict[str, Any], *, canary: str,
+                    stable: str | None) -> tuple[WindowCounts, WindowCounts | None]:
+    """The canary's and the stable's counts over one window: the difference of two
+    snapshots of the builtin provider, or the latest alone after a router restart."""
+    restarted = router_restarted(baseline, latest)
+    canary_counts = compute_window(release_metrics(baseline, canary),
+                                   release_metrics(latest, canary), router_restarted=restarted)
+    stable_counts = (compute_window(release_metrics(baseline, stable),
+                                    release_metrics(latest, stable), router_restarted=restarted)
+                     if stable else None)
+    return canary_counts, stable_counts
+
+
 def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, Any],
                     latest: dict[str, Any], canary: str, stable: str | None,
                     measurements: Mapping[str, Mapping[str, Measurement]] | None = None,
@@ -89,12 +111,8 @@ def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, 
     metric name then ``"canary"``/``"stable"`` (see ``providers.measure_external``); a
     metric with an external provider and no measurement is ``no-data``.
     """
-    restarted = baseline.get("started_at") != latest.get("started_at")
-    canary_counts = compute_window(release_metrics(baseline, canary),
-                                   release_metrics(latest, canary), router_restarted=restarted)
-    stable_counts = (compute_window(release_metrics(baseline, stable),
-                                    release_metrics(latest, stable), router_restarted=restarted)
-                     if stable else None)
+    canary_counts, stable_counts = compute_windows(baseline, latest, canary=canary,
+                                                   stable=stable)
     verdicts = []
     for name, cfg in metrics.items():
         if cfg.provider != "builtin":

@@ -53,8 +53,18 @@ class DataPlaneRestart:
 
 @dataclass(frozen=True)
 class RouterMetrics:
+    """One snapshot of a router's counters. Two snapshots with the same ``started_at`` and
+    ``series`` are readings of one monotonic series, so their difference is a window;
+    either differing means the counters started again in between."""
+
+    #: when the counters started (unix time): read from the router, never recomputed as
+    #: ``now - uptime`` (that drifts from one reading to the next)
     started_at: float
     releases: dict[str, ReleaseMetrics]
     #: the most recent restarts the router did by itself (bounded, oldest first); a
     #: consumer records the ones newer than the last it saw
     restarts: tuple[DataPlaneRestart, ...] = ()
+    #: which process's counters these are, where ``started_at`` alone may not tell (HAProxy
+    #: reports its start to the second, and a reload within that second starts new
+    #: counters in a new worker); empty when ``started_at`` is enough
+    series: str = ""

@@ -37,15 +37,22 @@ class MetricVerdict:
 
 
 def judge_analysis(verdicts: list[MetricVerdict]) -> tuple[AnalysisOutcome, str]:
-    """Combine metric verdicts: a critical failure fails alone; pass needs every metric
-    to pass; anything else is inconclusive."""
-    failed = [v for v in verdicts if v.verdict == "fail"]
-    critical = [v for v in failed if v.critical]
-    if critical:
-        return "fail", "; ".join(f"{v.metric}: {v.reason}" for v in critical)
-    if verdicts and all(v.verdict == "pass" for v in verdicts):
-        return "pass", "; ".join(f"{v.metric} {v.reason}" for v in verdicts)
-    pending = [v for v in verdicts if v.verdict != "pass"]
+    """Combine metric verdicts: a critical failure fails alone; pass needs every critical
+    metric to pass; anything else is inconclusive.
+
+    A non-critical metric (``critical: false``) informs: its verdict is kept, shown and
+    named in a pass's reason, but it never fails a check and never holds a pass back, with
+    or without data. With no critical metric at all there is nothing to block a pass; with
+    no metric at all nothing was judged, which is not a pass."""
+    critical = [v for v in verdicts if v.critical]
+    failed = [v for v in critical if v.verdict == "fail"]
+    if failed:
+        return "fail", "; ".join(f"{v.metric}: {v.reason}" for v in failed)
+    pending = [v for v in critical if v.verdict != "pass"]
+    if verdicts and not pending:
+        return "pass", "; ".join(
+            f"{v.metric} {v.reason}" if v.critical else f"{v.metric} (informs only): {v.reason}"
+            for v in verdicts)
     return "inconclusive", "; ".join(f"{v.metric}: {v.reason}" for v in pending)
 
 

@@ -27,7 +27,7 @@ async def snapshot(router: Router, *, samples: bool = False) -> dict[str, Any]:
         if samples:
             data["samples_ms"] = list(m.samples_ms)
         releases[version] = data
-    return {"started_at": metrics.started_at, "releases": releases}
+    return {"started_at": metrics.started_at, "series": metrics.series, "releases": releases}
 
 
 def release_metrics(snap: dict[str, Any], version: str | None) -> ReleaseMetrics | None:

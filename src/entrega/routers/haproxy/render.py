@@ -1,6 +1,6 @@
 """The HAProxy configuration of one environment, rendered from a ``Routes`` table.
 
-Design (why it needs no reload for a weight change or a new release):
+Design (why no route change needs a reload: weights, releases, instances, pins, cohorts):
 
 - Each routed release owns one of ``SLOTS`` fixed backends ``r0``..``r7``; its instances
   are the servers of that backend (``i<instance>``), balanced round-robin. ``backends.map``
@@ -25,14 +25,20 @@ Design (why it needs no reload for a weight change or a new release):
   other than GET/HEAD/OPTIONS (``disable-l7-retry``): its bytes may have reached the app.
 - A request with two different Host values (HAProxy itself), or HTTP/1.1 without one,
   is refused with 400.
-- Cohorts: the header, header value, user header and cookie and the app name are written
-  into the configuration (changing them reloads HAProxy, hitless in master-worker mode);
-  the cohort's release, its percent and the allowlist (``users.acl``) change at runtime.
-  The user bucket is murmur3 x86_32 of ``"<app>:<user id>"`` % 100 + 1, computed by a
-  small Lua converter (``entrega.lua``): the same buckets as the embedded router.
+- Cohorts change at run time, like weights: the configuration holds one fixed set of
+  rules that reads the whole cohort rule from ``settings.map`` on each request (its
+  release, header and header value, user header and cookie, app, percent; names and
+  values hex-encoded so that any of them is one map word) and the allowlist from
+  ``users.acl``. Entering a cohort step, widening it, naming another header or cookie and
+  dropping the cohort are map and ACL updates, never a reload. Small Lua fetches
+  (``entrega.lua``) do what a constant-argument fetch cannot: read the header and cookie
+  whose names are in the map, and compute a user's bucket, murmur3 x86_32 of
+  ``"<app>:<user id>"`` % 100 + 1, the same buckets as the embedded router. Without a
+  cohort, ``txn.cohort`` is unset and none of them runs.
 - ``settings.map`` keeps what ``get_routes`` needs to rebuild the table exactly (weights
   per release, the cohort rule, the preview release, the pin salt): the state lives in
-  HAProxy only.
+  HAProxy only. It also keeps the digest of the configuration HAProxy read
+  (``config_digest``): only a change of that (the listeners) needs a reload.
 
 Every file is rewritten from the whole table on each change, so a HAProxy restarted after
 a crash comes back with the last routes.
@@ -40,12 +46,13 @@ a crash comes back with the last routes.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from entrega.net import Endpoint
-from entrega.routers.base import CohortRule, Routes, pin_tag, weight_slots
+from entrega.routers.base import Routes, pin_tag, weight_slots
 
 SLOTS = 8
 PIN_COOKIE = "entrega-release"
@@ -56,7 +63,8 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+:@-]{0,127}$")
 _SERVER_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 
-LUA = r"""-- entrega: the cohort bucket of a user, murmur3 x86_32 of "<app>:<user>" % 100 + 1
+LUA = r"""-- entrega: cohort matching, with the rule read from settings.map on each request
+-- (routers/haproxy/render.py); a user's bucket is murmur3 x86_32 of "<app>:<user>" % 100 + 1
 local function murmur3(s)
   local m = 0xffffffff
   local h = 0
@@ -90,8 +98,62 @@ local function murmur3(s)
   return h
 end
 
-core.register_converters("entrega_bucket", function(user, app)
-  return murmur3(app .. ":" .. user) % 100 + 1
+local function unhex(s)
+  return (s:gsub("..", function(pair) return string.char(tonumber(pair, 16)) end))
+end
+
+-- a setting of the cohort rule (hex in settings.map, copied into txn.c_<name>), or nil
+local function setting(txn, name)
+  local value = txn:get_var("txn.c_" .. name)
+  if value == nil or value == "" then return nil end
+  return unhex(value)
+end
+
+-- every value of request header `name` (whole lines, not split on commas)
+local function header_values(txn, name)
+  return txn.http:req_get_headers()[string.lower(name)]
+end
+
+-- "1" when the request carries the cohort's header (with its value, when one is set)
+core.register_fetches("entrega_cohort_header", function(txn)
+  local name = setting(txn, "header")
+  if name == nil then return "0" end
+  local values = header_values(txn, name)
+  if values == nil then return "0" end
+  local wanted = setting(txn, "header_value")
+  if wanted == nil then return "1" end
+  for _, value in pairs(values) do
+    if value == wanted then return "1" end
+  end
+  return "0"
+end)
+
+-- the user id: the user header's last value when present (even empty), else the
+-- cookie; "" without one (never nil: HAProxy would turn it into a boolean sample)
+core.register_fetches("entrega_user", function(txn)
+  local name = setting(txn, "user_header")
+  if name ~= nil then
+    local values = header_values(txn, name)
+    if values ~= nil then
+      local last = nil
+      for i, _ in pairs(values) do
+        if last == nil or i > last then last = i end
+      end
+      if last ~= nil then return values[last] end
+    end
+  end
+  local cookie = setting(txn, "user_cookie")
+  if cookie ~= nil then
+    return txn.f:req_cook(cookie) or ""
+  end
+  return ""
+end)
+
+-- the user's bucket, 1..100 (0 without a user id)
+core.register_fetches("entrega_bucket", function(txn)
+  local user = txn:get_var("txn.user")
+  if user == nil or user == "" then return 0 end
+  return murmur3((setting(txn, "app") or "") .. ":" .. user) % 100 + 1
 end)
 """
 
@@ -134,17 +196,12 @@ def instance_of(server: str) -> str:
     return server[1:]
 
 
-def cohort_shape(cohort: CohortRule | None) -> tuple[str, ...]:
-    """What of a cohort rule is written into the configuration (a change means a reload)."""
-    if cohort is None:
-        return ()
-    return (cohort.header or "", "" if cohort.header_value is None else "=" + cohort.header_value,
-            cohort.user_header or "", cohort.user_cookie or "", cohort.app)
-
-
-def settings(routes: Routes) -> dict[str, str]:
-    """The ``settings.map`` entries (keys and values are single words)."""
+def settings(routes: Routes, *, config: str = "") -> dict[str, str]:
+    """The ``settings.map`` entries (keys and values are single words); ``config`` is the
+    ``config_digest`` of the configuration these tables go with."""
     out = {f"weight:{v}": str(w) for v, w in routes.weights.items()}
+    if config:
+        out["config"] = config
     if routes.preview:
         out["preview"] = routes.preview
     out["pin_tag"] = pin_tag(routes.pin_salt)
@@ -220,42 +277,7 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         f"    acl cohort_user var(txn.user) -m str -f {m('users.acl')}",
         f"    http-request set-var(txn.loaded) str(preview),map({m('settings.map')}) if FALSE",
     ]
-    cohort = routes.cohort
-    if cohort is not None:
-        lines.append(f"    http-request set-var(txn.cohort) str(cohort),map({m('settings.map')})")
-        matchers: list[str] = []
-        if cohort.header:
-            if cohort.header_value is None:
-                lines.append(f"    acl cohort_header req.hdr({cohort.header}) -m found")
-            else:
-                lines.append(f'    acl cohort_header req.hdr({cohort.header}) -m str '
-                             f'"{cohort.header_value}"')
-            matchers.append("cohort_header")
-        if cohort.user_header or cohort.user_cookie:
-            if cohort.user_header:
-                lines.append(f"    http-request set-var(txn.user) req.hdr({cohort.user_header})")
-            if cohort.user_cookie:
-                lines.append(f"    http-request set-var(txn.user) req.cook({cohort.user_cookie})"
-                             " if !{ var(txn.user) -m found }")
-            lines += [
-                "    acl has_user var(txn.user),length gt 0",
-                f"    http-request set-var(txn.percent) str(percent),map({m('settings.map')},0)",
-                f"    http-request set-var(txn.bucket) var(txn.user),"
-                f"lua.entrega_bucket({cohort.app or app}) if has_user",
-                "    acl cohort_percent var(txn.bucket),sub(txn.percent) le 0",
-            ]
-            matchers += ["has_user cohort_user", "has_user cohort_percent"]
-        for matcher in matchers:
-            lines.append(f"    http-request set-var(txn.release) var(txn.cohort) if !chosen "
-                         f"{{ var(txn.cohort) -m found }} {matcher}")
-        if cohort.user_header or cohort.user_cookie:
-            lines.append(f"    http-request set-var(txn.release) var(txn.bucket),sub(1),"
-                         f"map({m('weights.map')}) if !chosen has_user")
-            lines.append("    acl by_user var(txn.bucket) -m found")
-        else:
-            lines.append("    acl by_user always_false")
-    else:
-        lines.append("    acl by_user always_false")
+    lines += _cohort_rules(m("settings.map"), m("weights.map"), default_app=app)
     lines += [
         # a visitor by its draw in this rollout (its pin's tag is the live one)...
         f"    http-request set-var(txn.tag) str(pin_tag),map({m('settings.map')})",
@@ -326,8 +348,61 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
     return "\n".join(lines)
 
 
-def render_maps(routes: Routes, slots: dict[str, str]) -> dict[str, str]:
-    """File name -> content of every map and ACL file for ``routes``."""
+#: the cohort rule's fields as ``settings.map`` keys, copied into ``txn.c_<field>``
+_COHORT_FIELDS = ("header", "header_value", "user_header", "user_cookie")
+
+
+def _cohort_rules(settings_map: Path, weights_map: Path, *, default_app: str) -> list[str]:
+    """The frontend's cohort rules. They are the same text for every cohort (and for none):
+    the rule itself is read from ``settings.map`` per request, so a cohort change is a map
+    update. A cohort rule without ``app`` buckets users by the router's app."""
+    app_default = f",{default_app.encode().hex()}" if default_app else ""
+    lines = [
+        f"    http-request set-var(txn.cohort) str(cohort),map({settings_map})",
+        "    acl has_cohort var(txn.cohort) -m found",
+    ]
+    for key in _COHORT_FIELDS:
+        lines.append(f"    http-request set-var(txn.c_{key}) str(cohort:{key}),"
+                     f"map({settings_map}) if has_cohort")
+    lines += [
+        f"    http-request set-var(txn.c_app) str(cohort:app),"
+        f"map({settings_map}{app_default}) if has_cohort",
+        "    http-request set-var(txn.user) lua.entrega_user if has_cohort",
+        "    acl has_user var(txn.user),length gt 0",
+        "    acl cohort_header lua.entrega_cohort_header -m str 1",
+        f"    http-request set-var(txn.percent) str(percent),map({settings_map},0) if has_user",
+        "    http-request set-var(txn.bucket) lua.entrega_bucket if has_user",
+        "    acl cohort_percent var(txn.bucket),sub(txn.percent) le 0",
+        # `has_cohort` first: HAProxy evaluates a condition left to right and stops early,
+        # so without a cohort no Lua runs
+        "    http-request set-var(txn.release) var(txn.cohort) if !chosen has_cohort "
+        "cohort_header",
+        "    http-request set-var(txn.release) var(txn.cohort) if !chosen has_user cohort_user",
+        "    http-request set-var(txn.release) var(txn.cohort) if !chosen has_user "
+        "cohort_percent",
+        # a user outside the cohort keeps the weights' entry of its bucket, as in the
+        # embedded router: it stays on its release while that release's share grows
+        f"    http-request set-var(txn.release) var(txn.bucket),sub(1),map({weights_map}) "
+        "if !chosen has_user",
+        "    acl by_user var(txn.bucket) -m found",
+    ]
+    return lines
+
+
+def config_digest(files: Files, *, listen: str, preview_listen: str | None,
+                  stats_listen: str | None, app: str) -> str:
+    """A digest of what HAProxy reads only when it starts or reloads: the configuration
+    without its servers (those change at run time). ``settings.map`` keeps the digest of
+    the configuration the running HAProxy read, so a router whose listeners changed, or
+    one adopted from an older entrega with other rules, is seen and reloaded once."""
+    text = render_config(files, Routes(), listen=listen, preview_listen=preview_listen,
+                         stats_listen=stats_listen, app=app, slots={})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def render_maps(routes: Routes, slots: dict[str, str], *, config: str = "") -> dict[str, str]:
+    """File name -> content of every map and ACL file for ``routes`` (``config``: see
+    ``config_digest``)."""
     def lines(pairs: list[tuple[str, str]]) -> str:
         return "".join(f"{k} {v}\n" for k, v in pairs)
     cohort = routes.cohort
@@ -335,7 +410,7 @@ def render_maps(routes: Routes, slots: dict[str, str]) -> dict[str, str]:
         "weights.map": lines([(str(i), v) for i, v in enumerate(
             weight_slots(routes.weights, cohort.release if cohort else None))]),
         "backends.map": lines(sorted(slots.items())),
-        "settings.map": lines(sorted(settings(routes).items())),
+        "settings.map": lines(sorted(settings(routes, config=config).items())),
         "users.acl": "".join(f"{u}\n" for u in sorted(cohort.users)) if cohort else "",
         "entrega.lua": LUA,
     }

@@ -2,10 +2,12 @@
 
 HAProxy runs in master-worker mode as a detached process of its own (``-W -D``, pidfile
 of the master); ``ensure_running`` adopts one that answers on the runtime socket. Route
-changes go through the runtime API (render.py explains the layout); only a change of the
-cohort's header/cookie names reloads HAProxy (SIGUSR2 to the master: the listeners stay
-open, the old worker finishes its requests). Nothing is persisted by entrega:
-``get_routes`` reads the live maps and servers back from HAProxy.
+changes, cohort rules included, go through the runtime API (render.py explains the
+layout) and never reload HAProxy. A reload (SIGUSR2 to the master: the listeners stay
+open, the old worker finishes its requests) happens only at the first change after
+adopting an HAProxy that read another configuration (other listeners, or an older
+entrega's rules: ``render.config_digest``). Nothing is persisted
+by entrega: ``get_routes`` reads the live maps and servers back from HAProxy.
 
 What is exact and what is not:
 
@@ -16,9 +18,12 @@ What is exact and what is not:
   per-release request and 5xx counts and in-flight requests exactly, and
   ``latency_sum_ms`` as each server's average total time over its last 1024 requests times
   its request count; ``latency_buckets`` and ``samples_ms`` are empty (use a Prometheus
-  metric on HAProxy's exporter, ``stats_listen``, for latency analysis). Counters restart
-  when HAProxy reloads (``started_at`` says so). 5xx answers HAProxy makes itself with no
-  server chosen (none of the release's servers usable) are not in a release's count.
+  metric on HAProxy's exporter, ``stats_listen``, for latency analysis). The counters are
+  the worker's: they restart when HAProxy reloads or restarts, and ``started_at`` (the
+  worker's ``Start_time_sec``) with ``series`` (its pid) say so; between two readings of
+  one worker they only grow, so a window is the difference of two snapshots. 5xx answers
+  HAProxy makes itself with no server chosen (none of the release's servers usable) are
+  not in a release's count.
 """
 
 from __future__ import annotations
@@ -69,6 +74,12 @@ class HaproxyRouter(Router):
         #: starts HAProxy, reads its pidfile, signals its master
         self.runner = runner or LocalRunner()
         self._lock = asyncio.Lock()
+        #: worker pid -> its estimated start, for an HAProxy without ``Start_time_sec``
+        self._estimated_start: dict[str, float] = {}
+        #: names the configuration this router writes (kept in ``settings.map``)
+        self.config_digest = render.config_digest(
+            self.files, listen=listen, preview_listen=preview_listen,
+            stats_listen=stats_listen, app=app)
 
     # -- Router ------------------------------------------------------------------------------
 
@@ -94,10 +105,12 @@ class HaproxyRouter(Router):
             slots = dict(await self.api.show_map(self.files.map("backends.map")))
             settings = dict(await self.api.show_map(self.files.map("settings.map")))
             servers = await self._servers(slots)
-            live_cohort = _cohort_from(settings, [])
             new_slots = self._allocate(routes, slots, servers)
             self._write(routes, {v: s for v, s in new_slots.items() if v in routes.backends})
-            if render.cohort_shape(live_cohort) != render.cohort_shape(routes.cohort):
+            if settings.get("config") != self.config_digest:
+                # HAProxy runs another configuration than this router's (other listeners,
+                # or the rules of an older entrega): one hitless reload brings the one
+                # just written, with every table, live
                 await self._reload()
                 return
             await self._apply(routes, slots, new_slots, servers)
@@ -145,9 +158,9 @@ class HaproxyRouter(Router):
             t["5xx"] += int(row.get("hrsp_5xx") or 0)
             t["sum"] += float(row.get("ttime") or 0) * count
             t["cur"] += int(row.get("scur") or 0)
-        uptime = float(info.get("Uptime_sec") or 0)
+        worker, started_at = self._counters_started(info)
         return RouterMetrics(
-            started_at=time.time() - uptime,
+            started_at=started_at, series=f"haproxy worker {worker}",
             releases={v: ReleaseMetrics(requests=int(t["requests"]), errors_5xx=int(t["5xx"]),
                                         latency_sum_ms=t["sum"], inflight=int(t["cur"]))
                       for v, t in totals.items()})
@@ -165,6 +178,22 @@ class HaproxyRouter(Router):
             self.files.pidfile.unlink()
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _counters_started(self, info: dict[str, str]) -> tuple[str, float]:
+        """(the worker's pid, when it started): its counters are one monotonic series,
+        and a reload or a restart starts another in a new worker. ``Start_time_sec`` is
+        read, not computed: ``now - Uptime_sec`` differs on every reading, and every
+        analysis check would take it for a restart and judge the cumulative counts. An
+        HAProxy without that field gets the first such estimate for its worker, kept."""
+        worker = info.get("Pid", "")
+        start = info.get("Start_time_sec", "")
+        if start.isdigit():
+            return worker, float(start)
+        known = self._estimated_start.get(worker)
+        if known is None:
+            known = time.time() - float(info.get("Uptime_sec") or 0)
+            self._estimated_start = {worker: known}
+        return worker, known
 
     def pid(self) -> int | None:
         """The master's pid (from the pidfile)."""
@@ -188,7 +217,7 @@ class HaproxyRouter(Router):
 
     def _write(self, routes: Routes, slots: dict[str, str]) -> None:
         """Rewrite every file from ``routes`` (write to temp, then rename)."""
-        contents = render.render_maps(routes, slots)
+        contents = render.render_maps(routes, slots, config=self.config_digest)
         contents["haproxy.cfg"] = render.render_config(
             self.files, routes, listen=self.listen, preview_listen=self.preview_listen,
             stats_listen=self.stats_listen, app=self.app, slots=slots)
@@ -293,7 +322,7 @@ class HaproxyRouter(Router):
             if version not in old_slots:
                 await api.check(f"add map {arg(str(m('backends.map')))} {version} {slot}")
         # 2. the tables, each replaced atomically
-        maps = render.render_maps(routes, {})
+        maps = render.render_maps(routes, {}, config=self.config_digest)
         await api.replace("map", m("settings.map"), _entries(maps["settings.map"]))
         await api.replace("acl", m("users.acl"),
                           [arg(u) for u in sorted(routes.cohort.users)] if routes.cohort else [])
