@@ -187,16 +187,19 @@ class MetricConfig(_Model):
     """One metric of an analysis: where its numbers come from and how to judge them.
 
     ``provider`` defaults from the section given (``prometheus:`` or ``http:``), else the
-    router's own counters (``builtin``). ``judge``: ``sequential`` (error counts, builtin),
-    ``quantile`` (latency percentiles from every request, builtin), ``mann-whitney``
-    (request latencies, builtin) or ``threshold`` (anything).
+    router's own counters (``builtin``). ``judge``: ``sequential`` (error counts, builtin;
+    or low ratings among ratings, ``measure: feedback``), ``quantile`` (latency percentiles
+    from every request, builtin), ``mann-whitney`` (request latencies, builtin) or
+    ``threshold`` (anything).
     """
 
     provider: Literal["builtin", "prometheus", "http"] = "builtin"
     prometheus: PrometheusSource | None = None
     http: HttpSource | None = None
-    #: What the builtin provider measures; defaults from the metric's name.
-    measure: Literal["error-rate", "latency-p50", "latency-p95", "latency-p99"] | None = None
+    #: What the builtin provider measures; defaults from the metric's name. ``feedback``:
+    #: users' ratings of each release (``/.entrega/feedback``), low ones (1-2) as "errors".
+    measure: Literal["error-rate", "latency-p50", "latency-p95", "latency-p99",
+                     "feedback"] | None = None
     judge: Literal["threshold", "sequential", "quantile", "mann-whitney"] = "threshold"
     #: threshold: fail when the canary's value is above this absolute bound.
     max: float | None = Field(default=None, ge=0)
@@ -244,8 +247,12 @@ class MetricConfig(_Model):
         if self.provider != "builtin" and self.judge != "threshold":
             raise ValueError(f"judge {self.judge} needs the builtin provider's request "
                              "counts; use judge: threshold for a provider's values")
-        if self.judge == "sequential" and self.measure not in (None, "error-rate"):
-            raise ValueError("judge sequential judges error counts: measure error-rate")
+        if self.judge == "sequential" and self.measure not in (None, "error-rate", "feedback"):
+            raise ValueError("judge sequential judges error counts: measure error-rate "
+                             "(or feedback: low ratings)")
+        if self.measure == "feedback" and self.judge != "sequential":
+            raise ValueError("measure feedback is judged by judge: sequential (the share of "
+                             "low ratings, canary against stable)")
         if self.judge in ("mann-whitney", "quantile") and self.measure == "error-rate":
             raise ValueError(f"judge {self.judge} judges latencies: measure latency-pNN")
         if self.judge != "threshold" and self.max is not None:
@@ -387,11 +394,14 @@ class VerifyStep(_Model):
 #: The built-in metrics. Error rate: the sequential test may be checked every second with
 #: at most 1% false rollbacks; 0.2 points of absolute increase keep a x3 of a 0.01% error
 #: rate at high volume from failing. Latency: p95 may grow by 20% (bench/analysis.py shows
-#: what these catch, and how fast).
+#: what these catch, and how fast). Feedback (used only where a step names it): the same
+#: sequential test on users' low ratings (1-2) among their ratings; ratings are few and
+#: noisy, so only a share of low ratings 5 points above stable's counts as worse.
 DEFAULT_METRICS: dict[str, MetricConfig] = {
     "error-rate": MetricConfig(judge="sequential", max_increase=0.002),
     "latency-p95": MetricConfig(judge="quantile", max_ratio=1.2, min_requests=50),
     "latency-p99": MetricConfig(judge="quantile", max_ratio=1.5, min_requests=50),
+    "feedback": MetricConfig(judge="sequential", measure="feedback", max_increase=0.05),
 }
 
 
@@ -413,6 +423,18 @@ class EnvironmentConfig(_Model):
     def _name(cls, value: str) -> str:
         if not _NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and '-' (like 'production')")
+        return value
+
+    @field_validator("analysis")
+    @classmethod
+    def _feedback_by_name(cls, value: dict[str, MetricConfig]) -> dict[str, MetricConfig]:
+        # A builtin metric measures what its name says unless told: a ``feedback:`` entry
+        # replaces the built-in one whole, judge included.
+        cfg = value.get("feedback")
+        if cfg is not None and cfg.provider == "builtin" and cfg.measure is None \
+                and cfg.judge != "sequential":
+            raise ValueError("metric feedback measures ratings, judged by judge: sequential "
+                             f"(got judge: {cfg.judge})")
         return value
 
     def metric(self, name: str) -> MetricConfig:

@@ -28,6 +28,8 @@ def snap(**releases: dict) -> dict:
     return {"started_at": 1.0, "releases": releases}
 
 
+#: The built-in metrics of the router's requests (``feedback`` judges ratings, opt-in).
+REQUEST_METRICS = {name: DEFAULT_METRICS[name] for name in ("error-rate", "latency-p95")}
 BASELINE = snap(v1=release(0, 0, ring=False), v2=release(0, 0, ring=False))
 rng = np.random.default_rng(0)
 
@@ -41,7 +43,7 @@ def test_defaults_are_the_statistical_judges():
 def test_a_bad_canary_fails_on_errors_alone():
     latest = snap(v1=release(9000, 45, rng.lognormal(3.7, 0.6, 2048)),
                   v2=release(1000, 50, rng.lognormal(3.7, 0.6, 1000)))
-    verdict, reason, metrics = evaluate_window(DEFAULT_METRICS, baseline=BASELINE,
+    verdict, reason, metrics = evaluate_window(REQUEST_METRICS, baseline=BASELINE,
                                                latest=latest, canary="v2", stable="v1")
     assert verdict == "fail" and reason.startswith("error-rate:")
     assert {m.metric: m.verdict for m in metrics} == {"error-rate": "fail",
@@ -51,7 +53,7 @@ def test_a_bad_canary_fails_on_errors_alone():
 def test_a_good_canary_passes():
     latest = snap(v1=release(9000, 45, rng.lognormal(3.7, 0.6, 2048)),
                   v2=release(1000, 5, rng.lognormal(3.7, 0.6, 1000)))
-    verdict, _, _ = evaluate_window(DEFAULT_METRICS, baseline=BASELINE, latest=latest,
+    verdict, _, _ = evaluate_window(REQUEST_METRICS, baseline=BASELINE, latest=latest,
                                     canary="v2", stable="v1")
     assert verdict == "pass"
 
@@ -59,7 +61,7 @@ def test_a_good_canary_passes():
 def test_a_slow_canary_fails_on_latency():
     latest = snap(v1=release(9000, 45, rng.lognormal(3.7, 0.6, 2048)),
                   v2=release(1000, 5, rng.lognormal(3.7 + 0.5, 0.6, 1000)))
-    verdict, reason, _ = evaluate_window(DEFAULT_METRICS, baseline=BASELINE, latest=latest,
+    verdict, reason, _ = evaluate_window(REQUEST_METRICS, baseline=BASELINE, latest=latest,
                                          canary="v2", stable="v1")
     assert verdict == "fail" and reason.startswith("latency-p95:")
 
@@ -67,7 +69,7 @@ def test_a_slow_canary_fails_on_latency():
 def test_latest_without_rings_is_no_data_for_latency():
     latest = snap(v1=release(9000, 45, rng.lognormal(3.7, 0.6, 2048), ring=False),
                   v2=release(1000, 5, rng.lognormal(3.7, 0.6, 1000), ring=False))
-    _, _, metrics = evaluate_window(DEFAULT_METRICS, baseline=BASELINE, latest=latest,
+    _, _, metrics = evaluate_window(REQUEST_METRICS, baseline=BASELINE, latest=latest,
                                     canary="v2", stable="v1")
     assert metrics[1].verdict == "no-data" and "samples_ms" in metrics[1].reason
 

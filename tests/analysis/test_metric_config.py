@@ -18,6 +18,8 @@ from entrega.config import MetricConfig
                  "prometheus", "threshold", id="provider-from-its-section"),
     pytest.param({"http": {"url": "http://x/{release}", "select": "$.a[0].b"}}, "http",
                  "threshold", id="http"),
+    pytest.param({"judge": "sequential", "measure": "feedback", "max_increase": 0.05},
+                 "builtin", "sequential", id="feedback"),
 ])
 def test_valid(data, provider, judge):
     cfg = MetricConfig.model_validate(data)
@@ -35,6 +37,11 @@ def test_valid(data, provider, judge):
                  id="mann-whitney-on-errors"),
     pytest.param({"judge": "sequential", "max": 0.05}, "absolute bound of judge threshold",
                  id="max-is-threshold-only"),
+    pytest.param({"measure": "feedback"}, "measure feedback is judged by judge: sequential",
+                 id="feedback-needs-sequential"),
+    pytest.param({"judge": "mann-whitney", "measure": "feedback"},
+                 "measure feedback is judged by judge: sequential",
+                 id="feedback-is-no-latency"),
     pytest.param({"http": {"url": "u", "select": "data.x"}}, "should match pattern",
                  id="selector-starts-with-dollar"),
     pytest.param({"judge": "bayes"}, "Input should be", id="unknown-judge"),

@@ -1,11 +1,13 @@
-"""One analysis check, pure: two snapshots, the metric configs and any external
-measurements in, a verdict out. This is the controller's entry point."""
+"""One analysis check, pure: two snapshots, the metric configs, any external
+measurements and the window's ratings in, a verdict out. This is the controller's entry
+point."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from entrega.analysis.feedback import FeedbackCounts, judge_feedback
 from entrega.analysis.judges import (
     AnalysisOutcome,
     MannWhitneyRule,
@@ -36,11 +38,14 @@ def _threshold(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
 
 def _sequential(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
                 stable: WindowCounts | None) -> MetricVerdict:
+    return judge_sequential(name, _sequential_rule(cfg), canary, stable)
+
+
+def _sequential_rule(cfg: MetricConfig) -> SequentialRule:
     # Unset bounds take the judge's own defaults: no worse than stable, by any margin.
-    rule = from_config(SequentialRule, cfg, max_ratio=cfg.max_ratio or 1.0,
+    return from_config(SequentialRule, cfg, max_ratio=cfg.max_ratio or 1.0,
                        max_increase=cfg.max_increase or 0.0,
                        pass_ratio=cfg.pass_ratio or SequentialRule.pass_ratio)
-    return judge_sequential(name, rule, canary, stable)
 
 
 def _mann_whitney(name: str, measure: str, cfg: MetricConfig, canary: WindowCounts,
@@ -104,12 +109,15 @@ def compute_windows(baseline: dict[str, Any], latest: dict[str, Any], *, canary:
 def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, Any],
                     latest: dict[str, Any], canary: str, stable: str | None,
                     measurements: Mapping[str, Mapping[str, Measurement]] | None = None,
+                    feedback: FeedbackCounts | None = None,
                     ) -> tuple[AnalysisOutcome, str, list[MetricVerdict]]:
     """Judge one window (baseline -> latest snapshot of the builtin provider).
 
     ``measurements`` holds what external providers measured over the same window, by
     metric name then ``"canary"``/``"stable"`` (see ``providers.measure_external``); a
-    metric with an external provider and no measurement is ``no-data``.
+    metric with an external provider and no measurement is ``no-data``. ``feedback``
+    holds the ratings given during the window (see :func:`uses_feedback`); a ``feedback``
+    metric without them is ``no-data``.
     """
     canary_counts, stable_counts = compute_windows(baseline, latest, canary=canary,
                                                    stable=stable)
@@ -117,6 +125,10 @@ def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, 
     for name, cfg in metrics.items():
         if cfg.provider != "builtin":
             verdicts.append(_judge_external(name, cfg, (measurements or {}).get(name, {})))
+            continue
+        if (cfg.measure or name) == "feedback":
+            verdicts.append(judge_feedback(name, _sequential_rule(cfg), feedback,
+                                           has_stable=stable is not None))
             continue
         judge = JUDGES[cfg.judge]
         verdicts.append(judge(name, cfg.measure or name, cfg, canary_counts, stable_counts))
@@ -137,3 +149,9 @@ def _judge_external(name: str, cfg: MetricConfig,
     details = {"provider": cfg.provider, "query": canary.query}
     return MetricVerdict(verdict.metric, verdict.verdict, verdict.reason, verdict.canary,
                          verdict.stable, verdict.critical, details)
+
+
+def uses_feedback(metrics: Mapping[str, MetricConfig]) -> bool:
+    """Whether any metric judges ratings: only then does the controller read them."""
+    return any(cfg.provider == "builtin" and (cfg.measure or name) == "feedback"
+               for name, cfg in metrics.items())

@@ -36,6 +36,20 @@ def _explain_sequential(d: dict[str, Any]) -> str:
             f"only if the increase is above {d.get('max_increase') or 0:g}.")
 
 
+def _explain_feedback(d: dict[str, Any]) -> str:
+    nc, ns = d.get("canary_ratings", 0), d.get("stable_ratings", 0)
+    lc, ls = d.get("canary_low", 0), d.get("stable_low", 0)
+    share = nc / (nc + ns) if nc + ns else 0.0
+    evidence = math.exp(min(float(d.get("log_evidence", 0.0)), 700))
+    fail_at = math.exp(float(d.get("fail_at", 0.0)))
+    return (f"{d.get('test', 'sequential test')}: {nc} canary and {ns} stable ratings, so "
+            f"if the canary were no worse a low rating (1-2) would be the canary's with "
+            f"probability {share:.3f}. {lc} of {lc + ls} low ratings were the canary's: the "
+            f"evidence that it is worse is {evidence:.3g}:1; the test fails at "
+            f"{fail_at:.3g}:1 (false alarm <= {d.get('alpha', 0):g} however often it is "
+            f"checked), and only if the increase is above {d.get('max_increase') or 0:g}.")
+
+
 def _explain_mann_whitney(d: dict[str, Any]) -> str:
     parts = [f"{d.get('test', 'Mann-Whitney U')}: {d.get('canary_samples', 0)} canary vs "
              f"{d.get('stable_samples', 0)} stable request latencies"]
@@ -57,7 +71,9 @@ def _metric_block(metric: dict[str, Any]) -> Group:
     lines: list[Any] = [head, Text(f"    {metric['reason']}")]
     details = metric.get("details") or {}
     test = str(details.get("test", ""))
-    if "log_evidence" in details:
+    if "canary_ratings" in details:
+        lines.append(Text(f"    {_explain_feedback(details)}", style="dim"))
+    elif "log_evidence" in details:
         lines.append(Text(f"    {_explain_sequential(details)}", style="dim"))
     elif test.startswith("one-sided Mann-Whitney"):
         lines.append(Text(f"    {_explain_mann_whitney(details)}", style="dim"))

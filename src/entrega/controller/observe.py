@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from entrega.analysis.evaluate import evaluate_window
+from entrega.analysis.evaluate import evaluate_window, uses_feedback
+from entrega.analysis.feedback import FeedbackCounts
 from entrega.analysis.providers import MeasureWindow, measure_external
 from entrega.analysis.providers.builtin import snapshot
 from entrega.controller.actions import ActionRunner
@@ -18,6 +19,7 @@ from entrega.rollouts.model import (
     RolloutSpec,
     RolloutState,
 )
+from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
 
 
@@ -71,10 +73,25 @@ async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
     measured = await measure_external(
         configs, app=row.app, canary=state.canary, stable=state.stable,
         window=MeasureWindow(started_at=run.started_at, ended_at=time.time()))
+    ratings = (count_ratings(InsightsRepository(actions.repo.store), app=row.app,
+                             environment=rt.name, canary=state.canary, stable=state.stable,
+                             since=run.started_at)
+               if uses_feedback(configs) else None)
     verdict, reason, metrics = evaluate_window(configs, baseline=run.baseline, latest=latest,
                                                canary=state.canary, stable=state.stable,
-                                               measurements=measured)
+                                               measurements=measured, feedback=ratings)
     result = {"verdict": verdict, "reason": reason, "metrics": [m.to_dict() for m in metrics]}
     actions.repo.record_analysis(run.id, verdict=verdict, result=result)
     return AnalysisVerdict(window=window, verdict=verdict, reason=reason,
                            metrics={m.metric: m.to_dict() for m in metrics})
+
+
+def count_ratings(insights: InsightsRepository, *, app: str, environment: str, canary: str,
+                  stable: str | None, since: float) -> FeedbackCounts:
+    """The ratings users gave canary and stable in this environment since ``since`` (the
+    analysis window's start): what the ``feedback`` metric judges."""
+    versions = [canary] + ([stable] if stable else [])
+    counted = insights.ratings_since(app, environment, versions, since=since)
+    canary_ratings, canary_low = counted.get(canary, (0, 0))
+    stable_ratings, stable_low = counted.get(stable, (0, 0)) if stable else (0, 0)
+    return FeedbackCounts(canary_ratings, canary_low, stable_ratings, stable_low)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from entrega.store.database import Store
 from entrega.store.models import AnalysisRun, Event, Feedback, Release, ReleaseSample, Rollout
@@ -75,6 +75,20 @@ class InsightsRepository:
                     if rating <= 2:
                         a[3] += count
             return {v: FeedbackTotals(*a) for v, a in acc.items()}
+
+    def ratings_since(self, app: str, environment: str, versions: Iterable[str], *,
+                      since: float) -> dict[str, tuple[int, int]]:
+        """Per version: (ratings, low ratings of 1 or 2) given in ``environment`` at or
+        after ``since`` (Unix seconds); comments without a rating are not counted."""
+        low = func.sum(case((Feedback.rating <= 2, 1), else_=0))
+        with self.store.session() as s:
+            rows = s.execute(
+                select(Feedback.version, func.count(), low)
+                .where(Feedback.app == app, Feedback.environment == environment,
+                       Feedback.version.in_(list(versions)), Feedback.time >= since,
+                       Feedback.rating.is_not(None))
+                .group_by(Feedback.version))
+            return {version: (int(count), int(lows or 0)) for version, count, lows in rows}
 
     def rating_counts(self, app: str) -> dict[tuple[str, int | None], int]:
         with self.store.session() as s:
