@@ -27,7 +27,7 @@ canary request +10% / +50% / x1.3 slower; the slowest 5% of canary requests 3x s
 (``latency_tail5x3``: p95 x1.26, p99 x1.8); 2% of canary requests 10x slower
 (``latency_tail2x10``: p99 x4.4). Judges, on the same traces:
 
-- ``entrega``: the default metrics (``DEFAULT_METRICS``: error-rate, latency-p95,
+- ``entrega``: the default analysis (``DEFAULT_ANALYSIS``: error-rate, latency-p95,
   latency-p99) with the judges' own decision functions, called on every simulated check
   (``decide_sequential`` on the counts; ``decide_quantile`` on evidence computed from the
   window's sketch as ``compute_quantile_evidence`` does). Rollback on the first failed
@@ -67,9 +67,9 @@ from typing import Any
 
 import numpy as np
 
+from entrega.analysis.evaluate import quantile_rule
 from entrega.analysis.judges.mann_whitney import compute_p_greater
 from entrega.analysis.judges.quantile import (
-    MIN_TEST_SAMPLES,
     PASS_ALTERNATIVES,
     TAIL_ALTERNATIVES,
     QuantileEvidence,
@@ -79,8 +79,7 @@ from entrega.analysis.judges.quantile import (
     decide_quantile,
 )
 from entrega.analysis.judges.sequential import SequentialRule, decide_sequential
-from entrega.analysis.evaluate import quantile_rule
-from entrega.config import DEFAULT_METRICS, MetricConfig
+from entrega.config import DEFAULT_ANALYSIS, DEFAULT_METRICS, MetricConfig
 from entrega.dataplane.sketch import GAMMA, bucket_index, bucket_value
 
 BASE_ERROR_RATE = 0.005
@@ -373,7 +372,8 @@ def _hist_quantile_ms(h: np.ndarray, q: float, values: np.ndarray) -> np.ndarray
 def latency_metrics() -> dict[str, QuantileRule]:
     """The default analysis' latency metrics, as the judge sees them."""
     out = {}
-    for name, cfg in DEFAULT_METRICS.items():
+    for name in DEFAULT_ANALYSIS:
+        cfg = DEFAULT_METRICS[name]
         measure = cfg.measure or name
         if measure.startswith("latency-p"):
             out[name] = quantile_rule(cfg, int(measure.removeprefix("latency-p")) / 100)
@@ -637,7 +637,7 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None,
                 name: round(math.exp(scenario_shift(change) * BIN), 3)
                 for name, (_, change) in SCENARIOS.items() if scenario_shift(change)},
             "step": {"duration_s": STEP_S, "inconclusive_limit": STEP_LOOKS - 1,
-                     "failure_limit": 0, "metrics": list(DEFAULT_METRICS)},
+                     "failure_limit": 0, "metrics": list(DEFAULT_ANALYSIS)},
             "elapsed_s": round(time.monotonic() - started, 1),
             **settings.extra,
         },

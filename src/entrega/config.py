@@ -403,6 +403,8 @@ DEFAULT_METRICS: dict[str, MetricConfig] = {
     "latency-p99": MetricConfig(judge="quantile", max_ratio=1.5, min_requests=50),
     "feedback": MetricConfig(judge="sequential", measure="feedback", max_increase=0.05),
 }
+#: The metrics of the analysis steps ``entrega init`` writes, and that the benchmark judges.
+DEFAULT_ANALYSIS: tuple[str, ...] = ("error-rate", "latency-p95", "latency-p99")
 
 
 class EnvironmentConfig(_Model):

@@ -31,13 +31,16 @@ environments:                     # in lifecycle order
       canary:                     # or: blue-green: {{auto_promote: true, scale_down_delay_s: 30}}
         steps:
           - weight: 10            # 10% of requests go to the new release
-          - analysis: {{duration_s: 60, metrics: [error-rate, latency-p95]}}
+          - analysis: {{duration_s: 60, metrics: [error-rate, latency-p95, latency-p99]}}
           - weight: 50
-          - analysis: {{duration_s: 60, metrics: [error-rate, latency-p95]}}
+          - analysis: {{duration_s: 60, metrics: [error-rate, latency-p95, latency-p99]}}
           - weight: 100
     analysis:                     # how each metric is judged (canary vs stable)
-      error-rate: {{judge: sequential, max_increase: 0.002}}          # sure within 1%
-      latency-p95: {{judge: mann-whitney, max_ratio: 1.2, min_requests: 50}}
+      # fail when surely worse (at most 1% of good canaries ever fail); pass only on
+      # evidence of being within pass_ratio (at most 5% of canaries beyond it ever pass)
+      error-rate: {{judge: sequential, max_increase: 0.002, pass_ratio: 4}}
+      latency-p95: {{judge: quantile, max_ratio: 1.2, pass_ratio: 1.4, min_requests: 50}}
+      latency-p99: {{judge: quantile, max_ratio: 1.5, pass_ratio: 2.0, min_requests: 50}}
     verify:                       # checks of a blue-green preview before the switch
       - http: {{path: /healthz, expect_status: 200}}
 """

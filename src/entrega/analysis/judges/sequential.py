@@ -190,7 +190,10 @@ def decide_sequential(rule: SequentialRule, canary_errors: int, canary_requests:
     relative, absolute = compute_pass_evidence(
         canary_errors, canary_requests, stable_errors, stable_requests,
         pass_ratio=rule.pass_ratio, pass_rate=rule.pass_rate)
-    if relative >= _pass_target(rule, 0) or absolute >= _pass_target(rule, 1):
+    if relative >= _pass_target(rule, 0):
+        return "pass", evidence
+    if absolute >= _pass_target(rule, 1) and _absolute_applies(rule, canary_errors, rate_c,
+                                                               rate_s):
         return "pass", evidence
     return "inconclusive", evidence
 
@@ -274,6 +277,15 @@ def format_points(rate: float) -> str:
     """An absolute difference of error rates in percentage points: 0.002 -> "0.2 points"."""
     points = f"{rate * 100:.4g}"
     return f"{points} point" + ("" if points == "1" else "s")
+
+
+def _absolute_applies(rule: SequentialRule, canary_errors: int, rate_c: float,
+                      rate_s: float) -> bool:
+    """The absolute branch is for errors too rare to compare; it does not pass a canary
+    that looks worse than stable by half the pass margin or more (a x4 canary of a 0.25%
+    stable is under 1%, yet plainly worse). An extra condition to pass only lowers the
+    chance of passing, so the guarantee holds."""
+    return canary_errors == 0 or rate_c < math.sqrt(rule.pass_ratio) * rate_s
 
 
 def _pass_target(rule: SequentialRule, branch: int) -> float:
