@@ -97,23 +97,28 @@ FLAGGER_SUCCESS, FLAGGER_P99_MS, FLAGGER_THRESHOLD = 0.99, 500.0, 5
 KAYENTA_INTERVAL_S, KAYENTA_ALPHA, KAYENTA_MIN_POINTS = 60, 0.01, 3
 STEP_S, STEP_LOOKS = 30, 3  # the README's analysis step: 30 s, inconclusive_limit 2
 
-#: name -> (error multiplier, latency change); a latency change is ("scale", factor) for
-#: every request, or ("tail", share, factor) for the slowest ``share`` of requests
-SCENARIOS: dict[str, tuple[float, tuple[Any, ...]]] = {
-    "healthy": (1.0, ("scale", 1.0)),
-    "errors_x2": (2.0, ("scale", 1.0)),
-    "errors_x4": (4.0, ("scale", 1.0)),
-    "errors_x5": (5.0, ("scale", 1.0)),
-    "errors_x10": (10.0, ("scale", 1.0)),
-    "latency_+10%": (1.0, ("scale", 1.1)),
-    "latency_+50%": (1.0, ("scale", 1.5)),
-    "latency_x1.3": (1.0, ("scale", 1.3)),
-    "latency_tail5x3": (1.0, ("tail", 0.05, 3.0)),
-    "latency_tail2x10": (1.0, ("tail", 0.02, 10.0)),
+#: name -> (error multiplier, latency change, drift); a latency change is ("scale", factor)
+#: for every request, or ("tail", share, factor) for the slowest ``share`` of requests. The
+#: first scenarios keep the first benchmark's noise model (no drift) so their figures stay
+#: comparable; the ones added with the quantile judge drift.
+SCENARIOS: dict[str, tuple[float, tuple[Any, ...], bool]] = {
+    "healthy": (1.0, ("scale", 1.0), False),
+    "errors_x2": (2.0, ("scale", 1.0), False),
+    "errors_x5": (5.0, ("scale", 1.0), False),
+    "errors_x10": (10.0, ("scale", 1.0), False),
+    "latency_+10%": (1.0, ("scale", 1.1), False),
+    "latency_+50%": (1.0, ("scale", 1.5), False),
+    "healthy_drift": (1.0, ("scale", 1.0), True),
+    "errors_x4": (4.0, ("scale", 1.0), True),
+    "latency_x1.3": (1.0, ("scale", 1.3), True),
+    "latency_tail5x3": (1.0, ("tail", 0.05, 3.0), True),
+    "latency_tail2x10": (1.0, ("tail", 0.02, 10.0), True),
 }
-#: scenario@rate replayed in the step block
-STEP_SCENARIOS = ("healthy@10rps", "healthy@1rps", "errors_x4@10rps", "errors_x4@1rps",
-                  "latency_tail5x3@10rps")
+HEALTHY = ("healthy", "healthy_drift")
+#: the step block's keys and the scenario each replays (healthy: with drift)
+STEP_SCENARIOS = {"healthy@10rps": "healthy_drift@10rps", "healthy@1rps": "healthy_drift@1rps",
+                  "errors_x4@10rps": "errors_x4@10rps", "errors_x4@1rps": "errors_x4@1rps",
+                  "latency_tail5x3@10rps": "latency_tail5x3@10rps"}
 JUDGES = ("entrega", "flagger_60s", "flagger_10s", "kayenta")
 #: verdict codes of the per-check arrays
 INCONCLUSIVE, PASS, FAIL = 0, 1, 2
@@ -508,25 +513,29 @@ def run_rps(settings: Settings, canary_rps: int, rng: np.random.Generator,
     the step outcomes of the scenarios the step block replays."""
     runs, seconds = settings.runs, settings.duration_s
     step_s = min(seconds, STEP_S * STEP_LOOKS)
-    noise = simulate_noise(rng, runs, seconds)
+    drifting = simulate_noise(rng, runs, seconds)
+    steady = Noise(drifting.x, drifting.burst, np.zeros_like(drifting.wave),
+                   np.ones_like(drifting.share))
     rule = sequential_rule(DEFAULT_METRICS["error-rate"])
-    grid = make_grid(max(scenario_shift(change) for _, change in SCENARIOS.values()))
-    errors: dict[float, tuple[ErrorTrace, np.ndarray, np.ndarray]] = {}
-    latency: dict[tuple[Any, ...], LatencyResult] = {}
+    grid = make_grid(max(scenario_shift(change) for _, change, _ in SCENARIOS.values()))
+    errors: dict[tuple[float, bool], tuple[ErrorTrace, np.ndarray, np.ndarray]] = {}
+    latency: dict[tuple[tuple[Any, ...], bool], LatencyResult] = {}
     out: dict[str, dict[str, np.ndarray]] = {}
     steps: dict[str, dict[str, float]] = {}
-    for name, (multiplier, change) in SCENARIOS.items():
+    for name, (multiplier, change, drift) in SCENARIOS.items():
         progress(f"{name}@{canary_rps}rps")
+        noise = drifting if drift else steady
         # Common random numbers: an error scenario reuses the healthy latency traces and
         # a latency scenario the healthy error traces.
-        if multiplier not in errors:
+        if (multiplier, drift) not in errors:
             trace = simulate_errors(np.random.default_rng(rng.integers(2**63)), noise,
                                     canary_rps, multiplier)
-            errors[multiplier] = (trace, *entrega_error_verdicts(trace, rule, step_s))
-        if change not in latency:
-            latency[change] = simulate_latency(np.random.default_rng(rng.integers(2**63)),
-                                               noise, grid, canary_rps, change, step_s)
-        (err, err_first, err_step), lat = errors[multiplier], latency[change]
+            errors[multiplier, drift] = (trace, *entrega_error_verdicts(trace, rule, step_s))
+        if (change, drift) not in latency:
+            latency[change, drift] = simulate_latency(
+                np.random.default_rng(rng.integers(2**63)), noise, grid, canary_rps, change,
+                step_s)
+        (err, err_first, err_step), lat = errors[multiplier, drift], latency[change, drift]
         entrega = np.minimum(err_first, lat.entrega_first_fail)
         result = {"entrega": entrega}
         for interval in (60, 10):
@@ -540,7 +549,7 @@ def run_rps(settings: Settings, canary_rps: int, rng: np.random.Generator,
                                                [minute_s, lat.kayenta_stable_p95])
         out[name] = result
         key = f"{name}@{canary_rps}rps"
-        if key in STEP_SCENARIOS and step_s == STEP_S * STEP_LOOKS:
+        if key in STEP_SCENARIOS.values() and step_s == STEP_S * STEP_LOOKS:
             steps[key] = replay_step(np.concatenate([err_step[None], lat.entrega_step]))
     return out, steps
 
@@ -551,12 +560,14 @@ def summarise(times: dict[int, dict[str, dict[str, np.ndarray]]], settings: Sett
     for judge in JUDGES:
         by_rps = {f"{rps}rps": float(np.mean(np.isfinite(times[rps]["healthy"][judge])))
                   for rps in settings.rps}
+        drift_by_rps = {f"{rps}rps": float(np.mean(np.isfinite(
+            times[rps]["healthy_drift"][judge]))) for rps in settings.rps}
         detection: dict[str, float] = {}
         median: dict[str, float | None] = {}
         floor: dict[str, float] = {}
         ratio: dict[str, float | None] = {}
-        for name, (multiplier, _) in SCENARIOS.items():
-            if name == "healthy":
+        for name, (multiplier, _, _) in SCENARIOS.items():
+            if name in HEALTHY:
                 continue
             for rps in settings.rps:
                 key = f"{name}@{rps}rps"
@@ -570,6 +581,8 @@ def summarise(times: dict[int, dict[str, dict[str, np.ndarray]]], settings: Sett
         judges[judge] = {
             "false_rollback_rate": max(by_rps.values()),
             "false_rollback_rate_by_rps": by_rps,
+            "false_rollback_rate_drift": max(drift_by_rps.values()),
+            "false_rollback_rate_drift_by_rps": drift_by_rps,
             "detection_rate": detection,
             "median_detect_s": median,
             "floor_s": floor,
@@ -588,6 +601,7 @@ def check_targets(result: dict[str, Any]) -> dict[str, bool]:
 
     targets = {
         "false_rollbacks_at_most_1pct": e["false_rollback_rate"] <= 0.01,
+        "false_rollbacks_with_drift_at_most_1pct": e["false_rollback_rate_drift"] <= 0.01,
         "errors_x5@10rps_at_most_1.5x_floor": at_most(ratio.get("errors_x5@10rps"), 1.5),
         "errors_x5_x10@10_100rps_at_most_2x_floor": all(
             at_most(ratio.get(f"{s}@{r}rps"), 2.0) for s in ("errors_x5", "errors_x10")
@@ -623,7 +637,8 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None,
         steps.update(step)
     result: dict[str, Any] = {
         "judges": summarise(times, settings),
-        "step": {key: steps[key] for key in STEP_SCENARIOS if key in steps},
+        "step": {key: steps[source] for key, source in STEP_SCENARIOS.items()
+                 if source in steps},
         "settings": {
             "runs_per_scenario": settings.runs, "duration_s": settings.duration_s,
             "check_every_s": 1, "canary_rps": list(settings.rps),
@@ -635,7 +650,8 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None,
                       "period_s": list(DRIFT_PERIOD_S)},
             "latency_factors_simulated": {
                 name: round(math.exp(scenario_shift(change) * BIN), 3)
-                for name, (_, change) in SCENARIOS.items() if scenario_shift(change)},
+                for name, (_, change, _) in SCENARIOS.items() if scenario_shift(change)},
+            "drifting_scenarios": [name for name, (*_, drift) in SCENARIOS.items() if drift],
             "step": {"duration_s": STEP_S, "inconclusive_limit": STEP_LOOKS - 1,
                      "failure_limit": 0, "metrics": list(DEFAULT_ANALYSIS)},
             "elapsed_s": round(time.monotonic() - started, 1),
@@ -654,6 +670,8 @@ def render_table(result: dict[str, Any]) -> str:
     lines.append(head)
     lines.append(f"{'healthy: false rollbacks':<34}" + "".join(
         f"{judges[j]['false_rollback_rate']:>22.1%}" for j in JUDGES))
+    lines.append(f"{'healthy, drifting: false rollbacks':<34}" + "".join(
+        f"{judges[j]['false_rollback_rate_drift']:>22.1%}" for j in JUDGES))
     for key in keys:
         floor = judges["entrega"]["floor_s"].get(key)
         cells = []
