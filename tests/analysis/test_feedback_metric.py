@@ -86,7 +86,8 @@ def test_a_step_with_feedback_and_error_rate_fails_on_feedback_alone():
         metrics, baseline=EMPTY, latest=snapshot, canary="v2", stable="v1",
         feedback=FeedbackCounts(20, 12, 60, 3))
     assert verdict == "fail" and reason.startswith("feedback:")
-    assert [v.verdict for v in verdicts] == ["pass", "fail"]
+    assert [v.verdict for v in verdicts] == ["inconclusive", "fail"]  # 100 clean requests
+    # are not yet evidence that the canary's error rate is below 1%
 
 
 @pytest.mark.parametrize(("metrics", "expected"), [

@@ -47,12 +47,16 @@ CASES = [
                  "canary error rate is more than 1 point above stable's (max_increase: 0.01) "
                  "and above 1.5x stable's (max_ratio: 1.5)", id="sequential-both-bounds"),
     pytest.param(DEFAULT_METRICS["error-rate"], snapshot(300, 4), snapshot(2700, 14),
-                 "inconclusive", "canary error rate looks more than 0.2 points above "
-                 "stable's (max_increase: 0.002), not yet conclusive",
-                 id="sequential-looks-worse"),
-    pytest.param(DEFAULT_METRICS["error-rate"], snapshot(300, 1), snapshot(2700, 14), "pass",
-                 "canary error rate is not more than 0.2 points above stable's "
-                 "(max_increase: 0.002)", id="sequential-passes"),
+                 "inconclusive", "not yet evidence that the canary error rate is below 4x "
+                 "stable's or 1.00% (pass_ratio, pass_rate): the traffic so far does not "
+                 "point to a pass yet", id="sequential-looks-worse"),
+    pytest.param(DEFAULT_METRICS["error-rate"], snapshot(300, 1), snapshot(2700, 14),
+                 "inconclusive", "not yet evidence that the canary error rate is below 4x "
+                 "stable's or 1.00% (pass_ratio, pass_rate): about 65 more canary requests",
+                 id="sequential-not-yet-evidence"),
+    pytest.param(DEFAULT_METRICS["error-rate"], snapshot(1000, 2), snapshot(9000, 45),
+                 "pass", "canary error rate is below 4x stable's or 1.00% (pass_ratio, "
+                 "pass_rate), with evidence", id="sequential-passes"),
     pytest.param(DEFAULT_METRICS["error-rate"], snapshot(10, 0), snapshot(2700, 14),
                  "inconclusive", "10 canary requests, need 30 (min_requests: 30)",
                  id="sequential-min-requests-default"),
@@ -75,13 +79,24 @@ CASES = [
                  slow(2000, 40, seed=2), "fail",
                  "canary latencies are more than 1.5x stable's (max_ratio: 1.5)",
                  id="mann-whitney-configured-ratio"),
+    pytest.param(MetricConfig(judge="mann-whitney", max_ratio=1.2, min_requests=50),
+                 slow(400, 40, seed=3), slow(2000, 40, seed=4), "pass",
+                 "within 1.2x stable's (max_ratio: 1.2)", id="mann-whitney-passes"),
+    pytest.param(MetricConfig(judge="mann-whitney", max_ratio=1.2, min_requests=50),
+                 slow(30, 40, seed=5), slow(2000, 40, seed=6), "inconclusive",
+                 "need 50 samples on each side (min_requests: 50)",
+                 id="mann-whitney-min-requests"),
     pytest.param(DEFAULT_METRICS["latency-p95"], slow(400, 40, seed=3),
                  slow(2000, 40, seed=4), "pass",
-                 "within 1.2x stable's (max_ratio: 1.2)", id="mann-whitney-default-passes"),
+                 "that the canary p95 is within 1.2x stable's (max_ratio: 1.2)",
+                 id="quantile-default-passes"),
     pytest.param(DEFAULT_METRICS["latency-p95"], slow(30, 40, seed=5),
                  slow(2000, 40, seed=6), "inconclusive",
-                 "need 50 samples on each side (min_requests: 50)",
-                 id="mann-whitney-min-requests-default"),
+                 "30 canary requests, need 50 (min_requests: 50)",
+                 id="quantile-min-requests-default"),
+    pytest.param(DEFAULT_METRICS["latency-p95"], slow(400, 80, seed=7),
+                 slow(2000, 40, seed=8), "fail",
+                 "canary p95 is above 1.2x stable's (max_ratio: 1.2)", id="quantile-default-fails"),
 ]
 
 
@@ -89,7 +104,8 @@ CASES = [
 def test_reason_states_the_configured_rule(metric: MetricConfig, canary: ReleaseMetrics,
                                            stable: ReleaseMetrics, verdict: str,
                                            reason: str) -> None:
-    name = metric.measure or ("latency-p95" if metric.judge == "mann-whitney" else "error-rate")
+    name = metric.measure or ("latency-p95" if metric.judge in ("mann-whitney", "quantile")
+                              else "error-rate")
     _, _, verdicts = evaluate_window({name: metric}, baseline=BASELINE,
                                      latest=latest(canary, stable), canary="v2", stable="v1")
     assert verdicts[0].verdict == verdict, verdicts[0].reason

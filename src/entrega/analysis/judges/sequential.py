@@ -282,10 +282,12 @@ def format_points(rate: float) -> str:
 def _absolute_applies(rule: SequentialRule, canary_errors: int, rate_c: float,
                       rate_s: float) -> bool:
     """The absolute branch is for errors too rare to compare; it does not pass a canary
-    that looks worse than stable by half the pass margin or more (a x4 canary of a 0.25%
-    stable is under 1%, yet plainly worse). An extra condition to pass only lowers the
-    chance of passing, so the guarantee holds."""
-    return canary_errors == 0 or rate_c < math.sqrt(rule.pass_ratio) * rate_s
+    that looks worse than stable by half the pass margin (in ratio) and by more than
+    ``max_increase`` (a x4 canary of a 0.25% stable is under 1%, yet plainly worse; a x3 of
+    0.01% is not worth a person's time). An extra condition to pass only lowers the chance
+    of passing, so the guarantee holds."""
+    return canary_errors == 0 or rate_c < math.sqrt(rule.pass_ratio) * rate_s \
+        or rate_c - rate_s <= rule.max_increase
 
 
 def _pass_target(rule: SequentialRule, branch: int) -> float:
