@@ -301,7 +301,7 @@ class QuantileJudge:
         # (count_above: buckets after the threshold's own) and possibly at or above it
         # (count_above inclusive: from the threshold's own bucket)
         fail_index = np.array([bucket_index(rule.max_ratio * v) for v in values])
-        pass_index = np.array([bucket_index((rule.pass_ratio or rule.max_ratio) * v)
+        pass_index = np.array([bucket_index((rule.pass_ratio or rule.max_ratio) * v / GAMMA)
                                for v in values])
         self.fail_from = np.clip(fail_index + 1 - grid.first_index, 0, grid.bins)
         self.pass_from = np.clip(pass_index - grid.first_index, 0, grid.bins)

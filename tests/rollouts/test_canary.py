@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from entrega.rollouts.canary import passed_on_evidence
 from entrega.rollouts.model import (
     AnalysisProgress,
+    AnalysisVerdict,
     BeginAnalysis,
     Observed,
     Phase,
@@ -276,3 +278,51 @@ def test_canary_walk_pass_by_pass():
         st = t.state
     assert [r["window"] for r in st.analysis_history] == [1, 2]
     assert st.message == f"{CANARY} is stable"
+
+
+def metric_verdicts(result: str, **metrics: str) -> AnalysisVerdict:
+    """A verdict with per-metric verdicts (``critical`` unless named ``*_informs``)."""
+    return AnalysisVerdict(window=1, verdict=result, reason=result,  # type: ignore[arg-type]
+                           metrics={name: {"verdict": v, "critical": not name.endswith(
+                               "_informs")} for name, v in metrics.items()})
+
+
+def test_evidence_reached_earlier_in_the_window_passes_the_step():
+    """The judges' pass side holds however often it is checked, so a metric that reached
+    its pass evidence at one check stays passed for the window: at the step's end the step
+    passes when every metric has passed at some check, even if one dips back below."""
+    s = analysing(next_check_at=T0 + 5)
+    t = go(WALK, s, Observed(analysis=metric_verdicts("inconclusive", errors="pass",
+                                                      latency="inconclusive")), now=T0 + 5)
+    assert t.state.analysis is not None and t.state.analysis.passed_metrics == ("errors",)
+    t = go(WALK, t.state, Observed(analysis=metric_verdicts("inconclusive", errors="pass",
+                                                            latency="pass")), now=T0 + 10)
+    assert t.state.analysis is not None
+    assert t.state.analysis.passed_metrics == ("errors", "latency")
+    late = dataclasses.replace(t.state.analysis, next_check_at=T0 + 60)
+    end = go(WALK, dataclasses.replace(t.state, analysis=late),
+             Observed(analysis=metric_verdicts("inconclusive", errors="inconclusive",
+                                               latency="pass")), now=T0 + 60)
+    assert end.state.weights == AT_50
+    assert any("every metric reached its pass evidence" in e for e in end.events)
+
+
+@pytest.mark.parametrize(("earlier", "now_verdicts", "passes"), [
+    pytest.param(("errors",), {"errors": "inconclusive", "latency": "inconclusive"}, False,
+                 id="one-metric-never-passed"),
+    pytest.param(("errors", "latency"), {"errors": "inconclusive", "latency": "no-data"}, True,
+                 id="both-passed-earlier"),
+    pytest.param((), {"errors": "pass", "latency_informs": "inconclusive"}, True,
+                 id="a-non-critical-metric-never-blocks"),
+    pytest.param(("errors",), {"errors": "inconclusive", "latency_informs": "fail"}, True,
+                 id="a-non-critical-failure-never-blocks"),
+])
+def test_passed_on_evidence(earlier, now_verdicts, passes):
+    v = metric_verdicts("inconclusive", **now_verdicts)
+    assert passed_on_evidence(v, earlier) is passes
+
+
+def test_a_fresh_window_forgets_earlier_evidence():
+    s = analysing(next_check_at=T0 + 5, passed_metrics=("errors",))
+    t = go(LIMIT_1, s, Observed(analysis=verdict("fail", reason="slow")), now=T0 + 5)
+    assert t.state.analysis is not None and t.state.analysis.passed_metrics == ()

@@ -44,7 +44,7 @@ from typing import Any
 from entrega.analysis.judges.base import MetricVerdict, format_needs
 from entrega.analysis.judges.mann_whitney import compute_p_greater
 from entrega.analysis.window import WindowCounts
-from entrega.dataplane.sketch import LatencySketch, bucket_value
+from entrega.dataplane.sketch import GAMMA, LatencySketch, bucket_value
 
 #: (multiple of 1 - q, prior weight) of the tail test's alternatives: a share of slow
 #: requests 1.5x to 5x what the quantile allows.
@@ -158,7 +158,9 @@ def compute_quantile_evidence(rule: QuantileRule, canary: LatencySketch,
         fail_at = rule.max_ratio * (stable.rank_value(high_rank) or 0.0)
         pass_at = (rule.pass_ratio or rule.max_ratio) * (stable.rank_value(low_rank) or 0.0)
         above_fail = canary.count_above(fail_at)
-        above_pass = canary.count_above(pass_at, inclusive=True)
+        # one bucket lower: a request within the sketch's 1% of the threshold counts as
+        # slower, so the sketch's resolution never helps a canary pass
+        above_pass = canary.count_above(pass_at / GAMMA, inclusive=True)
         log_tail = compute_log_ratio(above_fail, m, tail, TAIL_ALTERNATIVES)
         log_pass = compute_log_ratio(above_pass, m, tail, PASS_ALTERNATIVES)
         u, ties = compute_u_sketches(canary, stable)
