@@ -44,6 +44,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from entrega.dataplane.accesslog import LOG_FORMAT, START_RULE
 from entrega.net import Endpoint
 from entrega.routers.base import CohortRule, Routes, pin_tag, weight_slots
 
@@ -102,6 +103,8 @@ class Files:
 
     dir: Path
     socket: Path
+    #: the log sink's datagram socket, where HAProxy sends a line per request (None: no log)
+    logs: Path | None = None
 
     @property
     def config(self) -> Path:
@@ -197,9 +200,12 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         "    stats timeout 30s",
         f"    lua-load {m('entrega.lua')}",
         "    hard-stop-after 60s",
+        *([f"    log {files.logs} len 1024 format raw local0"] if files.logs else []),
         "",
         "defaults",
         "    mode http",
+        # one line per finished request, to the log sink (dataplane/accesslog.py)
+        *(["    log global", f'    log-format "{LOG_FORMAT}"'] if files.logs else []),
         "    timeout connect 5s",
         "    timeout client 75s",
         "    timeout server 60s",
@@ -214,6 +220,7 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         "",
         "frontend main",
         f"    bind {listen}",
+        f"    {START_RULE}",
         *_REQUEST_CHECKS,
         "    acl chosen var(txn.release) -m found",
         # declared even without a cohort so that the file is loaded and runtime-updatable
@@ -290,6 +297,7 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         lines += [
             "frontend preview",
             f"    bind {preview_listen}",
+            f"    {START_RULE}",
             *_REQUEST_CHECKS,
             f"    http-request set-var(txn.release) str(preview),map({m('settings.map')})",
             f"    use_backend %[var(txn.release),map({m('backends.map')})] "
@@ -303,6 +311,7 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         lines += [
             "frontend stats",
             f"    bind {stats_listen}",
+            "    no log",
             "    http-request use-service prometheus-exporter if { path /metrics }",
             "    stats enable",
             "    stats uri /stats",
