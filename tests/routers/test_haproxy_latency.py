@@ -7,6 +7,7 @@ restart of the controller leave alone, and that a restart of the sink starts ove
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections import Counter
@@ -82,6 +83,26 @@ async def test_two_releases_show_up_with_counts_latencies_and_sketches(
     assert v3.latency_sketch is not None and max(v3.samples_ms) < SLOW_MS
     # sub-millisecond resolution: HAProxy's own %Ta would give whole milliseconds
     assert any(s != int(s) for s in releases["v1"].samples_ms)
+
+
+async def test_a_burst_of_requests_is_counted_exactly(
+        make_haproxy: HaproxyFactory, backends: dict[str, Backend]) -> None:
+    """50 clients at once: every line reaches the sink (a datagram socket would queue 10)."""
+    router = await make_haproxy("burst")
+    await router.set_routes(make_routes(backends, {"v1": 100}))
+
+    async def client(c: httpx.AsyncClient) -> int:
+        for _ in range(12):
+            assert (await c.get("/")).status_code == 200
+        return 12
+
+    async with httpx.AsyncClient(base_url=f"http://{router.listen}", timeout=30,
+                                 limits=httpx.Limits(max_connections=50)) as c:
+        sent = sum(await asyncio.gather(*(client(c) for _ in range(50))))
+    m = (await _counted(router, Counter(v1=sent)))["v1"]
+    assert (m.requests, m.samples_total) == (sent, sent) == (600, 600)
+    assert m.latency_sketch is not None and m.latency_sketch.total == 600
+    assert (await router.api.info()).get("DroppedLogs") == "0"
 
 
 async def test_one_series_across_haproxy_reloads_and_controller_restarts(

@@ -94,7 +94,7 @@ class ReleaseCounters:
 
 class AccessLogCounters:
     """Counters by release, filled from log lines; ``lines`` and ``ignored`` count every
-    datagram received and those that were not a request of a release."""
+    line received and those that were not a request of a release."""
 
     def __init__(self) -> None:
         self.releases: dict[str, ReleaseCounters] = {}

@@ -34,6 +34,11 @@ Design (why it needs no reload for a weight change or a new release):
   per release, the cohort rule, the preview release, the pin salt): the state lives in
   HAProxy only.
 
+- Per-request log: every request a frontend routes is logged (``accesslog.LOG_FORMAT``:
+  release, status, latency in us) into the ``entrega_requests`` ring, whose forwarder
+  streams it to entrega's log sink (``routers/haproxy/sink.py``): the same per-release
+  counters and latencies as the embedded router keeps.
+
 Every file is rewritten from the whole table on each change, so a HAProxy restarted after
 a crash comes back with the last routes.
 """
@@ -103,7 +108,7 @@ class Files:
 
     dir: Path
     socket: Path
-    #: the log sink's datagram socket, where HAProxy sends a line per request (None: no log)
+    #: the log sink's socket, where HAProxy's ring sends a line per request (None: no log)
     logs: Path | None = None
 
     @property
@@ -179,6 +184,25 @@ def validate(routes: Routes, default_app: str) -> None:
                 raise ValueError(f"cohort value {value!r} must be printable, without quotes")
 
 
+#: HAProxy's buffer of log lines not yet read by the sink: about 80,000 requests' lines, so
+#: a sink that is late, or restarting, loses none (HAProxy never waits for it)
+LOG_RING = "entrega_requests"
+LOG_RING_BYTES = 4 * 1024 * 1024
+
+
+def _log_ring(sink: Path) -> list[str]:
+    return [
+        f"ring {LOG_RING}",
+        "    format raw",
+        "    maxlen 1024",
+        f"    size {LOG_RING_BYTES}",
+        "    timeout connect 5s",
+        "    timeout server 10s",
+        f"    server sink unix@{sink}",
+        "",
+    ]
+
+
 #: RFC 9112 3.2: HAProxy itself refuses two different Host values (400) and merges two
 #: equal ones, but passes an HTTP/1.1 request without Host on; and L7 retries only for the
 #: methods safe to send twice
@@ -200,8 +224,9 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         "    stats timeout 30s",
         f"    lua-load {m('entrega.lua')}",
         "    hard-stop-after 60s",
-        *([f"    log {files.logs} len 1024 format raw local0"] if files.logs else []),
+        *([f"    log ring@{LOG_RING} len 1024 format raw local0"] if files.logs else []),
         "",
+        *(_log_ring(files.logs) if files.logs else []),
         "defaults",
         "    mode http",
         # one line per finished request, to the log sink (dataplane/accesslog.py)

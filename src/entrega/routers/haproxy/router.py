@@ -19,8 +19,7 @@ What is exact and what is not:
   buckets, the ring of recent latencies and a latency sketch. ``metrics()`` returns those
   with the requests in flight from HAProxy's stats; ``started_at`` is the sink's, so a
   reload or restart of HAProxy does not restart the series, a restart of the sink does.
-  A log line HAProxy cannot queue to the sink is dropped (``DroppedLogs`` in ``show
-  info``), never waited for.
+  HAProxy never waits for the sink: its lines wait in a 4 MiB ring (render.LOG_RING).
 """
 
 from __future__ import annotations

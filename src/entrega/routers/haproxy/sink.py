@@ -1,12 +1,13 @@
 """The HAProxy adapter's handle on its log sink (``python -m entrega.dataplane.logsink``).
 
-HAProxy logs every finished request to the sink's datagram socket; the sink turns the
-lines into the same per-release counters, ring of latencies and latency sketch the
-embedded router keeps (see ``dataplane/accesslog.py``). This module starts it detached
-(so it outlives the controller, as HAProxy does), adopts one that answers, and reads its
-counters. Files, beside HAProxy's in ``state_dir/routers/<name>/``:
+HAProxy logs every finished request into a ring buffer whose forwarder streams the lines
+to the sink (``render.LOG_RING``); the sink turns them into the same per-release
+counters, ring of latencies and latency sketch the embedded router keeps (see
+``dataplane/accesslog.py``). This module starts it detached (so it outlives the
+controller, as HAProxy does), adopts one that answers, and reads its counters. Files,
+beside HAProxy's in ``state_dir/routers/<name>/``:
 
-    logs.sock      the datagram socket HAProxy writes its log lines to
+    logs.sock      where HAProxy's ring forwarder streams its log lines
     logsink.sock   the sink's control socket (``metrics``, ``shutdown``)
     logsink.pid    its pid, written once both sockets are bound
     logsink.log    its stdout/stderr (startup errors only: no per-request lines)
@@ -45,7 +46,7 @@ class SinkCounters:
     pid: int
     started_at: float
     releases: dict[str, ReleaseMetrics] = field(default_factory=dict)
-    #: datagrams received, and those that were no request of a release
+    #: log lines received, and those that were no request of a release
     lines: int = 0
     ignored: int = 0
 
