@@ -134,6 +134,7 @@ async def test_one_series_across_haproxy_reloads_and_controller_restarts(
     restarted = await again.metrics()
     assert restarted.started_at > after.started_at
     assert again.sink.pid() not in (None, pid)
+    assert [r.what for r in restarted.restarts] == ["haproxy log sink"]
     assert "v1" not in restarted.releases or restarted.releases["v1"].requests == 0
     third, _ = await _traffic(f"http://{again.listen}", "/", 5)
     assert (await _counted(again, third))["v1"].requests == 5

@@ -149,7 +149,8 @@ class HaproxyRouter(Router):
                     for v, m in counters.releases.items()}
         for version, n in inflight.items():
             releases.setdefault(version, ReleaseMetrics(inflight=n))
-        return RouterMetrics(started_at=counters.started_at, releases=releases)
+        return RouterMetrics(started_at=counters.started_at, releases=releases,
+                             restarts=tuple(self.sink.restarts))
 
     async def shutdown(self) -> None:
         """Soft-stop HAProxy (requests in flight finish), then its log sink; returns once

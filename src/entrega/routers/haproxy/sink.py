@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from entrega.codec import Codec
 from entrega.errors import InvalidRecord, RouterError, RouterUnreachable
 from entrega.net import unix_socket_path
 from entrega.procenv import data_plane_env
-from entrega.routers.base import ReleaseMetrics
+from entrega.routers.base import DataPlaneRestart, ReleaseMetrics
 from entrega.runner import ProcessRunner, Program, Started
 from entrega.waiting import wait_until
 
@@ -37,6 +38,8 @@ START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 #: the sink answers from memory: anything slower is a stuck sink
 ANSWER_TIMEOUT_S = 5.0
+#: restarts of the sink kept for ``RouterMetrics.restarts`` (the most recent)
+RESTARTS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -76,13 +79,16 @@ class LogSinkProcess:
         self._lock = asyncio.Lock()
         #: the sink this controller started, if it did (reaped when it exits)
         self._proc: Started | None = None
+        #: sinks started again because the running one stopped answering, oldest first
+        self.restarts: list[DataPlaneRestart] = []
 
-    async def ensure_running(self) -> None:
+    async def ensure_running(self) -> bool:
+        """True when it started a sink, False when one already answered."""
         if await self._answers():
-            return
+            return False
         async with self._lock:
             if await self._answers():
-                return
+                return False
             self.dir.mkdir(parents=True, exist_ok=True)
             offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             if self._proc is not None:
@@ -107,13 +113,17 @@ class LogSinkProcess:
                 raise RouterError(f"haproxy router {self.router!r}: its log sink did not "
                                   f"answer on {self.control} within {START_TIMEOUT_S:g} s",
                                   hint=f"full log: {self.log_path}")
+            return True
 
     async def counters(self) -> SinkCounters:
         """The sink's counters; a sink that does not answer is started again first."""
         try:
             answer = await self._ask("metrics")
         except RouterUnreachable:
-            await self.ensure_running()
+            if await self.ensure_running():
+                self.restarts = [*self.restarts, DataPlaneRestart(
+                    what="haproxy log sink", at=time.time(),
+                    reason="did not answer on its control socket")][-RESTARTS_KEPT:]
             answer = await self._ask("metrics")
         try:
             return _COUNTERS.load(answer)
