@@ -38,7 +38,9 @@ environments:
     strategy:
 {strategy}
     analysis:
-      error-rate: {{judge: sequential, max_increase: 0.002, min_requests: 20}}
+      # a step passes on evidence; these tests send a few hundred requests, not the
+      # ~600 clean ones that prove a rate below the default pass_rate (1%): 20% takes ~30
+      error-rate: {{judge: sequential, max_increase: 0.002, min_requests: 20, pass_rate: 0.2}}
     verify:
       - http: {{path: /api/products, expect_status: 200, expect_body: "moka pot"}}
 """

@@ -51,6 +51,8 @@ async def test_weights_observed_on_real_traffic(
     sd = math.sqrt(1500 * 0.2 * 0.8)
     assert abs(counts["v2"] - 300) < 5 * sd, counts
     assert (await haproxy.get_routes()).same_table(routes)
+    await wait_for(lambda: _counted(haproxy, "v1", counts["v1"]),
+                   what="the log sink to count every request")  # lines arrive just after
     metrics = await haproxy.metrics()
     assert metrics.releases["v2"].requests == counts["v2"]
     assert metrics.releases["v1"].requests == counts["v1"]
@@ -184,6 +186,11 @@ async def test_removed_release_drains_then_its_servers_are_deleted(
     assert set(slots) == {"v2"}  # v3's slot is free again
 
 
+async def _counted(router: HaproxyRouter, version: str, n: int) -> bool:
+    releases = (await router.metrics()).releases
+    return version in releases and releases[version].requests >= n
+
+
 async def _inflight(router: HaproxyRouter, version: str, n: int) -> bool:
     releases = (await router.metrics()).releases
     return version in releases and releases[version].inflight >= n
@@ -199,6 +206,7 @@ async def test_preview_listener_metrics_and_5xx(
         assert (r.status_code, r.text, r.headers["x-entrega-release"]) == (200, "v3", "v3")
     async with httpx.AsyncClient(base_url=f"http://{haproxy.listen}") as c:
         assert (await c.get("/status?code=500")).status_code == 500
+    await wait_for(lambda: _counted(haproxy, "v1", 1), what="the log sink to count it")
     metrics = await haproxy.metrics()
     assert metrics.releases["v1"].errors_5xx == 1 and metrics.releases["v1"].requests == 1
     assert metrics.releases["v3"].requests == 1

@@ -7,6 +7,8 @@ They run as processes of their own, started detached, so they outlive the contro
   in a supervisor process and its workers, configured through a control socket;
 - the instance supervisor, ``python -m entrega.dataplane.instances.supervisor``: the host
   agent that runs, restarts and stops one app instance.
+- the log sink, ``python -m entrega.dataplane.logsink``: per-release counters and latencies
+  of HAProxy, read from its per-request log (``accesslog.py``).
 
 Layout::
 
@@ -22,6 +24,7 @@ Layout::
     admin/                 how the router is driven and observed: the control socket, the
                            Prometheus listener, the persisted table
     instances/             the instance supervisor (host agent)
+    logsink.py accesslog.py  HAProxy's log sink, and its log line and counters
 
 The data plane imports nothing from the controller side (routers, targets, controller,
 service, store, api, config...) nor the libraries only that side needs: import-linter

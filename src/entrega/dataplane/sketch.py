@@ -141,8 +141,28 @@ class LatencySketch:
             counts[index] = counts.get(index, 0) + count
         return cls(counts)
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: object, handler: object) -> object:
+        """Validated and dumped in its wire form where the controller reads a router's
+        counters through pydantic (``codec.Codec``). The import is here, not at the top:
+        a data-plane process never loads pydantic."""
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(
+            _sketch_of, serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda sketch: sketch.to_wire()))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LatencySketch) and self.counts == other.counts
 
     def __repr__(self) -> str:
         return f"LatencySketch(total={self.total}, buckets={len(self.counts)})"
+
+
+def _sketch_of(value: object) -> LatencySketch:
+    if isinstance(value, LatencySketch):
+        return value
+    if not isinstance(value, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 for pair in value):
+        raise ValueError("expected a list of [index, count] pairs")
+    return LatencySketch.from_wire(value)

@@ -40,6 +40,11 @@ Design (why no route change needs a reload: weights, releases, instances, pins, 
   HAProxy only. It also keeps the digest of the configuration HAProxy read
   (``config_digest``): only a change of that (the listeners) needs a reload.
 
+- Per-request log: every request a frontend routes is logged (``accesslog.LOG_FORMAT``:
+  release, status, latency in us) into the ``entrega_requests`` ring, whose forwarder
+  streams it to entrega's log sink (``routers/haproxy/sink.py``): the same per-release
+  counters and latencies as the embedded router keeps.
+
 Every file is rewritten from the whole table on each change, so a HAProxy restarted after
 a crash comes back with the last routes.
 """
@@ -51,6 +56,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from entrega.dataplane.accesslog import LOG_FORMAT, START_RULE
 from entrega.net import Endpoint
 from entrega.routers.base import Routes, pin_tag, weight_slots
 
@@ -164,6 +170,8 @@ class Files:
 
     dir: Path
     socket: Path
+    #: the log sink's socket, where HAProxy's ring sends a line per request (None: no log)
+    logs: Path | None = None
 
     @property
     def config(self) -> Path:
@@ -233,6 +241,25 @@ def validate(routes: Routes, default_app: str) -> None:
                 raise ValueError(f"cohort value {value!r} must be printable, without quotes")
 
 
+#: HAProxy's buffer of log lines not yet read by the sink: about 80,000 requests' lines, so
+#: a sink that is late, or restarting, loses none (HAProxy never waits for it)
+LOG_RING = "entrega_requests"
+LOG_RING_BYTES = 4 * 1024 * 1024
+
+
+def _log_ring(sink: Path) -> list[str]:
+    return [
+        f"ring {LOG_RING}",
+        "    format raw",
+        "    maxlen 1024",
+        f"    size {LOG_RING_BYTES}",
+        "    timeout connect 5s",
+        "    timeout server 10s",
+        f"    server sink unix@{sink}",
+        "",
+    ]
+
+
 #: RFC 9112 3.2: HAProxy itself refuses two different Host values (400) and merges two
 #: equal ones, but passes an HTTP/1.1 request without Host on; and L7 retries only for the
 #: methods safe to send twice
@@ -254,9 +281,13 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         "    stats timeout 30s",
         f"    lua-load {m('entrega.lua')}",
         "    hard-stop-after 60s",
+        *([f"    log ring@{LOG_RING} len 1024 format raw local0"] if files.logs else []),
         "",
+        *(_log_ring(files.logs) if files.logs else []),
         "defaults",
         "    mode http",
+        # one line per finished request, to the log sink (dataplane/accesslog.py)
+        *(["    log global", f'    log-format "{LOG_FORMAT}"'] if files.logs else []),
         "    timeout connect 5s",
         "    timeout client 75s",
         "    timeout server 60s",
@@ -271,6 +302,7 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         "",
         "frontend main",
         f"    bind {listen}",
+        f"    {START_RULE}",
         *_REQUEST_CHECKS,
         "    acl chosen var(txn.release) -m found",
         # declared even without a cohort so that the file is loaded and runtime-updatable
@@ -312,6 +344,7 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         lines += [
             "frontend preview",
             f"    bind {preview_listen}",
+            f"    {START_RULE}",
             *_REQUEST_CHECKS,
             f"    http-request set-var(txn.release) str(preview),map({m('settings.map')})",
             f"    use_backend %[var(txn.release),map({m('backends.map')})] "
@@ -325,6 +358,7 @@ def render_config(files: Files, routes: Routes, *, listen: str, preview_listen: 
         lines += [
             "frontend stats",
             f"    bind {stats_listen}",
+            "    no log",
             "    http-request use-service prometheus-exporter if { path /metrics }",
             "    stats enable",
             "    stats uri /stats",

@@ -14,25 +14,23 @@ What is exact and what is not:
 - exact: the weight split (the same 100-slot table as the embedded router), cohort
   header/allowlist/percent (the percent uses the same murmur3 buckets), pins and their
   clearing on rollback, the preview listener, zero-downtime add/remove of releases.
-- approximate: latencies. HAProxy 2.6 keeps no latency histogram, so ``metrics()`` gives
-  per-release request and 5xx counts and in-flight requests exactly, and
-  ``latency_sum_ms`` as each server's average total time over its last 1024 requests times
-  its request count; ``latency_buckets`` and ``samples_ms`` are empty (use a Prometheus
-  metric on HAProxy's exporter, ``stats_listen``, for latency analysis). The counters are
-  the worker's: they restart when HAProxy reloads or restarts, and ``started_at`` (the
-  worker's ``Start_time_sec``) with ``series`` (its pid) say so; between two readings of
-  one worker they only grow, so a window is the difference of two snapshots. 5xx answers
-  HAProxy makes itself with no server chosen (none of the release's servers usable) are
-  not in a release's count.
+- counters and latencies: HAProxy 2.6 keeps no latency of single requests, so it logs
+  one line per finished request to entrega's log sink (sink.py, started beside it and
+  adopted like it), which keeps per release what the embedded router keeps: requests,
+  5xx (HAProxy's own 503s for a release with no usable server included), the latency
+  buckets, the ring of recent latencies and a latency sketch. ``metrics()`` returns those
+  with the requests in flight from HAProxy's stats; ``started_at`` is the sink's, so a
+  reload or restart of HAProxy does not restart the series, a restart of the sink does.
+  HAProxy never waits for the sink: its lines wait in a 4 MiB ring (render.LOG_RING).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
-import time
 from pathlib import Path
 
 from entrega.errors import RouterError, RouterUnreachable
@@ -41,6 +39,7 @@ from entrega.procenv import minimal_env
 from entrega.routers.base import CohortRule, ReleaseMetrics, Router, RouterMetrics, Routes
 from entrega.routers.haproxy import render
 from entrega.routers.haproxy.runtime import RuntimeApi, arg
+from entrega.routers.haproxy.sink import LogSinkProcess
 from entrega.runner import LocalRunner, ProcessRunner, Program
 from entrega.waiting import wait_until
 
@@ -68,14 +67,14 @@ class HaproxyRouter(Router):
         self.stats_listen = stats_listen
         self.binary = binary
         self.dir = Path(state_dir) / "routers" / name
-        self.files = render.Files(self.dir, Path(runtime_socket) if runtime_socket
-                                  else runtime_socket_path(self.dir))
-        self.api = RuntimeApi(self.files.socket, router=name)
-        #: starts HAProxy, reads its pidfile, signals its master
+        #: starts HAProxy and the log sink, reads their pidfiles, signals HAProxy's master
         self.runner = runner or LocalRunner()
+        #: where HAProxy's per-request log lines become per-release counters
+        self.sink = LogSinkProcess(router=name, dir=self.dir, runner=self.runner)
+        self.files = render.Files(self.dir, Path(runtime_socket) if runtime_socket
+                                  else runtime_socket_path(self.dir), logs=self.sink.logs)
+        self.api = RuntimeApi(self.files.socket, router=name)
         self._lock = asyncio.Lock()
-        #: worker pid -> its estimated start, for an HAProxy without ``Start_time_sec``
-        self._estimated_start: dict[str, float] = {}
         #: names the configuration this router writes (kept in ``settings.map``)
         self.config_digest = render.config_digest(
             self.files, listen=listen, preview_listen=preview_listen,
@@ -84,6 +83,7 @@ class HaproxyRouter(Router):
     # -- Router ------------------------------------------------------------------------------
 
     async def ensure_running(self) -> None:
+        await self.sink.ensure_running()  # first: no request of a new HAProxy goes unlogged
         if await self._answers():
             return
         async with self._lock:
@@ -142,58 +142,38 @@ class HaproxyRouter(Router):
                       pin_salt=bytes.fromhex(settings.get("pin_salt", "")).decode())
 
     async def metrics(self) -> RouterMetrics:
-        info = await self.api.info()
+        """The log sink's per-release counters (one series since ``started_at``), with
+        the requests in flight from HAProxy (a request is logged once it has finished)."""
         slots = dict(await self.api.show_map(self.files.map("backends.map")))
         stats = await self._stats(slots)
         by_slot = {slot: version for version, slot in slots.items()}
-        totals: dict[str, dict[str, float]] = {}
+        inflight: dict[str, int] = {}
         for (slot, _server), row in stats.items():
             version = by_slot.get(slot)
-            if version is None:
-                continue
-            count = sum(int(row.get(f"hrsp_{k}") or 0)
-                        for k in ("1xx", "2xx", "3xx", "4xx", "5xx", "other"))
-            t = totals.setdefault(version, {"requests": 0, "5xx": 0, "sum": 0.0, "cur": 0})
-            t["requests"] += count
-            t["5xx"] += int(row.get("hrsp_5xx") or 0)
-            t["sum"] += float(row.get("ttime") or 0) * count
-            t["cur"] += int(row.get("scur") or 0)
-        worker, started_at = self._counters_started(info)
-        return RouterMetrics(
-            started_at=started_at, series=f"haproxy worker {worker}",
-            releases={v: ReleaseMetrics(requests=int(t["requests"]), errors_5xx=int(t["5xx"]),
-                                        latency_sum_ms=t["sum"], inflight=int(t["cur"]))
-                      for v, t in totals.items()})
+            if version is not None:
+                inflight[version] = inflight.get(version, 0) + int(row.get("scur") or 0)
+        counters = await self.sink.counters()
+        releases = {v: dataclasses.replace(m, inflight=inflight.get(v, 0))
+                    for v, m in counters.releases.items()}
+        for version, n in inflight.items():
+            releases.setdefault(version, ReleaseMetrics(inflight=n))
+        return RouterMetrics(started_at=counters.started_at, releases=releases,
+                             restarts=tuple(self.sink.restarts))
 
     async def shutdown(self) -> None:
-        """Soft-stop HAProxy (requests in flight finish); returns once it has exited."""
+        """Soft-stop HAProxy (requests in flight finish), then its log sink; returns once
+        both have exited."""
         pid = self._master_pid()
-        if pid is None:
-            return
-        if not await self.runner.terminate(pid, marks=self._marks(), sig=signal.SIGUSR1,
-                                           timeout_s=STOP_TIMEOUT_S):
-            raise RouterError(f"haproxy router {self.name!r} (pid {pid}) still runs "
-                              f"{STOP_TIMEOUT_S:g} s after SIGUSR1")
-        with contextlib.suppress(FileNotFoundError):
-            self.files.pidfile.unlink()
+        if pid is not None:
+            if not await self.runner.terminate(pid, marks=self._marks(), sig=signal.SIGUSR1,
+                                               timeout_s=STOP_TIMEOUT_S):
+                raise RouterError(f"haproxy router {self.name!r} (pid {pid}) still runs "
+                                  f"{STOP_TIMEOUT_S:g} s after SIGUSR1")
+            with contextlib.suppress(FileNotFoundError):
+                self.files.pidfile.unlink()
+        await self.sink.shutdown()  # last: HAProxy logged its final requests to it
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def _counters_started(self, info: dict[str, str]) -> tuple[str, float]:
-        """(the worker's pid, when it started): its counters are one monotonic series,
-        and a reload or a restart starts another in a new worker. ``Start_time_sec`` is
-        read, not computed: ``now - Uptime_sec`` differs on every reading, and every
-        analysis check would take it for a restart and judge the cumulative counts. An
-        HAProxy without that field gets the first such estimate for its worker, kept."""
-        worker = info.get("Pid", "")
-        start = info.get("Start_time_sec", "")
-        if start.isdigit():
-            return worker, float(start)
-        known = self._estimated_start.get(worker)
-        if known is None:
-            known = time.time() - float(info.get("Uptime_sec") or 0)
-            self._estimated_start = {worker: known}
-        return worker, known
 
     def pid(self) -> int | None:
         """The master's pid (from the pidfile)."""

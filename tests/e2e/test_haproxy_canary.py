@@ -1,0 +1,81 @@
+"""A good canary on HAProxy passes entrega's default analysis by itself.
+
+The default metrics (error-rate, latency-p95, built in) need per-request latencies of
+canary and stable: HAProxy's come from its per-request log through the log sink. With
+``inconclusive_limit: 2`` a step without latency data would pause for a person after two
+extensions. A step passes on evidence: with no errors at all, the error-rate judge needs
+about 600 clean canary requests (that its rate is below 1%), 20 s of the users' 30 req/s
+on the canary. The pause before the analysis lets the canary's fresh processes warm up: their
+first requests are slower on a busy machine, which is the judge's business, not this
+test's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import CONFIG, Deployment, Users, serving
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+DEFAULT_ANALYSIS = """\
+      canary:
+        steps:
+          - weight: 50
+          - pause: {duration_s: 3}
+          - analysis: {duration_s: 20, metrics: [error-rate, latency-p95], inconclusive_limit: 2}
+          - weight: 100
+"""
+
+
+class HaproxyDeployment(Deployment):
+    """The e2e deployment with HAProxy as its router and no ``analysis:`` section: the
+    metrics' defaults apply."""
+
+    def __init__(self, root: Path, strategy: str) -> None:
+        super().__init__(root, strategy)
+        binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+        assert binary, "haproxy is not installed: run scripts/install-system-deps.sh"
+        text = self.config.read_text()
+        embedded = (f'router: {{kind: embedded, listen: "127.0.0.1:{self.router_port}", '
+                    f'preview_listen: "127.0.0.1:{self.preview_port}"}}')
+        assert embedded in CONFIG.format(server=self.server_port, router=self.router_port,
+                                         preview=self.preview_port, python="x", strategy="")
+        text = text.replace(embedded, f'router: {{kind: haproxy, listen: '
+                                      f'"127.0.0.1:{self.router_port}", binary: "{binary}"}}')
+        lines = text.splitlines(keepends=True)
+        start = lines.index("    analysis:\n")
+        del lines[start:start + 4]  # the error-rate override: the defaults apply
+        self.config.write_text("".join(lines))
+
+
+@pytest.fixture
+def haproxy_deployment(tmp_path: Path) -> Iterator[HaproxyDeployment]:
+    yield from serving(HaproxyDeployment(tmp_path, DEFAULT_ANALYSIS))
+
+
+def test_good_canary_passes_the_default_analysis_on_haproxy(
+        haproxy_deployment: HaproxyDeployment) -> None:
+    dep = haproxy_deployment
+    assert "kind: haproxy" in dep.config.read_text()
+    assert "analysis:\n" not in dep.config.read_text().split("strategy:")[1].split("verify:")[0]
+    first = dep.deploy("v1")
+    dep.wait_phase(first["id"], {"succeeded"})
+    with Users(dep.router_url) as users:
+        rollout = dep.deploy("v2")
+        final = dep.wait_phase(rollout["id"], {"succeeded", "paused", "rolled_back"},
+                               timeout_s=120)
+        explained = dep.cli("analysis", "explain", str(rollout["id"])).stdout
+        assert final["phase"] == "succeeded", f"{final}\n{explained}"
+    assert users.failures == []
+    data = dep.cli_json("analysis", "explain", str(rollout["id"]))
+    last = data["windows"][-1]
+    assert last["verdict"] == "pass", last
+    verdicts = {m["metric"]: m for m in last["result"]["metrics"]}
+    assert verdicts["latency-p95"]["verdict"] == "pass", verdicts["latency-p95"]
+    assert verdicts["latency-p95"]["details"]["canary_requests"] >= 50
+    assert verdicts["error-rate"]["verdict"] == "pass", verdicts["error-rate"]
