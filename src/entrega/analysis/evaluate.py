@@ -4,6 +4,7 @@ point."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -109,7 +110,7 @@ def compute_windows(baseline: dict[str, Any], latest: dict[str, Any], *, canary:
 def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, Any],
                     latest: dict[str, Any], canary: str, stable: str | None,
                     measurements: Mapping[str, Mapping[str, Measurement]] | None = None,
-                    feedback: FeedbackCounts | None = None,
+                    feedback: FeedbackCounts | None = None, duration_s: float = 0.0,
                     ) -> tuple[AnalysisOutcome, str, list[MetricVerdict]]:
     """Judge one window (baseline -> latest snapshot of the builtin provider).
 
@@ -117,10 +118,15 @@ def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, 
     metric name then ``"canary"``/``"stable"`` (see ``providers.measure_external``); a
     metric with an external provider and no measurement is ``no-data``. ``feedback``
     holds the ratings given during the window (see :func:`uses_feedback`); a ``feedback``
-    metric without them is ``no-data``.
+    metric without them is ``no-data``. ``duration_s`` is how long the window has run: with
+    it, a judge says how long the current traffic needs to decide.
     """
     canary_counts, stable_counts = compute_windows(baseline, latest, canary=canary,
                                                    stable=stable)
+    if duration_s > 0:
+        canary_counts = dataclasses.replace(canary_counts, duration_s=duration_s)
+        if stable_counts is not None:
+            stable_counts = dataclasses.replace(stable_counts, duration_s=duration_s)
     verdicts = []
     for name, cfg in metrics.items():
         if cfg.provider != "builtin":

@@ -79,7 +79,8 @@ async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
                if uses_feedback(configs) else None)
     verdict, reason, metrics = evaluate_window(configs, baseline=run.baseline, latest=latest,
                                                canary=state.canary, stable=state.stable,
-                                               measurements=measured, feedback=ratings)
+                                               measurements=measured, feedback=ratings,
+                                               duration_s=max(0.0, time.time() - run.started_at))
     result = {"verdict": verdict, "reason": reason, "metrics": [m.to_dict() for m in metrics]}
     actions.repo.record_analysis(run.id, verdict=verdict, result=result)
     return AnalysisVerdict(window=window, verdict=verdict, reason=reason,
