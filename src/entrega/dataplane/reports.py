@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from entrega.dataplane.sketch import LatencySketch
+
 #: Upper bounds (ms) of the fixed latency histogram buckets; the last bucket is +inf.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
     1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
@@ -36,6 +38,10 @@ class ReleaseMetrics:
     samples_ms: tuple[float, ...] = ()
     #: total number of samples ever recorded (so a consumer can take just the new ones)
     samples_total: int = 0
+    #: every request's latency in log buckets (1% relative error), cumulative like the
+    #: counters; ``None`` when the router kind cannot give one (HAProxy today). On the
+    #: wire (``GET /metrics``, a stored snapshot): ``[[index, count], ...]``.
+    latency_sketch: LatencySketch | None = None
 
 
 @dataclass(frozen=True)

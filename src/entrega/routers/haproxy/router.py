@@ -15,7 +15,8 @@ What is exact and what is not:
 - approximate: latencies. HAProxy 2.6 keeps no latency histogram, so ``metrics()`` gives
   per-release request and 5xx counts and in-flight requests exactly, and
   ``latency_sum_ms`` as each server's average total time over its last 1024 requests times
-  its request count; ``latency_buckets`` and ``samples_ms`` are empty (use a Prometheus
+  its request count; ``latency_buckets`` and ``samples_ms`` are empty and
+  ``latency_sketch`` is ``None`` (use a Prometheus
   metric on HAProxy's exporter, ``stats_listen``, for latency analysis). Counters restart
   when HAProxy reloads (``started_at`` says so). 5xx answers HAProxy makes itself with no
   server chosen (none of the release's servers usable) are not in a release's count.
