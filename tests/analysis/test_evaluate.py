@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from entrega.analysis.evaluate import evaluate_window, router_restarted
 from entrega.analysis.providers.base import Measurement
 from entrega.analysis.providers.builtin import release_metrics, snapshot
+from entrega.analysis.window import compute_window
 from entrega.config import DEFAULT_METRICS, MetricConfig
+from entrega.dataplane.sketch import LatencySketch
+from entrega.errors import InvalidRecord
 from entrega.routers.base import ReleaseMetrics, RouterMetrics
 
 from .conftest import hist
@@ -133,3 +138,49 @@ RESTARTS = [
 @pytest.mark.parametrize(("baseline", "latest", "restarted"), RESTARTS)
 def test_router_restarted(baseline, latest, restarted):
     assert router_restarted(baseline, latest) is restarted
+
+
+class CountingRouter:
+    """A router whose cumulative sketch grows by ``add`` between snapshots."""
+
+    def __init__(self) -> None:
+        self.sketch = LatencySketch()
+
+    def add(self, *latencies_ms: float) -> None:
+        for ms in latencies_ms:
+            self.sketch.add(ms)
+
+    async def metrics(self) -> RouterMetrics:
+        n = self.sketch.total
+        return RouterMetrics(started_at=5.0, releases={"v2": ReleaseMetrics(
+            requests=n, latency_buckets=(n,), samples_total=n,
+            latency_sketch=LatencySketch(self.sketch.counts))})
+
+
+async def test_both_snapshots_carry_the_sketch_and_the_window_is_their_difference():
+    router = CountingRouter()
+    router.add(*[3.0] * 50, 700.0)
+    # the baseline is stored as JSON (analysis_runs.baseline) and read back later
+    baseline = json.loads(json.dumps(await snapshot(router)))  # type: ignore[arg-type]
+    assert baseline["releases"]["v2"]["latency_sketch"] == router.sketch.to_wire()
+    router.add(*[20.0] * 30, 90.0)
+    latest = await snapshot(router, samples=True)  # type: ignore[arg-type]
+    window = compute_window(release_metrics(baseline, "v2"), release_metrics(latest, "v2"))
+    expected = LatencySketch()
+    for ms in [20.0] * 30 + [90.0]:
+        expected.add(ms)
+    assert window.sketch == expected and window.requests == 31
+
+
+async def test_a_router_without_sketch_leaves_it_out_of_the_snapshot():
+    data = await snapshot(FakeRouter())  # type: ignore[arg-type]
+    assert "latency_sketch" not in data["releases"]["v1"]
+    back = release_metrics(data, "v1")
+    assert back is not None and back.latency_sketch is None
+
+
+def test_a_damaged_stored_sketch_is_an_error_naming_the_release():
+    stored = snap(v2={**release(3, 0), "latency_sketch": [[12, "three"]]})
+    with pytest.raises(InvalidRecord, match=r"the snapshot of release 'v2': latency_sketch: "
+                       r"sketch bucket \[12, 'three'\]: expected \[index, count\] integers"):
+        release_metrics(stored, "v2")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from entrega.analysis.window import compute_window, histogram_percentile
+from entrega.dataplane.sketch import LatencySketch
 from entrega.routers.base import LATENCY_BUCKETS_MS, ReleaseMetrics
 
 from .conftest import INF, N_BUCKETS, counts, hist, snapshot
@@ -124,3 +127,62 @@ SAMPLE_WINDOWS = [
 def test_window_samples_are_the_newest_entries_of_the_latest_ring(baseline, latest, expected):
     w = compute_window(baseline, latest)
     assert (w.samples_ms, w.samples_window) == expected
+
+
+def sketch(*latencies: tuple[float, int]) -> LatencySketch:
+    """A cumulative sketch from (latency ms, requests) pairs."""
+    s = LatencySketch()
+    for ms, n in latencies:
+        s.add(ms, n)
+    return s
+
+
+def with_sketch(m: ReleaseMetrics, s: LatencySketch | None) -> ReleaseMetrics:
+    return dataclasses.replace(m, latency_sketch=s)
+
+
+SKETCH_WINDOWS = [
+    pytest.param(None, with_sketch(snapshot(30), sketch((2, 20), (40, 10))), False,
+                 sketch((2, 20), (40, 10)), id="no-baseline-takes-latest-whole"),
+    pytest.param(with_sketch(snapshot(30), sketch((2, 20), (40, 10))),
+                 with_sketch(snapshot(45), sketch((2, 25), (40, 10), (900, 10))), False,
+                 sketch((2, 5), (900, 10)), id="latest-minus-baseline"),
+    pytest.param(with_sketch(snapshot(30), sketch((2, 30))),
+                 with_sketch(snapshot(30), sketch((2, 30))), False,
+                 LatencySketch(), id="no-traffic-is-an-empty-sketch"),
+    pytest.param(with_sketch(snapshot(500), sketch((2, 500))),
+                 with_sketch(snapshot(20), sketch((2, 20))), False,
+                 sketch((2, 20)), id="requests-went-down-router-restarted"),
+    pytest.param(with_sketch(snapshot(10), sketch((2, 10))),
+                 with_sketch(snapshot(40), sketch((2, 40))), True,
+                 sketch((2, 40)), id="restart-flag-takes-latest-whole"),
+    pytest.param(with_sketch(snapshot(10), sketch((300, 10))),
+                 with_sketch(snapshot(12), sketch((2, 12))), False,
+                 sketch((2, 12)), id="sketch-bucket-went-down-takes-latest-whole"),
+    pytest.param(ReleaseMetrics(), with_sketch(snapshot(5), sketch((7, 5))), False,
+                 sketch((7, 5)), id="baseline-without-sketch-before-any-request"),
+    pytest.param(snapshot(10), with_sketch(snapshot(40), sketch((2, 40))), False,
+                 None, id="baseline-without-sketch-has-no-window-sketch"),
+    pytest.param(snapshot(10), snapshot(40), False, None, id="router-kind-without-sketch"),
+    pytest.param(None, snapshot(40), False, None, id="latest-without-sketch"),
+]
+
+
+@pytest.mark.parametrize(("baseline", "latest", "restarted", "expected"), SKETCH_WINDOWS)
+def test_window_sketch_is_latest_minus_baseline(baseline, latest, restarted, expected):
+    w = compute_window(baseline, latest, router_restarted=restarted)
+    assert w.sketch == expected
+    if expected is not None:
+        assert w.sketch is not None and w.sketch.total == expected.total
+
+
+def test_a_window_sketch_has_every_request_of_the_window_however_many():
+    """More requests than the ring holds: the ring keeps the newest, the sketch all."""
+    before = [float(1 + i % 50) for i in range(3_000)]
+    during = [float(100 + i % 400) for i in range(10_000)]
+    baseline = with_sketch(snapshot(3_000), sketch(*((ms, 1) for ms in before)))
+    latest = with_sketch(snapshot(13_000), sketch(*((ms, 1) for ms in before + during)))
+    w = compute_window(baseline, latest)
+    assert w.sketch is not None and w.sketch.total == 10_000 == w.requests
+    assert w.sketch.quantile(0.0) == pytest.approx(100, rel=0.01)
+    assert w.sketch.quantile(0.5) == pytest.approx(sorted(during)[4_999], rel=0.01)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable
 
 import pytest
@@ -87,6 +89,14 @@ def test_failed_analysis_rolls_back_by_itself(
     data = dep.cli_json("analysis", "explain", str(rollout["id"]))
     failed = [w for w in data["windows"] if w["verdict"] == "fail"]
     assert failed and failed[0]["result"]["metrics"][0]["details"]["canary_errors"] > 0
+    # The window's baseline, as stored, carries each release's cumulative latency sketch:
+    # the window's latencies are the latest sketch minus it.
+    with sqlite3.connect(dep.root / ".entrega" / "state.db") as db:
+        baselines = [json.loads(row[0]) for row in db.execute("SELECT baseline FROM "
+                                                              "analysis_runs")]
+    stable = [b["releases"]["v1"] for b in baselines]
+    assert stable and all(sum(n for _, n in r["latency_sketch"]) == r["requests"] > 0
+                          for r in stable)
 
 
 def test_blue_green_preview_switch_and_abort_after_switch(

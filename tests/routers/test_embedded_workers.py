@@ -9,15 +9,20 @@ port tells how many client connections each worker holds.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import random
 import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from entrega.dataplane.http.metrics import ReleaseStats
 from entrega.dataplane.process.worker_metrics import WorkerLedger, interleave_newest_first
+from entrega.dataplane.sketch import LatencySketch
 from entrega.errors import RouterError
 from entrega.net import free_port
 from entrega.routers.embedded import EmbeddedRouter
@@ -52,6 +57,40 @@ def test_ledger_keeps_a_dead_workers_counters() -> None:
     total = ledger.total()["v1"]
     assert (total["requests"], total["samples_total"], total["inflight"]) == (16, 16, 0)
     assert total["samples_ms"] == [9.0, 7.0] and total["latency_buckets"] == [16, 0]
+
+
+def worker_report(latencies_ms: list[float]) -> dict[str, object]:
+    """What a worker's ``ReleaseStats`` reports after answering these requests."""
+    stats = ReleaseStats()
+    for ms in latencies_ms:
+        stats.record(200, ms)
+    return stats.to_dict()
+
+
+def sketch_of(latencies_ms: list[float]) -> LatencySketch:
+    sketch = LatencySketch()
+    for ms in latencies_ms:
+        sketch.add(ms)
+    return sketch
+
+
+def test_ledger_merges_the_workers_sketches_and_keeps_a_dead_workers() -> None:
+    first, second = [1.5, 2.0, 40.0, 900.0], [2.0, 3.3, 3.3]
+    ledger = WorkerLedger()
+    ledger.observe(1, {"v1": worker_report(first)})
+    ledger.observe(2, {"v1": worker_report(second), "v2": worker_report([70.0])})
+    total = ledger.total()
+    assert LatencySketch.from_wire(total["v1"]["latency_sketch"]) == sketch_of(first + second)
+    assert LatencySketch.from_wire(total["v2"]["latency_sketch"]) == sketch_of([70.0])
+
+    ledger.worker_died(1)
+    ledger.observe(1, {"v1": worker_report(first + [5.0])})  # late: ignored
+    replacement = [8.0, 8.0]
+    ledger.observe(3, {"v1": worker_report(replacement)})
+    v1 = ledger.total()["v1"]
+    merged = LatencySketch.from_wire(v1["latency_sketch"])
+    assert merged == sketch_of(first + second + replacement)
+    assert merged.total == v1["requests"] == v1["samples_total"] == 9
 
 
 async def health(router: EmbeddedRouter) -> dict[str, object]:
@@ -151,6 +190,50 @@ async def test_connections_land_on_every_worker_and_metrics_are_summed(
     async with httpx.AsyncClient() as c:
         text = (await c.get(f"http://{metrics_listen}/metrics")).text
     assert 'entrega_router_requests_total{release="v1"} 60' in text.splitlines()
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+@pytest.mark.real
+async def test_every_request_is_in_the_summed_latency_sketch_within_one_percent(
+        make_router: RouterFactory, backends: dict[str, Backend]) -> None:
+    router = await make_router("sketch", workers=2)
+    await router.set_routes(make_routes(backends, {"v2": 100}, releases=("v2",)))
+    delays_ms = [5] * 60 + [30] * 30 + [120] * 10
+    random.Random(12).shuffle(delays_ms)
+    client_ms: list[float] = []
+
+    async def timed(c: httpx.AsyncClient, delay_ms: int) -> None:
+        started = time.perf_counter()
+        response = await c.get(f"/slow?ms={delay_ms}")
+        client_ms.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200
+
+    # each request on a connection of its own, 10 at a time: both workers take some
+    async with httpx.AsyncClient(base_url=f"http://{router.listen}", timeout=10,
+                                 headers={"Connection": "close"}) as c:
+        for batch in range(0, len(delays_ms), 10):
+            await asyncio.gather(*(timed(c, d) for d in delays_ms[batch:batch + 10]))
+
+    v2 = (await router.metrics()).releases["v2"]
+    sketch = v2.latency_sketch
+    assert sketch is not None
+    assert sketch.total == v2.requests == len(delays_ms) == len(v2.samples_ms)
+    router_ms = list(v2.samples_ms)  # every request's latency, as the router measured it
+    for q in (0.01, 0.25, 0.5, 0.6, 0.9, 0.95, 0.99, 1.0):
+        estimate = sketch.quantile(q)
+        assert estimate is not None
+        exact = nearest_rank(router_ms, q)
+        # the ring rounds to the microsecond
+        assert abs(estimate - exact) <= 0.01 * exact + 0.001, (q, estimate, exact)
+        # each request took the router at least the backend's delay and at most what the
+        # client saw, so every quantile sits between theirs (the backend runs on uvloop,
+        # whose timers count whole milliseconds from a cached loop time: up to ~1 ms early)
+        assert (nearest_rank(delays_ms, q) - 1.5) * 0.99 <= estimate, (q, estimate)
+        assert estimate <= nearest_rank(client_ms, q) * 1.01, (q, estimate)
 
 
 @pytest.mark.real

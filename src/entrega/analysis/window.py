@@ -12,6 +12,14 @@ newest last, with ``samples_total`` counting every sample ever recorded). Only t
 baseline.samples_total`` entries of the latest ring, capped at the ring's length: when more
 requests than the ring holds arrived during the window, the window's samples are its most
 recent ones (``samples_window`` says how many requests the window really had).
+
+The latency sketch (``latency_sketch``, on routers that keep one) has no such cap: both
+snapshots carry it whole, and the window's sketch is the latest minus the baseline,
+bucket by bucket, so it holds every request of the window within 1%. After a restart it
+is the latest sketch whole, like the counters. When the baseline has no sketch but the
+latest has (a baseline stored before the router kept one), the window has none unless
+the baseline had counted no request: the latest alone would count requests from before
+the window.
 """
 
 from __future__ import annotations
@@ -52,13 +60,26 @@ def compute_window(baseline: ReleaseMetrics | None, latest: ReleaseMetrics | Non
         return WindowCounts(0, 0, ())
     if baseline is None or router_restarted or _went_down(baseline, latest):
         return WindowCounts(latest.requests, latest.errors_5xx, latest.latency_buckets,
-                            *_window_samples(0, latest))
+                            *_window_samples(0, latest), sketch=latest.latency_sketch)
     buckets = latest.latency_buckets
     if len(baseline.latency_buckets) == len(buckets):
         buckets = tuple(a - b for a, b in zip(buckets, baseline.latency_buckets, strict=True))
     return WindowCounts(latest.requests - baseline.requests,
                         latest.errors_5xx - baseline.errors_5xx, buckets,
-                        *_window_samples(baseline.samples_total, latest))
+                        *_window_samples(baseline.samples_total, latest),
+                        sketch=_window_sketch(baseline, latest.latency_sketch))
+
+
+def _window_sketch(baseline: ReleaseMetrics,
+                   latest: LatencySketch | None) -> LatencySketch | None:
+    if latest is None:
+        return None
+    if baseline.latency_sketch is None:
+        # nothing to subtract only if the baseline had seen no request
+        return latest if baseline.requests == 0 else None
+    window = latest.minus(baseline.latency_sketch)
+    # a bucket that went down: the router restarted although no counter showed it
+    return latest if window is None else window
 
 
 def _window_samples(since_total: int, latest: ReleaseMetrics,

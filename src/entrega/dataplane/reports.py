@@ -38,7 +38,9 @@ class ReleaseMetrics:
     samples_ms: tuple[float, ...] = ()
     #: total number of samples ever recorded (so a consumer can take just the new ones)
     samples_total: int = 0
-    #: every latency recorded since the router started, in a mergeable sketch
+    #: every request's latency in log buckets (1% relative error), cumulative like the
+    #: counters; ``None`` when the router kind cannot give one. On the
+    #: wire (``GET /metrics``, a stored snapshot): ``[[index, count], ...]``.
     latency_sketch: LatencySketch | None = None
 
 

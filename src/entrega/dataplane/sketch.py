@@ -19,7 +19,9 @@ JSON-friendly, and a few hundred pairs at most.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 #: The relative accuracy of every value read from a sketch.
 RELATIVE_ACCURACY = 0.01
@@ -28,6 +30,10 @@ INV_LN_GAMMA = 1.0 / math.log(GAMMA)
 #: Latencies at or below this (ms) are counted in the lowest bucket.
 MIN_MS = 0.01
 MIN_INDEX = math.ceil(math.log(MIN_MS) * INV_LN_GAMMA)
+#: The highest bucket whose value is a finite float (about 1e306 ms): the wire refuses
+#: indices outside MIN_INDEX..MAX_INDEX, which no router can produce and no quantile
+#: could be read from.
+MAX_INDEX = math.floor(math.log(sys.float_info.max / 2) * INV_LN_GAMMA)
 
 
 def bucket_index(ms: float) -> int:
@@ -130,27 +136,50 @@ class LatencySketch:
 
     @classmethod
     def from_wire(cls, pairs: Iterable[Iterable[int]] | None) -> LatencySketch:
-        """Read the wire form; raises ``ValueError`` on anything but integer pairs with
-        nonnegative counts (a snapshot from a damaged or foreign source)."""
+        """Read the wire form; raises ``ValueError`` on anything but a list of integer
+        ``[index, count]`` pairs with indices in the sketch's range and nonnegative counts
+        (a snapshot from a damaged or foreign source). The message says what was wrong."""
+        if pairs is None:
+            return cls()
+        if not _is_sequence(pairs):
+            raise ValueError(f"a latency sketch is a list of [index, count] pairs, "
+                             f"not {_shown(pairs)}")
         counts: dict[int, int] = {}
-        for pair in pairs or ():
-            index, count = pair
+        for pair in pairs:
+            items = tuple(pair) if _is_sequence(pair) else ()
+            if len(items) != 2:
+                raise ValueError(f"sketch bucket {_shown(pair)}: expected an [index, count] "
+                                 "pair")
+            index, count = items
             if isinstance(index, bool) or isinstance(count, bool) or \
                     not isinstance(index, int) or not isinstance(count, int) or count < 0:
-                raise ValueError(f"sketch bucket {pair!r}: expected [index, count] integers")
+                raise ValueError(f"sketch bucket {_shown(pair)}: expected [index, count] "
+                                 "integers, the count not negative")
+            if not MIN_INDEX <= index <= MAX_INDEX:
+                raise ValueError(f"sketch bucket {_shown(pair)}: the index is outside "
+                                 f"{MIN_INDEX}..{MAX_INDEX}")
             counts[index] = counts.get(index, 0) + count
         return cls(counts)
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: object, handler: object) -> object:
-        """Validated and dumped in its wire form where the controller reads a router's
-        counters through pydantic (``codec.Codec``). The import is here, not at the top:
-        a data-plane process never loads pydantic."""
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """Lets a pydantic ``TypeAdapter`` (the controller's codec of a router's metrics)
+        read the wire form into a sketch and write it back. pydantic is imported only when
+        asked: the router process, which never validates, does not load it."""
         from pydantic_core import core_schema
 
+        def read(value: Any) -> LatencySketch:
+            return value if isinstance(value, LatencySketch) else cls.from_wire(value)
+
         return core_schema.no_info_plain_validator_function(
-            _sketch_of, serialization=core_schema.plain_serializer_function_ser_schema(
+            read, serialization=core_schema.plain_serializer_function_ser_schema(
                 lambda sketch: sketch.to_wire()))
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        pair = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
+        return {"type": "array", "items": pair,
+                "description": "[bucket index, count] pairs, sorted by index"}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LatencySketch) and self.counts == other.counts
@@ -159,10 +188,11 @@ class LatencySketch:
         return f"LatencySketch(total={self.total}, buckets={len(self.counts)})"
 
 
-def _sketch_of(value: object) -> LatencySketch:
-    if isinstance(value, LatencySketch):
-        return value
-    if not isinstance(value, list) or not all(
-            isinstance(pair, list) and len(pair) == 2 for pair in value):
-        raise ValueError("expected a list of [index, count] pairs")
-    return LatencySketch.from_wire(value)
+def _is_sequence(value: object) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _shown(value: object) -> str:
+    """A value as an error message quotes it: short, whatever it is."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,5 +1,5 @@
-"""The builtin provider: the router's own per-release counters, latency histogram and
-ring of recent latencies.
+"""The builtin provider: the router's own per-release counters, latency histogram,
+latency sketch and ring of recent latencies.
 
 A snapshot is plain JSON so the controller can keep a window's baseline in the store
 (``analysis_runs.baseline``) and judge the same window after a restart. Every snapshot
@@ -7,12 +7,18 @@ carries ``samples_total`` (one integer per release). Only the *latest* snapshot 
 carries the ring itself (``samples_ms``, up to a few thousand floats per release): the
 baseline needs just the count to know which ring entries are new (see ``window.py``), and
 persisting rings would bloat the store once a second.
+
+Both carry the release's cumulative latency sketch (``latency_sketch``, ``[index, count]``
+pairs, a few hundred at most), when the router kind keeps one: the baseline needs all of
+it, since a window's sketch is the latest minus the baseline, bucket by bucket.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from entrega.dataplane.sketch import LatencySketch
+from entrega.errors import InvalidRecord
 from entrega.routers.base import ReleaseMetrics, Router
 
 
@@ -24,6 +30,8 @@ async def snapshot(router: Router, *, samples: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {"requests": m.requests, "errors_5xx": m.errors_5xx,
                                 "latency_buckets": list(m.latency_buckets),
                                 "samples_total": m.samples_total}
+        if m.latency_sketch is not None:
+            data["latency_sketch"] = m.latency_sketch.to_wire()
         if samples:
             data["samples_ms"] = list(m.samples_ms)
         releases[version] = data
@@ -39,4 +47,17 @@ def release_metrics(snap: dict[str, Any], version: str | None) -> ReleaseMetrics
     return ReleaseMetrics(requests=int(data["requests"]), errors_5xx=int(data["errors_5xx"]),
                           latency_buckets=tuple(int(c) for c in data["latency_buckets"]),
                           samples_ms=tuple(float(s) for s in data.get("samples_ms") or ()),
-                          samples_total=int(data.get("samples_total") or 0))
+                          samples_total=int(data.get("samples_total") or 0),
+                          latency_sketch=_sketch(data.get("latency_sketch"), version))
+
+
+def _sketch(wire: Any, version: str) -> LatencySketch | None:
+    """A snapshot's sketch; ``None`` when it has none (a router kind without one, or a
+    baseline stored before sketches existed)."""
+    if wire is None:
+        return None
+    try:
+        return LatencySketch.from_wire(wire)
+    except ValueError as exc:
+        raise InvalidRecord(f"the snapshot of release {version!r}: latency_sketch: {exc}",
+                            ) from None

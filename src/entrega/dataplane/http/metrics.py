@@ -4,22 +4,34 @@ Everything here is cumulative since the router process started (``started_at``):
 controller takes differences between two snapshots (see ``reports.ReleaseMetrics``).
 Recording one request is O(1): a scan of the fixed bucket bounds from the lowest (most
 requests take under a millisecond, so it usually stops at the first), a few integer
-additions and one store into a preallocated ring. The ring is a list rather than an
-``array``: the mypyc build (setup.py) stores into a list natively.
+additions, one store into a preallocated ring, and one logarithm and one dict update for
+the latency sketch. The ring is a list rather than an ``array``: the mypyc build
+(setup.py) stores into a list natively.
+
+The sketch (``dataplane/sketch.py``) is what the analysis judges: every request of a
+window, within 1%, as the difference of two snapshots. The fixed buckets feed Prometheus
+and the insights; the ring (recent latencies) is for display. Its bucket formula is
+``sketch.bucket_index`` written out here: a call into the uncompiled sketch module would
+cost more than the formula itself.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Final
 
 from entrega.dataplane.reports import LATENCY_BUCKETS_MS
+from entrega.dataplane.sketch import INV_LN_GAMMA, MIN_INDEX, MIN_MS
 
 #: Size of the ring of recent latencies; a power of two so the slot is ``total & MASK``.
 SAMPLES_RING_SIZE: Final = 2048
 _MASK: Final = SAMPLES_RING_SIZE - 1
 _BOUNDS: Final = tuple(float(bound) for bound in LATENCY_BUCKETS_MS)
 _LAST: Final = len(LATENCY_BUCKETS_MS)  # the +inf bucket
+_SKETCH_MIN_MS: Final = MIN_MS
+_SKETCH_MIN_INDEX: Final = MIN_INDEX
+_SKETCH_INV_LN_GAMMA: Final = INV_LN_GAMMA
 
 #: Stats of releases no longer routed (and with nothing in flight) are forgotten beyond
 #: this many releases, so a router living through hundreds of releases stays small.
@@ -30,7 +42,7 @@ class ReleaseStats:
     """Counters of one release; mutated only by the event loop thread."""
 
     __slots__ = ("requests", "errors_5xx", "buckets", "latency_sum_ms", "inflight",
-                 "samples_total", "_ring")
+                 "samples_total", "_ring", "sketch")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -40,6 +52,8 @@ class ReleaseStats:
         self.inflight = 0
         self.samples_total = 0
         self._ring = [0.0] * SAMPLES_RING_SIZE
+        #: bucket index -> requests (``LatencySketch.counts``), cumulative
+        self.sketch: dict[int, int] = {}
 
     def record(self, status: int, latency_ms: float) -> None:
         """Count one finished request (``status`` 0: the client left before any answer)."""
@@ -57,6 +71,12 @@ class ReleaseStats:
         total = self.samples_total
         self._ring[total & _MASK] = latency_ms
         self.samples_total = total + 1
+        if latency_ms <= _SKETCH_MIN_MS:
+            index = _SKETCH_MIN_INDEX
+        else:
+            index = math.ceil(math.log(latency_ms) * _SKETCH_INV_LN_GAMMA)
+        sketch = self.sketch
+        sketch[index] = sketch.get(index, 0) + 1
 
     def samples_ms(self) -> list[float]:
         """The ring's contents, oldest first (newest last)."""
@@ -75,6 +95,7 @@ class ReleaseStats:
             "inflight": self.inflight,
             "samples_ms": [round(s, 3) for s in self.samples_ms()],
             "samples_total": self.samples_total,
+            "latency_sketch": [[i, n] for i, n in sorted(self.sketch.items())],
         }
 
 

@@ -9,7 +9,9 @@ they are *retired*: added to the sum for good. Requests a worker answered after 
 report and before it died are lost from the totals (never invented, never subtracted).
 
 Fields and names are those of ``ReleaseStats.to_dict()``: counters, buckets and
-``samples_total`` add up, ``inflight`` adds up over live workers only, and the rings of
+``samples_total`` add up, the latency sketches merge (bucket by bucket, so the merged
+sketch is exactly the sketch of every worker's requests, and a retired worker's sketch
+stays in it like its counters), ``inflight`` adds up over live workers only, and the rings of
 recent latencies are interleaved newest-first, one sample of each worker in turn. Without
 timestamps that is the fairest order: SO_REUSEPORT spreads connections evenly over the
 workers, so the newest k samples of the merged ring hold about k/N of each, and the
@@ -22,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from entrega.dataplane.sketch import LatencySketch
 
 #: ``ReleaseStats.to_dict()`` of one release
 ReleaseDict = Mapping[str, Any]
@@ -52,7 +56,16 @@ def sum_release(parts: list[ReleaseDict]) -> dict[str, Any]:
         "inflight": sum(p["inflight"] for p in parts),
         "samples_ms": interleave_newest_first([p["samples_ms"] for p in parts]),
         "samples_total": sum(p["samples_total"] for p in parts),
+        "latency_sketch": merge_sketches([p.get("latency_sketch") or [] for p in parts]),
     }
+
+
+def merge_sketches(wires: list[list[list[int]]]) -> list[list[int]]:
+    """Wire forms of latency sketches (``LatencySketch.to_wire()``) -> that of their merge."""
+    merged = LatencySketch()
+    for wire in wires:
+        merged = merged.merge(LatencySketch.from_wire(wire))
+    return merged.to_wire()
 
 
 def interleave_newest_first(rings: list[list[float]]) -> list[float]:
