@@ -29,9 +29,9 @@ def test_wire_form_round_trips(wire: object, total: int | None) -> None:
 
 
 @pytest.mark.parametrize(("wire", "problem"), [
-    ("fast", "expected a list of \\[index, count\\] pairs"),
-    ([[1, 2, 3]], "expected a list of \\[index, count\\] pairs"),
-    ([5], "expected a list of \\[index, count\\] pairs"),
+    ("fast", "a latency sketch is a list of \\[index, count\\] pairs, not 'fast'"),
+    ([[1, 2, 3]], "sketch bucket \\[1, 2, 3\\]: expected an \\[index, count\\] pair"),
+    ([5], "sketch bucket 5: expected an \\[index, count\\] pair"),
     ([[1, -2]], "sketch bucket \\[1, -2\\]"),
     ([[1.5, 2]], "sketch bucket"),
 ], ids=["text", "triple", "number", "negative", "float-index"])
