@@ -56,3 +56,14 @@ class Router(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release controller-side resources; the data plane keeps running."""
+
+    def step_aside(self) -> Router | None:
+        """Make room for a successor of the same name and kind to start beside this running
+        router (a changed configuration), and return a handle that still reaches this one
+        (to drain and stop it). None: this kind cannot run beside a successor, which then
+        starts only once this one has stopped."""
+        return None
+
+    def step_back(self) -> None:  # noqa: B027 - optional hook
+        """On the handle ``step_aside`` returned: take the router's place again (its
+        successor did not start)."""

@@ -29,6 +29,9 @@ control socket, and starts one otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +98,9 @@ class EmbeddedRouter(Router):
         self.runner = runner or LocalRunner()
         self._client: httpx.AsyncClient | None = None
         self._proc: Started | None = None
+        #: a handle on a router that stepped aside for a successor (``step_aside``)
+        self._retired = False
+        self._place: Path | None = None
 
     # -- Router ------------------------------------------------------------------------------
 
@@ -166,6 +172,7 @@ class EmbeddedRouter(Router):
         try:
             await self._call("POST", "/shutdown")
         except RouterUnreachable:
+            self._forget_retired()
             return
         async def gone() -> bool:
             return await self._health() is None
@@ -176,11 +183,36 @@ class EmbeddedRouter(Router):
                               hint=f"see {self.log_path}")
         if self._proc is not None:
             await asyncio.to_thread(self._proc.wait, STOP_TIMEOUT_S)
+        self._forget_retired()
+
+    def _forget_retired(self) -> None:
+        if self._retired:  # the renamed socket is not the router's to remove any more
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def step_aside(self) -> EmbeddedRouter:
+        """Rename the control socket (the bound socket keeps answering on its new name), so
+        a successor can start on this router's files: it finds the path free, writes its own
+        pidfile and reads the same routes.json. This router removes neither when it stops,
+        as they are no longer its own (dataplane/process/lifecycle.py); the returned
+        handle's ``shutdown`` removes the renamed socket once the router is gone."""
+        retiring = copy.copy(self)
+        retiring.socket_path = self.socket_path.with_name(self.socket_path.stem + ".old")
+        retiring._client = None
+        retiring._retired = True
+        retiring._place = self.socket_path
+        os.replace(self.socket_path, retiring.socket_path)
+        return retiring
+
+    def step_back(self) -> None:
+        if self._retired and self._place is not None and not self._place.exists():
+            os.replace(self.socket_path, self._place)
+            self.socket_path, self._retired, self._client = self._place, False, None
 
     # -- helpers -----------------------------------------------------------------------------
 

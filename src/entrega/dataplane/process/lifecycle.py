@@ -5,7 +5,9 @@ is served, kept apart from the supervision itself.
 Start: data listeners (each caller its own way), the last routes (``load_last_routes``),
 the Prometheus listener (``start_metrics``), then the control socket, the signal handlers
 and the pidfile (``open_control``): once the pidfile exists, ``/health`` answers. Stop:
-``close_control`` after the drain removes the socket and the pidfile last.
+``close_control`` after the drain removes the socket and the pidfile last, each only if it
+is still this router's: a successor started beside a retiring router (a changed
+configuration, controller/reload.py) has taken both paths by then.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger("entrega.router")
 
 #: exit code of a router that cannot start (busy port, bad address, bad option)
 EXIT_USAGE = 2
+#: control socket path -> inode of the socket this process bound there
+_bound_sockets: dict[str, int] = {}
 
 
 def load_last_routes(state_path: Path) -> Routes | None:
@@ -77,6 +81,9 @@ async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.control)  # stale: the caller checked that nothing answers on it
     server = await control.start(args.control)
+    # Remembered so that the stop removes this socket only: a successor started beside
+    # this router (the controller renamed our socket out of its way) owns the path then.
+    _bound_sockets[args.control] = os.stat(args.control).st_ino
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -89,7 +96,8 @@ def close_control(args: argparse.Namespace, server: asyncio.AbstractServer) -> N
     """Stop the control API and remove its socket, and the pidfile if it is still ours."""
     server.close()
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(args.control)
+        if os.stat(args.control).st_ino == _bound_sockets.pop(args.control, None):
+            os.unlink(args.control)
     if args.pidfile:
         remove_pidfile(Path(args.pidfile))
     log.info("stopped")
