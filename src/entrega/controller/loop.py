@@ -81,15 +81,15 @@ RETIRING_WAIT_S = 5.0
 
 async def _drain(old: Router, retiring: Router | None, environment: str) -> None:
     """Drain and stop a replaced router (``retiring``: None when stopped already)."""
+    await old.close()  # its connections to the control socket, before the router exits
+    if retiring is None:
+        return
     try:
-        if retiring is not None:
-            await retiring.shutdown()
+        await retiring.shutdown()
     except EntregaError as exc:
         log.warning("stopping the old router of %s: %s", environment, exc)
     finally:
-        await old.close()
-        if retiring is not None and retiring is not old:
-            await retiring.close()
+        await retiring.close()
 
 
 class Controller:

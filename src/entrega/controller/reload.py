@@ -13,12 +13,14 @@ the old one and drains the old one:
 - new addresses: the new router serves (with the live table) before the old one stops
   taking connections; the old one finishes its requests in flight, then exits. No request
   is refused or cut.
-- the same address (workers, the metrics listener... of an embedded router): the new
-  router is started at once and binds the port the moment the old one lets it go, which
-  refuses connections for that moment (a new process's start, well under a second); the
-  old router's requests in flight finish.
-- a kind that cannot run beside a successor of the same name (HAProxy): the old one is
-  stopped (drained), then the new one started.
+- shared addresses (the same listener with other workers, an unchanged preview or
+  metrics listener): the new embedded router binds the free addresses, waits for the
+  shared ones, and the old one is drained as soon as it says so (``Router.take_over``):
+  a shared address refuses connections only between the old router closing it and the
+  new one binding it (tens of milliseconds; nothing waits on the preview listener of an
+  idle environment).
+- a kind that cannot take over a busy address (HAProxy): the old router is stopped
+  (drained), then the new one started, which refuses connections meanwhile.
 
 Each reload is an event (``config_reloaded``: what applied, what waits, what needs a
 restart; ``config_refused``: why a file was refused) and so is each applied data-plane
@@ -27,7 +29,6 @@ change (``config_applied``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field, replace
@@ -101,21 +102,10 @@ async def replace_router(old: Router, new: Router, *, old_config: RouterConfig,
     routes = replace(await old.get_routes(), draining={})
     same_kind = old_config.kind == new_config.kind
     retiring = old.step_aside() if same_kind else old
-    shared = addresses(old_config) & addresses(new_config)
-    if retiring is None or (shared and not same_kind):
-        await old.shutdown()
-        await new.ensure_running()
-        await new.set_routes(routes)
-        return None
-    if shared:
-        # The new router retries a busy port for a few seconds: it binds as soon as the
-        # old one has closed its listeners, while the old one drains.
-        starting = asyncio.create_task(new.ensure_running())
-        await asyncio.sleep(0)
-        try:
-            await retiring.shutdown()
-        finally:
-            await starting
+    if retiring is None or addresses(old_config) & addresses(new_config):
+        # The old router holds addresses the new one needs (or files of the same name):
+        # the new one takes them over as the old one lets them go.
+        await new.take_over(retiring or old)
         await new.set_routes(routes)
         return None
     try:

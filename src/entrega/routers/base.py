@@ -57,6 +57,12 @@ class Router(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release controller-side resources; the data plane keeps running."""
 
+    async def take_over(self, retiring: Router) -> None:
+        """Start this router in place of ``retiring``, which may hold some of its addresses
+        (a changed configuration). By default ``retiring`` is stopped (drained) first."""
+        await retiring.shutdown()
+        await self.ensure_running()
+
     def step_aside(self) -> Router | None:
         """Make room for a successor of the same name and kind to start beside this running
         router (a changed configuration), and return a handle that still reaches this one

@@ -41,6 +41,7 @@ import httpx
 
 from entrega.codec import Codec
 from entrega.dataplane import proof
+from entrega.dataplane.process.listeners import BUSY_PORT_NOTICE
 from entrega.errors import InvalidRecord, RouterError, RouterUnreachable
 from entrega.net import unix_socket_path
 from entrega.procenv import data_plane_env
@@ -109,6 +110,25 @@ class EmbeddedRouter(Router):
         if health is not None:
             self._check_adopted(health)
             return
+        proc, log_offset = self._launch()
+        await self._wait_answering(proc, log_offset)
+
+    async def take_over(self, retiring: Router) -> None:
+        """Start in place of ``retiring`` (stepped aside, or of another kind), which may
+        hold some of this router's addresses: the new process binds the free ones at once
+        and tries the busy ones again for a few seconds; once it says so in its log (or
+        answers), ``retiring`` is drained, lets them go, and the new process binds them."""
+        proc, log_offset = self._launch()
+
+        async def waiting_or_done() -> bool:
+            return (BUSY_PORT_NOTICE in self._log_text(log_offset)
+                    or proc.exit_code() is not None or await self._health() is not None)
+
+        await wait_until(waiting_or_done, timeout_s=START_TIMEOUT_S)
+        await retiring.shutdown()
+        await self._wait_answering(proc, log_offset)
+
+    def _launch(self) -> tuple[Started, int]:
         self.dir.mkdir(parents=True, exist_ok=True)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         cmd = [sys.executable, "-m", "entrega.dataplane.router", "--listen", self.listen,
@@ -129,7 +149,9 @@ class EmbeddedRouter(Router):
                     "--control-plane-key-file", str(key)]
         self._proc = proc = self.runner.start(
             Program(cmd, env=data_plane_env(), log=self.log_path))
+        return proc, log_offset
 
+    async def _wait_answering(self, proc: Started, log_offset: int) -> None:
         async def answers() -> bool:
             if await self._health() is not None:
                 return True
@@ -266,12 +288,17 @@ class EmbeddedRouter(Router):
                               f"{response.status_code}: {error}")
         return data
 
-    def _log_tail(self, offset: int, max_lines: int = 10) -> str:
+    def _log_text(self, offset: int) -> str:
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                text = f.read().decode(errors="replace")
+                return f.read().decode(errors="replace")
         except OSError:
+            return ""
+
+    def _log_tail(self, offset: int, max_lines: int = 10) -> str:
+        if not self.log_path.exists():
             return "(no log)"
+        text = self._log_text(offset)
         lines = [line for line in text.splitlines() if line.strip()][-max_lines:]
         return " | ".join(lines) or "(log is empty)"

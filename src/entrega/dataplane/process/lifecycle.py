@@ -15,15 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from entrega.dataplane.admin.control import ControlServer, DataPlane
 from entrega.dataplane.admin.exposition import MetricsServer, RouterCounters
 from entrega.dataplane.admin.state import load_routes
+from entrega.dataplane.process.listeners import BUSY_PORT_NOTICE
 from entrega.dataplane.routes import Routes
 from entrega.errors import StartupFailed
 from entrega.net import parse_address
@@ -58,17 +61,27 @@ def load_last_routes(state_path: Path) -> Routes | None:
 
 
 async def start_metrics(address: str | None,
-                        counters: Callable[[], Awaitable[RouterCounters]]
-                        ) -> list[asyncio.AbstractServer]:
-    """The Prometheus listener on ``address`` (none when it is unset)."""
+                        counters: Callable[[], Awaitable[RouterCounters]], *,
+                        busy_grace_s: float = 0.0) -> list[asyncio.AbstractServer]:
+    """The Prometheus listener on ``address`` (none when it is unset); a busy address is
+    tried again for ``busy_grace_s``, as the data listeners are."""
     if not address:
         return []
-    try:
-        host, port = parse_address(address)
-        return [await MetricsServer(counters).start(host, port)]
-    except (ValueError, OSError) as exc:
-        raise StartupFailed(f"cannot listen on {address} (metrics): "
-                            f"{getattr(exc, 'strerror', None) or exc}") from None
+    deadline = time.monotonic() + busy_grace_s
+    told = False
+    while True:
+        try:
+            host, port = parse_address(address)
+            return [await MetricsServer(counters).start(host, port)]
+        except (ValueError, OSError) as exc:
+            busy = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+            if not busy or time.monotonic() > deadline:
+                raise StartupFailed(f"cannot listen on {address} (metrics): "
+                                    f"{getattr(exc, 'strerror', None) or exc}") from None
+            if not told:
+                log.info("%s %s for up to %g s", address, BUSY_PORT_NOTICE, busy_grace_s)
+                told = True
+        await asyncio.sleep(0.05)
 
 
 async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path: Path,

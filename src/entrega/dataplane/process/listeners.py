@@ -26,6 +26,10 @@ from entrega.net import parse_address
 
 #: connections that may wait for a worker to accept them (while one is replaced, too)
 BACKLOG = 4096
+#: Logged when an address is busy and tried again: a router started beside the one it
+#: replaces (a changed configuration) waits so for the addresses they share, and the
+#: controller reads this line to know it may stop the old one now.
+BUSY_PORT_NOTICE = "is busy: trying it again"
 
 
 def bind_shared(address: str, workers: int) -> list[list[socket.socket]]:
