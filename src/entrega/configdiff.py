@@ -176,7 +176,16 @@ def _leaves(path: str, old: Any, new: Any, *, kind: ChangeKind,
 def _shown(value: Any) -> str | None:
     if value is None:
         return None
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return value if isinstance(value, str) else json.dumps(_given(value), separators=(",", ":"))
+
+
+def _given(value: Any) -> Any:
+    """``value`` without its unset (null) fields: a step shows as ``{"weight":20}``."""
+    if isinstance(value, dict):
+        return {k: _given(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_given(v) for v in value]
+    return value
 
 
 def _revalidated(config: Config, *, shown_as: str) -> Config:

@@ -389,8 +389,9 @@ def config_reload(as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
     if as_json:
         print_json(answer)
         return
+    # Paths hold brackets (environments[production]): plain text, not Rich markup.
     console.print(render.config_reloaded(ConfigReloaded.model_validate(answer)),
-                  highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @config_app.command("schema")
