@@ -178,3 +178,30 @@ def test_a_new_router_address_waits_for_the_rollout_then_moves_with_no_failed_re
     assert dep.served_by(new_url, n=60).keys() == {"v2", "v3"}
     status = dep.cli("config", "reload").stdout
     assert status.strip() == "configuration reloaded: nothing changed"
+
+
+def test_more_router_workers_on_the_same_address_with_no_failed_request(
+        make_deployment: Callable[[str], Deployment]) -> None:
+    """The new router joins the old one's listeners (SO_REUSEPORT) before the old one
+    drains: the address never refuses a connection."""
+    dep = make_deployment(PAUSED_CANARY)
+    v1 = dep.deploy("v1")
+    dep.wait_phase(v1["id"], {"succeeded"})
+    with Users(dep.router_url, rps=100) as users:
+        wait_for(lambda: users.total > 50, what="traffic before the change")
+        edit(dep, f'listen: "127.0.0.1:{dep.router_port}"',
+             f'listen: "127.0.0.1:{dep.router_port}", workers: 2')
+        answer = dep.cli_json("config", "reload")
+        assert answer["waiting_for"] == {"production": "applying now"}
+        applied = wait_for(lambda: events(dep, "config_applied"), 30, "the router change")[0]
+        assert applied["data"]["changes"] == [{
+            "path": "environments[production].router.workers", "before": "1", "after": "2"}]
+        served = users.total
+        wait_for(lambda: users.total > served + 100, what="traffic after the change")
+    assert users.failures == []
+    assert users.by_release == {"v1": users.total}
+    log = (dep.root / ".entrega" / "routers" / "shop-production" / "router.log").read_text()
+    assert f"listening on 127.0.0.1:{dep.router_port}, preview 127.0.0.1:" \
+           f"{dep.preview_port} with 2 worker(s)" in log
+    health = dep.cli_json("status")  # the server still drives the environment
+    assert health["environments"][0]["current"] == "v1"

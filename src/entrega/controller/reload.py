@@ -13,14 +13,13 @@ the old one and drains the old one:
 - new addresses: the new router serves (with the live table) before the old one stops
   taking connections; the old one finishes its requests in flight, then exits. No request
   is refused or cut.
-- shared addresses (the same listener with other workers, an unchanged preview or
-  metrics listener): the new embedded router binds the free addresses, waits for the
-  shared ones, and the old one is drained as soon as it says so (``Router.take_over``):
-  a shared address refuses connections only between the old router closing it and the
-  new one binding it (tens of milliseconds; nothing waits on the preview listener of an
-  idle environment).
-- a kind that cannot take over a busy address (HAProxy): the old router is stopped
-  (drained), then the new one started, which refuses connections meanwhile.
+- shared addresses (the same listener with other workers, an unchanged preview
+  listener): a new embedded router joins the old one's listeners (SO_REUSEPORT), so the
+  kernel spreads connections over both until the old one, drained once the new one
+  answers, closes its own (``Router.take_over``). A metrics listener or another kind's
+  address is taken the moment the old router lets it go.
+- a kind that cannot run beside a successor of the same name (HAProxy): the old router is
+  stopped (drained), then the new one started, which refuses connections meanwhile.
 
 Each reload is an event (``config_reloaded``: what applied, what waits, what needs a
 restart; ``config_refused``: why a file was refused) and so is each applied data-plane

@@ -115,10 +115,12 @@ class EmbeddedRouter(Router):
 
     async def take_over(self, retiring: Router) -> None:
         """Start in place of ``retiring`` (stepped aside, or of another kind), which may
-        hold some of this router's addresses: the new process binds the free ones at once
-        and tries the busy ones again for a few seconds; once it says so in its log (or
-        answers), ``retiring`` is drained, lets them go, and the new process binds them."""
-        proc, log_offset = self._launch()
+        hold some of this router's addresses. An embedded predecessor's data listeners are
+        joined (SO_REUSEPORT: both accept until the old one closes them); other busy
+        addresses (a metrics listener, another kind's) are tried again for a few seconds.
+        Once the new process answers, or says in its log that it waits for an address,
+        ``retiring`` is drained and lets its addresses go."""
+        proc, log_offset = self._launch(join=isinstance(retiring, EmbeddedRouter))
 
         async def waiting_or_done() -> bool:
             return (BUSY_PORT_NOTICE in self._log_text(log_offset)
@@ -128,7 +130,7 @@ class EmbeddedRouter(Router):
         await retiring.shutdown()
         await self._wait_answering(proc, log_offset)
 
-    def _launch(self) -> tuple[Started, int]:
+    def _launch(self, *, join: bool = False) -> tuple[Started, int]:
         self.dir.mkdir(parents=True, exist_ok=True)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         cmd = [sys.executable, "-m", "entrega.dataplane.router", "--listen", self.listen,
@@ -140,6 +142,8 @@ class EmbeddedRouter(Router):
                "--workers", str(self.workers)]
         if self.preview_listen:
             cmd += ["--preview-listen", self.preview_listen]
+        if join:
+            cmd += ["--join-listeners"]
         if self.metrics_listen:
             cmd += ["--metrics-listen", self.metrics_listen]
         if self.control_plane_url:

@@ -416,12 +416,13 @@ class Supervisor:
 BUSY_PORT_GRACE_S = 3.0
 
 
-async def _bind_when_free(address: str, workers: int) -> list[list[socket.socket]]:
+async def _bind_when_free(address: str, workers: int, *,
+                          join: bool = False) -> list[list[socket.socket]]:
     deadline = time.monotonic() + BUSY_PORT_GRACE_S
     told = False
     while True:
         try:
-            return bind_shared(address, workers)
+            return bind_shared(address, workers, join=join)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                 raise
@@ -443,7 +444,8 @@ async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> in
         if not address:
             continue
         try:
-            shared[preview] = await _bind_when_free(address, args.workers)
+            shared[preview] = await _bind_when_free(address, args.workers,
+                                                    join=args.join_listeners)
         except (ValueError, OSError) as exc:
             log.error("cannot listen on %s: %s", address, getattr(exc, "strerror", None) or exc)
             for groups in shared.values():
