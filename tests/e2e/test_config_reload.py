@@ -205,3 +205,33 @@ def test_more_router_workers_on_the_same_address_with_no_failed_request(
            f"{dep.preview_port} with 2 worker(s)" in log
     health = dep.cli_json("status")  # the server still drives the environment
     assert health["environments"][0]["current"] == "v1"
+
+
+def test_a_server_restarted_on_a_moved_router_address_adopts_then_moves_it(
+        make_deployment: Callable[[str], Deployment]) -> None:
+    """The file changed while no server ran (or a change still waited when it stopped):
+    the new server adopts the router as it runs, then moves it like a reload does."""
+    dep = make_deployment(PAUSED_CANARY)
+    v1 = dep.deploy("v1")
+    dep.wait_phase(v1["id"], {"succeeded"})
+    assert dep.server is not None
+    dep.server.send_signal(signal.SIGTERM)
+    dep.server.wait(timeout=15)
+    new_port = free_port()
+    new_url = f"http://127.0.0.1:{new_port}"
+    edit(dep, f'listen: "127.0.0.1:{dep.router_port}"', f'listen: "127.0.0.1:{new_port}"')
+
+    with MovingUsers(dep.router_url, new_url) as users:
+        dep.start_server()
+        adopted = wait_for(lambda: events(dep, "config_reloaded"), what="the adoption")[0]
+        assert adopted["actor"] == "controller"
+        assert f"runs on other settings than entrega.yaml (environments[production].router." \
+               f"listen: 127.0.0.1:{dep.router_port} -> 127.0.0.1:{new_port})" \
+               in adopted["message"]
+        wait_for(lambda: events(dep, "config_applied"), 30, "the router change")
+        wait_for(lambda: not listening(dep.router_url), 30, "the old router to be gone")
+        served = users.by_address[new_url]
+        wait_for(lambda: users.by_address[new_url] > served + 30, what="traffic on the new "
+                 "address")
+    assert users.failures == []
+    assert dep.served_by(new_url, n=10) == Counter({"v1": 10})

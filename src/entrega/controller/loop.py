@@ -130,6 +130,8 @@ class Controller:
         self.repo.sync_app(self.config.app, [e.name for e in self.config.environments])
         for rt in self.runtimes.values():
             router_adopted = await router_answers(rt.router)
+            if router_adopted:
+                await self._adopt_router_as_it_runs(rt)
             await rt.router.ensure_running()
             instances = await self.actions.adopt(rt)
             record_adoption(self.repo, self.config.app, rt, router_adopted=router_adopted,
@@ -308,6 +310,38 @@ class Controller:
                             data=outcome.to_data())
         self.wake()
         return outcome
+
+    async def _adopt_router_as_it_runs(self, rt: EnvironmentRuntime) -> None:
+        """A router running on other settings than the file's (changed while no server
+        ran, or a reload's change still waiting when it stopped) is adopted as it runs; the
+        file's settings wait for an idle environment, as after a reload."""
+        settings = await rt.router.running_settings()
+        wanted = rt.config.router
+        if settings is None:
+            return
+        try:
+            running = type(wanted).model_validate({**wanted.model_dump(), **settings})
+        except ValueError as exc:
+            log.warning("the router of %s reports settings that do not read (%s): "
+                        "restarting it on the file's", rt.name, exc)
+            return
+        if running == wanted:
+            return
+        env = rt.config.model_copy(update={"router": running})
+        self.config = with_router(self.config, rt.name, running)
+        await rt.router.close()
+        rt.router, rt.config = ROUTERS[running.kind](self.config, env), env
+        self.pending_routers[rt.name] = wanted
+        changes = diff_configs(self.config, with_router(self.config, rt.name, wanted))
+        self.repo.add_event(
+            app=self.config.app, environment=rt.name, kind=EventKind.CONFIG_RELOADED,
+            actor="controller", message=f"the router of {rt.name} runs on other settings "
+            f"than entrega.yaml ({', '.join(c.describe() for c in changes)}): adopted as it "
+            "runs; the file's settings apply once no rollout is in progress",
+            data={"applied": [], "needs_restart": [], "waiting": [
+                {"path": c.path, "environment": c.environment, "before": c.before,
+                 "after": c.after} for c in changes],
+                "waiting_for": {rt.name: "no rollout in progress"}})
 
     async def _apply_router_change(self, rt: EnvironmentRuntime) -> None:
         """Replace the router of an idle environment with the one the config asks for

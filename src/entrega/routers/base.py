@@ -57,6 +57,12 @@ class Router(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release controller-side resources; the data plane keeps running."""
 
+    async def running_settings(self) -> dict[str, object] | None:
+        """The settings the running router was started with, by their config names
+        (``listen``, ``workers``...), or None when none runs or this kind cannot say:
+        a restarted controller adopts it as it runs and changes it like a reload does."""
+        return None
+
     async def take_over(self, retiring: Router) -> None:
         """Start this router in place of ``retiring``, which may hold some of its addresses
         (a changed configuration). By default ``retiring`` is stopped (drained) first."""

@@ -113,6 +113,16 @@ class EmbeddedRouter(Router):
         proc, log_offset = self._launch()
         await self._wait_answering(proc, log_offset)
 
+    async def running_settings(self) -> dict[str, object] | None:
+        health = await self._health()
+        if health is None:
+            return None
+        running = health.get("workers")
+        return {"listen": health.get("listen"),
+                "preview_listen": health.get("preview_listen") or None,
+                "metrics_listen": health.get("metrics_listen") or None,
+                "workers": running.get("count", 1) if isinstance(running, dict) else 1}
+
     async def take_over(self, retiring: Router) -> None:
         """Start in place of ``retiring`` (stepped aside, or of another kind), which may
         hold some of this router's addresses. An embedded predecessor's data listeners are
