@@ -27,6 +27,7 @@ from entrega.api.params import MAX_ID, Environment, Limit, RowId, Version
 from entrega.api.strictjson import StrictJsonRoute
 from entrega.api.uploads import parse_upload, receive_body
 from entrega.auth import SIGNATURE_HEADER, Authenticator, Caller
+from entrega.config import Config
 from entrega.errors import Unauthorized
 from entrega.feedback.intake import FeedbackSettings
 from entrega.names import check_version
@@ -106,7 +107,13 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
     """The whole HTTP surface. ``feedback`` and ``clock`` override the config's feedback
     settings and the wall clock (tests of rate limits)."""
     auth = auth or Authenticator(service.config.auth)
-    service.on_reload.append(lambda config: auth.use(config.auth))
+
+    def use_reloaded(config: Config) -> None:
+        auth.use(config.auth)
+        if problem := auth.webhook_secret_problem():
+            log.warning(problem)
+
+    service.on_reload.append(use_reloaded)
     if problem := auth.webhook_secret_problem():
         log.warning(problem)
     app = FastAPI(title="entrega", version=__version__, openapi_url="/openapi.json")

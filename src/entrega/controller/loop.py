@@ -372,7 +372,8 @@ class Controller:
         self.repo.add_event(
             app=self.config.app, environment=rt.name, kind=EventKind.CONFIG_APPLIED,
             actor="controller", message=f"the router of {rt.name} was restarted on its new "
-            f"settings ({shown}); the old one drains its requests in flight",
+            f"settings ({shown}); the old one "
+            + ("drains its requests in flight" if retiring else "was drained and stopped"),
             data={"changes": [{"path": c.path, "before": c.before, "after": c.after}
                               for c in changes]})
         task = asyncio.create_task(_drain(old, retiring, rt.name))
