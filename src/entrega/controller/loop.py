@@ -118,6 +118,9 @@ class Controller:
         #: environment -> the router the last reload asks for, until it is applied (an
         #: environment with a rollout in progress keeps its router until the rollout ends)
         self.pending_routers: dict[str, RouterConfig] = {}
+        #: environment -> the router the last reloaded file asks for (empty: the file the
+        #: server started from, which it runs or has pending)
+        self._file_routers: dict[str, RouterConfig] = {}
         #: environment -> when a router change that failed to start is tried again
         self._router_retry_at: dict[str, float] = {}
         #: old routers draining after a router change (awaited on stop)
@@ -297,6 +300,7 @@ class Controller:
         for name, rt in self.runtimes.items():
             rt.config = running.environment(name)
         self.pending_routers = pending_routers(running, new)
+        self._file_routers = {e.name: e.router for e in new.environments}
         self.notifier.use(running)
         waiting_for = {}
         for name in self.pending_routers:
@@ -348,9 +352,8 @@ class Controller:
         (the caller holds the environment's lock)."""
         wanted = self.pending_routers[rt.name]
         before = rt.config.router
-        env = rt.config.model_copy(update={"router": wanted})
         config = with_router(self.config, rt.name, wanted)
-        router = ROUTERS[wanted.kind](config, env)
+        router = ROUTERS[wanted.kind](config, config.environment(rt.name))
         changes = [c for c in diff_configs(self.config, config) if c.environment == rt.name]
         try:
             retiring = await replace_router(rt.router, router, old_config=before,
@@ -361,13 +364,21 @@ class Controller:
             self.repo.add_event(
                 app=self.config.app, environment=rt.name, kind=EventKind.ERROR,
                 actor="controller", message=f"the router of {rt.name} could not start on its "
-                f"new settings ({exc}); the running router keeps serving; tried again in "
-                f"{ROUTER_RETRY_S:g} s", data={"changes": [c.path for c in changes]})
+                f"new settings ({exc}); the router on the running settings serves on (started "
+                f"again if it had stopped); tried again in {ROUTER_RETRY_S:g} s",
+                data={"changes": [c.path for c in changes]})
             await router.close()
             return
+        # From the values now current: a reload may have swapped the config while the
+        # routers were being replaced (its live changes stay, and its router wins).
         old = rt.router
-        rt.router, rt.config, self.config = router, env, config
-        self.pending_routers.pop(rt.name, None)
+        self.config = with_router(self.config, rt.name, wanted)
+        rt.router, rt.config = router, self.config.environment(rt.name)
+        desired = self._file_routers.get(rt.name, wanted)
+        if desired == wanted:
+            self.pending_routers.pop(rt.name, None)
+        else:
+            self.pending_routers[rt.name] = desired
         shown = ", ".join(c.describe() for c in changes)
         self.repo.add_event(
             app=self.config.app, environment=rt.name, kind=EventKind.CONFIG_APPLIED,
