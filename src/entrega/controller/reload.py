@@ -18,8 +18,9 @@ the old one and drains the old one:
   kernel spreads connections over both until the old one, drained once the new one
   answers, closes its own (``Router.take_over``). A metrics listener or another kind's
   address is taken the moment the old router lets it go.
-- a kind that cannot run beside a successor of the same name (HAProxy): the old router is
-  stopped (drained), then the new one started, which refuses connections meanwhile.
+- HAProxy after HAProxy: the configuration is rewritten and the master reloads it
+  (``HaproxyRouter.take_over``); only a new binary or runtime socket stops the old one
+  (drained) before the new one starts, which refuses connections meanwhile.
 
 Each reload is an event (``config_reloaded``: what applied, what waits, what needs a
 restart; ``config_refused``: why a file was refused) and so is each applied data-plane
