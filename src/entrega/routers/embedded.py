@@ -10,6 +10,9 @@ Files of a router named ``name`` live in ``state_dir/routers/<name>/``:
     router.pid    its pid, written once it is ready
     router.log    its stdout/stderr (startup errors, drain summary; no per-request lines)
     router.sock   the control socket
+    router.old    the control socket of a router replaced by a changed configuration,
+                  renamed so its successor can start beside it (``step_aside``), until
+                  it has drained and exited
 
 A unix socket path must fit in 108 bytes (``sun_path``). When ``state_dir`` is too deep
 for that, the socket goes to ``/tmp/entrega-<hash>.sock`` instead, where ``<hash>`` is the
