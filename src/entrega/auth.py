@@ -54,6 +54,11 @@ def new_token() -> tuple[str, str]:
 
 class Authenticator:
     def __init__(self, config: AuthConfig) -> None:
+        self.use(config)
+
+    def use(self, config: AuthConfig) -> None:
+        """Check tokens against ``config`` from the next request on (a reloaded config):
+        a removed token is refused at once, a new one accepted at once."""
         self.config = config
         self._by_digest = {t.sha256: (name, t.role) for name, t in config.tokens.items()}
 

@@ -681,16 +681,21 @@ def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
                           field=field or None, hint=hint) from None
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate entrega.yaml (default: ./entrega.yaml)."""
+def load_config(path: str | Path | None = None, *, shown_as: str | None = None) -> Config:
+    """Load and validate entrega.yaml (default: ./entrega.yaml). ``shown_as`` names the
+    file in errors instead of its path (the server's answers show no server-side path)."""
     file = Path(path) if path else Path(CONFIG_FILE)
+    name = shown_as or str(file)
     try:
         text = file.read_text()
     except FileNotFoundError:
-        raise ConfigError("no such file", file=str(file),
+        raise ConfigError("no such file", file=name,
                           hint="run `entrega init` to write one") from None
-    data, lines = parse_yaml(text, file=str(file))
-    return validate_config(data, file=str(file), lines=lines, base_dir=file.resolve().parent)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot be read ({getattr(exc, 'strerror', None) or exc})",
+                          file=name) from None
+    data, lines = parse_yaml(text, file=name)
+    return validate_config(data, file=name, lines=lines, base_dir=file.resolve().parent)
 
 
 def config_schema() -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Start-up order matters for crash recovery: take the store's lock (one controller at a
 time), migrate, adopt the running data plane (routers, instances), then serve. Shutdown
-stops the loop and the API only; routers and instances keep running.
+stops the loop and the API only; routers and instances keep running. SIGHUP reloads the
+configuration file (controller/reload.py).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 from entrega.api.app import create_app
 from entrega.api.http import http_server
 from entrega.config import Config
 from entrega.controller.loop import Controller
+from entrega.errors import EntregaError
 from entrega.net import parse_address
 from entrega.releases.artifacts import ArtifactStore
 from entrega.service import Service
@@ -24,19 +27,32 @@ from entrega.store.repository import Repository
 log = logging.getLogger("entrega.server")
 
 
-def build_service(config: Config) -> tuple[Service, Store]:
+def build_service(config: Config, *, config_file: Path | None = None
+                  ) -> tuple[Service, Store]:
     store = Store(config.store_url)
     store.migrate()
     repo = Repository(store)
     artifacts = ArtifactStore(config.state_path, config.artifacts)
     controller = Controller(config, repo, artifacts)
-    return Service(config, repo, artifacts, controller), store
+    return Service(config, repo, artifacts, controller, config_file=config_file), store
 
 
-async def serve(config: Config) -> None:
+def reload_on_sighup(service: Service) -> None:
+    """SIGHUP reloads entrega.yaml, as it does for nginx or HAProxy; the outcome goes to
+    the log and the history (a refused file names its line there)."""
+    try:
+        outcome = service.reload_config(actor="SIGHUP")
+    except EntregaError as exc:
+        log.error("configuration reload (SIGHUP) refused, the running configuration "
+                  "stays: %s", exc)
+        return
+    log.info("configuration reloaded (SIGHUP): %s", outcome.message)
+
+
+async def serve(config: Config, *, config_file: Path | None = None) -> None:
     lock = ControllerLock(config.state_path / "controller.lock")
     lock.acquire()
-    service, store = build_service(config)
+    service, store = build_service(config, config_file=config_file)
     # Uploads and unpacked trees a crash or a kill left in flight: nobody else writes
     # there while we hold the lock.
     swept = service.artifacts.sweep_staging()
@@ -49,19 +65,21 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    loop.add_signal_handler(signal.SIGHUP, reload_on_sighup, service)
     log.info("entrega server for %s on %s", config.app, config.server.listen)
     try:
         await server.serve()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         await service.controller.stop()
         store.close()
         lock.release()
 
 
-def run_server(config: Config) -> None:
+def run_server(config: Config, *, config_file: Path | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, config_file=config_file))
     else:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, config_file=config_file))

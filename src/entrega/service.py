@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from entrega.config import Config
+from entrega.config import Config, load_config
 from entrega.controller.launch import launch_rollout
 from entrega.controller.loop import Controller
 from entrega.controller.pipeline import order_problem
@@ -49,6 +49,7 @@ from entrega.views import (
     AnalysisView,
     Approved,
     CohortView,
+    ConfigReloaded,
     DeployQueued,
     DeployRequestView,
     DeployStarted,
@@ -74,17 +75,49 @@ from entrega.vocabulary import EventKind, RequestStatus
 
 class Service:
     def __init__(self, config: Config, repo: Repository, artifacts: ArtifactStore,
-                 controller: Controller) -> None:
-        self.config = config
+                 controller: Controller, *, config_file: Path | None = None) -> None:
         self.repo = repo
         self.artifacts = artifacts
         self.controller = controller
+        #: the entrega.yaml the server was started from (reloaded by `config reload`)
+        self.config_file = config_file
+        #: called with the running config after each reload (the API's authenticator)
+        self.on_reload: list[Callable[[Config], None]] = []
         self.insights = InsightsRepository(repo.store)
         self._sources = Sources(config.app, repo, self.insights)
 
     @property
+    def config(self) -> Config:
+        """The running configuration: one place, swapped whole by a reload."""
+        return self.controller.config
+
+    @property
     def app(self) -> str:
         return self.config.app
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def reload_config(self, *, actor: str) -> ConfigReloaded:
+        """Read entrega.yaml again and run it (controller/reload.py says what applies
+        when). A file that is not valid is refused with its file:line, recorded as an
+        event, and changes nothing."""
+        if self.config_file is None:
+            raise Conflict("this server was not started from a file, so it has none to "
+                           "reload")
+        shown_as = self.config_file.name  # never the server's own path in an answer
+        try:
+            new = load_config(self.config_file, shown_as=shown_as)
+            outcome = self.controller.reload(new, actor=actor, shown_as=shown_as)
+        except ConfigError as exc:
+            self.repo.add_event(app=self.app, kind=EventKind.CONFIG_REFUSED, actor=actor,
+                                message=f"configuration reload by {actor} refused; the "
+                                        f"running configuration stays: {exc}",
+                                data={"error": str(exc)})
+            raise
+        for listener in self.on_reload:
+            listener(self.config)
+        return ConfigReloaded.model_validate({**outcome.to_data(),
+                                              "message": outcome.summary()})
 
     # -- releases --------------------------------------------------------------------------
 

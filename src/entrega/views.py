@@ -231,6 +231,31 @@ class PipelineView(View):
     releases: list[PipelineRelease]
 
 
+class ConfigChangeView(View):
+    """One setting a reload found changed; ``before``/``after`` are JSON text (null: unset,
+    or not shown: tokens and webhook URLs)."""
+
+    path: str
+    environment: str | None
+    before: str | None
+    after: str | None
+
+
+class ConfigReloaded(View):
+    """What ``POST /api/v1/config/reload`` did with the new entrega.yaml."""
+
+    #: applied now (strategy, analysis, verification, gate, notify, auth, retention)
+    applied: list[ConfigChangeView]
+    #: router changes: applied once their environment has no rollout in progress
+    waiting: list[ConfigChangeView]
+    #: kept as they run until the server is restarted
+    needs_restart: list[ConfigChangeView]
+    #: environment -> what its router change waits for ("applying now" when idle)
+    waiting_for: dict[str, str]
+    #: one sentence saying all of the above
+    message: str
+
+
 class Health(View):
     ok: bool
     app: str

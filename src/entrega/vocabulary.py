@@ -66,6 +66,9 @@ class EventKind(StrEnum):
     SUPERSEDED = "superseded"                  # a waiting deploy replaced by a newer one
     RELEASED = "released"                      # the pipeline moved a release on
     PRUNED = "pruned"                          # retention deleted an artifact
+    CONFIG_RELOADED = "config_reloaded"        # entrega.yaml reloaded: applied, waiting
+    CONFIG_REFUSED = "config_refused"          # a reload refused the file (why, where)
+    CONFIG_APPLIED = "config_applied"          # a waiting router change was applied
 
 
 #: What ends a rollout in the event log, by the phase it ended in.

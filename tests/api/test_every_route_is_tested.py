@@ -48,6 +48,10 @@ TESTED: dict[str, tuple[str, str]] = {
     "POST /api/v1/environments/{environment}/rollback": (
         f"{C}::test_rollback_restores_the_release_the_current_one_replaced",
         f"{C}::test_rollback_with_nothing_earlier_is_not_found"),
+    "POST /api/v1/config/reload": (
+        "tests/api/test_config_reload.py::test_an_admin_reloads_and_live_changes_apply_at_once",
+        "tests/api/test_config_reload.py::test_reloading_needs_an_admin_and_a_bad_file_is_"
+        "refused_with_its_line"),
     "GET /api/v1/rollouts/{rollout_id}": (
         "tests/api/test_rollouts.py::test_a_rollout_with_its_events_and_live_analysis",
         "tests/api/test_rollouts.py::test_an_unknown_rollout_is_not_found"),

@@ -112,7 +112,7 @@ def api(tmp_path: Path) -> Iterator[ApiServer]:
     path = tmp_path / "entrega.yaml"
     path.write_text(CONFIG.format(port=port, router=free_port()))
     config = load_config(path)
-    service, _store = build_service(config)
+    service, _store = build_service(config, config_file=path)
     service.repo.sync_app(config.app, [e.name for e in config.environments])
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))

@@ -51,6 +51,11 @@ TESTED: dict[str, tuple[str, str]] = {
                         "and_field"),
     "config schema": ("tests/cli/test_config.py::test_config_schema_is_json_schema",
                       "tests/cli/test_config.py::test_config_schema_takes_no_arguments"),
+    "config reload": (
+        "tests/cli/test_config_reload.py::test_config_reload_says_what_applied_what_waits_and_"
+        "what_needs_a_restart",
+        "tests/cli/test_config_reload.py::test_config_reload_of_a_file_with_a_mistake_is_"
+        "refused_with_its_line"),
     "analysis explain": (
         "tests/cli/test_analysis_explain.py::test_explain_shows_why_the_analysis_failed",
         "tests/cli/test_analysis_explain.py::test_explain_an_unknown_rollout"),

@@ -1,6 +1,7 @@
 """The HTTP API: authenticate, parse, call the service layer, render JSON.
 
-Reads need a viewer, changes a deployer, forcing the pipeline's order an admin. The CI
+Reads need a viewer, changes a deployer, forcing the pipeline's order and reloading the
+configuration an admin. The CI
 webhook (``POST /api/v1/releases``) may instead sign its body with the shared secret.
 Every answer is a read model of ``entrega.views``, declared as the route's response model,
 so ``/openapi.json`` describes it.
@@ -26,12 +27,14 @@ from entrega.api.params import MAX_ID, Environment, Limit, RowId, Version
 from entrega.api.strictjson import StrictJsonRoute
 from entrega.api.uploads import parse_upload, receive_body
 from entrega.auth import SIGNATURE_HEADER, Authenticator, Caller
+from entrega.config import Config
 from entrega.errors import Unauthorized
 from entrega.feedback.intake import FeedbackSettings
 from entrega.names import check_version
 from entrega.service import Service
 from entrega.views import (
     Approved,
+    ConfigReloaded,
     DeployQueued,
     EventView,
     Health,
@@ -104,6 +107,13 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
     """The whole HTTP surface. ``feedback`` and ``clock`` override the config's feedback
     settings and the wall clock (tests of rate limits)."""
     auth = auth or Authenticator(service.config.auth)
+
+    def use_reloaded(config: Config) -> None:
+        auth.use(config.auth)
+        if problem := auth.webhook_secret_problem():
+            log.warning(problem)
+
+    service.on_reload.append(use_reloaded)
     if problem := auth.webhook_secret_problem():
         log.warning(problem)
     app = FastAPI(title="entrega", version=__version__, openapi_url="/openapi.json")
@@ -251,6 +261,13 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
         viewer(request)
         return service.history(environment=environment, limit=min(limit, 1000),
                                after_id=after_id)
+
+    @app.post("/api/v1/config/reload")
+    async def reload_config(request: Request) -> ConfigReloaded:
+        """Read entrega.yaml again (as SIGHUP does): admin only, as a changed file can
+        change who may do what. A file with a mistake answers 400 with its file:line."""
+        caller = auth.require(request, "admin")
+        return service.reload_config(actor=caller.name)
 
     # Feedback, reports, DORA, /metrics and the dashboard (at /).
     app.include_router(insights_router(service, auth, settings=feedback, clock=clock))

@@ -52,6 +52,7 @@ from entrega.config import config_schema, load_config
 from entrega.errors import EntregaError
 from entrega.names import check_optional_version, check_version
 from entrega.views import (
+    ConfigReloaded,
     EventView,
     ReleaseView,
     RolledBack,
@@ -106,7 +107,7 @@ def server(config: str = ConfigOpt) -> None:
     setup_logging(logging.INFO)
     cfg = load_config(config)
     err.print(f"entrega server for [bold]{cfg.app}[/] on http://{cfg.server.listen}")
-    run_server(cfg)
+    run_server(cfg, config_file=Path(config).resolve())
 
 
 @app.command()
@@ -377,6 +378,20 @@ def config_validate(config: str = ConfigOpt) -> None:
     cfg = load_config(config)
     console.print(f"{config}: valid ({cfg.app}, environments: "
                   f"{', '.join(e.name for e in cfg.environments)})")
+
+
+@config_app.command("reload")
+def config_reload(as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
+    """Have the server read entrega.yaml again: what applied now, which router changes wait
+    for a rollout to end, and what needs a server restart. A file with a mistake is
+    refused (file:line) and the server keeps its running configuration."""
+    answer = Context(config).client().post("/api/v1/config/reload")
+    if as_json:
+        print_json(answer)
+        return
+    # Paths hold brackets (environments[production]): plain text, not Rich markup.
+    console.print(render.config_reloaded(ConfigReloaded.model_validate(answer)),
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @config_app.command("schema")

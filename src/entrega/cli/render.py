@@ -10,7 +10,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from entrega.views import EventView, RolloutView, StatusView
+from entrega.views import (
+    ConfigChangeView,
+    ConfigReloaded,
+    EventView,
+    RolloutView,
+    StatusView,
+)
 
 PHASE_STYLE = {"succeeded": "green", "rolled_back": "red", "failed": "red",
                "paused": "yellow", "progressing": "cyan", "starting": "cyan",
@@ -83,3 +89,30 @@ def history_table(events: list[EventView]) -> Table:
         table.add_row(clock(e.time), e.environment or "", e.version or "",
                       Text(e.kind, style=style), e.actor, e.message)
     return table
+
+
+def config_reloaded(result: ConfigReloaded) -> str:
+    """`entrega config reload`: one line, then each change under what happens to it."""
+    if not (result.applied or result.waiting or result.needs_restart):
+        return "configuration reloaded: nothing changed"
+    lines = [f"configuration reloaded: {len(result.applied)} applied now, "
+             f"{len(result.waiting)} waiting, {len(result.needs_restart)} need a server "
+             "restart"]
+
+    def section(title: str, changes: list[ConfigChangeView]) -> None:
+        if changes:
+            lines.append(title)
+            lines.extend(f"  {_change(c)}" for c in changes)
+
+    section("applied now:", result.applied)
+    waits = "; ".join(f"{env}: {why}" for env, why in sorted(result.waiting_for.items()))
+    section(f"router changes, applied once no rollout is in progress ({waits}):",
+            result.waiting)
+    section("restart the server to apply:", result.needs_restart)
+    return "\n".join(lines)
+
+
+def _change(change: ConfigChangeView) -> str:
+    if change.before is None and change.after is None:
+        return f"{change.path} (changed)"
+    return f"{change.path}: {change.before or '(unset)'} -> {change.after or '(unset)'}"

@@ -29,20 +29,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from entrega.config import Config
+from entrega.config import Config, RouterConfig
+from entrega.configdiff import (
+    diff_configs,
+    metrics_in_use_problem,
+    pending_routers,
+    running_config,
+    with_router,
+)
 from entrega.controller.actions import ActionRunner
 from entrega.controller.launch import cohort_rule
 from entrega.controller.notify import Notifier
 from entrega.controller.observe import observe_rollout
 from entrega.controller.pipeline import after_success, start_next
+from entrega.controller.reload import Reload, replace_router
 from entrega.controller.restarts import RouterRestartLog, record_adoption, router_answers
 from entrega.controller.retention import prune
-from entrega.controller.runtime import EnvironmentRuntime, build_runtime
-from entrega.errors import EntregaError
+from entrega.controller.runtime import ROUTERS, EnvironmentRuntime, build_runtime
+from entrega.errors import ConfigError, EntregaError
 from entrega.insights.collector import MetricsCollector
 from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts import advance
 from entrega.rollouts.model import (
+    AnalysisStep,
     Phase,
     RolloutState,
     Transition,
@@ -50,6 +59,7 @@ from entrega.rollouts.model import (
     state_from_dict,
     state_to_dict,
 )
+from entrega.routers.base import Router
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
@@ -62,6 +72,25 @@ log = logging.getLogger("entrega.controller")
 REPAIR_INTERVAL_S = 1.0
 #: Instances are observed (restarts, strays) this often; it reads files of every instance.
 OBSERVE_INTERVAL_S = 2.0
+
+#: A router change whose new router failed to start is tried again after this long.
+ROUTER_RETRY_S = 10.0
+#: How long a stopping server waits for old routers still draining after a router change.
+RETIRING_WAIT_S = 5.0
+
+
+async def _drain(old: Router, retiring: Router | None, environment: str) -> None:
+    """Drain and stop a replaced router (``retiring``: None when stopped already)."""
+    await old.close()  # its connections to the control socket, before the router exits
+    if retiring is None:
+        return
+    try:
+        await retiring.shutdown()
+    except EntregaError as exc:
+        log.warning("stopping the old router of %s: %s", environment, exc)
+    finally:
+        await retiring.close()
+
 
 class Controller:
     def __init__(self, config: Config, repo: Repository, artifacts: ArtifactStore, *,
@@ -86,6 +115,16 @@ class Controller:
         self._repaired: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
+        #: environment -> the router the last reload asks for, until it is applied (an
+        #: environment with a rollout in progress keeps its router until the rollout ends)
+        self.pending_routers: dict[str, RouterConfig] = {}
+        #: environment -> the router the last reloaded file asks for (empty: the file the
+        #: server started from, which it runs or has pending)
+        self._file_routers: dict[str, RouterConfig] = {}
+        #: environment -> when a router change that failed to start is tried again
+        self._router_retry_at: dict[str, float] = {}
+        #: old routers draining after a router change (awaited on stop)
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -94,6 +133,8 @@ class Controller:
         self.repo.sync_app(self.config.app, [e.name for e in self.config.environments])
         for rt in self.runtimes.values():
             router_adopted = await router_answers(rt.router)
+            if router_adopted:
+                await self._adopt_router_as_it_runs(rt)
             await rt.router.ensure_running()
             instances = await self.actions.adopt(rt)
             record_adoption(self.repo, self.config.app, rt, router_adopted=router_adopted,
@@ -109,6 +150,8 @@ class Controller:
                 await self._task
         await self.notifier.stop()
         await self.actions.cancel_background()
+        if self._retiring:  # an old router drains on its own; wait a little for it
+            await asyncio.wait(self._retiring, timeout=RETIRING_WAIT_S)
         for rt in self.runtimes.values():
             await rt.target.close()
             await rt.router.close()
@@ -148,6 +191,9 @@ class Controller:
                     if Phase(rollout.phase).terminal:  # _persist keeps the row current
                         rollout = None
                 await self._repair(rt, rollout)
+                if rollout is None and name in self.pending_routers \
+                        and self.clock() >= self._router_retry_at.get(name, 0.0):
+                    await self._apply_router_change(rt)
         try:
             await self.collector.maybe_collect(self.runtimes, now=self.clock())
         except EntregaError as exc:  # a router down now is repaired next pass
@@ -231,6 +277,119 @@ class Controller:
             log.warning("repair of %s: %s", rt.name, exc)
             return False
         return True
+
+    # -- configuration (controller/reload.py) -----------------------------------------------
+
+    def reload(self, new: Config, *, actor: str, shown_as: str) -> Reload:
+        """Run ``new`` from now on: live changes at once, router changes once their
+        environment is idle, the rest after a restart. Raises ConfigError (nothing changed)
+        when ``new`` cannot take over. One synchronous swap: no pass sees half of it."""
+        for name in self.runtimes:
+            active = self.repo.active_rollout(self.config.app, name)
+            fresh = next((e for e in new.environments if e.name == name), None)
+            if active is None or fresh is None:
+                continue
+            used = {m for step in spec_from_dict(active.spec).steps
+                    if isinstance(step, AnalysisStep) for m in step.metrics}
+            if problem := metrics_in_use_problem(fresh, used):
+                raise ConfigError(problem, file=shown_as,
+                                  hint=f"keep them until rollout {active.id} has ended")
+        changes = diff_configs(self.config, new)
+        running = running_config(self.config, new, shown_as=shown_as)
+        self.config = running
+        for name, rt in self.runtimes.items():
+            rt.config = running.environment(name)
+        self.pending_routers = pending_routers(running, new)
+        self._file_routers = {e.name: e.router for e in new.environments}
+        self.notifier.use(running)
+        waiting_for = {}
+        for name in self.pending_routers:
+            active = self.repo.active_rollout(running.app, name)
+            waiting_for[name] = (f"rollout {active.id} of {active.version} in progress"
+                                 if active else "applying now")
+            self._router_retry_at.pop(name, None)
+        outcome = Reload(tuple(changes), waiting_for)
+        self.repo.add_event(app=running.app, kind=EventKind.CONFIG_RELOADED, actor=actor,
+                            message=f"configuration reloaded by {actor}: {outcome.summary()}",
+                            data=outcome.to_data())
+        self.wake()
+        return outcome
+
+    async def _adopt_router_as_it_runs(self, rt: EnvironmentRuntime) -> None:
+        """A router running on other settings than the file's (changed while no server
+        ran, or a reload's change still waiting when it stopped) is adopted as it runs; the
+        file's settings wait for an idle environment, as after a reload."""
+        settings = await rt.router.running_settings()
+        wanted = rt.config.router
+        if settings is None:
+            return
+        try:
+            running = type(wanted).model_validate({**wanted.model_dump(), **settings})
+        except ValueError as exc:
+            log.warning("the router of %s reports settings that do not read (%s): "
+                        "restarting it on the file's", rt.name, exc)
+            return
+        if running == wanted:
+            return
+        env = rt.config.model_copy(update={"router": running})
+        self.config = with_router(self.config, rt.name, running)
+        await rt.router.close()
+        rt.router, rt.config = ROUTERS[running.kind](self.config, env), env
+        self.pending_routers[rt.name] = wanted
+        changes = diff_configs(self.config, with_router(self.config, rt.name, wanted))
+        self.repo.add_event(
+            app=self.config.app, environment=rt.name, kind=EventKind.CONFIG_RELOADED,
+            actor="controller", message=f"the router of {rt.name} runs on other settings "
+            f"than entrega.yaml ({', '.join(c.describe() for c in changes)}): adopted as it "
+            "runs; the file's settings apply once no rollout is in progress",
+            data={"applied": [], "needs_restart": [], "waiting": [
+                {"path": c.path, "environment": c.environment, "before": c.before,
+                 "after": c.after} for c in changes],
+                "waiting_for": {rt.name: "no rollout in progress"}})
+
+    async def _apply_router_change(self, rt: EnvironmentRuntime) -> None:
+        """Replace the router of an idle environment with the one the config asks for
+        (the caller holds the environment's lock)."""
+        wanted = self.pending_routers[rt.name]
+        before = rt.config.router
+        config = with_router(self.config, rt.name, wanted)
+        router = ROUTERS[wanted.kind](config, config.environment(rt.name))
+        changes = [c for c in diff_configs(self.config, config) if c.environment == rt.name]
+        try:
+            retiring = await replace_router(rt.router, router, old_config=before,
+                                            new_config=wanted)
+        except EntregaError as exc:
+            self._router_retry_at[rt.name] = self.clock() + ROUTER_RETRY_S
+            log.warning("router change of %s: %s", rt.name, exc)
+            self.repo.add_event(
+                app=self.config.app, environment=rt.name, kind=EventKind.ERROR,
+                actor="controller", message=f"the router of {rt.name} could not start on its "
+                f"new settings ({exc}); the router on the running settings serves on (started "
+                f"again if it had stopped); tried again in {ROUTER_RETRY_S:g} s",
+                data={"changes": [c.path for c in changes]})
+            await router.close()
+            return
+        # From the values now current: a reload may have swapped the config while the
+        # routers were being replaced (its live changes stay, and its router wins).
+        old = rt.router
+        self.config = with_router(self.config, rt.name, wanted)
+        rt.router, rt.config = router, self.config.environment(rt.name)
+        desired = self._file_routers.get(rt.name, wanted)
+        if desired == wanted:
+            self.pending_routers.pop(rt.name, None)
+        else:
+            self.pending_routers[rt.name] = desired
+        shown = ", ".join(c.describe() for c in changes)
+        self.repo.add_event(
+            app=self.config.app, environment=rt.name, kind=EventKind.CONFIG_APPLIED,
+            actor="controller", message=f"the router of {rt.name} was restarted on its new "
+            f"settings ({shown}); the old one "
+            + ("drains its requests in flight" if retiring else "was drained and stopped"),
+            data={"changes": [{"path": c.path, "before": c.before, "after": c.after}
+                              for c in changes]})
+        task = asyncio.create_task(_drain(old, retiring, rt.name))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     # -- commands (called by the service layer, under the environment's lock) ---------------
 

@@ -76,6 +76,14 @@ class Notifier:
             self.repo.set_cursor(CURSOR, self.repo.last_event_id())
         self._task = asyncio.create_task(self._run(), name="entrega-notify")
 
+    def use(self, config: Config) -> None:
+        """Send by ``config``'s hooks from the next event on (a reloaded config). Rows
+        already in the outbox keep their URL; a hook that is gone gets one last attempt."""
+        self.config = config
+        self.hooks = [n.webhook for n in config.notify]
+        if self._task is None or self._task.done():
+            self.start()
+
     def wake(self) -> None:
         self._wake.set()
 

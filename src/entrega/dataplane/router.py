@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="worker processes sharing the listeners (SO_REUSEPORT) under one "
                         "supervisor, which replaces a dead one at once")
+    p.add_argument("--join-listeners", action="store_true",
+                   help="share --listen and --preview-listen with the running router this "
+                        "one replaces (SO_REUSEPORT, same user) instead of waiting for them "
+                        "to be free: given by the controller when a changed configuration "
+                        "restarts a router")
     # Given by the supervisor to its workers only.
     p.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
     p.add_argument("--link-fd", type=int, help=argparse.SUPPRESS)

@@ -56,3 +56,26 @@ class Router(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release controller-side resources; the data plane keeps running."""
+
+    async def running_settings(self) -> dict[str, object] | None:
+        """The settings the running router was started with, by their config names
+        (``listen``, ``workers``...), or None when none runs or this kind cannot say:
+        a restarted controller adopts it as it runs and changes it like a reload does."""
+        return None
+
+    async def take_over(self, retiring: Router) -> None:
+        """Start this router in place of ``retiring``, which may hold some of its addresses
+        (a changed configuration). By default ``retiring`` is stopped (drained) first."""
+        await retiring.shutdown()
+        await self.ensure_running()
+
+    def step_aside(self) -> Router | None:
+        """Make room for a successor of the same name and kind to start beside this running
+        router (a changed configuration), and return a handle that still reaches this one
+        (to drain and stop it). None: this kind cannot run beside a successor, which then
+        starts only once this one has stopped."""
+        return None
+
+    def step_back(self) -> None:  # noqa: B027 - optional hook
+        """On the handle ``step_aside`` returned: take the router's place again (its
+        successor did not start)."""

@@ -10,6 +10,9 @@ Files of a router named ``name`` live in ``state_dir/routers/<name>/``:
     router.pid    its pid, written once it is ready
     router.log    its stdout/stderr (startup errors, drain summary; no per-request lines)
     router.sock   the control socket
+    router.old    the control socket of a router replaced by a changed configuration,
+                  renamed so its successor can start beside it (``step_aside``), until
+                  it has drained and exited
 
 A unix socket path must fit in 108 bytes (``sun_path``). When ``state_dir`` is too deep
 for that, the socket goes to ``/tmp/entrega-<hash>.sock`` instead, where ``<hash>`` is the
@@ -29,6 +32,9 @@ control socket, and starts one otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +44,7 @@ import httpx
 
 from entrega.codec import Codec
 from entrega.dataplane import proof
+from entrega.dataplane.process.listeners import BUSY_PORT_NOTICE
 from entrega.errors import InvalidRecord, RouterError, RouterUnreachable
 from entrega.net import unix_socket_path
 from entrega.procenv import data_plane_env
@@ -95,6 +102,9 @@ class EmbeddedRouter(Router):
         self.runner = runner or LocalRunner()
         self._client: httpx.AsyncClient | None = None
         self._proc: Started | None = None
+        #: a handle on a router that stepped aside for a successor (``step_aside``)
+        self._retired = False
+        self._place: Path | None = None
 
     # -- Router ------------------------------------------------------------------------------
 
@@ -103,6 +113,37 @@ class EmbeddedRouter(Router):
         if health is not None:
             self._check_adopted(health)
             return
+        proc, log_offset = self._launch()
+        await self._wait_answering(proc, log_offset)
+
+    async def running_settings(self) -> dict[str, object] | None:
+        health = await self._health()
+        if health is None:
+            return None
+        running = health.get("workers")
+        return {"listen": health.get("listen"),
+                "preview_listen": health.get("preview_listen") or None,
+                "metrics_listen": health.get("metrics_listen") or None,
+                "workers": running.get("count", 1) if isinstance(running, dict) else 1}
+
+    async def take_over(self, retiring: Router) -> None:
+        """Start in place of ``retiring`` (stepped aside, or of another kind), which may
+        hold some of this router's addresses. An embedded predecessor's data listeners are
+        joined (SO_REUSEPORT: both accept until the old one closes them); other busy
+        addresses (a metrics listener, another kind's) are tried again for a few seconds.
+        Once the new process answers, or says in its log that it waits for an address,
+        ``retiring`` is drained and lets its addresses go."""
+        proc, log_offset = self._launch(join=isinstance(retiring, EmbeddedRouter))
+
+        async def waiting_or_done() -> bool:
+            return (BUSY_PORT_NOTICE in self._log_text(log_offset)
+                    or proc.exit_code() is not None or await self._health() is not None)
+
+        await wait_until(waiting_or_done, timeout_s=START_TIMEOUT_S)
+        await retiring.shutdown()
+        await self._wait_answering(proc, log_offset)
+
+    def _launch(self, *, join: bool = False) -> tuple[Started, int]:
         self.dir.mkdir(parents=True, exist_ok=True)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         cmd = [sys.executable, "-m", "entrega.dataplane.router", "--listen", self.listen,
@@ -114,6 +155,8 @@ class EmbeddedRouter(Router):
                "--workers", str(self.workers)]
         if self.preview_listen:
             cmd += ["--preview-listen", self.preview_listen]
+        if join:
+            cmd += ["--join-listeners"]
         if self.metrics_listen:
             cmd += ["--metrics-listen", self.metrics_listen]
         if self.control_plane_url:
@@ -123,7 +166,9 @@ class EmbeddedRouter(Router):
                     "--control-plane-key-file", str(key)]
         self._proc = proc = self.runner.start(
             Program(cmd, env=data_plane_env(), log=self.log_path))
+        return proc, log_offset
 
+    async def _wait_answering(self, proc: Started, log_offset: int) -> None:
         async def answers() -> bool:
             if await self._health() is not None:
                 return True
@@ -166,6 +211,7 @@ class EmbeddedRouter(Router):
         try:
             await self._call("POST", "/shutdown")
         except RouterUnreachable:
+            self._forget_retired()
             return
         async def gone() -> bool:
             return await self._health() is None
@@ -176,11 +222,36 @@ class EmbeddedRouter(Router):
                               hint=f"see {self.log_path}")
         if self._proc is not None:
             await asyncio.to_thread(self._proc.wait, STOP_TIMEOUT_S)
+        self._forget_retired()
+
+    def _forget_retired(self) -> None:
+        if self._retired:  # the renamed socket is not the router's to remove any more
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def step_aside(self) -> EmbeddedRouter:
+        """Rename the control socket (the bound socket keeps answering on its new name), so
+        a successor can start on this router's files: it finds the path free, writes its own
+        pidfile and reads the same routes.json. This router removes neither when it stops,
+        as they are no longer its own (dataplane/process/lifecycle.py); the returned
+        handle's ``shutdown`` removes the renamed socket once the router is gone."""
+        retiring = copy.copy(self)
+        retiring.socket_path = self.socket_path.with_name(self.socket_path.stem + ".old")
+        retiring._client = None
+        retiring._retired = True
+        retiring._place = self.socket_path
+        os.replace(self.socket_path, retiring.socket_path)
+        return retiring
+
+    def step_back(self) -> None:
+        if self._retired and self._place is not None and not self._place.exists():
+            os.replace(self.socket_path, self._place)
+            self.socket_path, self._retired, self._client = self._place, False, None
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -234,12 +305,17 @@ class EmbeddedRouter(Router):
                               f"{response.status_code}: {error}")
         return data
 
-    def _log_tail(self, offset: int, max_lines: int = 10) -> str:
+    def _log_text(self, offset: int) -> str:
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                text = f.read().decode(errors="replace")
+                return f.read().decode(errors="replace")
         except OSError:
+            return ""
+
+    def _log_tail(self, offset: int, max_lines: int = 10) -> str:
+        if not self.log_path.exists():
             return "(no log)"
+        text = self._log_text(offset)
         lines = [line for line in text.splitlines() if line.strip()][-max_lines:]
         return " | ".join(lines) or "(log is empty)"

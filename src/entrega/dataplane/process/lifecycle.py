@@ -5,7 +5,9 @@ is served, kept apart from the supervision itself.
 Start: data listeners (each caller its own way), the last routes (``load_last_routes``),
 the Prometheus listener (``start_metrics``), then the control socket, the signal handlers
 and the pidfile (``open_control``): once the pidfile exists, ``/health`` answers. Stop:
-``close_control`` after the drain removes the socket and the pidfile last.
+``close_control`` after the drain removes the socket and the pidfile last, each only if it
+is still this router's: a successor started beside a retiring router (a changed
+configuration, controller/reload.py) has taken both paths by then.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from entrega.dataplane.admin.control import ControlServer, DataPlane
 from entrega.dataplane.admin.exposition import MetricsServer, RouterCounters
 from entrega.dataplane.admin.state import load_routes
+from entrega.dataplane.process.listeners import BUSY_PORT_NOTICE
 from entrega.dataplane.routes import Routes
 from entrega.errors import StartupFailed
 from entrega.net import parse_address
@@ -31,6 +36,8 @@ log = logging.getLogger("entrega.router")
 
 #: exit code of a router that cannot start (busy port, bad address, bad option)
 EXIT_USAGE = 2
+#: control socket path -> inode of the socket this process bound there
+_bound_sockets: dict[str, int] = {}
 
 
 def load_last_routes(state_path: Path) -> Routes | None:
@@ -54,17 +61,27 @@ def load_last_routes(state_path: Path) -> Routes | None:
 
 
 async def start_metrics(address: str | None,
-                        counters: Callable[[], Awaitable[RouterCounters]]
-                        ) -> list[asyncio.AbstractServer]:
-    """The Prometheus listener on ``address`` (none when it is unset)."""
+                        counters: Callable[[], Awaitable[RouterCounters]], *,
+                        busy_grace_s: float = 0.0) -> list[asyncio.AbstractServer]:
+    """The Prometheus listener on ``address`` (none when it is unset); a busy address is
+    tried again for ``busy_grace_s``, as the data listeners are."""
     if not address:
         return []
-    try:
-        host, port = parse_address(address)
-        return [await MetricsServer(counters).start(host, port)]
-    except (ValueError, OSError) as exc:
-        raise StartupFailed(f"cannot listen on {address} (metrics): "
-                            f"{getattr(exc, 'strerror', None) or exc}") from None
+    deadline = time.monotonic() + busy_grace_s
+    told = False
+    while True:
+        try:
+            host, port = parse_address(address)
+            return [await MetricsServer(counters).start(host, port)]
+        except (ValueError, OSError) as exc:
+            busy = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+            if not busy or time.monotonic() > deadline:
+                raise StartupFailed(f"cannot listen on {address} (metrics): "
+                                    f"{getattr(exc, 'strerror', None) or exc}") from None
+            if not told:
+                log.info("%s %s for up to %g s", address, BUSY_PORT_NOTICE, busy_grace_s)
+                told = True
+        await asyncio.sleep(0.05)
 
 
 async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path: Path,
@@ -77,6 +94,9 @@ async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.control)  # stale: the caller checked that nothing answers on it
     server = await control.start(args.control)
+    # Remembered so that the stop removes this socket only: a successor started beside
+    # this router (the controller renamed our socket out of its way) owns the path then.
+    _bound_sockets[args.control] = os.stat(args.control).st_ino
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -89,7 +109,8 @@ def close_control(args: argparse.Namespace, server: asyncio.AbstractServer) -> N
     """Stop the control API and remove its socket, and the pidfile if it is still ours."""
     server.close()
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(args.control)
+        if os.stat(args.control).st_ino == _bound_sockets.pop(args.control, None):
+            os.unlink(args.control)
     if args.pidfile:
         remove_pidfile(Path(args.pidfile))
     log.info("stopped")

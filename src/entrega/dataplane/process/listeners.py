@@ -26,19 +26,27 @@ from entrega.net import parse_address
 
 #: connections that may wait for a worker to accept them (while one is replaced, too)
 BACKLOG = 4096
+#: Logged when an address is busy and tried again: a router started beside the one it
+#: replaces (a changed configuration) waits so for the addresses they share, and the
+#: controller reads this line to know it may stop the old one now.
+BUSY_PORT_NOTICE = "is busy: trying it again"
 
 
-def bind_shared(address: str, workers: int) -> list[list[socket.socket]]:
+def bind_shared(address: str, workers: int, *, join: bool = False
+                ) -> list[list[socket.socket]]:
     """Listening sockets on ``address`` for each of ``workers`` workers (several per
     worker when the host resolves to several addresses, as ``create_server`` does).
 
     Raises ValueError for a malformed address and OSError (EADDRINUSE...) when the
-    address is taken by anyone, ourselves with SO_REUSEPORT included.
+    address is taken by anyone, ourselves with SO_REUSEPORT included. ``join`` skips that
+    probe: the router this one replaces holds the address (a changed configuration), and
+    the kernel spreads connections over both until it closes its sockets, so none is
+    refused meanwhile.
     """
     host, port = parse_address(address)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     targets = list(dict.fromkeys((family, sockaddr) for family, _, _, _, sockaddr in infos))
-    for family, sockaddr in targets:
+    for family, sockaddr in targets if not join else ():
         with _socket(family, reuse_port=False) as probe:
             probe.bind(sockaddr)
     made: list[list[socket.socket]] = []

@@ -78,7 +78,7 @@ from entrega.dataplane.process.link import (
     Message,
     WorkerLink,
 )
-from entrega.dataplane.process.listeners import bind_shared, close_all
+from entrega.dataplane.process.listeners import BUSY_PORT_NOTICE, bind_shared, close_all
 from entrega.dataplane.process.restarts import CrashGuard, RestartLog, describe_exit
 from entrega.dataplane.process.worker_metrics import SummedMetrics, WorkerLedger
 from entrega.dataplane.reports import DataPlaneRestart
@@ -416,14 +416,19 @@ class Supervisor:
 BUSY_PORT_GRACE_S = 3.0
 
 
-async def _bind_when_free(address: str, workers: int) -> list[list[socket.socket]]:
+async def _bind_when_free(address: str, workers: int, *,
+                          join: bool = False) -> list[list[socket.socket]]:
     deadline = time.monotonic() + BUSY_PORT_GRACE_S
+    told = False
     while True:
         try:
-            return bind_shared(address, workers)
+            return bind_shared(address, workers, join=join)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                 raise
+            if not told:
+                log.info("%s %s for up to %g s", address, BUSY_PORT_NOTICE, BUSY_PORT_GRACE_S)
+                told = True
         await asyncio.sleep(0.05)
 
 
@@ -439,7 +444,8 @@ async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> in
         if not address:
             continue
         try:
-            shared[preview] = await _bind_when_free(address, args.workers)
+            shared[preview] = await _bind_when_free(address, args.workers,
+                                                    join=args.join_listeners)
         except (ValueError, OSError) as exc:
             log.error("cannot listen on %s: %s", address, getattr(exc, "strerror", None) or exc)
             for groups in shared.values():
@@ -453,7 +459,8 @@ async def run_supervisor(args: argparse.Namespace, worker_argv: list[str]) -> in
     supervisor = Supervisor(slots, worker_argv=worker_argv,
                             routes=load_last_routes(state_path))
     try:
-        servers = await start_metrics(args.metrics_listen, supervisor.counters)
+        servers = await start_metrics(args.metrics_listen, supervisor.counters,
+                                      busy_grace_s=BUSY_PORT_GRACE_S)
     except StartupFailed as exc:
         log.error("%s", exc)
         close_all([[sock for sock, _ in slot.sockets] for slot in slots])

@@ -160,6 +160,26 @@ class HaproxyRouter(Router):
         return RouterMetrics(started_at=counters.started_at, releases=releases,
                              restarts=tuple(self.sink.restarts))
 
+    async def take_over(self, retiring: Router) -> None:
+        """In place of an HAProxy of the same name, files and binary (a changed
+        configuration: addresses, stats listener): its configuration is rewritten with this
+        router's settings and the live route table, and the master reloads it (SIGUSR2): the
+        new worker serves every address before the old one stops accepting and finishes
+        its requests in flight. Anything else is stopped first, then this one started."""
+        same_files = isinstance(retiring, HaproxyRouter) and retiring.files == self.files
+        same_binary = isinstance(retiring, HaproxyRouter) and retiring.binary == self.binary
+        if not (same_files and same_binary and await self._answers()):
+            await retiring.shutdown()
+            if same_files:  # its configuration must not be started again: this one's is
+                self.files.config.unlink(missing_ok=True)
+            await self.ensure_running()
+            return
+        async with self._lock:
+            routes = dataclasses.replace(await self.get_routes(), draining={})
+            slots = dict(await self.api.show_map(self.files.map("backends.map")))
+            self._write(routes, {v: s for v, s in slots.items() if v in routes.backends})
+            await self._reload()
+
     async def shutdown(self) -> None:
         """Soft-stop HAProxy (requests in flight finish), then its log sink; returns once
         both have exited."""
