@@ -3,24 +3,26 @@
 Everything here is cumulative since the router process started (``started_at``): the
 controller takes differences between two snapshots (see ``reports.ReleaseMetrics``).
 Recording one request is O(1): a scan of the fixed bucket bounds from the lowest (most
-requests take under a millisecond, so it usually stops at the first), a few additions to
-8-byte words, one store into a preallocated ring, and one logarithm for the latency
-sketch's bucket. The ring is a list rather than an ``array``: the mypyc build (setup.py)
-stores into a list natively.
+requests take under a millisecond, so it usually stops at the first), a few integer
+additions, each result also stored to its 8-byte word, one store into a preallocated
+ring, and one logarithm for the latency sketch's bucket. The ring is a list rather than
+an ``array``: the mypyc build (setup.py) stores into a list natively.
 
 Where the counters live. A worker's counters must outlive it: when it is killed (``kill
--9``, OOM) everything it counted is still part of the router's totals, so they are not
-Python objects but words in memory its supervisor shares (``process/counter_memory.py``
-maps it; the supervisor reads it on every ``GET /metrics`` and once more after the worker
-died). Each counter is one aligned 8-byte word, written by one store, so a reader never
-sees half of one (torn reads are impossible by layout; a read while a request is being
-recorded may see some of its counters and not yet the others, which the next read
-completes). The latency sum is a float64 word; the sketch is a fixed array of one word
-per bucket from ``MIN_INDEX`` (10 us) to the bucket of a day (:data:`SKETCH_TOP_INDEX`;
-a longer request counts in that top bucket). ``ReleaseStats()`` without shared memory (the
-control-plane route, HAProxy's log sink, tests) keeps the same words in a private buffer.
-The ring of recent latencies and ``inflight`` stay private: they are for display and
-for the live worker's answers, and die with it.
+-9``, OOM) everything it counted is still part of the router's totals. So each counter is
+also a word in memory its supervisor shares (``process/counter_memory.py`` maps it; the
+supervisor reads it on every ``GET /metrics`` and once more after the worker died). Each
+is one aligned 8-byte word, written by one store, so a reader never sees half of one (no
+torn reads, by layout). A read while a request is being recorded may see some of its
+counters and not yet the others, which the next read completes; only a ``kill -9``
+landing inside ``record`` itself (a fraction of a microsecond) can leave that one request
+in some counters and not the others. The latency sum is a float64 word; the sketch is a
+fixed array of one word per bucket from ``MIN_INDEX`` (10 us) to the bucket of a day
+(:data:`SKETCH_TOP_INDEX`; a longer request counts in that top bucket).
+``ReleaseStats()`` without shared memory (the control-plane route, HAProxy's log sink,
+tests) stores to a private buffer of the same layout. The ring of recent latencies and
+``inflight`` are not shared: they are for display and for the live worker's answers, and
+die with it.
 
 A region (``MetricsRegistry(region)``) is a header and ``slots`` release slots:
 
@@ -96,64 +98,73 @@ def private_counters() -> memoryview:
 
 
 class ReleaseStats:
-    """Counters of one release; mutated only by the event loop thread."""
+    """Counters of one release; mutated only by the event loop thread.
 
-    __slots__ = ("_words", "_floats", "inflight", "samples_total", "_ring")
+    Each counter is kept twice: as a native attribute, which the worker reads and
+    increments (fast in the mypyc build), and as its word in ``counters``, which it only
+    stores to (one store per counter; a read of the shared word would cost as much
+    again), so that the supervisor has them if the worker dies."""
+
+    __slots__ = ("requests", "errors_5xx", "buckets", "latency_sum_ms", "inflight",
+                 "samples_total", "_ring", "_sketch", "_words", "_floats")
 
     def __init__(self, counters: memoryview | None = None) -> None:
+        self.requests = 0
+        self.errors_5xx = 0
+        self.buckets = [0] * (len(_BOUNDS) + 1)
+        self.latency_sum_ms = 0.0
+        self.inflight = 0
+        self.samples_total = 0
+        self._ring = [0.0] * SAMPLES_RING_SIZE
+        #: requests per sketch bucket, from ``MIN_INDEX`` to ``SKETCH_TOP_INDEX``
+        self._sketch = [0] * SKETCH_WORDS
         #: ``COUNTER_WORDS`` 8-byte words (format ``q``), shared or private, zero at first
         self._words: memoryview = counters if counters is not None else private_counters()
         #: the same memory read as float64 words, for the latency sum
         self._floats: memoryview[float] = self._words.cast("B").cast("d")
-        self.inflight = 0
-        self.samples_total = 0
-        self._ring = [0.0] * SAMPLES_RING_SIZE
 
     def record(self, status: int, latency_ms: float) -> None:
         """Count one finished request (``status`` 0: the client left before any answer)."""
         words = self._words
-        words[COUNTER_REQUESTS] += 1
+        requests = self.requests + 1
+        self.requests = requests
+        words[COUNTER_REQUESTS] = requests
         if status >= 500:
-            words[COUNTER_ERRORS_5XX] += 1
+            errors = self.errors_5xx + 1
+            self.errors_5xx = errors
+            words[COUNTER_ERRORS_5XX] = errors
         # a latency equal to a bound falls in that bound's bucket (Prometheus' ``le``)
         bucket = _LAST
         for i, bound in enumerate(_BOUNDS):
             if latency_ms <= bound:
                 bucket = i
                 break
-        words[COUNTER_BUCKETS + bucket] += 1
-        self._floats[COUNTER_LATENCY_SUM] += latency_ms
+        buckets = self.buckets
+        count = buckets[bucket] + 1
+        buckets[bucket] = count
+        words[COUNTER_BUCKETS + bucket] = count
+        latency_sum = self.latency_sum_ms + latency_ms
+        self.latency_sum_ms = latency_sum
+        self._floats[COUNTER_LATENCY_SUM] = latency_sum
         total = self.samples_total
         self._ring[total & _MASK] = latency_ms
         self.samples_total = total + 1
         if latency_ms <= _SKETCH_MIN_MS:
-            index = _SKETCH_MIN_INDEX
+            offset = 0
         else:
-            index = math.ceil(math.log(latency_ms) * _SKETCH_INV_LN_GAMMA)
-            if index > SKETCH_TOP_INDEX:
-                index = SKETCH_TOP_INDEX
-        words[COUNTER_SKETCH + index - _SKETCH_MIN_INDEX] += 1
-
-    @property
-    def requests(self) -> int:
-        return int(self._words[COUNTER_REQUESTS])
-
-    @property
-    def errors_5xx(self) -> int:
-        return int(self._words[COUNTER_ERRORS_5XX])
-
-    @property
-    def latency_sum_ms(self) -> float:
-        return float(self._floats[COUNTER_LATENCY_SUM])
-
-    @property
-    def buckets(self) -> list[int]:
-        return list(self._words[COUNTER_BUCKETS:COUNTER_SKETCH].tolist())
+            offset = math.ceil(math.log(latency_ms) * _SKETCH_INV_LN_GAMMA) - _SKETCH_MIN_INDEX
+            if offset >= SKETCH_WORDS:
+                offset = SKETCH_WORDS - 1
+        sketch = self._sketch
+        count = sketch[offset] + 1
+        sketch[offset] = count
+        words[COUNTER_SKETCH + offset] = count
 
     @property
     def sketch(self) -> dict[int, int]:
         """bucket index -> requests (``LatencySketch.counts``), cumulative"""
-        return sketch_counts(self._words.tolist())
+        return {_SKETCH_MIN_INDEX + offset: count
+                for offset, count in enumerate(self._sketch) if count}
 
     def samples_ms(self) -> list[float]:
         """The ring's contents, oldest first (newest last)."""
@@ -164,11 +175,16 @@ class ReleaseStats:
         return self._ring[start:] + self._ring[:start]
 
     def to_dict(self) -> dict[str, object]:
-        out = counters_dict(self._words.tolist(), float(self._floats[COUNTER_LATENCY_SUM]))
-        out["inflight"] = self.inflight
-        out["samples_ms"] = [round(s, 3) for s in self.samples_ms()]
-        out["samples_total"] = self.samples_total
-        return out
+        return {
+            "requests": self.requests,
+            "errors_5xx": self.errors_5xx,
+            "latency_buckets": list(self.buckets),
+            "latency_sum_ms": round(self.latency_sum_ms, 3),
+            "inflight": self.inflight,
+            "samples_ms": [round(s, 3) for s in self.samples_ms()],
+            "samples_total": self.samples_total,
+            "latency_sketch": [[i, n] for i, n in sorted(self.sketch.items())],
+        }
 
 
 def sketch_counts(words: list[int]) -> dict[int, int]:
