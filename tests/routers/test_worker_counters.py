@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
@@ -91,6 +94,72 @@ def test_a_dead_workers_final_counters_replace_its_last_report() -> None:
     total = ledger.total()["v1"]
     assert (total["requests"], total["samples_total"], total["inflight"]) == (10, 10, 0)
     assert sum(n for _, n in total["latency_sketch"]) == 10
+    memory.close()
+
+
+WRITER = """
+import sys
+import time
+from entrega.dataplane.http.metrics import MetricsRegistry
+from entrega.dataplane.process.counter_memory import attach
+registry = MetricsRegistry(attach(int(sys.argv[1])))
+v1 = registry.for_release("v1")
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+i = 0
+while True:
+    v1.record(503 if i % 7 == 0 else 200, (i % 400) * 0.37)
+    i += 1
+    pause_until = time.perf_counter() + 10e-6  # 100,000 requests/s: a busy worker
+    while time.perf_counter() < pause_until:
+        pass
+    if i % 50 == 0:  # churn: slots claimed and freed while the supervisor reads
+        for k in range(70):
+            registry.for_release(f"old-{i}-{k}")
+        registry.forget_old({"v1"})
+"""
+
+
+def test_reads_while_a_worker_writes_are_never_torn() -> None:
+    """Another process records 100,000 requests a second and reassigns slots meanwhile;
+    every read names only real releases and never sees a counter go down, and reads are
+    snapshots (every request in every counter), but where the writer was preempted in the
+    middle of ``record`` for longer than the reader waits (this machine is busy)."""
+    memory = CounterMemory()
+    assert memory.fd is not None
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(memory.fd)],
+                              pass_fds=[memory.fd], stdout=subprocess.PIPE)
+    memory.handed_over()
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+        last = 0
+        reads = snapshots = 0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            shared = memory.read()
+            assert shared is not None
+            reads += 1
+            assert all(v == "v1" or v.startswith("old-") for v in shared), list(shared)
+            v1 = shared["v1"]
+            requests = v1["requests"]
+            assert requests >= last
+            last = requests
+            in_buckets = sum(v1["latency_buckets"])
+            in_sketch = sum(n for _, n in v1["latency_sketch"])
+            assert v1["samples_total"] == requests
+            if in_buckets == in_sketch == requests:
+                snapshots += 1
+                assert v1["errors_5xx"] == (requests + 6) // 7  # i % 7 == 0 for i < requests
+        assert last > 1000 and reads > 50
+        assert snapshots >= 0.98 * reads, (snapshots, reads)
+    finally:
+        writer.kill()
+        writer.wait()
+    final = memory.read()
+    assert final is not None
+    v1 = final["v1"]
+    # the writer is dead: a kill inside ``record`` may leave one request half counted
+    assert v1["requests"] - 1 <= sum(v1["latency_buckets"]) <= v1["requests"]
     memory.close()
 
 

@@ -12,13 +12,19 @@ Where the counters live. A worker's counters must outlive it: when it is killed 
 -9``, OOM) everything it counted is still part of the router's totals. So each counter is
 also a word in memory its supervisor shares (``process/counter_memory.py`` maps it; the
 supervisor reads it on every ``GET /metrics`` and once more after the worker died). Each
-is one aligned 8-byte word, written by one store, so a reader never sees half of one (no
-torn reads, by layout). A read while a request is being recorded may see some of its
-counters and not yet the others, which the next read completes; only a ``kill -9``
-landing inside ``record`` itself (a fraction of a microsecond) can leave that one request
-in some counters and not the others. The latency sum is a float64 word; the sketch is a
-fixed array of one word per bucket from ``MIN_INDEX`` (10 us) to the bucket of a day
-(:data:`SKETCH_TOP_INDEX`; a longer request counts in that top bucket).
+is one aligned 8-byte word, written by one store, so a reader never sees half of one. A
+release's counters are read as one snapshot: ``record`` stores ``COUNTER_BEGUN`` first and
+``COUNTER_REQUESTS`` last, both the new request count, so a reader that reads
+``COUNTER_REQUESTS``, then the counters, then ``COUNTER_BEGUN``, and finds them equal, read
+no request half recorded (a seqlock whose sequence is the request count). Only a ``kill
+-9`` landing inside ``record`` itself (a fraction of a microsecond) leaves one request
+half recorded for good: ``COUNTER_REQUESTS`` then does not count it, some of the other
+counters may. (The snapshot relies on another core seeing the stores in program order,
+as x86-64 guarantees; on a weakly ordered CPU a live read may rarely mix two requests'
+counters. What a dead worker leaves is exact everywhere: all its stores are visible.)
+The latency sum is a float64 word; the sketch is a fixed array of one word per bucket
+from ``MIN_INDEX`` (10 us) to the bucket of a day (:data:`SKETCH_TOP_INDEX`; a longer
+request counts in that top bucket).
 ``ReleaseStats()`` without shared memory (the control-plane route, HAProxy's log sink,
 tests) stores to a private buffer of the same layout. The ring of recent latencies and
 ``inflight`` are not shared: they are for display and for the live worker's answers, and
@@ -69,7 +75,9 @@ SKETCH_WORDS: Final = SKETCH_TOP_INDEX - MIN_INDEX + 1
 COUNTER_REQUESTS: Final = 0
 COUNTER_ERRORS_5XX: Final = 1
 COUNTER_LATENCY_SUM: Final = 2  # a float64
-COUNTER_BUCKETS: Final = 3
+#: requests whose recording has begun: stored first, ``COUNTER_REQUESTS`` last
+COUNTER_BEGUN: Final = 3
+COUNTER_BUCKETS: Final = 4
 COUNTER_SKETCH: Final = COUNTER_BUCKETS + _LAST + 1
 COUNTER_WORDS: Final = COUNTER_SKETCH + SKETCH_WORDS
 
@@ -128,7 +136,7 @@ class ReleaseStats:
         words = self._words
         requests = self.requests + 1
         self.requests = requests
-        words[COUNTER_REQUESTS] = requests
+        words[COUNTER_BEGUN] = requests
         if status >= 500:
             errors = self.errors_5xx + 1
             self.errors_5xx = errors
@@ -159,6 +167,7 @@ class ReleaseStats:
         count = sketch[offset] + 1
         sketch[offset] = count
         words[COUNTER_SKETCH + offset] = count
+        words[COUNTER_REQUESTS] = requests  # last: this request is counted everywhere
 
     @property
     def sketch(self) -> dict[int, int]:

@@ -21,10 +21,13 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import time
 from typing import Any
 
 from entrega.dataplane.http.metrics import (
+    COUNTER_BEGUN,
     COUNTER_LATENCY_SUM,
+    COUNTER_REQUESTS,
     REGION_HEADER_WORDS,
     REGION_MAGIC,
     SLOT_COUNTERS,
@@ -39,7 +42,11 @@ from entrega.dataplane.http.metrics import (
 #: release version -> the counter fields of ``ReleaseStats.to_dict()``
 SharedCounters = dict[str, dict[str, Any]]
 
-_READ_ATTEMPTS = 5
+#: copies of a slot tried at once, then after a pause each (a worker preempted in the
+#: middle of ``record`` holds the slot inconsistent until the scheduler runs it again)
+_QUICK_ATTEMPTS = 5
+_PATIENT_ATTEMPTS = 20
+_PAUSE_S = 0.00025
 
 
 def _anonymous_file(size: int) -> int:
@@ -88,8 +95,9 @@ class CounterMemory:
             self._map.close()
             self._map = None
 
-    def read(self) -> SharedCounters | None:
-        """Every release the worker counts in the region; None once closed."""
+    def read(self, *, final: bool = False) -> SharedCounters | None:
+        """Every release the worker counts in the region; None once closed. ``final``:
+        the worker is dead, nothing will change (no point waiting for a consistent copy)."""
         words, floats = self._words, self._floats
         if words is None or floats is None:
             return None
@@ -98,28 +106,60 @@ class CounterMemory:
         releases: SharedCounters = {}
         for slot in range(int(words[1])):
             start = REGION_HEADER_WORDS + slot * SLOT_WORDS
-            found = _read_slot(words, floats, start)
+            found = _read_slot(words, floats, start,
+                               attempts=1 if final else _QUICK_ATTEMPTS + _PATIENT_ATTEMPTS)
             if found is not None:
                 version, counters = found
                 releases[version] = counters
         return releases
 
 
-def _read_slot(words: memoryview, floats: memoryview[float],
-               start: int) -> tuple[str, dict[str, Any]] | None:
-    """A slot's release and counters, read consistently; None when free (or when the
-    worker kept reassigning it while we read, which only a dead worker's half-assigned
-    slot does: it had counted nothing there)."""
-    for _ in range(_READ_ATTEMPTS):
+def _read_slot(words: memoryview, floats: memoryview[float], start: int, *,
+               attempts: int) -> tuple[str, dict[str, Any]] | None:
+    """A slot's release and counters, as one snapshot; None when the slot is free (or
+    when it was being reassigned at every try: only a dead worker leaves a slot so, and
+    it had counted nothing there).
+
+    A consistent copy has the same even generation before and after, and its request
+    count (stored last by ``record``) equal to the count of requests begun (stored first)
+    read after the copy. A copy is one ``memcpy`` (a microsecond; a worker records one
+    request in tens of them), so a busy worker rarely makes it retry, but one preempted
+    in the middle of ``record`` does until it runs again: the tries after the first few
+    pause (5 ms in all). Then (and for a dead worker at once) the slot is read word by
+    word: each an aligned 8-byte load, never half of a store, but the one request being
+    recorded may be in some counters and not in others."""
+    counters_at = start + SLOT_COUNTERS
+    for attempt in range(attempts - 1):
+        if attempt >= _QUICK_ATTEMPTS:
+            time.sleep(_PAUSE_S)
         generation = words[start + SLOT_GENERATION]
         if generation & 1:
             continue
-        length = words[start + SLOT_NAME_LENGTH]
-        if length == 0:
-            return None
-        name = words[start + SLOT_NAME:start + SLOT_COUNTERS].tobytes()[:length]
-        counters = words[start + SLOT_COUNTERS:start + SLOT_WORDS].tolist()
-        latency_sum = floats[start + SLOT_COUNTERS + COUNTER_LATENCY_SUM]
+        done = words[counters_at + COUNTER_REQUESTS]
+        copy = words[start:start + SLOT_WORDS].tobytes()
+        if words[counters_at + COUNTER_BEGUN] != done or \
+                words[start + SLOT_GENERATION] != generation:
+            continue
+        slot = memoryview(copy).cast("q").tolist()
+        latency_sum = memoryview(copy).cast("d")[SLOT_COUNTERS + COUNTER_LATENCY_SUM]
+        return _release(copy, slot, latency_sum)
+    for _ in range(_QUICK_ATTEMPTS):
+        generation = words[start + SLOT_GENERATION]
+        if generation & 1:
+            continue
+        slot = words[start:start + SLOT_WORDS].tolist()
+        latency_sum = floats[counters_at + COUNTER_LATENCY_SUM]
+        name = words[start:start + SLOT_COUNTERS].tobytes()
         if words[start + SLOT_GENERATION] == generation:
-            return name.decode(errors="replace"), counters_dict(counters, latency_sum)
+            return _release(name, slot, latency_sum)
     return None
+
+
+def _release(head: bytes, slot: list[int],
+             latency_sum: float) -> tuple[str, dict[str, Any]] | None:
+    """A slot's copy -> its release and counters (None: free)."""
+    length = slot[SLOT_NAME_LENGTH]
+    if length == 0:
+        return None
+    name = head[SLOT_NAME * 8:SLOT_NAME * 8 + length]
+    return name.decode(errors="replace"), counters_dict(slot[SLOT_COUNTERS:], latency_sum)

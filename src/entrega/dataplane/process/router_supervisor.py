@@ -320,7 +320,7 @@ class Supervisor:
         self.processes.discard(worker)
         worker.link.close()
         # Everything it counted, up to its last request: it can write no more.
-        self.ledger.worker_died(worker.worker_id, worker.counters.read())
+        self.ledger.worker_died(worker.worker_id, worker.counters.read(final=True))
         worker.counters.close()
         if self.stopping:
             return
