@@ -9,8 +9,9 @@ router's Python, not the kernel's sockets. Here the real protocol objects of the
 only keep what is written to them, so no system call is made: one iteration is a request
 head parsed, routed (weights 90/10 and a cohort rule, as in bench.router) and written
 upstream, then the upstream's answer parsed, rebuilt and written back, and the release's
-counters updated. Two requests: wrk's (one header) and a browser's (twelve, cookies and
-X-Forwarded-For included), both answered with nginx's eight-header answer.
+counters updated (in shared memory, as a worker's: process/counter_memory.py). Two
+requests: wrk's (one header) and a browser's (twelve, cookies and X-Forwarded-For
+included), both answered with nginx's eight-header answer.
 
 Each build runs in a process of its own, ``compiled`` as installed and ``pure`` with
 ``ENTREGA_PURE_PYTHON=1``, ``--rounds`` times each, interleaved; the best round counts
@@ -75,10 +76,16 @@ class _Transport(asyncio.Transport):
 async def _measure(kind: str, n: int) -> float:
     from entrega.dataplane.http.proxy import Proxy, ProxySettings
     from entrega.dataplane.http.upstream import UpstreamConnection
+    from entrega.dataplane.process.counter_memory import CounterMemory, attach
     from entrega.dataplane.routes import CohortRule, Routes
     from entrega.net import Endpoint
 
-    proxy = Proxy(ProxySettings(), app="bench")
+    # the counters in memory shared with a supervisor, as a worker's
+    memory = CounterMemory()
+    assert memory.fd is not None
+    counters = attach(os.dup(memory.fd))
+    memory.handed_over()
+    proxy = Proxy(ProxySettings(), app="bench", counters=counters)
     proxy.apply(Routes(
         backends={"v1": (Endpoint("127.0.0.1", 1001, "0"),),
                   "v2": (Endpoint("127.0.0.1", 1002, "0"),)},

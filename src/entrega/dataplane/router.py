@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
     p.add_argument("--link-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--listen-fds", help=argparse.SUPPRESS)
+    p.add_argument("--counters-fd", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

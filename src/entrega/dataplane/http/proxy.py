@@ -75,7 +75,8 @@ class Proxy:
     """State shared by every connection of one router process."""
 
     def __init__(self, settings: ProxySettings, *, app: str = "",
-                 control_plane_url: str | None = None, control_plane_key: bytes = b"") -> None:
+                 control_plane_url: str | None = None, control_plane_key: bytes = b"",
+                 counters: memoryview | None = None) -> None:
         self.settings = settings
         self.app = app
         self.loop = asyncio.get_running_loop()
@@ -88,7 +89,9 @@ class Proxy:
         self.max_header_bytes = settings.max_header_bytes
         self.replay_max_bytes = settings.replay_max_bytes
         self.pools = PoolRegistry(max_idle_per_endpoint=settings.max_idle_per_endpoint)
-        self.metrics = MetricsRegistry()
+        #: per-release counters, in ``counters`` (a worker's memory shared with its
+        #: supervisor, metrics.py) when given
+        self.metrics = MetricsRegistry(counters)
         self.table = self._compile(Routes())
         #: where ``/.entrega/...`` requests go (user feedback to entrega's server), if set;
         #: its pool and counters are its own: never in a release's metrics

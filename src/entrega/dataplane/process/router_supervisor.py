@@ -37,9 +37,12 @@ and connections that queued meanwhile are served with the table, not a 503. A wo
 dies during a push is not waited for: it serves nothing, and its replacement starts with
 the new table.
 
-Metrics. ``GET /metrics`` and Prometheus scrapes ask every worker and serve the sum
-(worker_metrics.py), with ``started_at`` the supervisor's: the counters of a worker that
-died stay in the sum, so a restart never makes a total go back.
+Metrics. Each worker keeps its counters in a region of memory the supervisor shares
+(counter_memory.py), given at launch. ``GET /metrics`` and Prometheus scrapes read every
+worker's region, ask every worker for its ring of recent latencies and its requests in
+flight, and serve the sum (worker_metrics.py), with ``started_at`` the supervisor's. When a
+worker dies its region is read a last time and its counters stay in the sum: a restart
+never makes a total go back, and no request a dead worker answered is missing from it.
 
 Supervision. A worker that does not answer its link within ``CALL_TIMEOUT_S`` is wedged:
 it is killed and replaced like a dead one. SIGTERM, SIGINT or ``POST /shutdown`` stop the
@@ -66,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from entrega.dataplane.admin.control import control_in_use
+from entrega.dataplane.process.counter_memory import CounterMemory
 from entrega.dataplane.process.lifecycle import (
     EXIT_USAGE,
     close_control,
@@ -80,7 +84,7 @@ from entrega.dataplane.process.link import (
 )
 from entrega.dataplane.process.listeners import BUSY_PORT_NOTICE, bind_shared, close_all
 from entrega.dataplane.process.restarts import CrashGuard, RestartLog, describe_exit
-from entrega.dataplane.process.worker_metrics import SummedMetrics, WorkerLedger
+from entrega.dataplane.process.worker_metrics import SummedMetrics, WorkerLedger, overlay
 from entrega.dataplane.reports import DataPlaneRestart
 from entrega.dataplane.routes import Routes
 from entrega.errors import (
@@ -113,6 +117,8 @@ class WorkerProcess:
     #: unique per process started, so a late metrics answer of a dead worker is not
     #: mistaken for its replacement's
     worker_id: int
+    #: where it keeps its counters; read after it died, then closed
+    counters: CounterMemory
     #: why the supervisor killed it, when it did (its exit is then no surprise)
     killed_because: str | None = None
 
@@ -227,19 +233,29 @@ class Supervisor:
         fds = [sock.fileno() for slot in self.slots for sock, _ in slot.sockets]
         self._launched += 1
         worker_id = self._launched
+        try:
+            counters = CounterMemory()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
+        assert counters.fd is not None
         argv = [*self.worker_argv, "--worker-id", str(worker_id),
-                "--link-fd", str(theirs.fileno()), "--listen-fds", ",".join(map(str, fds))]
+                "--link-fd", str(theirs.fileno()), "--listen-fds", ",".join(map(str, fds)),
+                "--counters-fd", str(counters.fd)]
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "entrega.dataplane.router", *argv,
-                stdin=subprocess.DEVNULL, pass_fds=[theirs.fileno(), *fds])
+                stdin=subprocess.DEVNULL, pass_fds=[theirs.fileno(), counters.fd, *fds])
         except OSError as exc:
             ours.close()
+            counters.close()
             raise WorkerDidNotStart(f"cannot run {sys.executable}: {exc}") from None
         finally:
             theirs.close()
+            counters.handed_over()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=MAX_LINE_BYTES)
-        worker = WorkerProcess(proc, WorkerLink(reader, writer), worker_id)
+        worker = WorkerProcess(proc, WorkerLink(reader, writer), worker_id, counters)
         self.processes.add(worker)
         self._run(self._watch(worker))
         try:
@@ -303,7 +319,9 @@ class Supervisor:
         died_at = time.monotonic()
         self.processes.discard(worker)
         worker.link.close()
-        self.ledger.worker_died(worker.worker_id)
+        # Everything it counted, up to its last request: it can write no more.
+        self.ledger.worker_died(worker.worker_id, worker.counters.read(final=True))
+        worker.counters.close()
         if self.stopping:
             return
         reason = worker.killed_because or describe_exit(code)
@@ -390,10 +408,19 @@ class Supervisor:
             raise RoutesNotApplied("; ".join(refused))
 
     async def metrics(self) -> dict[str, object]:
-        ids = [slot.worker.worker_id if slot.worker else 0 for slot in self.slots]
-        for worker_id, answer in zip(ids, await self._ask_all("metrics"), strict=True):
-            if answer is not None:
-                self.ledger.observe(worker_id, answer["releases"])
+        workers = [slot.worker for slot in self.slots]
+        answers = await self._ask_all("metrics")
+        for slot, worker, answer in zip(self.slots, workers, answers, strict=True):
+            if worker is None:
+                continue
+            # None once it died (its watcher retired what it counted): nothing to add
+            shared = worker.counters.read()
+            if shared is None:
+                continue
+            # an answer from another process now filling the slot is not this one's
+            answered = answer["releases"] if answer is not None and slot.worker is worker \
+                else {}
+            self.ledger.observe(worker.worker_id, overlay(shared, answered))
         return {"started_at": self.started_at, "releases": self.ledger.total(),
                 "restarts": self.restarts.to_list()}
 

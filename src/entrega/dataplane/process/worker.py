@@ -1,9 +1,11 @@
 """One worker of the router: an ordinary :class:`Proxy` on sockets the supervisor holds.
 
 The supervisor (router_supervisor.py) starts it with ``--worker-id I --link-fd L --listen-fds
-A,B,...``: every listening socket of every worker slot, already bound and listening
-(shared through SO_REUSEPORT), and the link, its only control channel (link.py). The worker
-has no control socket, pidfile or state file of its own.
+A,B,... --counters-fd C``: every listening socket of every worker slot, already bound and
+listening (shared through SO_REUSEPORT), the link, its only control channel (link.py), and
+the memory it keeps its counters in, which the supervisor reads too (counter_memory.py), so
+they outlive this process. The worker has no control socket, pidfile or state file of its
+own.
 
 It starts as a *spare*: the interpreter, the imports and the proxy are ready, and it
 answers its link, but it accepts nothing. The supervisor's ``start`` message names its
@@ -32,6 +34,7 @@ import socket
 
 from entrega.dataplane import proof
 from entrega.dataplane.http.proxy import Proxy, ProxySettings
+from entrega.dataplane.process.counter_memory import attach
 from entrega.dataplane.process.lifecycle import EXIT_USAGE
 from entrega.dataplane.process.link import MAX_LINE_BYTES, Message, serve_link
 from entrega.dataplane.process.listeners import BACKLOG
@@ -96,8 +99,13 @@ class Worker:
 async def run_worker(args: argparse.Namespace, settings: ProxySettings) -> int:
     loop = asyncio.get_running_loop()
     try:
+        region = attach(args.counters_fd) if args.counters_fd is not None else None
         proxy = Proxy(settings, app=args.app, control_plane_url=args.control_plane_url,
-                      control_plane_key=proof.read_key(args.control_plane_key_file))
+                      control_plane_key=proof.read_key(args.control_plane_key_file),
+                      counters=region)
+    except OSError as exc:
+        log.error("cannot start: the counters' shared memory: %s", exc.strerror or exc)
+        return EXIT_USAGE
     except ValueError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_USAGE

@@ -5,8 +5,11 @@ as one cumulative series per release and take differences between snapshots; a c
 that goes down reads as a router restart (see ``analysis/window.py``). So the sum over
 workers must never go down, even when a worker dies and its replacement counts from zero.
 :class:`WorkerLedger` keeps the last counters each worker reported; when a worker dies
-they are *retired*: added to the sum for good. Requests a worker answered after its last
-report and before it died are lost from the totals (never invented, never subtracted).
+they are *retired*: added to the sum for good. A worker's counters live in memory the
+supervisor shares (``counter_memory.py``), read on each report and once more after the
+worker died, so what it retires is everything it counted, up to its last request: the
+totals are exact across worker deaths. Only the ring of recent latencies and the count in
+flight come over the worker's link, and die with it.
 
 Fields and names are those of ``ReleaseStats.to_dict()``: counters, buckets and
 ``samples_total`` add up, the latency sketches merge (bucket by bucket, so the merged
@@ -79,6 +82,19 @@ def interleave_newest_first(rings: list[list[float]]) -> list[float]:
     return merged
 
 
+def overlay(shared: ReleasesDict, answered: ReleasesDict) -> dict[str, dict[str, Any]]:
+    """A live worker's report: the counters it keeps in shared memory (``shared``), with
+    the ring and the count in flight of its link answer (``answered``, empty when it did
+    not answer). A release counted only in the worker's private memory (its name too long
+    for a slot, or no slot free) is taken from the answer as it is."""
+    report = {version: dict(stats) for version, stats in answered.items()}
+    for version, counters in shared.items():
+        live = answered.get(version, {})
+        report[version] = {**counters, "inflight": live.get("inflight", 0),
+                           "samples_ms": live.get("samples_ms", [])}
+    return report
+
+
 def retire(releases: ReleasesDict) -> dict[str, dict[str, Any]]:
     """A dead worker's last counters as they stay in the sum: nothing in flight any more,
     no samples to offer (its ring died with it), everything it counted kept."""
@@ -102,9 +118,13 @@ class WorkerLedger:
         if worker_id not in self._dead:
             self.last[worker_id] = releases
 
-    def worker_died(self, worker_id: int) -> None:
+    def worker_died(self, worker_id: int, final: ReleasesDict | None = None) -> None:
+        """Retire a worker's counters: ``final``, what its shared memory held after it
+        died, over its last report (which keeps the releases it counted privately)."""
         self._dead.add(worker_id)
         releases = self.last.pop(worker_id, None)
+        if final:
+            releases = {**(releases or {}), **overlay(final, {})}
         if releases:
             self.retired = sum_releases([self.retired, retire(releases)])
 
