@@ -118,15 +118,20 @@ class Users:
 class Deployment:
     """One app under entrega in a temporary directory."""
 
-    def __init__(self, root: Path, strategy: str = PAUSED_CANARY) -> None:
+    def __init__(self, root: Path, strategy: str = PAUSED_CANARY,
+                 router: str = "embedded") -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.server_port, self.router_port, self.preview_port = (free_port(), free_port(),
                                                                  free_port())
         self.config = root / "entrega.yaml"
-        self.config.write_text(CONFIG.format(server=self.server_port, router=self.router_port,
-                                             preview=self.preview_port, python=sys.executable,
-                                             strategy=strategy))
+        text = CONFIG.format(server=self.server_port, router=self.router_port,
+                             preview=self.preview_port, python=sys.executable,
+                             strategy=strategy)
+        if router == "haproxy":
+            text = text.replace(
+                "router: {kind: embedded,", f'router: {{kind: haproxy, binary: "{haproxy()}",')
+        self.config.write_text(text)
         self.api = f"http://127.0.0.1:{self.server_port}"
         self.router_url = f"http://127.0.0.1:{self.router_port}"
         self.preview_url = f"http://127.0.0.1:{self.preview_port}"
@@ -258,6 +263,34 @@ def serving(dep: AnyDeployment) -> Iterator[AnyDeployment]:
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     yield from serving(Deployment(tmp_path))
+
+
+def haproxy() -> str:
+    """Debian's HAProxy; a test needing it fails (never skips) when it is missing."""
+    binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    assert binary, "haproxy is not installed: run scripts/install-system-deps.sh"
+    return binary
+
+
+#: the router kinds a delivery scenario runs on: the behaviour is the router's
+ROUTER_KINDS = pytest.mark.parametrize("router_kind", ["embedded", "haproxy"])
+
+
+@pytest.fixture
+def make_routed_deployment(tmp_path: Path, router_kind: str,
+                           ) -> Iterator[Callable[[str], Deployment]]:
+    """Like ``make_deployment``, on the router kind of the test's ``router_kind``."""
+    made: list[Deployment] = []
+
+    def make(strategy: str = PAUSED_CANARY) -> Deployment:
+        dep = Deployment(tmp_path / f"d{len(made)}", strategy, router=router_kind)
+        made.append(dep)
+        dep.start_server()
+        return dep
+
+    yield make
+    for dep in made:
+        dep.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Whole deliveries through the CLI: real server, router, app processes and traffic."""
+"""Whole deliveries through the CLI: real server, router, app processes and traffic.
+
+The scenarios whose behaviour is the router's (weights, preview, rollback of traffic,
+analysis windows) run on both router kinds, ``embedded`` and ``haproxy``."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import Deployment, Users, wait_for
+from tests.e2e.conftest import ROUTER_KINDS, Deployment, Users, wait_for
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -32,8 +35,10 @@ def first_release(dep: Deployment) -> None:
     wait_for(lambda: dep.served_by() == {"v1": 20}, what="v1 to serve everything")
 
 
-def test_canary_pauses_then_promote_moves_all_traffic(deployment: Deployment) -> None:
-    dep = deployment
+@ROUTER_KINDS
+def test_canary_pauses_then_promote_moves_all_traffic(
+        make_routed_deployment: Callable[..., Deployment]) -> None:
+    dep = make_routed_deployment()
     first_release(dep)
     with Users(dep.router_url) as users:
         rollout = dep.deploy("v2")
@@ -55,9 +60,10 @@ def test_canary_pauses_then_promote_moves_all_traffic(deployment: Deployment) ->
     assert "promoted" in kinds and "stopped" in kinds
 
 
+@ROUTER_KINDS
 def test_failed_analysis_rolls_back_by_itself(
-        make_deployment: Callable[[str], Deployment]) -> None:
-    dep = make_deployment(FAST_ANALYSIS)
+        make_routed_deployment: Callable[..., Deployment]) -> None:
+    dep = make_routed_deployment(FAST_ANALYSIS)
     first_release(dep)
     with Users(dep.router_url) as users:
         rollout = dep.deploy("v2", error_rate=0.5)
@@ -99,9 +105,10 @@ def test_failed_analysis_rolls_back_by_itself(
                           for r in stable)
 
 
+@ROUTER_KINDS
 def test_blue_green_preview_switch_and_abort_after_switch(
-        make_deployment: Callable[[str], Deployment]) -> None:
-    dep = make_deployment(BLUE_GREEN_MANUAL)
+        make_routed_deployment: Callable[..., Deployment]) -> None:
+    dep = make_routed_deployment(BLUE_GREEN_MANUAL)
     first_release(dep)
     with Users(dep.router_url) as users:
         rollout = dep.deploy("v2")
@@ -122,8 +129,10 @@ def test_blue_green_preview_switch_and_abort_after_switch(
     assert users.failures == []
 
 
-def test_rollback_to_an_earlier_release(deployment: Deployment) -> None:
-    dep = deployment
+@ROUTER_KINDS
+def test_rollback_to_an_earlier_release(
+        make_routed_deployment: Callable[..., Deployment]) -> None:
+    dep = make_routed_deployment()
     first_release(dep)
     rollout = dep.deploy("v2")
     dep.wait_phase(rollout["id"], {"paused"})

@@ -12,13 +12,12 @@ test's.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CONFIG, Deployment, Users, serving
+from tests.e2e.conftest import Deployment, Users, serving
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -37,17 +36,8 @@ class HaproxyDeployment(Deployment):
     metrics' defaults apply."""
 
     def __init__(self, root: Path, strategy: str) -> None:
-        super().__init__(root, strategy)
-        binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
-        assert binary, "haproxy is not installed: run scripts/install-system-deps.sh"
-        text = self.config.read_text()
-        embedded = (f'router: {{kind: embedded, listen: "127.0.0.1:{self.router_port}", '
-                    f'preview_listen: "127.0.0.1:{self.preview_port}"}}')
-        assert embedded in CONFIG.format(server=self.server_port, router=self.router_port,
-                                         preview=self.preview_port, python="x", strategy="")
-        text = text.replace(embedded, f'router: {{kind: haproxy, listen: '
-                                      f'"127.0.0.1:{self.router_port}", binary: "{binary}"}}')
-        lines = text.splitlines(keepends=True)
+        super().__init__(root, strategy, router="haproxy")
+        lines = self.config.read_text().splitlines(keepends=True)
         start = lines.index("    analysis:\n")
         del lines[start:start + 4]  # the error-rate override: the defaults apply
         self.config.write_text("".join(lines))
