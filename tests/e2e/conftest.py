@@ -278,27 +278,22 @@ ROUTER_KINDS = pytest.mark.parametrize("router_kind", ["embedded", "haproxy"])
 
 @pytest.fixture
 def make_routed_deployment(tmp_path: Path, router_kind: str,
-                           ) -> Iterator[Callable[[str], Deployment]]:
+                           ) -> Iterator[Callable[..., Deployment]]:
     """Like ``make_deployment``, on the router kind of the test's ``router_kind``."""
-    made: list[Deployment] = []
-
-    def make(strategy: str = PAUSED_CANARY) -> Deployment:
-        dep = Deployment(tmp_path / f"d{len(made)}", strategy, router=router_kind)
-        made.append(dep)
-        dep.start_server()
-        return dep
-
-    yield make
-    for dep in made:
-        dep.stop()
+    yield from _deployments(tmp_path, router_kind)
 
 
 @pytest.fixture
-def make_deployment(tmp_path: Path) -> Iterator[Callable[[str], Deployment]]:
+def make_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    yield from _deployments(tmp_path, "embedded")
+
+
+def _deployments(tmp_path: Path, router: str) -> Iterator[Callable[..., Deployment]]:
+    """A maker of started deployments, each stopped when the test ends."""
     made: list[Deployment] = []
 
-    def make(strategy: str) -> Deployment:
-        dep = Deployment(tmp_path / f"d{len(made)}", strategy)
+    def make(strategy: str = PAUSED_CANARY) -> Deployment:
+        dep = Deployment(tmp_path / f"d{len(made)}", strategy, router=router)
         made.append(dep)
         dep.start_server()
         return dep
