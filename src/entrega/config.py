@@ -396,12 +396,15 @@ class VerifyStep(_Model):
 #: rate at high volume from failing. Latency: p95 may grow by 20% (bench/analysis.py shows
 #: what these catch, and how fast). Feedback (used only where a step names it): the same
 #: sequential test on users' low ratings (1-2) among their ratings; ratings are few and
-#: noisy, so only a share of low ratings 5 points above stable's counts as worse.
+#: noisy, so only a share of low ratings 5 points above stable's counts as worse, and a
+#: step passes once the ratings show the canary's share of low ones surely below half (or
+#: below 4x stable's): a few ratings can show that, where 1% would take hundreds.
 DEFAULT_METRICS: dict[str, MetricConfig] = {
     "error-rate": MetricConfig(judge="sequential", max_increase=0.002),
     "latency-p95": MetricConfig(judge="quantile", max_ratio=1.2, min_requests=50),
     "latency-p99": MetricConfig(judge="quantile", max_ratio=1.5, min_requests=50),
-    "feedback": MetricConfig(judge="sequential", measure="feedback", max_increase=0.05),
+    "feedback": MetricConfig(judge="sequential", measure="feedback", max_increase=0.05,
+                             pass_rate=0.5),
 }
 #: The metrics of the analysis steps ``entrega init`` writes, and that the benchmark judges.
 DEFAULT_ANALYSIS: tuple[str, ...] = ("error-rate", "latency-p95", "latency-p99")

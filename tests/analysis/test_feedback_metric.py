@@ -146,3 +146,14 @@ def test_a_clearly_worse_canary_is_caught_within_a_few_dozen_ratings():
     assert len(caught_after) == 50
     caught_after.sort()
     assert caught_after[25] <= 40, caught_after
+
+
+def test_a_canary_rated_like_stable_passes_on_a_few_dozen_ratings():
+    """Pass on evidence, with the built-in margin: 40 canary ratings with 2 low ones are
+    evidence that its share of low ratings is below half."""
+    snapshot = {"started_at": 1.0, "releases": {
+        "v1": {"requests": 900, "errors_5xx": 0, "latency_buckets": []},
+        "v2": {"requests": 100, "errors_5xx": 0, "latency_buckets": []}}}
+    _, _, (metric,) = evaluate_window(FEEDBACK, baseline=EMPTY, latest=snapshot, canary="v2",
+                                      stable="v1", feedback=FeedbackCounts(40, 2, 120, 7))
+    assert metric.verdict == "pass", metric.reason
