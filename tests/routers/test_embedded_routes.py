@@ -175,6 +175,33 @@ async def test_sigterm_drains_then_exits(
     assert "stopped" in router.log_path.read_text()
 
 
+async def test_an_idle_keep_alive_client_asking_during_the_drain_gets_its_answer(
+        make_router: RouterFactory, backends: dict[str, Backend]) -> None:
+    """A draining router does not close an idle keep-alive connection under a request its
+    client is sending: the request is answered, with ``Connection: close``, and only then
+    is the connection closed (the client's next request opens a fresh one)."""
+    router = await make_router("idle")
+    await router.set_routes(make_routes(backends, {"v2": 100}))
+    pid = router.pid()
+    assert pid is not None
+    host, port = router.listen.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = f"GET / HTTP/1.1\r\nHost: {router.listen}\r\n\r\n".encode()
+    writer.write(request)
+    first = await reader.readuntil(b"\r\n\r\n")
+    assert b" 200 " in first.split(b"\r\n", 1)[0]
+    await reader.readexactly(int(first.lower().split(b"content-length: ")[1].split(b"\r")[0]))
+    os.kill(pid, signal.SIGTERM)  # the connection is idle now: the drain starts
+    await asyncio.sleep(0.3)
+    writer.write(request)  # the client asks again on its kept connection
+    second = await asyncio.wait_for(reader.read(), timeout=5)  # read until closed
+    writer.close()
+    head = second.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 200 "), second[:200]
+    assert b"connection: close" in head
+    await wait_for(lambda: _unreachable(router), what="router exit")
+
+
 async def _no_file(path: Path) -> bool:
     return not path.exists()
 

@@ -44,6 +44,9 @@ log = logging.getLogger("entrega.router")
 _NO_NAMES: Final[frozenset[bytes]] = frozenset()
 PIN_COOKIE: Final = _PIN_COOKIE_NAME.encode()
 DRAW_COOKIE: Final = _DRAW_COOKIE_NAME.encode()
+#: How long a draining router keeps an idle keep-alive connection open for its client's
+#: next request (answered with ``Connection: close``), before closing it.
+DRAIN_IDLE_GRACE_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -152,11 +155,24 @@ class Proxy:
             self.control_route.pools[0].expire(now - self.settings.upstream_idle_timeout_s)
 
     async def drain(self, timeout_s: float) -> int:
-        """Close idle connections, let the others finish their request; returns how many
-        connections were still open at the deadline (and were then closed)."""
+        """Let every connection finish; returns how many were still open at the deadline
+        (and were then closed).
+
+        An idle keep-alive connection is not closed at once: its client may be sending on
+        it at this very moment, and closing under that request fails it ("server
+        disconnected without a response"; most clients do not retry it). For a short grace
+        each connection answers what it is asked with ``Connection: close`` and then
+        closes, so a busy client moves to a fresh connection (the router that took over the
+        address); the connections still idle after the grace are closed, the busy ones
+        finish until the deadline."""
         for client in list(self.clients):
-            client.start_closing()
-        await wait_until(lambda: not self.clients, timeout_s=timeout_s, interval_s=0.05)
+            client.closing = True  # answer what is asked, then close
+        grace = min(DRAIN_IDLE_GRACE_S, timeout_s / 2)
+        await wait_until(lambda: not self.clients, timeout_s=grace, interval_s=0.05)
+        for client in list(self.clients):
+            client.start_closing()  # the idle ones close now
+        await wait_until(lambda: not self.clients, timeout_s=max(0.0, timeout_s - grace),
+                         interval_s=0.05)
         left = len(self.clients)
         for client in list(self.clients):
             client.transport.abort()
