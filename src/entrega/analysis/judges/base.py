@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from entrega.analysis.window import WindowCounts
+
 Verdict = Literal["pass", "fail", "inconclusive", "no-data"]
 #: The verdict of a whole check (one metric's may also be ``no-data``); the rollout
 #: state machine gets it with its window as ``rollouts.model.AnalysisVerdict``.
@@ -56,12 +58,19 @@ def judge_analysis(verdicts: list[MetricVerdict]) -> tuple[AnalysisOutcome, str]
     return "inconclusive", "; ".join(f"{v.metric}: {v.reason}" for v in pending)
 
 
-def format_needs(requests: float | None, rate_per_s: float | None) -> str:
-    """"about 140 s more at 3 req/s", from canary requests still needed and the rate."""
+def describe_needs(requests: float | None, canary: WindowCounts,
+                   details: dict[str, Any]) -> str:
+    """How long the canary's traffic so far needs to reach the pass evidence, from the
+    canary requests still needed (None: the data do not point to a pass): written into
+    ``details`` (``needs_requests``, and ``needs_s`` when the window's duration is known)
+    and said in words, "about 140 s more at 3 req/s"."""
+    rate = canary.requests / canary.duration_s if canary.duration_s > 0 else None
+    details["needs_requests"] = None if requests is None else math.ceil(requests)
     if requests is None:
         return "the traffic so far does not point to a pass yet"
-    if not rate_per_s:
+    if not rate:
         return f"about {math.ceil(requests)} more canary requests"
-    seconds = requests / rate_per_s
+    seconds = requests / rate
+    details["needs_s"] = round(seconds, 1)
     shown = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-    return f"about {shown} more at {rate_per_s:.2g} req/s"
+    return f"about {shown} more at {rate:.2g} req/s"

@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from entrega.analysis.judges.base import MetricVerdict, format_needs
+from entrega.analysis.judges.base import MetricVerdict, describe_needs
 from entrega.analysis.judges.mann_whitney import compute_p_greater
 from entrega.analysis.window import WindowCounts
 from entrega.dataplane.sketch import GAMMA, LatencySketch, bucket_value
@@ -261,13 +261,8 @@ def judge_quantile(metric: str, rule: QuantileRule, canary: WindowCounts,
     elif by:
         reason = by
     else:
-        needs = compute_needs_requests(rule, e)
-        rate = canary.requests / canary.duration_s if canary.duration_s > 0 else None
-        details["needs_requests"] = None if needs is None else math.ceil(needs)
-        if needs is not None and rate:
-            details["needs_s"] = round(needs / rate, 1)
-        reason = (f"not yet evidence that the canary {pct} is within {bound}: "
-                  f"{format_needs(needs, rate)}; {shown}")
+        needs = describe_needs(compute_needs_requests(rule, e), canary, details)
+        reason = f"not yet evidence that the canary {pct} is within {bound}: {needs}; {shown}"
     return MetricVerdict(metric, verdict, reason, value, reference,  # type: ignore[arg-type]
                          details=details, **base)
 

@@ -66,7 +66,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from entrega.analysis.judges.base import MetricVerdict, format_needs
+from entrega.analysis.judges.base import MetricVerdict, describe_needs
 from entrega.analysis.window import WindowCounts
 
 #: (rate ratio above max_ratio, prior weight) of the mixture's alternatives; weights sum to 1.
@@ -252,14 +252,10 @@ def judge_sequential(metric: str, rule: SequentialRule, canary: WindowCounts,
         reason = (f"{canary.requests} canary {trials}, need {rule.min_requests} "
                   f"(min_requests: {rule.min_requests}); {shown}")
     elif verdict == "inconclusive":
-        needs = compute_needs_requests(rule, canary.errors, canary.requests, stable_errors,
-                                       stable_requests)
-        rate = canary.requests / canary.duration_s if canary.duration_s > 0 else None
-        details["needs_requests"] = None if needs is None else math.ceil(needs)
-        if needs is not None and rate:
-            details["needs_s"] = round(needs / rate, 1)
-        reason = (f"not yet evidence that the canary {rate_name} is {margin}: "
-                  f"{format_needs(needs, rate)}; {shown}")
+        needs = describe_needs(compute_needs_requests(
+            rule, canary.errors, canary.requests, stable_errors, stable_requests),
+            canary, details)
+        reason = f"not yet evidence that the canary {rate_name} is {margin}: {needs}; {shown}"
     else:
         reason = (f"canary {rate_name} is {margin}, with evidence "
                   f"{math.exp(min(pass_evidence, 700)):.3g}:1: {shown}")
