@@ -82,6 +82,20 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+async def reload_haproxy(router: HaproxyRouter) -> None:
+    """Reload HAProxy as an operator would (SIGUSR2 to its master) and return once a new
+    worker serves."""
+    worker = (await router.api.info())["Pid"]
+    master = router.pid()
+    assert master is not None
+    os.kill(master, signal.SIGUSR2)
+
+    async def reloaded() -> bool:
+        return (await router.api.info()).get("Pid") not in (None, worker)
+
+    await wait_for(reloaded, timeout_s=20, what="a new HAProxy worker")
+
+
 async def worker_pids(router: EmbeddedRouter) -> list[int]:
     """The pids of the worker processes serving traffic (``router.pid()`` is their
     supervisor's, which never touches a client's bytes)."""

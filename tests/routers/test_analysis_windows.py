@@ -8,8 +8,6 @@ sent after it must be, for the canary and for the stable alike.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections import Counter
 from typing import Any
 
@@ -25,6 +23,7 @@ from tests.routers.conftest import (
     HaproxyFactory,
     RouterFactory,
     make_routes,
+    reload_haproxy,
     wait_for,
 )
 
@@ -110,15 +109,7 @@ async def test_haproxy_reload_continues_the_series(
                                          releases=(STABLE, CANARY)))
     await send(haproxy, 40)
     baseline = await snapshot(haproxy)
-    worker = (await haproxy.api.info())["Pid"]
-    master = haproxy.pid()
-    assert master is not None
-    os.kill(master, signal.SIGUSR2)
-
-    async def reloaded() -> bool:
-        return (await haproxy.api.info()).get("Pid") not in (None, worker)
-
-    await wait_for(reloaded, what="a new HAProxy worker")
+    await reload_haproxy(haproxy)
     served, _ = await send(haproxy, 20)
     latest = await settled(haproxy, baseline, 20)
     assert not router_restarted(baseline, latest)

@@ -20,8 +20,7 @@ from entrega.dataplane.accesslog import parse_line
 from entrega.net import free_port
 from entrega.routers.base import ReleaseMetrics
 from entrega.routers.haproxy import HaproxyRouter
-from entrega.waiting import wait_until
-from tests.routers.conftest import Backend, HaproxyFactory, make_routes, wait_for
+from tests.routers.conftest import Backend, HaproxyFactory, make_routes, reload_haproxy, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -113,15 +112,7 @@ async def test_one_series_across_haproxy_reloads_and_controller_restarts(
     first, _ = await _traffic(f"http://{router.listen}", "/", 10)
     before = await router.metrics()
     # a reload (a new HAProxy worker) continues the sink's series
-    haproxy_pid = (await router.api.info())["Pid"]
-    master = router.pid()
-    assert master is not None
-    os.kill(master, signal.SIGUSR2)
-
-    async def reloaded() -> bool:
-        return (await router.api.info()).get("Pid") not in (None, haproxy_pid)
-
-    assert await wait_until(reloaded, timeout_s=20)
+    await reload_haproxy(router)
     # a new controller adopts HAProxy and its sink
     again = HaproxyRouter(name="series", listen=router.listen, preview_listen=None,
                           state_dir=tmp_path, app="shop")
