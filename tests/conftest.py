@@ -7,7 +7,13 @@ start something it should have, and the run fails.
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import gc
 import os
+import sys
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,6 +28,48 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(f"the compiled router is older than its sources ({', '.join(stale)}): "
                     "run `make install` to rebuild it (or set ENTREGA_PURE_PYTHON=1)",
                     returncode=2)
+
+
+# A test that hangs must fail the run with a trace, not use up CI's 90 minutes in silence.
+# pytest-timeout (pyproject: timeout) fails the test from inside; this watchdog prints where
+# every thread and every asyncio task is waiting a little before that, and ends the whole
+# run if even the teardown after the timeout hangs.
+WATCHDOG_DUMP_S = float(os.environ.get("ENTREGA_TEST_WATCHDOG_S", "420"))
+WATCHDOG_EXIT_S = WATCHDOG_DUMP_S + 600
+
+
+def _dump_where_everything_waits(nodeid: str) -> None:
+    sys.stderr.write(f"\n=== watchdog: {nodeid} still running after {WATCHDOG_DUMP_S:.0f}s\n")
+    faulthandler.dump_traceback(all_threads=True)
+    loops = [o for o in gc.get_objects()
+             if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+    for loop in loops:
+        for task in list(asyncio.all_tasks(loop)):
+            sys.stderr.write(f"--- task {task.get_name()}: {task.get_coro()!r}\n")
+            task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _give_up(nodeid: str) -> None:
+    _dump_where_everything_waits(nodeid)
+    sys.stderr.write(f"=== watchdog: {nodeid} did not end {WATCHDOG_EXIT_S:.0f}s after it "
+                     "started, even after its timeout: ending the run\n")
+    sys.stderr.flush()
+    os._exit(3)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    timers = [threading.Timer(WATCHDOG_DUMP_S, _dump_where_everything_waits, (item.nodeid,)),
+              threading.Timer(WATCHDOG_EXIT_S, _give_up, (item.nodeid,))]
+    for timer in timers:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

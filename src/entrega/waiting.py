@@ -69,3 +69,38 @@ def wait_until_sync(condition: Callable[[], T], *, timeout_s: float,
         if time.monotonic() >= deadline:
             return None
         time.sleep(interval_s)
+
+
+async def wait_event(event: asyncio.Event, *, timeout_s: float) -> bool:
+    """Wait until ``event`` is set or ``timeout_s`` passed; True if it was set.
+
+    Not ``asyncio.wait_for(event.wait(), ...)``: on Python 3.11 that swallows a
+    cancellation which arrives in the same loop turn as the event (CPython gh-86296), so a
+    loop sleeping in it can survive the ``cancel()`` meant to stop it. ``asyncio.timeout``
+    lets the cancellation through."""
+    try:
+        async with asyncio.timeout(max(0.0, timeout_s)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+#: How long a cancelled task gets before it is cancelled again (s).
+RECANCEL_INTERVAL_S = 1.0
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` and wait until it has ended, whatever it raised.
+
+    It is cancelled again every :data:`RECANCEL_INTERVAL_S` until it ends: a single
+    cancellation can be swallowed by library code (``asyncio.wait_for`` on 3.11, see
+    :func:`wait_event`), and a stop that waits on such a task would wait forever. The
+    caller's own cancellation still propagates."""
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_INTERVAL_S)
+    if not task.cancelled():
+        task.exception()  # retrieved: its failure was the stop's reason, not news

@@ -8,7 +8,6 @@ second request for the same work joins the first instead of repeating it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -35,7 +34,7 @@ from entrega.store.models import Rollout
 from entrega.store.repository import Repository
 from entrega.targets.base import InstanceState, ReleaseRef
 from entrega.vocabulary import EventKind
-from entrega.waiting import wait_until
+from entrega.waiting import stop_task, wait_until
 
 log = logging.getLogger("entrega.controller")
 
@@ -81,8 +80,7 @@ class ActionRunner:
         for task in self._tasks.values():
             task.cancel()
         for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_task(task)
 
     # -- instances ------------------------------------------------------------------------
 

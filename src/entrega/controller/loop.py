@@ -22,7 +22,6 @@ command (``wake``), or the repair interval.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -64,6 +63,7 @@ from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
 from entrega.vocabulary import FINAL_EVENT, EventKind
+from entrega.waiting import stop_task, wait_event
 
 log = logging.getLogger("entrega.controller")
 
@@ -144,10 +144,7 @@ class Controller:
 
     async def stop(self) -> None:
         """Stop the loop; routers and instances keep running (the data plane outlives us)."""
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self.notifier.stop()
         await self.actions.cancel_background()
         if self._retiring:  # an old router drains on its own; wait a little for it
@@ -170,8 +167,7 @@ class Controller:
                 log.exception("reconcile pass failed")
             now = self.clock()
             next_at = min([now + REPAIR_INTERVAL_S, *self._due.values()])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_at - now))
+            await wait_event(self._wake, timeout_s=next_at - now)
 
     # -- one pass --------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ or dead receiver never delays a rollout. The payload carries a Slack-compatible 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from entrega.config import Config
 from entrega.store.models import Event
 from entrega.store.repository import Repository
+from entrega.waiting import stop_task, wait_event
 
 log = logging.getLogger("entrega.notify")
 
@@ -88,10 +88,7 @@ class Notifier:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     def scan(self) -> None:
         """Turn new events into outbox rows (one transaction with the cursor)."""
@@ -150,5 +147,4 @@ class Notifier:
                     log.exception("notification pass failed")
                 next_at = self.repo.next_notification_at()
                 delay = POLL_S if next_at is None else min(POLL_S, next_at - time.time())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, delay))
+                await wait_event(self._wake, timeout_s=max(0.05, delay))

@@ -10,12 +10,12 @@ nowhere else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import httpx
 
 from entrega.net import Endpoint
 from entrega.targets.base import HealthCheck, InstanceHealth
+from entrega.waiting import stop_task
 
 #: Longest error text kept per probe; the full story is in the instance's logs.
 MAX_ERROR_CHARS = 300
@@ -41,11 +41,8 @@ class HttpProbe:
             self._task = asyncio.create_task(self._run(), name=f"probe {self.url}")
 
     async def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     def record(self, *, ok: bool, error: str | None = None) -> None:
         """Count one probe result and apply the thresholds."""
