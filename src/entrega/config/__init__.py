@@ -58,6 +58,10 @@ class HealthConfig(_Model):
     #: Consecutive successes before an instance takes traffic: one success proves little.
     healthy_threshold: int = Field(3, ge=1)
     unhealthy_threshold: int = Field(3, ge=1)
+    #: An app that exits this many times before it was first healthy fails its release at
+    #: once, with its exit code and stderr, instead of after the progress deadline
+    #: (0: wait for the deadline).
+    max_start_exits: int = Field(5, ge=0)
 
 
 class RunConfig(_Model):

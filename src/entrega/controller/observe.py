@@ -36,6 +36,7 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
     if state.phase == Phase.STARTING and not error:
         readiness = await rt.target.ready(release=actions.ref(state.canary))
         ready = readiness.ready
+        error = readiness.failure  # a crash loop: waiting out the deadline would not help
 
     analysis = None
     progress = state.analysis

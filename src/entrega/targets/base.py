@@ -41,6 +41,10 @@ class HealthCheck:
     timeout_s: float = 2.0
     healthy_threshold: int = 3
     unhealthy_threshold: int = 3
+    #: An instance whose app exits this many times before it was first healthy cannot
+    #: become ready (a crash loop): its release fails at once instead of after the
+    #: progress deadline. 0: never judged so.
+    max_start_exits: int = 5
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class Readiness:
     ready: bool
     instances: tuple[InstanceHealth, ...] = ()
     detail: str = ""
+    #: Why the release cannot become ready however long it is given (a crash loop, with
+    #: the exit code and the app's last words); None while it still may.
+    failure: str | None = None
 
     @property
     def healthy_count(self) -> int:

@@ -133,6 +133,8 @@ class LocalTarget(Target):
         self._claimed: set[int] = set()
         self.run_dir = state_dir.resolve() / "run" / environment
         self._probes: dict[str, list[HttpProbe]] = {}
+        #: exits of each instance's app when its probe started (version -> instance -> n)
+        self._exits_at_probe_start: dict[str, dict[str, int]] = {}
         self._client: httpx.AsyncClient | None = None
 
     # -- layout ----------------------------------------------------------------------------
@@ -337,13 +339,49 @@ class LocalTarget(Target):
             for probe in probes:
                 probe.start()
             self._probes[release.version] = probes
+            self._exits_at_probe_start[release.version] = {
+                p.endpoint.instance: self._exits(release.version, p.endpoint.instance)
+                for p in probes}
         snapshots = tuple(self._explain(release.version, p.snapshot()) for p in probes)
         healthy = sum(1 for s in snapshots if s.healthy)
         return Readiness(
             ready=len(snapshots) >= self.instances and healthy == len(snapshots),
             instances=snapshots,
             detail=f"{healthy}/{len(snapshots)} instances of {release.version} healthy",
+            failure=self._crash_loop(release.version, probes),
         )
+
+    def _exits(self, version: str, instance: str) -> int:
+        """How often the instance's app has exited under its supervisor so far."""
+        state = read_state(self.release_dir(version) / instance)
+        if state is None:
+            return 0
+        return state.restarts + (1 if state.status == BACKOFF else 0)
+
+    def _crash_loop(self, version: str, probes: list[HttpProbe]) -> str | None:
+        """Why the release cannot become ready: an instance whose app exited
+        ``max_start_exits`` times since probing began, never healthy in between."""
+        limit = self.health.max_start_exits
+        if limit <= 0:
+            return None
+        baseline = self._exits_at_probe_start.get(version, {})
+        for probe in probes:
+            if probe.ever_healthy:
+                continue
+            instance = probe.endpoint.instance
+            exits = self._exits(version, instance) - baseline.get(instance, 0)
+            if exits < limit:
+                continue
+            directory = self.release_dir(version) / instance
+            state = read_state(directory)
+            code = state.last_exit_code if state is not None else None
+            stderr = _quote_tail(directory / STDERR_LOG,
+                                 start=state.stderr_offset if state is not None else 0) \
+                or _quote_tail(directory / STDERR_LOG)
+            return (f"instance {instance} exited {exits} times without ever passing its "
+                    f"health check (last exit code {code}; max_start_exits: {limit})"
+                    f"{stderr}")
+        return None
 
     def _known_endpoints(self, version: str) -> list[Endpoint]:
         endpoints = []
@@ -379,6 +417,7 @@ class LocalTarget(Target):
         return dataclasses.replace(health, last_error=error)
 
     async def _cancel_probes(self, version: str) -> None:
+        self._exits_at_probe_start.pop(version, None)
         for probe in self._probes.pop(version, []):
             await probe.cancel()
 

@@ -31,6 +31,8 @@ class HttpProbe:
         self.health = health
         self.url = f"http://{endpoint.address}{health.path}"
         self.healthy = False
+        #: healthy at least once since the probe started (a crash loop never was)
+        self.ever_healthy = False
         self.consecutive_successes = 0
         self.consecutive_failures = 0
         self.last_error: str | None = "not probed yet"
@@ -50,7 +52,7 @@ class HttpProbe:
             self.consecutive_successes += 1
             self.consecutive_failures = 0
             if self.consecutive_successes >= self.health.healthy_threshold:
-                self.healthy = True
+                self.healthy = self.ever_healthy = True
                 self.last_error = None
         else:
             self.consecutive_failures += 1
