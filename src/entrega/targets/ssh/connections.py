@@ -281,7 +281,8 @@ class Fleet:
             limit = timeout_s if timeout_s is not None else self.settings.connect_timeout_s
             setting = "command_timeout_s" if timeout_s is not None else "connect_timeout_s"
             raise TargetUnreachable(f"{host} did not answer within {limit:g} s while {doing}",
-                                    hint=f"is the host up? ({setting})") from None
+                                    hint=f"is the host up? if it is only slow, raise {setting}") \
+                from None
         except asyncssh.KeyImportError:
             raise TargetError(f"the identity_file for {host} is not a private key "
                               "entrega can read (without a passphrase)") from None
@@ -309,11 +310,12 @@ class Fleet:
             return HostKeyRefused(
                 f"{host} presented a host key that differs from the one in {label}: "
                 "the host was reinstalled, or someone is in between",
-                hint=f"if the change is expected, replace the {entry} line of {label} "
-                     "with the new key (checked out of band)")
+                hint=f"if the change is expected, check the new key out of band and put it "
+                     f"in the {entry} line of {label}")
         return HostKeyRefused(
             f"{host} is not listed in the known_hosts file {label}",
-            hint=f"add its key as an {entry} line (ssh-keyscan, checked out of band)")
+            hint=f"add its key as an {entry} line, checked out of band: ssh-keyscan "
+                 f"-p {host.port} {host.address}")
 
 
 def _result(host: Host, done: asyncssh.SSHCompletedProcess) -> CommandResult:
