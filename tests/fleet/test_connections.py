@@ -3,14 +3,18 @@ bound, host keys checked against known_hosts, and hosts that stop answering."""
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from entrega.errors import HostKeyRefused, TargetUnreachable
-from entrega.targets.ssh import Host
+from entrega.errors import HostKeyRefused, TargetError, TargetUnreachable
+from entrega.targets.ssh import Fleet, Host
 from tests.fleet.conftest import fleet_of
-from tests.fleet.hosts import TestFleet
+from tests.fleet.hosts import TestFleet, keygen
 
 pytestmark = pytest.mark.real
 
@@ -119,3 +123,39 @@ async def test_a_broken_connection_is_replaced_by_a_new_one(test_fleet: TestFlee
         test_fleet.hosts[0].start()
         assert (await fleet.run(host, "echo again")).stdout == b"again\n"
         assert await fleet.connect(host) is not first
+
+
+async def test_a_missing_known_hosts_file_is_named_not_taken_for_a_dead_host(
+        test_fleet: TestFleet) -> None:
+    test_fleet.known_hosts.unlink()
+    async with fleet_of(test_fleet) as fleet:
+        with pytest.raises(HostKeyRefused) as refused:
+            await fleet.run(fleet.hosts[0], "true")
+    text = str(refused.value)
+    assert "host1" in text and f"known_hosts file {test_fleet.known_hosts} does not exist" \
+        in text
+
+
+def test_without_asyncssh_the_ssh_target_says_what_to_install(tmp_path: Path) -> None:
+    # A fresh interpreter where importing asyncssh fails, as without the ssh extra.
+    code = ("import sys; sys.modules['asyncssh'] = None\n"
+            "from entrega.errors import EntregaError\n"
+            "try:\n    import entrega.targets.ssh\n"
+            "except EntregaError as exc:\n    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "needs asyncssh, which is not installed (pip install 'entrega[ssh]')" \
+        in result.stdout
+
+
+async def test_a_client_key_the_host_does_not_authorize_is_a_refused_login(
+        test_fleet: TestFleet, tmp_path: Path) -> None:
+    keygen(tmp_path / "stranger", "stranger")
+    async with fleet_of(test_fleet) as trusted:
+        settings = dataclasses.replace(trusted.settings, identity_file=tmp_path / "stranger")
+    async with Fleet(trusted.hosts, settings) as fleet:
+        with pytest.raises(TargetError) as refused:
+            await fleet.run(fleet.hosts[0], "true")
+    assert not isinstance(refused.value, TargetUnreachable)
+    assert "host1" in str(refused.value) and "refused the login of user" in str(refused.value)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,7 @@ class Fleet:
             if conn is not None and not conn.is_closed():
                 return conn, False
             self._connections.pop(host.name, None)
+            self._check_local_files(host)
             with self._reaching(host, "connecting"):
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     conn = await asyncssh.connect(
@@ -296,6 +298,20 @@ class Fleet:
             raise TargetUnreachable(f"cannot reach {host} while {doing}: {why}",
                                     hint="is its sshd running and the address right?") \
                 from None
+
+    def _check_local_files(self, host: Host) -> None:
+        """The controller's own files, checked before the network: a missing known_hosts
+        must not read as an unreachable host."""
+        label = self.settings.known_hosts_label or str(self.settings.known_hosts)
+        if not os.access(self.settings.known_hosts, os.R_OK):
+            raise HostKeyRefused(f"cannot verify {host}: the known_hosts file {label} "
+                                 "does not exist or cannot be read",
+                                 hint="write it with the hosts' keys (ssh-keyscan, checked "
+                                      "out of band)")
+        identity = self.settings.identity_file
+        if identity is not None and not os.access(identity, os.R_OK):
+            raise TargetError(f"cannot log in to {host}: the identity_file does not exist "
+                              "or cannot be read")
 
     def _host_key_refused(self, host: Host) -> HostKeyRefused:
         label = self.settings.known_hosts_label or str(self.settings.known_hosts)

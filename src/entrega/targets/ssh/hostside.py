@@ -334,6 +334,11 @@ def main(argv: list[str]) -> int:
         why = (exc.strerror or "I/O error").lower()
         print(json.dumps({"error": f"the host could not {args['op']}: {why}"}))
         return 2
+    except Exception as exc:  # the answer must stay a sentence, never a trace
+        why = str(exc).strip()[:200] or "no detail"
+        print(json.dumps({"error": f"the host could not {args['op']}: unexpected failure "
+                                   f"({why})"}))
+        return 2
     print(json.dumps(answer))
     return 0
 

@@ -54,8 +54,18 @@ def parse_answer(host: Host, op: str, result: CommandResult) -> dict[str, Any]:
     except (ValueError, IndexError, UnicodeDecodeError):
         answer = None
     if not isinstance(answer, dict):
+        said = _last_words(result.stderr)
         raise TargetError(f"{host}: the {op} step failed (exit status {result.exit_status})"
-                          + (f": {result.stderr_text(300)}" if result.stderr else ""))
+                          + (f": {said}" if said else ""))
     if "error" in answer:
         raise ArtifactError(f"{host}: {answer['error']}")
     return answer
+
+
+def _last_words(stderr: bytes) -> str:
+    """The last line the host's shell said (a login script's complaint, a missing
+    command), unless it is a Python traceback's, which names exception classes."""
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    if not lines or any(line.startswith("Traceback") for line in lines):
+        return ""
+    return lines[-1].strip()[:300]
