@@ -167,8 +167,11 @@ async def test_old_releases_beyond_keep_are_pruned(test_fleet: TestFleet,
                                digest=tree_digest(tree), source=tree)
             marker = releases / f"v{n}" / ".entrega-release"
             os.utime(marker, (1_000_000 + n, 1_000_000 + n))  # install order, exactly
+        # A receive of v4 cut after its rename, before it removed its received bytes.
+        (releases / ".partial-v4.tar").write_bytes(b"left behind")
         removed = await prune_releases(fleet, host, app=APP, keep=2, protect={"v1"})
         assert sorted(removed) == ["v2"]
         assert sorted(p.name for p in releases.iterdir() if not p.name.startswith(".")) \
             == ["v1", "v3", "v4"]
+        assert not (releases / ".partial-v4.tar").exists()
         assert await prune_releases(fleet, host, app=APP, keep=2, protect={"v1"}) == []

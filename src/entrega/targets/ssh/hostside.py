@@ -292,9 +292,17 @@ def prune(args: Args) -> Args:
     releases = releases_dir(args)
     protect = set(args.get("protect", []))
     removed = []
-    for stale in (releases.iterdir() if releases.is_dir() else []):
+    complete = set(installed(releases))
+    for stale in (list(releases.iterdir()) if releases.is_dir() else []):
         if stale.name.startswith(PRUNING):
             remove(stale)  # a prune cut short
+        elif stale.name.startswith(PARTIAL):
+            # A receive cut between its rename and its clean-up: the release is complete,
+            # no later receive of it will come to tidy up.
+            version = stale.name[len(PARTIAL):].removesuffix(".tar")
+            if version in complete:
+                with lock(releases, version):
+                    remove(stale)
     for name in installed(releases)[args["keep"]:]:
         if name in protect:
             continue
