@@ -181,17 +181,22 @@ class Fleet:
                 if fresh:
                     with self._reaching(host, doing, timeout_s=timeout_s):
                         raise
-                self.drop(host)
+                self.drop(host, conn)
             except TimeoutError:
                 with self._reaching(host, doing, timeout_s=timeout_s):
                     raise
 
-    def drop(self, host: Host) -> None:
-        """Forget the host's connection (broken or timed out): the next call reconnects.
+    def drop(self, host: Host, conn: asyncssh.SSHClientConnection | None = None) -> None:
+        """Forget the host's connection (broken or timed out; ``conn``: only if it is
+        still that one, not a newer one another task opened): the next call reconnects.
         Aborted, not closed: a host that stopped answering would never finish a close."""
-        conn = self._connections.pop(host.name, None)
-        if conn is not None:
-            conn.abort()
+        current = self._connections.get(host.name)
+        dead = conn if conn is not None else current
+        if dead is None:
+            return
+        if current is dead:
+            del self._connections[host.name]
+        dead.abort()
 
     async def close(self) -> None:
         """Close every connection; the fleet can still be used (it reconnects)."""
@@ -199,10 +204,13 @@ class Fleet:
         self._connections.clear()
         for conn in conns:
             conn.close()
-        for conn in conns:
+
+        async def closed(conn: asyncssh.SSHClientConnection) -> None:
             with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     await conn.wait_closed()
+
+        await asyncio.gather(*(closed(c) for c in conns))
 
     # -- commands ------------------------------------------------------------------------
 
