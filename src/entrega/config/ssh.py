@@ -67,8 +67,8 @@ class SshTargetConfig(Model):
     #: The login on every host (a host entry may give its own).
     user: str = "root"
     port: int = Field(22, ge=1, le=65535)
-    #: The client's private key; default: the keys of ~/.ssh and the ssh agent are NOT
-    #: used, so give one (a deploy key readable by the controller only).
+    #: The client's private key (a deploy key readable by the controller only); unset:
+    #: the default keys of ~/.ssh (id_ed25519, id_rsa, ...). The ssh agent is never used.
     identity_file: str | None = None
     #: The only source of trust in host keys: a host missing from it, or with another
     #: key, is refused. OpenSSH's format (``ssh-keyscan HOST >> known_hosts``).

@@ -63,7 +63,7 @@ class FleetSettings:
 
     #: OpenSSH known_hosts file; the only source of trust in host keys.
     known_hosts: Path
-    #: The client's private key; None: the ssh agent's keys and ~/.ssh's defaults.
+    #: The client's private key; None: ~/.ssh's default keys (never the ssh agent's).
     identity_file: Path | None = None
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 60.0
