@@ -12,6 +12,7 @@ SYSTEM_PACKAGES=(
     wrk             # bench/router.py: the load generator
     nginx-light     # bench/router.py: the static backend
     chromium        # tests/web: Playwright drives Debian's chromium (executable_path)
+    openssh-server  # tests/fleet: each test host is its own sshd on 127.0.1.i (ssh-keygen too)
 )
 
 missing=()
@@ -35,5 +36,14 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # The packages' own services are not wanted: the tests start each server on a free port.
+# A container has no init system, and a package's postinst that tries to start its service
+# (openssh-server's sshd) can fail the whole install there; policy-rc.d answering 101
+# ("action forbidden") tells invoke-rc.d to skip every start. An existing policy is kept.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 echo "install-system-deps: installed ${missing[*]}"

@@ -15,7 +15,8 @@ says what failed, where, and (when we know it) what to do next::
     │   └── RolloutInProgress  one rollout per environment at a time
     ├── ArtifactError          an artifact cannot be read, unpacked or verified
     ├── TargetError            instances could not be started, probed or stopped
-    │   └── TargetUnreachable  the target (host, runtime) does not answer
+    │   ├── TargetUnreachable  the target (host, runtime) does not answer
+    │   └── HostKeyRefused     an SSH host's key is not the one known_hosts lists
     ├── RouterError            the router could not be started or reconfigured
     │   └── RouterUnreachable  the router's control socket does not answer
     ├── AnalysisError          a metric could not be measured
@@ -138,6 +139,11 @@ class TargetError(EntregaError):
 
 class TargetUnreachable(TargetError):
     temporary = True
+
+
+class HostKeyRefused(TargetError):
+    """An SSH host is missing from known_hosts or presents another key: permanent until
+    an operator checks the host and updates known_hosts."""
 
 
 class RouterError(EntregaError):

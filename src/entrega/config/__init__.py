@@ -32,6 +32,8 @@ from entrega.config.metrics import HttpSource as HttpSource
 from entrega.config.metrics import MetricConfig as MetricConfig
 from entrega.config.metrics import PrometheusSource as PrometheusSource
 from entrega.config.model import Model as _Model
+from entrega.config.ssh import SshHostConfig as SshHostConfig
+from entrega.config.ssh import SshTargetConfig as SshTargetConfig
 from entrega.errors import ConfigError
 from entrega.names import NAME_PATTERN
 from entrega.net import parse_address
@@ -126,7 +128,7 @@ def parse_port_range(text: str) -> tuple[int, int]:
     return low, high
 
 
-TargetConfig = Annotated[LocalTargetConfig, Field(discriminator="kind")]
+TargetConfig = Annotated[LocalTargetConfig | SshTargetConfig, Field(discriminator="kind")]
 
 
 class EmbeddedRouterConfig(_Model):
@@ -548,12 +550,12 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
 
 
 def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
-                    base_dir: Path) -> Config:
+                    base_dir: Path, accept_ssh_target: bool = False) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top (app:, run:, environments:)",
                           file=file, line=1)
     try:
-        return Config.model_validate({**data, "base_dir": base_dir})
+        config = Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = _clean_loc(first["loc"])
@@ -576,11 +578,31 @@ def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
         hint = f"and {more} more problem(s)" if more else None
         raise ConfigError(message, file=file, line=_line_for(tuple(doc_loc), lines),
                           field=field or None, hint=hint) from None
+    if not accept_ssh_target:
+        _refuse_ssh_target(config, file=file, lines=lines)
+    return config
 
 
-def load_config(path: str | Path | None = None, *, shown_as: str | None = None) -> Config:
+def _refuse_ssh_target(config: Config, *, file: str, lines: dict[Path_, int]) -> None:
+    """The ssh target is in progress: its transport works (``entrega host check``) but
+    it cannot run instances, so the server and ``config validate`` refuse it."""
+    for i, env in enumerate(config.environments):
+        if env.target.kind == "ssh":
+            raise ConfigError(
+                "the ssh target is not available yet: entrega cannot run instances on "
+                "hosts so far", file=file,
+                line=_line_for(("environments", i, "target", "kind"), lines),
+                field=f"environments[{i}].target.kind",
+                hint="use kind: local to deploy; `entrega host check` already reads the "
+                     "ssh target and checks its hosts")
+
+
+def load_config(path: str | Path | None = None, *, shown_as: str | None = None,
+                accept_ssh_target: bool = False) -> Config:
     """Load and validate entrega.yaml (default: ./entrega.yaml). ``shown_as`` names the
-    file in errors instead of its path (the server's answers show no server-side path)."""
+    file in errors instead of its path (the server's answers show no server-side path).
+    An environment with ``target: {kind: ssh}`` is refused unless ``accept_ssh_target``
+    (the commands that can use it so far: ``entrega host check``)."""
     file = Path(path) if path else Path(CONFIG_FILE)
     name = shown_as or str(file)
     try:
@@ -592,7 +614,8 @@ def load_config(path: str | Path | None = None, *, shown_as: str | None = None) 
         raise ConfigError(f"cannot be read ({getattr(exc, 'strerror', None) or exc})",
                           file=name) from None
     data, lines = parse_yaml(text, file=name)
-    return validate_config(data, file=name, lines=lines, base_dir=file.resolve().parent)
+    return validate_config(data, file=name, lines=lines, base_dir=file.resolve().parent,
+                           accept_ssh_target=accept_ssh_target)
 
 
 def config_schema() -> dict[str, Any]:

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from entrega.codec import from_config
-from entrega.config import Config, EmbeddedRouterConfig, EnvironmentConfig, HaproxyRouterConfig
+from entrega.config import (
+    Config,
+    EmbeddedRouterConfig,
+    EnvironmentConfig,
+    HaproxyRouterConfig,
+    LocalTargetConfig,
+)
 from entrega.net import Endpoint, parse_address
 from entrega.routers.base import CohortRule, Router, Routes
 from entrega.routers.embedded import EmbeddedRouter
@@ -20,12 +26,14 @@ from entrega.targets.local import LocalTarget
 
 
 def _local_target(config: Config, env: EnvironmentConfig) -> Target:
+    target = env.target
+    assert isinstance(target, LocalTargetConfig)  # chosen by kind in TARGETS
     return LocalTarget(
         app=config.app, environment=env.name, command=config.run.command,
-        env=dict(config.run.env), instances=env.target.instances,
+        env=dict(config.run.env), instances=target.instances,
         health=from_config(HealthCheck, config.run.health),
-        state_dir=config.state_path, host=env.target.host,
-        inherit_env=tuple(config.run.inherit_env), ports=env.target.port_range)
+        state_dir=config.state_path, host=target.host,
+        inherit_env=tuple(config.run.inherit_env), ports=target.port_range)
 
 
 def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:

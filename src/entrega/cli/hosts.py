@@ -1,0 +1,90 @@
+"""`entrega host check`: can entrega reach every host of an environment's ssh target?
+
+Unlike the other commands this one does not go through the server: it is what an
+operator runs before the first deploy to a fleet (and what a later ``host prepare``
+builds on), from the machine that holds the SSH key. It reads entrega.yaml itself, the
+one command that accepts an ssh target while that target cannot run instances yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from entrega.cli.app import ConfigOpt, EnvOpt, JsonOpt, app, console, print_json
+from entrega.config import Config, EnvironmentConfig, load_config
+from entrega.errors import ConfigError
+
+host_app = typer.Typer(help="The hosts of an ssh target (kind: ssh).", no_args_is_help=True)
+app.add_typer(host_app, name="host")
+
+
+def ssh_environment(cfg: Config, name: str | None) -> EnvironmentConfig:
+    """``--env``, or the one environment whose target is ssh."""
+    if name:
+        return cfg.environment(name)
+    fleets = [e for e in cfg.environments if e.target.kind == "ssh"]
+    if len(fleets) == 1:
+        return fleets[0]
+    if not fleets:
+        raise ConfigError("no environment of this entrega.yaml has target kind: ssh",
+                          hint="add target: {kind: ssh, hosts: [...]} to an environment")
+    raise ConfigError(f"several environments have ssh targets "
+                      f"({', '.join(e.name for e in fleets)})", hint="choose one with --env")
+
+
+def _disk(free: int | None) -> str:
+    if free is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if free < 1024:
+            return f"{free:.0f} {unit}"
+        free //= 1024
+    return f"{free} TiB"
+
+
+@host_app.command("check")
+def host_check(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
+    """Connect to every host (in parallel) and report: reachable, host key verified,
+    python3 version, free disk in base_dir, releases there. Exits 1 if any host fails."""
+    from entrega.targets.ssh import HostCheck, check_hosts, fleet_from_config
+
+    cfg = load_config(config, accept_ssh_target=True)
+    environment = ssh_environment(cfg, env)
+    fleet = fleet_from_config(cfg, environment)
+
+    async def check() -> list[HostCheck]:
+        async with fleet:
+            return await check_hosts(fleet, app=cfg.app)
+
+    reports = asyncio.run(check())
+    if as_json:
+        print_json([dataclasses.asdict(r) for r in reports])
+    else:
+        table = Table(title=f"{cfg.app} / {environment.name}: {len(reports)} host(s)")
+        for column in ("host", "address", "state", "host key", "python3", "free in base_dir",
+                       "releases"):
+            table.add_column(column)
+        for r in reports:
+            key = {True: Text("verified", "green"), False: Text("REFUSED", "bold red"),
+                   None: Text("-", "dim")}[r.host_key_verified]
+            if r.ok:
+                releases = (", ".join(r.releases) or "none") if r.releases_dir_exists \
+                    else "no releases dir yet"
+                state = Text("ok", "green")
+            else:
+                releases, state = "-", Text(r.error or "failed", "red")
+            table.add_row(r.host, f"{r.address}:{r.port}", state, key, r.python or "-",
+                          _disk(r.free_bytes) + ("" if r.base_dir_exists is not False
+                                                 else " (base_dir missing)"), releases)
+        console.print(table)
+    failed = [r.host for r in reports if not r.ok]
+    if failed:
+        if not as_json:
+            console.print(Text(f"{len(failed)} of {len(reports)} host(s) failed: "
+                               f"{', '.join(failed)}", "red"))
+        raise typer.Exit(1)

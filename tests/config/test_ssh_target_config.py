@@ -1,0 +1,103 @@
+"""``target: {kind: ssh}``: read with file:line errors, refused by default (the ssh target
+cannot run instances yet), accepted by the one command that can use it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from entrega.config import SshTargetConfig, load_config
+from entrega.errors import ConfigError
+
+FLEET = """\
+app: shop
+run:
+  command: "python app.py"
+environments:
+  - name: staging
+    target: {kind: local}
+    router: {kind: embedded, listen: "127.0.0.1:8080"}
+  - name: production
+    target:
+      kind: ssh
+      hosts:
+        - 10.0.0.5
+        - "10.0.0.6:2222"
+        - {name: web-3, address: web-3.example.com, user: deploy, base_dir: /opt/e}
+      identity_file: keys/deploy
+      known_hosts: keys/known_hosts
+      max_parallel: 2
+    router: {kind: embedded, listen: "127.0.0.1:8081"}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "entrega.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_an_ssh_target_is_read_by_who_accepts_it(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FLEET), accept_ssh_target=True)
+    target = config.environment("production").target
+    assert isinstance(target, SshTargetConfig)
+    assert [(h.address, h.port, h.name, h.user) for h in target.hosts] == [
+        ("10.0.0.5", None, None, None), ("10.0.0.6", 2222, None, None),
+        ("web-3.example.com", None, "web-3", "deploy")]
+    assert target.hosts[2].base_dir == "/opt/e"
+    assert (target.user, target.port, target.base_dir, target.runtime) == \
+        ("root", 22, "/srv/entrega", "process")
+    assert (target.max_parallel, target.connect_timeout_s, target.command_timeout_s) == \
+        (2, 10.0, 60.0)
+    assert target.instances == 3  # one per host by default
+    assert target.path(target.known_hosts, config.base_dir) == tmp_path / "keys/known_hosts"
+
+
+def test_the_server_and_validate_refuse_an_ssh_target_with_file_and_line(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, FLEET)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}:10: environments[1].target.kind: the ssh target is "
+                              "not available yet"), message
+    assert "entrega host check" in message
+
+    result = subprocess.run([sys.executable, "-m", "entrega", "config", "validate", "-c",
+                             str(path)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COLUMNS": "300"})
+    assert result.returncode == 1
+    assert "the ssh target is not available yet" in result.stderr
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("old", "new", "line", "expected"), [
+    ("        - 10.0.0.5\n", "        - ''\n", 12, "environments[1].target.hosts[0]: a host is "
+     "an address"),
+    ('"10.0.0.6:2222"', '"10.0.0.6:22x"', 13,
+     "environments[1].target.hosts[1]: expected HOST or HOST:PORT"),
+    ("base_dir: /opt/e", "base_dir: opt/e", 14, "must be absolute"),
+    ("max_parallel: 2", "max_parallel: 0", 17,
+     "environments[1].target.max_parallel: Input should be greater than or equal to 1"),
+    ("max_parallel: 2", "runtime: docker", 17, "environments[1].target.runtime: Input "
+     "should be 'process' or 'podman'"),
+    ("max_parallel: 2", "hostz: []", 17, "environments[1].target.hostz: unknown field"),
+    ('"10.0.0.6:2222"', "10.0.0.5", 10, "host names must be unique, repeated: ['10.0.0.5']"),
+    ("max_parallel: 2", "connect_timeout_s: 0", 17, "environments[1].target."
+     "connect_timeout_s: Input should be greater than 0"),
+], ids=["empty-host", "bad-port", "relative-base-dir", "no-parallelism", "unknown-runtime",
+        "misspelt-field", "repeated-host", "zero-timeout"])
+def test_bad_ssh_targets_name_file_line_and_field(tmp_path: Path, old: str, new: str,
+                                                  line: int, expected: str) -> None:
+    assert old in FLEET
+    path = write(tmp_path, FLEET.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, accept_ssh_target=True)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}: "), message
+    assert expected in message
