@@ -66,6 +66,9 @@ TESTED: dict[str, tuple[str, str]] = {
              "tests/cli/test_feedback.py::test_dora_refuses_a_period_out_of_range"),
     "report": ("tests/cli/test_report.py::test_report_one_rollout_of_three",
                "tests/cli/test_report.py::test_report_one_rollout_of_three"),
+    "host check": (
+        "tests/fleet/test_host_check.py::test_host_check_reports_every_host_and_fails_on_any",
+        "tests/fleet/test_host_check.py::test_host_check_needs_an_ssh_environment"),
 }
 
 
