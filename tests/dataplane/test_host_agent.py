@@ -4,7 +4,9 @@ stop; adoption by an agent that knew nothing of the running instances)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from entrega.dataplane.instances.host import HostInstances
 from entrega.dataplane.instances.lookup import port_is_free
 from entrega.dataplane.instances.wire import ReleaseSpec
 from entrega.errors import TargetError
+from entrega.net import Endpoint
 from entrega.waiting import wait_until_sync
 
 from .hostagent import COMMAND, CRASHING_APP, answer_of, get, pid_alive, release_dir
@@ -114,6 +117,30 @@ def test_ports_come_from_the_range_and_a_start_of_another_release_avoids_them(
     with pytest.raises(TargetError, match=rf"no free port in staging's range {low}-{low + 3}"):
         agent.start(spec(release_dir(tmp_path, "3.0.0"), version="3.0.0", instances=1,
                          ports=(low, low + 3)))
+
+
+def test_starts_at_the_same_moment_never_share_a_port(agent: HostInstances,
+                                                      tmp_path: Path) -> None:
+    """Four releases started at once (threads of a controller, controllers, SSH commands)
+    in a range of four ports: the start lock keeps each port to one instance, where
+    without it each start would see all four free until an app had bound its own."""
+    low = _free_range(4)
+    specs = [spec(release_dir(tmp_path, v), version=v, instances=1, ports=(low, low + 3))
+             for v in ("1.0.0", "2.0.0", "3.0.0", "4.0.0")]
+    together = threading.Barrier(len(specs))
+
+    def start(release: ReleaseSpec) -> list[Endpoint]:
+        # Each as its own agent: nothing shared in memory, as between two processes.
+        own = HostInstances(app="tiny", environment="staging", state_dir=tmp_path / "state")
+        together.wait(timeout=10)
+        return own.start(release)
+
+    with ThreadPoolExecutor(len(specs)) as pool:
+        endpoints = [e for started in pool.map(start, specs) for e in started]
+
+    assert sorted(e.port for e in endpoints) == list(range(low, low + 4))
+    assert sorted(answer_of(e.port) for e in endpoints) == [
+        "1.0.0 0", "2.0.0 0", "3.0.0 0", "4.0.0 0"]
 
 
 def test_a_missing_release_directory_or_unsafe_version_is_refused_clearly(

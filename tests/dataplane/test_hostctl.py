@@ -222,3 +222,4 @@ def test_an_internal_error_keeps_its_traceback_off_stdout(
                               "host agent"
     assert "KeyError" not in out.getvalue()
     assert "Traceback" in capsys.readouterr().err
+
