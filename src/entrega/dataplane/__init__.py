@@ -23,7 +23,8 @@ Layout::
                            shared listeners, restart pacing, summed worker counters
     admin/                 how the router is driven and observed: the control socket, the
                            Prometheus listener, the persisted table
-    instances/             the instance supervisor (host agent)
+    instances/             the host agent: the instance supervisor, the operations on the
+                           instances of one host (host.py) and their command (hostctl.py)
     logsink.py accesslog.py  HAProxy's log sink, and its log line and counters
 
 The data plane imports nothing from the controller side (routers, targets, controller,

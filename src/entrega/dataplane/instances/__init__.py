@@ -1,7 +1,14 @@
-"""The instance supervisor: the host agent that keeps one app instance running.
+"""The host agent: what keeps app instances running on a host, and drives them there.
 
-``python -m entrega.dataplane.instances.supervisor`` (``supervisor.py``), started detached
-by the local target (``targets/local.py``) once per instance; it imports nothing of the
-router (an import-linter contract holds it): the two programs have only the data plane's
-rule in common, outliving the controller.
+- ``supervisor.py``: ``python -m entrega.dataplane.instances.supervisor``, started detached
+  once per instance; it keeps the app running while the controller comes and goes;
+- ``host.py``: the instances of one environment on one host (ports, start or adopt,
+  observe, explain, stop with drain), blocking, with the plain records of ``wire.py``;
+  ``lookup.py``: finding a supervisor by pid and command line, quoting its logs;
+- ``hostctl.py``: ``python -m entrega.dataplane.instances.hostctl OPERATION``, the same
+  operations as one command each (JSON on stdin and stdout), for remote hosts.
+
+The local target (``targets/local.py``) calls ``host.py`` in process. None of these imports
+the router, nor anything outside the standard library and entrega's stdlib-only modules
+(import-linter contracts hold it): a remote host has only Python and entrega's wheel.
 """

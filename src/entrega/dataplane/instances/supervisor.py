@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import json
 import os
 import select
@@ -48,10 +47,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from pydantic import TypeAdapter
+from typing import IO, Any
 
 #: What ``python -m`` runs: the controller starts it by this name and recognises its
 #: supervisors by it in ``/proc/<pid>/cmdline``.
@@ -104,13 +100,15 @@ class SupervisorState:
     updated_at: float = 0.0
 
 
-@functools.cache
-def _state_file() -> TypeAdapter[SupervisorState]:
-    # Imported on first use: the supervisor writes this file and never reads it, so its
-    # own process (one per instance) does not pay pydantic's import.
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(SupervisorState)
+#: What each field of :class:`SupervisorState` accepts from JSON (bool is no int here).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "supervisor_pid": (int,), "port": (int,), "command": (str,), "status": (str,),
+    "child_pid": (int, type(None)), "restarts": (int,), "started_at": (int, float, type(None)),
+    "last_exit_code": (int, type(None)), "next_start_at": (int, float, type(None)),
+    "stderr_offset": (int,), "error": (str, type(None)), "updated_at": (int, float),
+}
+_REQUIRED = {f.name for f in dataclasses.fields(SupervisorState)
+             if f.default is dataclasses.MISSING}
 
 
 def read_state(instance_dir: Path) -> SupervisorState | None:
@@ -119,11 +117,19 @@ def read_state(instance_dir: Path) -> SupervisorState | None:
     The file is validated field by field (a pid is an int...); one that is not a
     supervisor's state (hand-edited, from another program) counts as none, like a missing
     one, rather than handing a string pid to ``kill``. Fields the type lacks (a newer
-    supervisor's) are ignored."""
+    supervisor's) are ignored. Standard library only: the host agent reads it on hosts
+    that have nothing else."""
     try:
-        return _state_file().validate_json((instance_dir / STATE_FILE).read_bytes())
-    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        data = json.loads((instance_dir / STATE_FILE).read_bytes())
+    except (OSError, ValueError):
         return None
+    if not isinstance(data, dict) or not _REQUIRED <= data.keys():
+        return None
+    fields = {name: value for name, value in data.items() if name in _FIELD_TYPES}
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, _FIELD_TYPES[name]):
+            return None
+    return SupervisorState(**fields)
 
 
 def write_json_atomically(path: Path, data: object) -> None:

@@ -1,0 +1,155 @@
+"""``python -m entrega.dataplane.instances.hostctl OPERATION``: the host agent's command line.
+
+A controller that drives instances on another host (the SSH target) runs exactly one
+remote command per operation: this one, with one JSON object on stdin, answered by one
+JSON object on stdout. The work is :class:`~.host.HostInstances`', the same code the local
+target calls in process, so a fleet behaves as this machine does. Operations, all
+idempotent (a repeated start adopts, a repeated stop does nothing)::
+
+    start    {where..., version, path, command, env, instances, ports}  -> {"endpoints": [...]}
+    observe  {where..., version?}                                       -> {"instances": [...]}
+    explain  {where..., version}                                        -> {"instances": [...]}
+    stop     {where..., version, drain_s}                               -> {"stopped": [...]}
+
+where ``where`` is ``app``, ``environment``, ``state_dir`` (absolute, on this host) and
+``address`` (the host's address the instances listen on; default 127.0.0.1). The records
+are :mod:`.wire`'s.
+
+A failure answers ``{"error": SENTENCE, "hint": HINT_OR_NULL}``: exit code 2 when the
+request itself is wrong (not JSON, an unknown operation or field), 1 when the operation
+failed. Stdout never carries anything but that one object, never a traceback: an internal
+error's traceback goes to stderr, for whoever debugs the agent. Standard library only: a
+host has nothing else (see :mod:`.host`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from entrega.dataplane.instances.host import HostInstances
+from entrega.dataplane.instances.wire import (
+    RELEASE_FIELDS,
+    ReleaseSpec,
+    field,
+    refuse_unknown,
+)
+from entrega.errors import BadRequest, EntregaError
+from entrega.jsonin import loads_json
+
+PROGRAM = "python -m entrega.dataplane.instances.hostctl"
+#: Exit codes: the request is wrong (fix the caller), the operation failed (see error).
+EXIT_BAD_REQUEST, EXIT_FAILED = 2, 1
+
+_WHERE = {"app", "environment", "state_dir", "address"}
+
+Request = Mapping[str, Any]
+
+
+def _agent(request: Request) -> HostInstances:
+    state_dir = field(request, "state_dir", str)
+    if not Path(state_dir).is_absolute():
+        raise BadRequest(f"field 'state_dir': expected an absolute path, got {state_dir!r}")
+    return HostInstances(app=field(request, "app", str),
+                         environment=field(request, "environment", str),
+                         state_dir=Path(state_dir),
+                         address=field(request, "address", str, optional=True) or "127.0.0.1")
+
+
+def start(request: Request) -> dict[str, object]:
+    refuse_unknown(request, _WHERE | RELEASE_FIELDS, operation="start")
+    agent = _agent(request)
+    endpoints = agent.start(ReleaseSpec.from_json(request))
+    return {"endpoints": [e.to_dict() for e in endpoints]}
+
+
+def observe(request: Request) -> dict[str, object]:
+    refuse_unknown(request, _WHERE | {"version"}, operation="observe")
+    agent = _agent(request)
+    observed = agent.observe(field(request, "version", str, optional=True))
+    return {"instances": [dataclasses.asdict(o) for o in observed]}
+
+
+def explain(request: Request) -> dict[str, object]:
+    refuse_unknown(request, _WHERE | {"version"}, operation="explain")
+    agent = _agent(request)
+    reports = agent.explain(field(request, "version", str))
+    return {"instances": [dataclasses.asdict(r) for r in reports]}
+
+
+def stop(request: Request) -> dict[str, object]:
+    refuse_unknown(request, _WHERE | {"version", "drain_s"}, operation="stop")
+    agent = _agent(request)
+    drain_s = field(request, "drain_s", float)
+    if drain_s < 0:
+        raise BadRequest(f"field 'drain_s': expected a number of seconds >= 0, got {drain_s}")
+    return {"stopped": agent.stop(field(request, "version", str), drain_s=drain_s)}
+
+
+OPERATIONS: dict[str, Callable[[Request], dict[str, object]]] = {
+    "start": start, "observe": observe, "explain": explain, "stop": stop}
+
+
+def run(operation: str, text: str) -> tuple[int, dict[str, object]]:
+    """The exit code and the answer of ``operation`` on the request ``text``."""
+    try:
+        handler = OPERATIONS.get(operation)
+        if handler is None:
+            raise BadRequest(f"unknown operation {operation!r}",
+                             hint="one of " + ", ".join(OPERATIONS))
+        return 0, handler(_parse(text))
+    except BadRequest as exc:
+        return EXIT_BAD_REQUEST, _error(exc)
+    except EntregaError as exc:
+        return EXIT_FAILED, _error(exc)
+    except OSError as exc:  # the state directory cannot be written, a disk is full...
+        where = f" ({exc.filename})" if exc.filename else ""
+        return EXIT_FAILED, {"error": f"{operation} failed on this host: "
+                                      f"{exc.strerror or 'an operating system error'}{where}",
+                             "hint": "check the state directory's permissions and space"}
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_FAILED, {"error": f"{operation} failed on this host with an internal "
+                                      "error of the host agent",
+                             "hint": "its stderr holds the details; please report it"}
+
+
+def _parse(text: str) -> Request:
+    if not text.strip():
+        raise BadRequest("expected one JSON object on stdin, got nothing")
+    try:
+        request = loads_json(text)
+    except ValueError as exc:
+        raise BadRequest(f"the request on stdin is not JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise BadRequest("the request on stdin must be a JSON object")
+    return request
+
+
+def _error(exc: EntregaError) -> dict[str, object]:
+    return {"error": exc.message, "hint": exc.hint}
+
+
+def main(argv: list[str] | None = None, *, stdin: IO[str] | None = None,
+         stdout: IO[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = stdout or sys.stdout
+    answer: dict[str, object]
+    if len(args) != 1 or args[0].startswith("-"):
+        code, answer = EXIT_BAD_REQUEST, {
+            "error": f"usage: {PROGRAM} OPERATION, with the request as JSON on stdin",
+            "hint": "OPERATION is one of " + ", ".join(OPERATIONS)}
+    else:
+        code, answer = run(args[0], (stdin or sys.stdin).read())
+    out.write(json.dumps(answer, sort_keys=True) + "\n")
+    out.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
