@@ -150,7 +150,7 @@ class ShopHandler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    server = ShopServer(("127.0.0.1", int(os.environ.get("PORT", "8000"))))
+    server = ShopServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))))
 
     def on_sigterm(signum: int, frame: object) -> None:
         # shutdown() blocks until serve_forever() returns, so it cannot run in this handler.
@@ -158,7 +158,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, on_sigterm)
-    print(f"shop {server.version} listening on 127.0.0.1:{server.server_port}", flush=True)
+    print(f"shop {server.version} listening on {server.server_address[0]}:{server.server_port}",
+          flush=True)
     server.serve_forever()
     server.wait_idle()
     server.server_close()

@@ -69,6 +69,11 @@ TESTED: dict[str, tuple[str, str]] = {
     "host check": (
         "tests/fleet/test_host_check.py::test_host_check_reports_every_host_and_fails_on_any",
         "tests/fleet/test_host_check.py::test_host_check_needs_an_ssh_environment"),
+    "host prepare": (
+        "tests/fleet/test_host_prepare.py::test_the_agent_is_sent_once_runs_on_every_host_and_"
+        "a_lost_host_is_named",
+        "tests/fleet/test_host_prepare.py::test_the_agent_is_sent_once_runs_on_every_host_and_"
+        "a_lost_host_is_named"),
 }
 
 

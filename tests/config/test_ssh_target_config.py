@@ -1,5 +1,5 @@
-"""``target: {kind: ssh}``: read with file:line errors, refused by default (the ssh target
-cannot run instances yet), accepted by the one command that can use it."""
+"""``target: {kind: ssh}``: read with file:line errors; the runtime not built yet (podman)
+refused with its line."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_an_ssh_target_is_read_by_who_accepts_it(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, FLEET), accept_ssh_target=True)
+def test_an_ssh_target_is_read(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FLEET))
     target = config.environment("production").target
     assert isinstance(target, SshTargetConfig)
     assert [(h.address, h.port, h.name, h.user) for h in target.hosts] == [
@@ -58,21 +58,20 @@ def test_an_ssh_target_is_read_by_who_accepts_it(tmp_path: Path) -> None:
     assert target.path(target.known_hosts, config.base_dir) == tmp_path / "keys/known_hosts"
 
 
-def test_the_server_and_validate_refuse_an_ssh_target_with_file_and_line(
+def test_the_server_and_validate_refuse_the_podman_runtime_with_file_and_line(
         tmp_path: Path) -> None:
-    path = write(tmp_path, FLEET)
+    path = write(tmp_path, FLEET.replace("max_parallel: 2", "runtime: podman"))
     with pytest.raises(ConfigError) as refused:
         load_config(path)
     message = str(refused.value)
-    assert message.startswith(f"{path}:10: environments[1].target.kind: the ssh target is "
-                              "not available yet"), message
-    assert "entrega host check" in message
+    assert message.startswith(f"{path}:17: environments[1].target.runtime: runtime podman "
+                              "is not available yet"), message
 
     result = subprocess.run([sys.executable, "-m", "entrega", "config", "validate", "-c",
                              str(path)], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "COLUMNS": "300"})
     assert result.returncode == 1
-    assert "the ssh target is not available yet" in result.stderr
+    assert "runtime podman is not available yet" in result.stderr
     assert "Error" not in result.stderr and "Traceback" not in result.stderr
 
 
@@ -97,7 +96,7 @@ def test_bad_ssh_targets_name_file_line_and_field(tmp_path: Path, old: str, new:
     assert old in FLEET
     path = write(tmp_path, FLEET.replace(old, new, 1))
     with pytest.raises(ConfigError) as caught:
-        load_config(path, accept_ssh_target=True)
+        load_config(path)
     message = str(caught.value)
     assert message.startswith(f"{path}:{line}: "), message
     assert expected in message

@@ -65,10 +65,11 @@ async def test_instance_gets_a_clean_documented_environment(
     assert app["GREETING"] == "hola"
     assert app["SHOP_DATABASE_URL"] == "postgresql://shop@db/shop"
     assert app["PORT"] == str(endpoint.port)
+    assert app["HOST"] == endpoint.host == "127.0.0.1"
     assert (app["ENTREGA_APP"], app["ENTREGA_VERSION"], app["ENTREGA_ENVIRONMENT"],
             app["ENTREGA_INSTANCE"]) == ("shop", "1.0.0", "staging", "0")
     assert app["LANG"] == "C.UTF-8" and app["PATH"]
-    expected = {"GREETING", "SHOP_DATABASE_URL", "PORT", "ENTREGA_APP", "ENTREGA_VERSION",
+    expected = {"GREETING", "SHOP_DATABASE_URL", "PORT", "HOST", "ENTREGA_APP", "ENTREGA_VERSION",
                 "ENTREGA_ENVIRONMENT", "ENTREGA_INSTANCE", "PATH", "HOME", "LANG"}
     assert set(app) - SHELL_VARIABLES <= expected, set(app) - SHELL_VARIABLES - expected
 

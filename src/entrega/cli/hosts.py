@@ -1,9 +1,9 @@
-"""`entrega host check`: can entrega reach every host of an environment's ssh target?
+"""`entrega host check` and `entrega host prepare`: the hosts of an environment's ssh target.
 
-Unlike the other commands this one does not go through the server: it is what an
-operator runs before the first deploy to a fleet (and what a later ``host prepare``
-builds on), from the machine that holds the SSH key. It reads entrega.yaml itself, the
-one command that accepts an ssh target while that target cannot run instances yet.
+Unlike the other commands these do not go through the server: they are what an operator
+runs before the first deploy to a fleet, from the machine that holds the SSH key, reading
+entrega.yaml itself. ``check`` says whether entrega can reach every host; ``prepare``
+installs the host agent on each (the server also does it at its first start there).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def host_check(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = ConfigO
     python3 version, free disk in base_dir, releases there. Exits 1 if any host fails."""
     from entrega.targets.ssh import HostCheck, check_hosts, fleet_from_config
 
-    cfg = load_config(config, accept_ssh_target=True)
+    cfg = load_config(config)
     environment = ssh_environment(cfg, env)
     fleet = fleet_from_config(cfg, environment)
 
@@ -81,6 +81,42 @@ def host_check(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = ConfigO
             table.add_row(r.host, f"{r.address}:{r.port}", state, key, r.python or "-",
                           _disk(r.free_bytes) + ("" if r.base_dir_exists is not False
                                                  else " (base_dir missing)"), releases)
+        console.print(table)
+    failed = [r.host for r in reports if not r.ok]
+    if failed:
+        if not as_json:
+            console.print(Text(f"{len(failed)} of {len(reports)} host(s) failed: "
+                               f"{', '.join(failed)}", "red"))
+        raise typer.Exit(1)
+
+
+@host_app.command("prepare")
+def host_prepare(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
+    """Install entrega's host agent on every host (this installation's own code, sent
+    once per host by content; the host needs only python3) and check that it runs there.
+    Exits 1 if any host fails."""
+    from entrega.targets.ssh import fleet_from_config
+    from entrega.targets.ssh.agent import PreparedHost, prepare_hosts
+
+    cfg = load_config(config)
+    environment = ssh_environment(cfg, env)
+    fleet = fleet_from_config(cfg, environment)
+
+    async def prepare() -> list[PreparedHost]:
+        async with fleet:
+            return await prepare_hosts(fleet, app=cfg.app, environment=environment.name)
+
+    reports = asyncio.run(prepare())
+    if as_json:
+        print_json([dataclasses.asdict(r) for r in reports])
+    else:
+        table = Table(title=f"{cfg.app} / {environment.name}: host agent {reports[0].agent}")
+        for column in ("host", "address", "agent"):
+            table.add_column(column)
+        for r in reports:
+            state = (Text("installed", "green") if r.sent else Text("already there", "green")) \
+                if r.ok else Text(r.error or "failed", "red")
+            table.add_row(r.host, r.address, state)
         console.print(table)
     failed = [r.host for r in reports if not r.ok]
     if failed:

@@ -550,7 +550,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
 
 
 def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
-                    base_dir: Path, accept_ssh_target: bool = False) -> Config:
+                    base_dir: Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top (app:, run:, environments:)",
                           file=file, line=1)
@@ -578,31 +578,25 @@ def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
         hint = f"and {more} more problem(s)" if more else None
         raise ConfigError(message, file=file, line=_line_for(tuple(doc_loc), lines),
                           field=field or None, hint=hint) from None
-    if not accept_ssh_target:
-        _refuse_ssh_target(config, file=file, lines=lines)
+    _refuse_unavailable(config, file=file, lines=lines)
     return config
 
 
-def _refuse_ssh_target(config: Config, *, file: str, lines: dict[Path_, int]) -> None:
-    """The ssh target is in progress: its transport works (``entrega host check``) but
-    it cannot run instances, so the server and ``config validate`` refuse it."""
+def _refuse_unavailable(config: Config, *, file: str, lines: dict[Path_, int]) -> None:
+    """What the schema allows but entrega cannot do yet: an ssh target's podman runtime."""
     for i, env in enumerate(config.environments):
-        if env.target.kind == "ssh":
+        if env.target.kind == "ssh" and env.target.runtime == "podman":
             raise ConfigError(
-                "the ssh target is not available yet: entrega cannot run instances on "
-                "hosts so far", file=file,
-                line=_line_for(("environments", i, "target", "kind"), lines),
-                field=f"environments[{i}].target.kind",
-                hint="use kind: local to deploy; `entrega host check` already reads the "
-                     "ssh target and checks its hosts")
+                "runtime podman is not available yet: instances on hosts run as "
+                "supervised processes", file=file,
+                line=_line_for(("environments", i, "target", "runtime"), lines),
+                field=f"environments[{i}].target.runtime",
+                hint="use runtime: process (the default)")
 
 
-def load_config(path: str | Path | None = None, *, shown_as: str | None = None,
-                accept_ssh_target: bool = False) -> Config:
+def load_config(path: str | Path | None = None, *, shown_as: str | None = None) -> Config:
     """Load and validate entrega.yaml (default: ./entrega.yaml). ``shown_as`` names the
-    file in errors instead of its path (the server's answers show no server-side path).
-    An environment with ``target: {kind: ssh}`` is refused unless ``accept_ssh_target``
-    (the commands that can use it so far: ``entrega host check``)."""
+    file in errors instead of its path (the server's answers show no server-side path)."""
     file = Path(path) if path else Path(CONFIG_FILE)
     name = shown_as or str(file)
     try:
@@ -614,8 +608,7 @@ def load_config(path: str | Path | None = None, *, shown_as: str | None = None,
         raise ConfigError(f"cannot be read ({getattr(exc, 'strerror', None) or exc})",
                           file=name) from None
     data, lines = parse_yaml(text, file=name)
-    return validate_config(data, file=name, lines=lines, base_dir=file.resolve().parent,
-                           accept_ssh_target=accept_ssh_target)
+    return validate_config(data, file=name, lines=lines, base_dir=file.resolve().parent)
 
 
 def config_schema() -> dict[str, Any]:

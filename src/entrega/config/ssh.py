@@ -1,9 +1,7 @@
 """``target: {kind: ssh}``: a fleet of hosts reached over SSH.
 
-In progress (issue 13): what reads this section today is ``entrega host check`` and the
-ssh transport as a library (connections, releases synced by content). Instances cannot
-run on hosts yet, so :func:`entrega.config.load_config` refuses an environment with this
-target unless its caller says it can use it (``accept_ssh_target``).
+Instances run on every host as supervised processes (``runtime: process``); the podman
+runtime is not built yet, and :func:`entrega.config.load_config` refuses it.
 
 A host is written ``"web-1.example.com"``, ``"10.0.0.5:2222"``, ``"[2001:db8::5]:22"``
 or, to give it a name or its own user or port, as a mapping. Paths (identity_file,

@@ -64,7 +64,23 @@ def _haproxy_router(config: Config, env: EnvironmentConfig) -> Router:
                          stats_listen=router.stats_listen, binary=router.binary)
 
 
-TARGETS: dict[str, Callable[[Config, EnvironmentConfig], Target]] = {"local": _local_target}
+def _ssh_target(config: Config, env: EnvironmentConfig) -> Target:
+    # Imported here: asyncssh is an extra, needed only where a fleet is configured (the
+    # package says what to install when it is missing).
+    from entrega.targets.ssh import fleet_from_config, ssh_target_of
+    from entrega.targets.ssh.target import SshTarget
+
+    target = ssh_target_of(env)
+    return SshTarget(
+        app=config.app, environment=env.name, fleet=fleet_from_config(config, env),
+        command=config.run.command, env=dict(config.run.env),
+        instances_per_host=target.instances_per_host,
+        health=from_config(HealthCheck, config.run.health),
+        inherit_env=tuple(config.run.inherit_env))
+
+
+TARGETS: dict[str, Callable[[Config, EnvironmentConfig], Target]] = {
+    "local": _local_target, "ssh": _ssh_target}
 ROUTERS: dict[str, Callable[[Config, EnvironmentConfig], Router]] = {
     "embedded": _embedded_router, "haproxy": _haproxy_router}
 

@@ -40,10 +40,7 @@ did not come up (its own log is quoted).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
-
-import httpx
 
 from entrega.dataplane.instances.host import HostInstances
 from entrega.dataplane.instances.lookup import check_name
@@ -54,18 +51,11 @@ from entrega.errors import TargetError
 from entrega.net import Endpoint
 from entrega.procenv import minimal_env
 from entrega.runner import ProcessRunner
-from entrega.targets.base import (
-    HealthCheck,
-    InstanceHealth,
-    InstanceState,
-    Readiness,
-    ReleaseRef,
-    Target,
-)
-from entrega.targets.probe import HttpProbe
+from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef
+from entrega.targets.supervised import SupervisedTarget
 
 
-class LocalTarget(Target):
+class LocalTarget(SupervisedTarget):
     """Runs ``instances`` copies of each release as supervised local processes.
 
     ``command`` is a shell line run in the release directory with ``$PORT`` (and
@@ -93,12 +83,10 @@ class LocalTarget(Target):
         if instances < 1:
             raise TargetError(f"local target of {environment}: instances must be at least 1")
         check_name("environment", environment)
-        self.app = app
-        self.environment = environment
+        super().__init__(app=app, environment=environment, instances=instances,
+                         health=health)
         self.command = command
         self.env = dict(env)
-        self.instances = instances
-        self.health = health
         self.host = host
         self.inherit_env = tuple(inherit_env)
         self.ports = ports
@@ -106,10 +94,6 @@ class LocalTarget(Target):
         self.agent = HostInstances(app=app, environment=environment, state_dir=state_dir,
                                    address=host, runner=runner)
         self.run_dir = self.agent.run_dir
-        self._probes: dict[str, list[HttpProbe]] = {}
-        #: exits of each instance's app when its probe started (version -> instance -> n)
-        self._exits_at_probe_start: dict[str, dict[str, int]] = {}
-        self._client: httpx.AsyncClient | None = None
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -135,81 +119,18 @@ class LocalTarget(Target):
                            command=self.command, env=env, instances=self.instances,
                            ports=self.ports)
         endpoints = await asyncio.to_thread(self.agent.start, spec)
-        probes = self._probes.get(release.version)
-        if probes is not None and [p.endpoint for p in probes] != endpoints:
-            await self._cancel_probes(release.version)  # re-created by the next ready()
+        await self._restart_probes_if_moved(release.version, endpoints)
         return endpoints
 
-    # -- readiness -------------------------------------------------------------------------
+    # -- what the probes need ----------------------------------------------------------
 
-    async def ready(self, *, release: ReleaseRef) -> Readiness:
-        """A snapshot of continuous probing; the first call starts the probes.
+    async def _running_endpoints(self, version: str) -> list[Endpoint]:
+        observed = await asyncio.to_thread(self.agent.observe, version)
+        return [Endpoint(self.host, o.port, o.instance) for o in observed
+                if o.status != STOPPED]
 
-        Ready when every instance has passed ``healthy_threshold`` probes in a row (and not
-        failed ``unhealthy_threshold`` in a row since). Never waits on the network.
-        """
-        version = release.version
-        if version not in self._probes:
-            observed = await asyncio.to_thread(self.agent.observe, version)
-            endpoints = [Endpoint(self.host, o.port, o.instance) for o in observed
-                         if o.status != STOPPED]
-            if not endpoints:
-                return Readiness(ready=False, detail=(
-                    f"{release.app} {version} has no instances in "
-                    f"{self.environment}; start it first"))
-            baseline = await asyncio.to_thread(self.agent.explain, version)
-            if version not in self._probes:  # no other ready() started them meanwhile
-                self._start_probes(version, endpoints, baseline)
-        probes = self._probes[version]
-        reports = {r.instance: r for r in await asyncio.to_thread(self.agent.explain, version)}
-        snapshots = tuple(_explain(p.snapshot(), reports.get(p.endpoint.instance))
-                          for p in probes)
-        healthy = sum(1 for s in snapshots if s.healthy)
-        return Readiness(
-            ready=len(snapshots) >= self.instances and healthy == len(snapshots),
-            instances=snapshots,
-            detail=f"{healthy}/{len(snapshots)} instances of {version} healthy",
-            failure=self._crash_loop(version, probes, reports),
-        )
-
-    def _start_probes(self, version: str, endpoints: list[Endpoint],
-                      reports: list[InstanceReport]) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-        probes = [HttpProbe(client=self._client, endpoint=e, health=self.health)
-                  for e in endpoints]
-        for probe in probes:
-            probe.start()
-        self._probes[version] = probes
-        exits = {r.instance: r.exits for r in reports}
-        self._exits_at_probe_start[version] = {
-            p.endpoint.instance: exits.get(p.endpoint.instance, 0) for p in probes}
-
-    def _crash_loop(self, version: str, probes: list[HttpProbe],
-                    reports: dict[str, InstanceReport]) -> str | None:
-        """Why the release cannot become ready: an instance whose app exited
-        ``max_start_exits`` times since probing began, never healthy in between."""
-        limit = self.health.max_start_exits
-        if limit <= 0:
-            return None
-        baseline = self._exits_at_probe_start.get(version, {})
-        for probe in probes:
-            instance = probe.endpoint.instance
-            report = reports.get(instance)
-            if probe.ever_healthy or report is None:
-                continue
-            exits = report.exits - baseline.get(instance, 0)
-            if exits < limit:
-                continue
-            return (f"instance {instance} exited {exits} times without ever passing its "
-                    f"health check (last exit code {report.last_exit_code}; "
-                    f"max_start_exits: {limit}){report.stderr}")
-        return None
-
-    async def _cancel_probes(self, version: str) -> None:
-        self._exits_at_probe_start.pop(version, None)
-        for probe in self._probes.pop(version, []):
-            await probe.cancel()
+    async def _reports(self, version: str) -> list[InstanceReport]:
+        return await asyncio.to_thread(self.agent.explain, version)
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -238,19 +159,3 @@ class LocalTarget(Target):
             extra={"status": o.status, "supervisor_pid": o.supervisor_pid,
                    "last_exit_code": o.last_exit_code, "directory": o.directory},
         ) for o in await asyncio.to_thread(self.agent.observe)]
-
-    async def close(self) -> None:
-        """Stop probing and close the HTTP client; the instances keep running."""
-        for version in list(self._probes):
-            await self._cancel_probes(version)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-
-def _explain(health: InstanceHealth, report: InstanceReport | None) -> InstanceHealth:
-    """Add what the supervisor knows to a failing probe's error (exit code, stderr)."""
-    if health.healthy or health.last_error is None or report is None or not report.note:
-        return health
-    return dataclasses.replace(
-        health, last_error=f"{health.last_error}; {report.note}{report.stderr}")

@@ -223,6 +223,8 @@ class HostInstances:
             **minimal_env(),
             **release.env,
             "PORT": str(port),
+            # the address to listen on: on a fleet host, that host's own (not 0.0.0.0)
+            "HOST": self.address,
             "ENTREGA_APP": self.app,
             "ENTREGA_VERSION": release.version,
             "ENTREGA_ENVIRONMENT": self.environment,

@@ -1,0 +1,167 @@
+"""The ``ssh`` target: a release's instances on every host of a fleet, run by the host agent.
+
+Each host runs ``instances_per_host`` instances of a release, supervised on the host by
+the same code as locally (:mod:`.agent`), so they outlive the SSH session and the
+controller; the controller adopts them after a restart through :meth:`SshTarget.observe`
+and :meth:`SshTarget.start` (a repeated start adopts). Per host, a start is: the agent
+installed (by content, once), the release's bytes synced (by content, once, checked and
+unpacked on the host), then one ``hostctl start``. Hosts are worked on in parallel,
+``max_parallel`` at a time, and every remote call has a timeout.
+
+An instance is named ``<host name>/<n>`` (``web1/0``) and listens on its host's address
+(``$HOST``), where the router in front (embedded or HAProxy, on the controller's machine
+or the load balancer's) reaches it; its health is probed from here as locally
+(:class:`~entrega.targets.supervised.SupervisedTarget`).
+
+A host that cannot be reached fails the start with a TargetUnreachable naming it (the
+controller retries it on the next pass); observing skips it, so the instances of the
+hosts that answer are still seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from entrega.dataplane.instances.wire import InstanceReport
+from entrega.net import Endpoint
+from entrega.procenv import minimal_env
+from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef
+from entrega.targets.ssh.agent import call_agent, install_agent, state_dir
+from entrega.targets.ssh.connections import Fleet, Host, HostOutcome
+from entrega.targets.ssh.transfer import release_path, sync_release
+from entrega.targets.supervised import SupervisedTarget
+
+log = logging.getLogger(__name__)
+
+#: A stop waits for the drain on the host; the command's timeout allows for it.
+STOP_GRACE_S = 15.0
+
+
+class SshTarget(SupervisedTarget):
+    """Runs ``instances_per_host`` copies of each release on every host of ``fleet``."""
+
+    def __init__(self, *, app: str, environment: str, fleet: Fleet, command: str,
+                 env: dict[str, str], instances_per_host: int, health: HealthCheck,
+                 inherit_env: tuple[str, ...] = ()) -> None:
+        super().__init__(app=app, environment=environment,
+                         instances=instances_per_host * len(fleet.hosts), health=health)
+        self.fleet = fleet
+        self.command = command
+        self.env = dict(env)
+        self.instances_per_host = instances_per_host
+        self.inherit_env = tuple(inherit_env)
+
+    def _where(self, host: Host) -> dict[str, Any]:
+        return {"app": self.app, "environment": self.environment,
+                "state_dir": state_dir(host, self.app),
+                "address": host.address}
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def start(self, *, release: ReleaseRef) -> list[Endpoint]:
+        """Install, sync and start (or adopt) the release on every host; the endpoints of
+        all hosts, host by host. Raises the first host's error when any host fails (the
+        others have started: a repeated start adopts them)."""
+        env = {**minimal_env(inherit=self.inherit_env), **self.env}
+
+        async def on(host: Host) -> list[Endpoint]:
+            await install_agent(self.fleet, host)
+            await sync_release(self.fleet, host, app=self.app, version=release.version,
+                               digest=release.digest, source=release.path)
+            answer = await call_agent(self.fleet, host, "start", {
+                **self._where(host), "version": release.version,
+                "path": release_path(host, self.app, release.version),
+                "command": self.command, "env": env, "instances": self.instances_per_host})
+            return [_named(host, e) for e in answer["endpoints"]]
+
+        outcomes = await self.fleet.each(on)
+        _raise_first(outcomes, f"starting {release.version}")
+        endpoints = [e for o in outcomes for e in (o.value or [])]
+        await self._restart_probes_if_moved(release.version, endpoints)
+        return endpoints
+
+    # -- what the probes need ----------------------------------------------------------
+
+    async def _running_endpoints(self, version: str) -> list[Endpoint]:
+        return [i.endpoint for i in await self._observe(version)
+                if i.endpoint is not None and i.extra.get("status") != "stopped"]
+
+    async def _reports(self, version: str) -> list[InstanceReport]:
+        async def on(host: Host) -> list[InstanceReport]:
+            answer = await call_agent(self.fleet, host, "explain",
+                                      {**self._where(host), "version": version})
+            return [InstanceReport(**{**r, "instance": f"{host.name}/{r['instance']}"})
+                    for r in answer["instances"]]
+
+        return [r for o in await self.fleet.each(on) if o.ok for r in (o.value or [])]
+
+    # -- stop ------------------------------------------------------------------------------
+
+    async def stop(self, *, release: ReleaseRef, drain_s: float) -> None:
+        """Drain and stop the release's instances on every host. Idempotent. A host that
+        cannot be reached raises (its instances may still run: the next pass retries)."""
+        await self._cancel_probes(release.version)
+
+        async def on(host: Host) -> None:
+            await call_agent(self.fleet, host, "stop",
+                             {**self._where(host), "version": release.version,
+                              "drain_s": drain_s},
+                             timeout_s=drain_s + STOP_GRACE_S
+                             + self.fleet.settings.command_timeout_s)
+
+        _raise_first(await self.fleet.each(on), f"stopping {release.version}")
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def observe(self) -> list[InstanceState]:
+        """Every instance on the hosts that answer (a host that does not is logged and
+        skipped: its instances are neither alive nor dead to us until it answers)."""
+        return await self._observe(None)
+
+    async def _observe(self, version: str | None) -> list[InstanceState]:
+        async def on(host: Host) -> list[InstanceState]:
+            request = {**self._where(host)}
+            if version is not None:
+                request["version"] = version
+            answer = await call_agent(self.fleet, host, "observe", request)
+            return [InstanceState(
+                version=o["version"], instance=f"{host.name}/{o['instance']}",
+                endpoint=Endpoint(host.address, o["port"], f"{host.name}/{o['instance']}"),
+                alive=o["alive"], pid=o["pid"], restarts=o["restarts"],
+                started_at=o["started_at"],
+                extra={"status": o["status"], "supervisor_pid": o["supervisor_pid"],
+                       "last_exit_code": o["last_exit_code"], "host": host.name,
+                       "directory": o["directory"]},
+            ) for o in answer["instances"]]
+
+        outcomes = await self.fleet.each(on)
+        for outcome in outcomes:
+            if outcome.error is not None:
+                log.warning("observing instances: %s", outcome.error)
+        return [i for o in outcomes for i in (o.value or [])]
+
+    async def close(self) -> None:
+        await super().close()
+        await self.fleet.close()
+
+
+def _named(host: Host, endpoint: dict[str, Any]) -> Endpoint:
+    return Endpoint(host.address, int(endpoint["port"]), f"{host.name}/{endpoint['instance']}")
+
+
+def _raise_first(outcomes: list[HostOutcome[Any]], doing: str) -> None:
+    failed = [o for o in outcomes if o.error is not None]
+    if not failed:
+        return
+    first = failed[0].error
+    assert first is not None
+    if len(failed) == 1:
+        raise first
+    others = ", ".join(o.host.name for o in failed[1:])
+    try:
+        error = type(first)(f"{first.message} (and {len(failed) - 1} more host(s) failed "
+                            f"{doing}: {others})", hint=first.hint)
+    except TypeError:  # an error class of another shape: the first one as it is
+        error = first
+    raise error

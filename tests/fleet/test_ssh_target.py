@@ -1,0 +1,205 @@
+"""Delivery to a fleet: the controller's rollouts on instances that run on real sshd test
+hosts (127.0.1.i), each supervised there by the host agent it installed, behind one
+embedded router on this machine that reaches every host's instances.
+
+Covers: fresh hosts delivered to (agent and release installed by content, once);
+a canary from v1 to v2 across the hosts, traffic through the router reaching every host;
+the old release stopped on every host; instances that outlive the controller and are
+adopted by the next one (no second start); a crash-looping release failing with the
+host's stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from entrega.config import Config, load_config
+from entrega.controller.loop import Controller
+from entrega.controller.teardown import stop_data_plane
+from entrega.net import free_port
+from entrega.server import build_service
+from entrega.service import Service
+from entrega.views import DeployStarted
+from tests.controller.conftest import wait_until
+from tests.fleet.hosts import TestFleet
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop" / "app.py"
+
+CANARY = """\
+      canary:
+        steps:
+          - weight: 50
+          - pause: {duration_s: 1}
+          - weight: 100
+"""
+
+
+def write_config(root: Path, fleet: TestFleet, strategy: str = CANARY) -> Config:
+    hosts = "".join(
+        f"        - {{name: {h.name}, address: {h.address}, port: {h.port}, "
+        f"base_dir: {h.base_dir}}}\n" for h in fleet.hosts)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "entrega.yaml"
+    path.write_text(f"""\
+app: shop
+server: {{listen: "127.0.0.1:{free_port()}"}}
+run:
+  command: "{sys.executable} app.py"
+  health: {{path: /healthz, interval_s: 0.1, healthy_threshold: 2}}
+  drain_s: 1
+environments:
+  - name: production
+    target:
+      kind: ssh
+      hosts:
+{hosts}      user: {getpass.getuser()}
+      identity_file: {fleet.identity_file}
+      known_hosts: {fleet.known_hosts}
+      instances_per_host: 2
+      connect_timeout_s: 5
+      command_timeout_s: 30
+    router: {{kind: embedded, listen: "127.0.0.1:{free_port()}"}}
+    strategy:
+{strategy}""")
+    return load_config(path)
+
+
+def release(root: Path, version: str, app: str | None = None) -> Path:
+    path = root / "artifacts" / version
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SHOP, path / "app.py")
+    if app is not None:
+        (path / "app.py").write_text(app)
+    (path / "VERSION").write_text(version)
+    return path
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Pids of the processes whose command line or working directory is under
+    ``directory`` (the instances and supervisors a test host's agent started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(entry / "cwd")
+            if str(directory) in cmdline or cwd.startswith(str(directory)):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+async def fleet_service(test_fleet: TestFleet, tmp_path: Path
+                        ) -> AsyncIterator[Callable[..., Service]]:
+    configs: list[Config] = []
+
+    def make(strategy: str = CANARY) -> Service:
+        config = write_config(tmp_path / "controller", test_fleet, strategy)
+        configs.append(config)
+        service, _store = build_service(config)
+        return service
+
+    yield make
+    for config in configs:
+        with contextlib.suppress(Exception):
+            await stop_data_plane(config, drain_s=0)
+    # What the host agents started lives on after sshd: it is the hosts' to stop.
+    for pid in processes_under(test_fleet.root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def deploy(service: Service, version: str, artifact: Path) -> int:
+    await service.create_release(version=version, artifact=artifact, meta={}, actor="ci")
+    started = await service.deploy(environment="production", version=version, actor="ci")
+    assert isinstance(started, DeployStarted)
+    return started.rollout.id
+
+
+async def versions_served(listen: str, requests: int) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for _ in range(requests):
+            response = await client.get(f"http://{listen}/api/products", timeout=5)
+            assert response.status_code == 200
+            version = response.json()["version"]
+            seen[version] = seen.get(version, 0) + 1
+    return seen
+
+
+async def test_a_canary_across_the_fleet_then_a_new_controller_adopts_it(
+        test_fleet: TestFleet, fleet_service: Callable[..., Service]) -> None:
+    service = fleet_service()
+    await service.controller.start()
+    rt = service.controller.runtimes["production"]
+    root = service.config.base_dir
+    try:
+        rid = await deploy(service, "v1", release(root, "v1"))
+        await wait_until(lambda: service.repo.rollout(rid).phase == "succeeded",  # type: ignore[union-attr]
+                         timeout_s=60, what="v1 on the fleet")
+        instances = [i for i in await rt.target.observe() if i.alive]
+        # Two instances on each of the three hosts, each listening on its host's address.
+        assert sorted((i.extra["host"], i.endpoint.host) for i in instances) == sorted(  # type: ignore[union-attr]
+            (h.name, h.address) for h in test_fleet.hosts for _ in range(2))
+        listen = rt.config.router.listen
+        assert await versions_served(listen, 12) == {"v1": 12}
+
+        rid = await deploy(service, "v2", release(root, "v2"))
+        await wait_until(lambda: service.repo.rollout(rid).phase == "succeeded",  # type: ignore[union-attr]
+                         timeout_s=60, what="v2 on the fleet")
+        assert await versions_served(listen, 12) == {"v2": 12}
+        # v1 is stopped on every host once v2 took all traffic.
+        await wait_until(lambda: _alive_versions(rt), timeout_s=30, what="v1 stopped")
+        started = {(i.instance, i.pid) for i in await rt.target.observe() if i.alive}
+    finally:
+        await service.controller.stop()
+
+    # A new controller (the old one gone) adopts what runs on the hosts: no new start.
+    restarted = Controller(service.config, service.repo, service.artifacts)
+    await restarted.start()
+    try:
+        rt = restarted.runtimes["production"]
+        assert {(i.instance, i.pid) for i in await rt.target.observe() if i.alive} == started
+        assert await versions_served(rt.config.router.listen, 6) == {"v2": 6}
+    finally:
+        await restarted.stop()
+
+
+async def _alive_versions(rt: object) -> bool:
+    alive = {i.version for i in await rt.target.observe() if i.alive}  # type: ignore[attr-defined]
+    return alive == {"v2"}
+
+
+CRASHES = """\
+import sys
+sys.stderr.write("shop: cannot reach the database\\n")
+sys.exit(4)
+"""
+
+
+async def test_a_release_that_crashes_on_the_hosts_fails_with_their_words(
+        fleet_service: Callable[..., Service]) -> None:
+    service = fleet_service("      canary:\n        steps:\n          - weight: 100\n")
+    await service.controller.start()
+    try:
+        rid = await deploy(service, "v1", release(service.config.base_dir, "v1", CRASHES))
+        await wait_until(lambda: service.repo.rollout(rid).phase == "failed",  # type: ignore[union-attr]
+                         timeout_s=60, what="v1 to fail")
+        message = service.repo.rollout(rid).state["message"]  # type: ignore[union-attr]
+        assert "v1 cannot run: instance host" in message, message
+        assert "last exit code 4" in message and "shop: cannot reach the database" in message
+    finally:
+        await service.controller.stop()
