@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from entrega.config import NotifyConfig, WebhookNotify
@@ -95,6 +96,35 @@ async def test_an_instance_killed_and_restarted_by_its_supervisor_is_an_event(
         assert f"instance {instance.instance} of v1 crashed and was restarted" in event.message
         after = [i for i in await rt.target.observe() if i.alive]
         assert after[0].pid not in (None, instance.pid)
+    finally:
+        await service.controller.stop()
+
+
+async def test_an_instance_lost_with_its_supervisor_is_started_again(
+        services: Callable[[str], Service]) -> None:
+    # A supervisor killed with its app (a machine that rebooted, an operator's kill -9):
+    # nothing on the host restarts it, so the controller does, on the same port.
+    service = services(DIRECT)
+    await service.controller.start()
+    try:
+        await released(service, "v1")
+        rt = service.controller.runtimes["production"]
+        [instance] = [i for i in await rt.target.observe() if i.alive]
+        supervisor = instance.extra["supervisor_pid"]
+        assert isinstance(supervisor, int) and instance.pid is not None
+        os.kill(supervisor, signal.SIGKILL)
+        os.kill(instance.pid, signal.SIGKILL)
+        [event] = await wait_until(
+            lambda: [e for e in events(service, "instance_restarted")
+                     if "were gone with their supervisor" in e.message], 30,
+            "the lost instance to be started again")
+        assert event.version == "v1" and event.data == {"restarted": 1}
+        [again] = [i for i in await rt.target.observe() if i.alive]
+        assert again.extra["supervisor_pid"] != supervisor
+        assert again.endpoint == instance.endpoint  # the routes stayed valid
+        async with httpx.AsyncClient(trust_env=False) as client:
+            answer = await client.get(f"http://{rt.config.router.listen}/api/products")
+        assert answer.status_code == 200 and answer.json()["version"] == "v1"
     finally:
         await service.controller.stop()
 

@@ -203,3 +203,33 @@ async def test_a_release_that_crashes_on_the_hosts_fails_with_their_words(
         assert "last exit code 4" in message and "shop: cannot reach the database" in message
     finally:
         await service.controller.stop()
+
+
+async def test_a_host_that_comes_back_empty_is_brought_to_the_stable_release(
+        test_fleet: TestFleet, fleet_service: Callable[..., Service]) -> None:
+    service = fleet_service("      canary:\n        steps:\n          - weight: 100\n")
+    await service.controller.start()
+    rt = service.controller.runtimes["production"]
+    try:
+        rid = await deploy(service, "v1", release(service.config.base_dir, "v1"))
+        await wait_until(lambda: service.repo.rollout(rid).phase == "succeeded",  # type: ignore[union-attr]
+                         timeout_s=60, what="v1 on the fleet")
+        # host2 goes down with everything on it (a reboot): sshd and its instances.
+        lost = test_fleet.hosts[1]
+        lost.stop()
+        for pid in processes_under(lost.root):
+            os.kill(pid, signal.SIGKILL)
+        # The other hosts serve meanwhile; the controller waits for host2, never on it.
+        assert await versions_served(rt.config.router.listen, 12) == {"v1": 12}
+        lost.start()
+        [event] = await wait_until(
+            lambda: [e for e in service.repo.events("shop", limit=100)
+                     if e.kind == "instance_restarted"], timeout_s=60,
+            what="host2's instances to be started again")
+        assert event.version == "v1" and event.data == {"restarted": 2}
+        alive = [i for i in await rt.target.observe() if i.alive]
+        assert sorted(i.instance for i in alive) == sorted(
+            f"{h.name}/{n}" for h in test_fleet.hosts for n in range(2))
+        assert await versions_served(rt.config.router.listen, 12) == {"v1": 12}
+    finally:
+        await service.controller.stop()

@@ -101,7 +101,9 @@ class ActionRunner:
         """Start (or adopt) a release's instances once; remembers a permanent failure."""
         if version in rt.start_errors or self.busy("stop", rt.name, version):
             return
-        if len(rt.endpoints.get(version, ())) >= rt.config.target.instances:
+        lost = rt.lost_instances.pop(version, 0)
+        restart = lost > 0
+        if len(rt.endpoints.get(version, ())) >= rt.config.target.instances and not restart:
             return
         try:
             ref = self.ref(version)
@@ -109,6 +111,11 @@ class ActionRunner:
             await asyncio.to_thread(self.artifacts.verify, ref.digest)
             endpoints = await rt.target.start(release=ref)
         except EntregaError as exc:
+            if exc.temporary and restart:
+                # The live instances keep serving with the routes they have; the next
+                # observation of the instances asks again.
+                log.warning("starting lost instances of %s again: %s", version, exc)
+                return
             if exc.temporary:
                 raise
             rt.start_errors[version] = str(exc)
@@ -117,10 +124,19 @@ class ActionRunner:
                                 message=f"{version} cannot start: {exc}")
             return
         rt.endpoints[version] = tuple(endpoints)
+        if restart:
+            self.repo.add_event(
+                app=self.app, environment=rt.name, version=version,
+                kind=EventKind.INSTANCE_RESTARTED, actor="controller",
+                message=f"{lost} instance(s) of {version} were gone with their supervisor "
+                        "and were started again", data={"restarted": lost})
 
     async def observe_instances(self, rt: EnvironmentRuntime, needed: set[str]) -> None:
-        """Record restarts; stop instances of releases nobody needs (left by a crash)."""
-        for instance in await rt.target.observe():
+        """Record restarts; stop instances of releases nobody needs (left by a crash);
+        start again the instances of a needed release that are gone."""
+        observed = await rt.target.observe()
+        self._restart_lost(rt, needed, observed)
+        for instance in observed:
             key = (instance.version, instance.instance)
             seen = rt.restarts_seen.get(key, 0)
             if instance.restarts > seen:
@@ -134,6 +150,21 @@ class ActionRunner:
             if instance.alive and instance.version not in needed:
                 self._background(("stop", rt.name, instance.version),
                                  self._stop(rt, instance.version, reason="no longer needed"))
+
+    def _restart_lost(self, rt: EnvironmentRuntime, needed: set[str],
+                      observed: list[InstanceState]) -> None:
+        """A started release that now has fewer live instances than it should lost some
+        with their supervisor (killed, its machine rebooted, a fleet host that came back
+        empty): the next pass starts it again, which adopts the live instances and starts
+        the others (on their old ports when free, so the routes stay valid). Its endpoints
+        stay known until then: the route table never loses a release that still serves."""
+        for version in needed & set(rt.endpoints):
+            if version in rt.start_errors or self.busy("stop", rt.name, version):
+                continue
+            alive = [i for i in observed if i.version == version and i.alive]
+            missing = rt.config.target.instances - len(alive)
+            if missing > 0:
+                rt.lost_instances[version] = missing
 
     async def _stop(self, rt: EnvironmentRuntime, version: str, *, reason: str) -> None:
         # Traffic first: wait until the router has no request in flight for the release

@@ -96,6 +96,8 @@ class EnvironmentRuntime:
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
     #: release version -> why it cannot run (from a failed start)
     start_errors: dict[str, str] = field(default_factory=dict)
+    #: releases that lost instances with their supervisor: started again next pass
+    lost_instances: dict[str, int] = field(default_factory=dict)
     #: instance key -> restarts already recorded as events
     restarts_seen: dict[tuple[str, str], int] = field(default_factory=dict)
 
