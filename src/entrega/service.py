@@ -59,6 +59,7 @@ from entrega.views import (
     FeedbackList,
     FeedbackSummary,
     FeedbackView,
+    HostView,
     PipelineRelease,
     PipelineView,
     ReleaseReport,
@@ -306,8 +307,26 @@ class Service:
             environments.append(EnvironmentStatus(
                 name=env.name, current=env.current_version,
                 rollout=self.rollout_view(active) if active else None,
-                last_rollout=self.rollout_view(last[0]) if last and not active else None))
+                last_rollout=self.rollout_view(last[0]) if last and not active else None,
+                hosts=self._hosts(env.name)))
         return StatusView(app=self.app, environments=environments)
+
+    def _hosts(self, environment: str) -> list[HostView]:
+        """Per host of a fleet: reachable at the last observation, live instances by
+        release (the controller's memory: no host is asked while answering)."""
+        rt = self.controller.runtimes.get(environment)
+        if rt is None:
+            return []
+        errors = rt.target.host_errors()
+        views = []
+        for name, address in rt.target.hosts():
+            counts: dict[str, int] = {}
+            for instance in rt.observed:
+                if instance.alive and instance.extra.get("host") == name:
+                    counts[instance.version] = counts.get(instance.version, 0) + 1
+            views.append(HostView(name=name, address=address, reachable=name not in errors,
+                                  error=errors.get(name), instances=counts))
+        return views
 
     def pipeline(self, *, limit: int = 20) -> PipelineView:
         """Where each recent release stands in each environment."""

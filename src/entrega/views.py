@@ -108,12 +108,26 @@ class RolloutDetail(RolloutView):
     events: list[EventView]
 
 
+class HostView(View):
+    """One host of a fleet (``target: {kind: ssh}``) as the server last observed it."""
+
+    name: str
+    address: str
+    reachable: bool
+    #: why the host could not be observed (None when it answered)
+    error: str | None = None
+    #: live instances per release version
+    instances: dict[str, int] = {}
+
+
 class EnvironmentStatus(View):
     name: str
     current: str | None
     rollout: RolloutView | None
     #: the latest rollout, shown when none is in progress
     last_rollout: RolloutView | None
+    #: per host, for a fleet (empty for the local target); observed every 2 s
+    hosts: list[HostView] = []
 
 
 class StatusView(View):

@@ -32,8 +32,9 @@ def test_status_shows_what_runs_and_the_rollout_in_progress(delivery: Delivery) 
     staging, production = status["environments"]
     assert (staging["name"], staging["current"]) == ("staging", "v1")
     assert staging["rollout"]["version"] == "v2" and staging["last_rollout"] is None
+    # hosts: a fleet's, per host (empty for the local target)
     assert production == {"name": "production", "current": None, "rollout": None,
-                          "last_rollout": None}
+                          "last_rollout": None, "hosts": []}
 
 
 def test_status_shows_the_last_rollout_when_none_runs(delivery: Delivery) -> None:

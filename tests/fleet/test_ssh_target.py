@@ -22,14 +22,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rich.console import Console
 
+from entrega.cli.render import status_view
 from entrega.config import Config, load_config
 from entrega.controller.loop import Controller
 from entrega.controller.teardown import stop_data_plane
 from entrega.net import free_port
 from entrega.server import build_service
 from entrega.service import Service
-from entrega.views import DeployStarted
+from entrega.views import DeployStarted, HostView
 from tests.controller.conftest import wait_until
 from tests.fleet.hosts import TestFleet
 
@@ -221,6 +223,12 @@ async def test_a_host_that_comes_back_empty_is_brought_to_the_stable_release(
             os.kill(pid, signal.SIGKILL)
         # The other hosts serve meanwhile; the controller waits for host2, never on it.
         assert await versions_served(rt.config.router.listen, 12) == {"v1": 12}
+        # status (and the dashboard, from the same view) shows the host down, by name.
+        down = await wait_until(lambda: [h for h in hosts_of(service) if not h.reachable],
+                                timeout_s=30, what="host2 to show as unreachable")
+        assert [h.name for h in down] == ["host2"] and "host2" in (down[0].error or "")
+        shown = render_text(status_view(service.status()))
+        assert "host2" in shown and "unreachable" in shown
         lost.start()
         [event] = await wait_until(
             lambda: [e for e in service.repo.events("shop", limit=100)
@@ -231,5 +239,19 @@ async def test_a_host_that_comes_back_empty_is_brought_to_the_stable_release(
         assert sorted(i.instance for i in alive) == sorted(
             f"{h.name}/{n}" for h in test_fleet.hosts for n in range(2))
         assert await versions_served(rt.config.router.listen, 12) == {"v1": 12}
+        await wait_until(lambda: all(h.reachable and h.instances == {"v1": 2}
+                                     for h in hosts_of(service)),
+                         timeout_s=30, what="every host to show two v1 instances")
     finally:
         await service.controller.stop()
+
+
+def hosts_of(service: Service) -> list[HostView]:
+    [environment] = service.status().environments
+    return environment.hosts
+
+
+def render_text(renderable: object) -> str:
+    console = Console(width=200, record=True)
+    console.print(renderable)
+    return console.export_text()

@@ -14,6 +14,7 @@ from entrega.views import (
     ConfigChangeView,
     ConfigReloaded,
     EventView,
+    HostView,
     RolloutView,
     StatusView,
 )
@@ -78,7 +79,20 @@ def status_view(status: StatusView) -> Group:
             last = env.last_rollout
             parts.append(Text(f"last rollout {last.id}: {last.version} "
                               f"{last.phase} — {last.message}", style="dim"))
+        if env.hosts:
+            parts.append(hosts_table(env.hosts))
     return Group(*parts)
+
+
+def hosts_table(hosts: list[HostView]) -> Table:
+    """A fleet's hosts: reachable or why not, live instances per release."""
+    table = Table("host", "address", "state", "instances", box=None, padding=(0, 1))
+    for host in hosts:
+        running = ", ".join(f"{v}: {n}" for v, n in sorted(host.instances.items())) or "none"
+        state = Text("ok", "green") if host.reachable else Text(
+            f"unreachable: {host.error}", "red")
+        table.add_row(host.name, host.address, state, running)
+    return table
 
 
 def history_table(events: list[EventView]) -> Table:

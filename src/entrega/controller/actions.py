@@ -135,6 +135,7 @@ class ActionRunner:
         """Record restarts; stop instances of releases nobody needs (left by a crash);
         start again the instances of a needed release that are gone."""
         observed = await rt.target.observe()
+        rt.observed = tuple(observed)
         self._restart_lost(rt, needed, observed)
         for instance in observed:
             key = (instance.version, instance.instance)

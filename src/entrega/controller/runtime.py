@@ -21,7 +21,7 @@ from entrega.config import (
 from entrega.net import Endpoint, parse_address
 from entrega.routers.base import CohortRule, Router, Routes
 from entrega.routers.embedded import EmbeddedRouter
-from entrega.targets.base import HealthCheck, ReleaseRef, Target
+from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef, Target
 from entrega.targets.local import LocalTarget
 
 
@@ -98,6 +98,8 @@ class EnvironmentRuntime:
     start_errors: dict[str, str] = field(default_factory=dict)
     #: releases that lost instances with their supervisor: started again next pass
     lost_instances: dict[str, int] = field(default_factory=dict)
+    #: the instances as last observed (every OBSERVE_INTERVAL_S), for status
+    observed: tuple[InstanceState, ...] = ()
     #: instance key -> restarts already recorded as events
     restarts_seen: dict[tuple[str, str], int] = field(default_factory=dict)
 

@@ -111,5 +111,13 @@ class Target(abc.ABC):
     async def observe(self) -> list[InstanceState]:
         """Every instance this target knows of in its environment, running or not."""
 
+    def hosts(self) -> list[tuple[str, str]]:
+        """(name, address) of each host of a fleet; empty for a single machine."""
+        return []
+
+    def host_errors(self) -> dict[str, str]:
+        """Why each host that did not answer the last :meth:`observe` did not."""
+        return {}
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the controller-side resources (probers, clients); instances keep running."""

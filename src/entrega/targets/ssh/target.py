@@ -51,6 +51,14 @@ class SshTarget(SupervisedTarget):
         self.env = dict(env)
         self.instances_per_host = instances_per_host
         self.inherit_env = tuple(inherit_env)
+        #: host name -> why its last observation failed
+        self._host_errors: dict[str, str] = {}
+
+    def hosts(self) -> list[tuple[str, str]]:
+        return [(h.name, h.address) for h in self.fleet.hosts]
+
+    def host_errors(self) -> dict[str, str]:
+        return dict(self._host_errors)
 
     def _where(self, host: Host) -> dict[str, Any]:
         return {"app": self.app, "environment": self.environment,
@@ -139,6 +147,9 @@ class SshTarget(SupervisedTarget):
         for outcome in outcomes:
             if outcome.error is not None:
                 log.warning("observing instances: %s", outcome.error)
+                self._host_errors[outcome.host.name] = str(outcome.error)
+            else:
+                self._host_errors.pop(outcome.host.name, None)
         return [i for o in outcomes for i in (o.value or [])]
 
     async def close(self) -> None:

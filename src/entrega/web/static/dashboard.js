@@ -141,6 +141,15 @@
         h("span", { class: `phase phase-${l.phase}` }, l.phase),
         l.message ? h("p", { class: "message" }, l.message) : null));
     }
+    if (env.hosts && env.hosts.length) {
+      card.append(h("table", { class: "hosts" },
+        h("tr", {}, h("th", {}, "host"), h("th", {}, "state"), h("th", {}, "instances")),
+        env.hosts.map((host) => h("tr", { "data-host": host.name },
+          h("td", {}, `${host.name} (${host.address})`),
+          h("td", { class: host.reachable ? "verdict-pass" : "verdict-fail" },
+            host.reachable ? "ok" : `unreachable: ${host.error}`),
+          h("td", {}, Object.entries(host.instances).map(([v, n]) => `${v}: ${n}`).join(", ") || "none")))));
+    }
     card.append(h("div", { class: "actions" },
       button(env.name, "promote", "promote", "primary", !!r),
       button(env.name, "abort", "abort", "danger", !!r),
