@@ -255,3 +255,20 @@ def render_text(renderable: object) -> str:
     console = Console(width=200, record=True)
     console.print(renderable)
     return console.export_text()
+
+
+async def test_a_host_that_does_not_answer_fails_the_rollout_by_its_deadline_naming_it(
+        test_fleet: TestFleet, fleet_service: Callable[..., Service]) -> None:
+    service = fleet_service("      progress_deadline_s: 8\n"
+                            "      canary:\n        steps:\n          - weight: 100\n")
+    test_fleet.hosts[2].stop()
+    await service.controller.start()
+    try:
+        rid = await deploy(service, "v1", release(service.config.base_dir, "v1"))
+        await wait_until(lambda: service.repo.rollout(rid).phase == "failed",  # type: ignore[union-attr]
+                         timeout_s=60, what="v1 to fail by its deadline")
+        message = service.repo.rollout(rid).state["message"]  # type: ignore[union-attr]
+        assert message.startswith("v1 was not ready within 8s: "), message
+        assert "host3" in message, message
+    finally:
+        await service.controller.stop()

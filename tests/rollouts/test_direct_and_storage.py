@@ -318,3 +318,19 @@ def test_a_first_release_that_fails_verification_leaves_an_empty_table(strategy)
     assert failed.actions == (SetRoutes({}), StopInstances(CANARY))
     passed = go(spec, verifying.state, Observed(verification="passed"), now=T0 + 2)
     assert passed.state.phase == P.SUCCEEDED and passed.actions == ()
+
+
+@pytest.mark.parametrize("spec", FIRST)
+@pytest.mark.parametrize(("problem", "expected"), [
+    ("", "v2 was not ready within 300s"),
+    ("host web2 (10.0.0.6:22) did not answer within 10 s",
+     "v2 was not ready within 300s: host web2 (10.0.0.6:22) did not answer within 10 s"),
+], ids=["not-ready", "a-host-that-does-not-answer"])
+def test_the_progress_deadline_ends_the_wait_saying_what_held_it(spec, problem, expected):
+    # A start that keeps failing for a reason that may pass (a fleet host that does not
+    # answer) keeps the release not ready; the deadline fails it, quoting the reason.
+    st_ = state(P.STARTING)
+    t = go(spec, st_, observed(ready=False, canary_problem=problem), now=T0 + 299)
+    assert t.state.phase == P.STARTING
+    t = go(spec, st_, observed(ready=False, canary_problem=problem), now=T0 + 301)
+    assert t.state.phase == P.FAILED and t.state.message == expected

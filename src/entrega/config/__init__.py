@@ -266,6 +266,9 @@ class StrategyConfig(_Model):
     canary: CanaryConfig | None = None
     blue_green: BlueGreenConfig | None = Field(None, alias="blue-green")
     default: Literal["canary", "blue-green"] | None = None
+    #: How long a new release may take to become ready (every instance healthy, on
+    #: every host) before its rollout fails saying why it was not.
+    progress_deadline_s: float = Field(300.0, gt=0)
 
     @model_validator(mode="after")
     def _at_least_one(self) -> StrategyConfig:

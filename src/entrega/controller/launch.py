@@ -7,6 +7,7 @@ next environment of the pipeline) start rollouts, so this lives below both.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from entrega.codec import from_config
 from entrega.config import CanaryStepConfig, Config, EnvironmentConfig
@@ -34,7 +35,15 @@ STRATEGIES = ("canary", "blue-green", "direct")
 
 def spec_for(env: EnvironmentConfig, strategy: str | None = None, *,
              rollback: bool = False) -> RolloutSpec:
-    """The rollout spec an environment's config gives (optionally another strategy).
+    """The rollout spec an environment's config gives (optionally another strategy), with
+    the environment's progress deadline."""
+    return replace(_strategy_spec(env, strategy, rollback=rollback),
+                   progress_deadline_s=env.strategy.progress_deadline_s)
+
+
+def _strategy_spec(env: EnvironmentConfig, strategy: str | None, *,
+                   rollback: bool) -> RolloutSpec:
+    """The spec of the chosen strategy.
 
     A rollback restores a release that ran here before: it skips verification, since
     getting back to a known state fast matters more than checking it again."""

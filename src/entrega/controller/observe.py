@@ -29,11 +29,19 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
         return Observed()
 
     # Level-triggered: whatever phase we are in, the new release must be running.
-    await actions.ensure_started(rt, state.canary)
+    problem = ""
+    try:
+        await actions.ensure_started(rt, state.canary)
+    except EntregaError as exc:
+        if not exc.temporary:
+            raise
+        # A host or runtime that does not answer now: not ready yet, and the progress
+        # deadline (which needs this pass to go on) ends the wait, quoting it.
+        problem = str(exc)
     error = rt.start_errors.get(state.canary)
 
     ready = False
-    if state.phase == Phase.STARTING and not error:
+    if state.phase == Phase.STARTING and not error and not problem:
         readiness = await rt.target.ready(release=actions.ref(state.canary))
         ready = readiness.ready
         error = readiness.failure  # a crash loop: waiting out the deadline would not help
@@ -56,7 +64,8 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
             verification = "passed" if result.passed else "failed"
             detail = result.detail
 
-    return Observed(canary_ready=ready, canary_error=error, analysis=analysis,
+    return Observed(canary_ready=ready, canary_error=error, canary_problem=problem,
+                    analysis=analysis,
                     verification=verification, verification_detail=detail or "")
 
 

@@ -44,8 +44,9 @@ def wait_ready(spec: RolloutSpec, state: RolloutState, observed: Observed,
     if observed.canary_ready:
         return None
     if now - state.phase_started_at > spec.progress_deadline_s:
+        why = f": {observed.canary_problem}" if observed.canary_problem else ""
         return fail(state, now, f"{state.canary} was not ready within "
-                                f"{spec.progress_deadline_s:g}s")
+                                f"{spec.progress_deadline_s:g}s{why}")
     return Transition(state, requeue_at=now + POLL_S)
 
 

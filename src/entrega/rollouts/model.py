@@ -219,6 +219,8 @@ class Observed:
     canary_ready: bool = False
     #: why the canary cannot run (e.g. its command exits at once); fails the rollout
     canary_error: str | None = None
+    #: why the canary is not running yet that may pass (a host that does not answer)
+    canary_problem: str = ""
     analysis: AnalysisVerdict | None = None
     verification: str | None = None  # None | "passed" | "failed"
     verification_detail: str = ""
