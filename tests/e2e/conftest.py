@@ -164,7 +164,11 @@ class Deployment:
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, 30, "the server to answer")
+        # Generous: a start is seconds, but a loaded 2-core CI machine has made it 30 s.
+        try:
+            wait_for(healthy, 90, "the server to answer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log:\n{self.server_log()}") from None
 
     def kill_server(self) -> None:
         """kill -9: no chance to clean anything up."""
