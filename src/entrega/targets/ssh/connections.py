@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ import asyncssh
 from entrega.errors import EntregaError, HostKeyRefused, TargetError, TargetUnreachable
 
 T = TypeVar("T")
+
+# asyncssh logs every session and command at INFO: with the instances observed every 2 s,
+# that would be most of a server's log. Its warnings and errors still show.
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 #: Bytes read from a local file and written to a remote command's stdin at a time.
 STREAM_CHUNK_BYTES = 256 * 1024
