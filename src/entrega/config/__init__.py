@@ -578,20 +578,7 @@ def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
         hint = f"and {more} more problem(s)" if more else None
         raise ConfigError(message, file=file, line=_line_for(tuple(doc_loc), lines),
                           field=field or None, hint=hint) from None
-    _refuse_unavailable(config, file=file, lines=lines)
     return config
-
-
-def _refuse_unavailable(config: Config, *, file: str, lines: dict[Path_, int]) -> None:
-    """What the schema allows but entrega cannot do yet: an ssh target's podman runtime."""
-    for i, env in enumerate(config.environments):
-        if env.target.kind == "ssh" and env.target.runtime == "podman":
-            raise ConfigError(
-                "runtime podman is not available yet: instances on hosts run as "
-                "supervised processes", file=file,
-                line=_line_for(("environments", i, "target", "runtime"), lines),
-                field=f"environments[{i}].target.runtime",
-                hint="use runtime: process (the default)")
 
 
 def load_config(path: str | Path | None = None, *, shown_as: str | None = None) -> Config:

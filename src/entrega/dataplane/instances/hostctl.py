@@ -11,9 +11,10 @@ idempotent (a repeated start adopts, a repeated stop does nothing)::
     explain  {where..., version}                                        -> {"instances": [...]}
     stop     {where..., version, drain_s}                               -> {"stopped": [...]}
 
-where ``where`` is ``app``, ``environment``, ``state_dir`` (absolute, on this host) and
-``address`` (the host's address the instances listen on; default 127.0.0.1). The records
-are :mod:`.wire`'s.
+where ``where`` is ``app``, ``environment``, ``state_dir`` (absolute, on this host),
+``address`` (the host's address the instances listen on; default 127.0.0.1) and
+``runtime`` (``process``, the default: supervised processes, :mod:`.host`; ``podman``:
+containers, :mod:`.containers`). The records are :mod:`.wire`'s.
 
 A failure answers ``{"error": SENTENCE, "hint": HINT_OR_NULL}``: exit code 2 when the
 request itself is wrong (not JSON, an unknown operation or field), 1 when the operation
@@ -32,6 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from entrega.dataplane.instances.containers import HostContainers
 from entrega.dataplane.instances.host import HostInstances
 from entrega.dataplane.instances.wire import (
     RELEASE_FIELDS,
@@ -46,7 +48,9 @@ PROGRAM = "python -m entrega.dataplane.instances.hostctl"
 #: Exit codes: the request is wrong (fix the caller), the operation failed (see error).
 EXIT_BAD_REQUEST, EXIT_FAILED = 2, 1
 
-_WHERE = {"app", "environment", "state_dir", "address"}
+_WHERE = {"app", "environment", "state_dir", "address", "runtime"}
+#: How instances run (``runtime`` in every request; default: supervised processes).
+RUNTIMES = {"process": HostInstances, "podman": HostContainers}
 
 Request = Mapping[str, Any]
 
@@ -55,7 +59,11 @@ def _agent(request: Request) -> HostInstances:
     state_dir = field(request, "state_dir", str)
     if not Path(state_dir).is_absolute():
         raise BadRequest(f"field 'state_dir': expected an absolute path, got {state_dir!r}")
-    return HostInstances(app=field(request, "app", str),
+    runtime = field(request, "runtime", str, optional=True) or "process"
+    if runtime not in RUNTIMES:
+        raise BadRequest(f"field 'runtime': expected one of {', '.join(RUNTIMES)}, "
+                         f"got {runtime!r}")
+    return RUNTIMES[runtime](app=field(request, "app", str),
                          environment=field(request, "environment", str),
                          state_dir=Path(state_dir),
                          address=field(request, "address", str, optional=True) or "127.0.0.1")
