@@ -128,6 +128,32 @@ def test_two_containers_started_observed_adopted_and_stopped_with_drain(
         remove_image(image_id)
 
 
+def test_a_container_left_exited_is_started_again_on_its_port(
+        where: dict[str, Any], tmp_path: Path) -> None:
+    """As after a reboot without podman's systemd unit: the container exists, exited."""
+    release = build_release(tmp_path, "v1")
+    image_id = image_id_of(release / IMAGE_ARCHIVE)
+    assert image_id is not None
+    try:
+        code, answer = hostctl("start", start_request(where, release, "v1", instances=1))
+        assert code == 0, answer
+        port = answer["endpoints"][0]["port"]
+        container = podman("ps", "--quiet", "--no-trunc", "--filter",
+                           f"label=entrega.home={where['state_dir']}").strip()
+        podman("stop", "--time", "5", container)
+        assert answers(port, "/healthz") is None
+
+        code, again = hostctl("start", start_request(where, release, "v1", instances=1))
+        assert code == 0, again
+        assert again["endpoints"] == answer["endpoints"]
+        assert wait_for(lambda: answers(port, "/VERSION"), what="v1 back") == "v1"
+        assert podman("ps", "--quiet", "--no-trunc", "--filter",
+                      f"label=entrega.home={where['state_dir']}").strip() == container
+    finally:
+        remove_containers(f"entrega.home={where['state_dir']}")
+        remove_image(image_id)
+
+
 def test_a_crashing_container_is_restarted_and_explained_in_its_own_words(
         where: dict[str, Any], tmp_path: Path) -> None:
     release = build_release(tmp_path, "v1", script=CRASH)

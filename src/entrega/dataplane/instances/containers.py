@@ -182,23 +182,48 @@ class HostContainers(HostInstances):
             existing = {_label(c, "instance"): c for c in self._inspect(release.version)}
             claimed: set[int] = set()
             for instance in range(release.instances):
-                container = existing.get(str(instance))
-                if container is not None and _is_running(container) \
-                        and _same_image(container.get("Image"), image_id):
-                    port = int(_label(container, "port") or 0)
-                else:
-                    previous = None
-                    if container is not None:
-                        previous = _int_or_none(_label(container, "port"))
-                        # Exited for good, or of other bytes: replaced.
-                        where = self._where_instance(release.version, instance)
-                        self._podman("rm", "--force", "--time", "0", container["Id"],
-                                     doing=f"replace {where}")
-                    port = self._claim_port(release, instance, previous, claimed)
-                    self._run(release, image_id, instance, port)
+                port = self._start_instance(release, image_id, instance,
+                                            existing.get(str(instance)), claimed)
                 claimed.add(port)
                 endpoints.append(Endpoint(self.address, port, str(instance)))
         return endpoints
+
+    def _start_instance(self, release: ReleaseSpec, image_id: str, instance: int,
+                        container: dict[str, Any] | None, claimed: set[int]) -> int:
+        """The instance's port, its container adopted, started again or run anew."""
+        where = self._where_instance(release.version, instance)
+        previous = None
+        if container is not None:
+            previous = _int_or_none(_label(container, "port"))
+            if _same_image(container.get("Image"), image_id) and previous is not None:
+                if _is_running(container):
+                    return previous
+                # Between two restarts, or left exited (podman does not bring containers
+                # back after a reboot without its systemd unit): started again, it keeps
+                # its port and its restart count.
+                try:
+                    self._podman("start", container["Id"], doing=f"start {where} again")
+                    return previous
+                except TargetError:
+                    pass
+            # Of other bytes (the same version re-created elsewhere), or unstartable.
+            self._podman("rm", "--force", "--time", "0", container["Id"],
+                         doing=f"replace {where}")
+        port = self._claim_port(release, instance, previous, claimed)
+        try:
+            self._run(release, image_id, instance, port)
+        except TargetError:
+            # podman may have created it before failing: the next start runs it anew.
+            self._remove_quietly(self.container_name(release.version, instance))
+            raise
+        return port
+
+    def _remove_quietly(self, name: str) -> None:
+        try:
+            self._podman("rm", "--force", "--ignore", "--time", "0", name,
+                         doing=f"remove {name}")
+        except TargetError:
+            pass
 
     def _run(self, release: ReleaseSpec, image_id: str, instance: int, port: int) -> None:
         env = {**release.env, "PORT": str(port), "HOST": self.address,
