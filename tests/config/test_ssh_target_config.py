@@ -79,6 +79,23 @@ def test_the_podman_runtime_is_accepted_and_an_unknown_runtime_refused_with_file
     assert "Error" not in result.stderr and "Traceback" not in result.stderr
 
 
+def test_run_command_is_needed_only_where_instances_run_as_processes(tmp_path: Path) -> None:
+    podman_only = (FLEET.replace("max_parallel: 2", "runtime: podman")
+                   .replace('run:\n  command: "python app.py"\n', "run:\n  drain_s: 3\n"))
+    staging = '  - name: staging\n    target: {kind: local}\n' \
+              '    router: {kind: embedded, listen: "127.0.0.1:8080"}\n'
+    assert staging in podman_only
+    config = load_config(write(tmp_path, podman_only.replace(staging, "")))
+    assert config.run.command == ""
+
+    path = write(tmp_path, podman_only)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value).startswith(
+        f"{path}:3: run.command: this field is required (environment staging runs the app "
+        "as a process, on target local"), str(refused.value)
+
+
 @pytest.mark.parametrize(("old", "new", "line", "expected"), [
     ("        - 10.0.0.5\n", "        - ''\n", 12, "environments[1].target.hosts[0]: a host is "
      "an address"),

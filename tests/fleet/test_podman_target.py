@@ -39,8 +39,7 @@ def write_config(root: Path, fleet: TestFleet) -> Config:
     path.write_text(f"""\
 app: shop
 server: {{listen: "127.0.0.1:{free_port()}"}}
-run:
-  command: "the image's own"
+run:                                  # no command: the image's own runs
   health: {{path: /healthz, interval_s: 0.1, healthy_threshold: 2}}
   drain_s: 1
 environments:
