@@ -33,7 +33,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from entrega.dataplane.instances.containers import HostContainers
 from entrega.dataplane.instances.host import HostInstances
 from entrega.dataplane.instances.wire import (
     RELEASE_FIELDS,
@@ -50,7 +49,7 @@ EXIT_BAD_REQUEST, EXIT_FAILED = 2, 1
 
 _WHERE = {"app", "environment", "state_dir", "address", "runtime"}
 #: How instances run (``runtime`` in every request; default: supervised processes).
-RUNTIMES = {"process": HostInstances, "podman": HostContainers}
+RUNTIMES = ("process", "podman")
 
 Request = Mapping[str, Any]
 
@@ -63,10 +62,16 @@ def _agent(request: Request) -> HostInstances:
     if runtime not in RUNTIMES:
         raise BadRequest(f"field 'runtime': expected one of {', '.join(RUNTIMES)}, "
                          f"got {runtime!r}")
-    return RUNTIMES[runtime](app=field(request, "app", str),
-                         environment=field(request, "environment", str),
-                         state_dir=Path(state_dir),
-                         address=field(request, "address", str, optional=True) or "127.0.0.1")
+    kind: type[HostInstances] = HostInstances
+    if runtime == "podman":
+        # Imported here: every operation is a process of its own, and one on processes
+        # need not pay for the container runtime's imports (tarfile...).
+        from entrega.dataplane.instances.containers import HostContainers
+
+        kind = HostContainers
+    return kind(app=field(request, "app", str), environment=field(request, "environment", str),
+                state_dir=Path(state_dir),
+                address=field(request, "address", str, optional=True) or "127.0.0.1")
 
 
 def start(request: Request) -> dict[str, object]:
