@@ -22,6 +22,9 @@ BUSYBOX = Path("/bin/busybox")
 
 SERVE = ('trap "kill \\$pid; wait \\$pid; exit 0" TERM; '
          '/bin/busybox httpd -f -p "$HOST:$PORT" -h /www & pid=$!; wait $pid')
+#: Serves, but ignores SIGTERM: only the end of the drain (SIGKILL) stops it.
+STUBBORN = ('trap "" TERM; /bin/busybox httpd -f -p "$HOST:$PORT" -h /www & pid=$!; '
+            'while :; do wait $pid; done')
 CRASH = 'echo "shop: cannot reach the database" >&2; exit 4'
 
 

@@ -21,8 +21,15 @@ import httpx
 import pytest
 
 from entrega.dataplane.instances.containers import IMAGE_ARCHIVE, image_id_of
-from tests.fleet.podman import CRASH, build_release, podman, remove_containers, remove_image
-from tests.fleet.podman import require_podman as _require_podman
+from tests.fleet.podman import (
+    CRASH,
+    STUBBORN,
+    build_release,
+    podman,
+    remove_containers,
+    remove_image,
+    require_podman,
+)
 
 pytestmark = [pytest.mark.real]
 
@@ -40,7 +47,7 @@ def hostctl(operation: str, request: dict[str, Any]) -> tuple[int, dict[str, Any
 
 @pytest.fixture
 def where(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    _require_podman()
+    require_podman()
     state_dir = (tmp_path / "state").resolve()
     yield {"app": "shop", "environment": "production", "state_dir": str(state_dir),
            "address": ADDRESS, "runtime": "podman"}
@@ -149,6 +156,30 @@ def test_a_container_left_exited_is_started_again_on_its_port(
         assert wait_for(lambda: answers(port, "/VERSION"), what="v1 back") == "v1"
         assert podman("ps", "--quiet", "--no-trunc", "--filter",
                       f"label=entrega.home={where['state_dir']}").strip() == container
+    finally:
+        remove_containers(f"entrega.home={where['state_dir']}")
+        remove_image(image_id)
+
+
+def test_an_app_that_ignores_sigterm_gets_the_drain_then_is_killed(
+        where: dict[str, Any], tmp_path: Path) -> None:
+    release = build_release(tmp_path, "v1", script=STUBBORN)
+    image_id = image_id_of(release / IMAGE_ARCHIVE)
+    assert image_id is not None
+    try:
+        code, answer = hostctl("start", start_request(where, release, "v1", instances=1))
+        assert code == 0, answer
+        port = answer["endpoints"][0]["port"]
+        assert wait_for(lambda: answers(port, "/VERSION"), what="v1 answers") == "v1"
+        began = time.monotonic()
+        code, stopped = hostctl("stop", {**where, "version": "v1", "drain_s": 3})
+        took_s = time.monotonic() - began
+        assert code == 0, stopped
+        assert stopped["stopped"] == ["0"]
+        # It was given the whole drain, then killed (podman SIGKILLs at its end).
+        assert 3 <= took_s < 3 + 10, took_s
+        assert answers(port, "/healthz") is None
+        assert hostctl("observe", where) == (0, {"instances": []})
     finally:
         remove_containers(f"entrega.home={where['state_dir']}")
         remove_image(image_id)
