@@ -19,13 +19,14 @@ import pytest
 from entrega.config import Config, load_config
 from entrega.controller.loop import Controller
 from entrega.controller.teardown import stop_data_plane
+from entrega.dataplane.instances.containers import image_id_of
 from entrega.net import free_port
 from entrega.server import build_service
 from entrega.service import Service
 from entrega.views import DeployStarted
 from tests.controller.conftest import wait_until
 from tests.fleet.hosts import TestFleet
-from tests.fleet.podman import build_release, remove_containers, require_podman
+from tests.fleet.podman import build_release, remove_containers, remove_image, require_podman
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -83,6 +84,11 @@ async def podman_fleet_service(test_fleet: TestFleet, tmp_path: Path
     # The containers outlive sshd and the controller: every host's, whatever happened.
     for host in test_fleet.hosts:
         remove_containers(f"entrega.home={(host.base_dir / 'shop' / 'state').resolve()}")
+    # And the images the hosts loaded (one podman serves the three test hosts).
+    for archive in tmp_path.glob("images/artifacts/*/image.tar"):
+        image_id = image_id_of(archive)
+        if image_id is not None:
+            remove_image(image_id)
 
 
 async def deploy(service: Service, version: str, artifact: Path) -> int:
