@@ -13,6 +13,9 @@ SYSTEM_PACKAGES=(
     nginx-light     # bench/router.py: the static backend
     chromium        # tests/web: Playwright drives Debian's chromium (executable_path)
     openssh-server  # tests/fleet: each test host is its own sshd on 127.0.1.i (ssh-keygen too)
+    podman          # tests/fleet: the ssh target's podman runtime (containers on the test hosts)
+    runc            # podman's OCI runtime here (crun is the other choice; runc is tested)
+    busybox-static  # tests/fleet: the test image is FROM scratch + a static busybox httpd
 )
 
 missing=()
@@ -24,7 +27,30 @@ for pkg in "${SYSTEM_PACKAGES[@]}"; do
     fi
 done
 
+# podman's default ulimits (nofile, nproc at 1048576) are above what a sandboxed root may
+# set here (a container or VM without CAP_SYS_RESOURCE over its own limits): every
+# `podman run` then fails with "error setting rlimits". Only where that happens, a drop-in
+# makes containers inherit podman's own limits instead; a machine where podman already
+# runs containers is left as it is. Checked with a static busybox as the root filesystem
+# (no image, no network needed).
+configure_podman() {
+    command -v podman >/dev/null && [ -x /bin/busybox ] || return 0
+    local dropin=/etc/containers/containers.conf.d/50-entrega-ulimits.conf rootfs
+    [ -e "$dropin" ] && return 0
+    rootfs=$(mktemp -d)
+    mkdir "$rootfs/bin" && cp /bin/busybox "$rootfs/bin/busybox"
+    if ! podman run --rm --network none --rootfs "$rootfs" /bin/busybox true 2>"$rootfs.err" \
+            && grep -q "setting rlimit" "$rootfs.err"; then
+        mkdir -p "$(dirname "$dropin")"
+        printf '# written by entrega scripts/install-system-deps.sh: %s\n[containers]\ndefault_ulimits = []\n' \
+            "podman run cannot set its default ulimits here" > "$dropin"
+        echo "install-system-deps: podman: containers inherit podman's ulimits ($dropin)"
+    fi
+    rm -rf "$rootfs" "$rootfs.err"
+}
+
 if [ "${#missing[@]}" -eq 0 ]; then
+    configure_podman
     exit 0
 fi
 
@@ -47,3 +73,4 @@ if [ ! -e "$policy" ]; then
 fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 echo "install-system-deps: installed ${missing[*]}"
+configure_podman

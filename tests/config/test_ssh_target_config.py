@@ -1,5 +1,5 @@
-"""``target: {kind: ssh}``: read with file:line errors; the runtime not built yet (podman)
-refused with its line."""
+"""``target: {kind: ssh}``: read with file:line errors; the runtime (process or podman;
+another refused with its line)."""
 
 from __future__ import annotations
 
@@ -58,21 +58,42 @@ def test_an_ssh_target_is_read(tmp_path: Path) -> None:
     assert target.path(target.known_hosts, config.base_dir) == tmp_path / "keys/known_hosts"
 
 
-def test_the_server_and_validate_refuse_the_podman_runtime_with_file_and_line(
+def test_the_podman_runtime_is_accepted_and_an_unknown_runtime_refused_with_file_and_line(
         tmp_path: Path) -> None:
-    path = write(tmp_path, FLEET.replace("max_parallel: 2", "runtime: podman"))
+    config = load_config(write(tmp_path, FLEET.replace("max_parallel: 2", "runtime: podman")))
+    target = config.environments[1].target
+    assert isinstance(target, SshTargetConfig) and target.runtime == "podman"
+
+    path = write(tmp_path, FLEET.replace("max_parallel: 2", "runtime: docker"))
     with pytest.raises(ConfigError) as refused:
         load_config(path)
     message = str(refused.value)
-    assert message.startswith(f"{path}:17: environments[1].target.runtime: runtime podman "
-                              "is not available yet"), message
+    assert message.startswith(f"{path}:17: environments[1].target.runtime: "), message
+    assert "'process' or 'podman'" in message, message
 
     result = subprocess.run([sys.executable, "-m", "entrega", "config", "validate", "-c",
                              str(path)], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "COLUMNS": "300"})
     assert result.returncode == 1
-    assert "runtime podman is not available yet" in result.stderr
+    assert "'process' or 'podman'" in result.stderr
     assert "Error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_command_is_needed_only_where_instances_run_as_processes(tmp_path: Path) -> None:
+    podman_only = (FLEET.replace("max_parallel: 2", "runtime: podman")
+                   .replace('run:\n  command: "python app.py"\n', "run:\n  drain_s: 3\n"))
+    staging = '  - name: staging\n    target: {kind: local}\n' \
+              '    router: {kind: embedded, listen: "127.0.0.1:8080"}\n'
+    assert staging in podman_only
+    config = load_config(write(tmp_path, podman_only.replace(staging, "")))
+    assert config.run.command == ""
+
+    path = write(tmp_path, podman_only)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value).startswith(
+        f"{path}:3: run.command: this field is required (environment staging runs the app "
+        "as a process, on target local"), str(refused.value)
 
 
 @pytest.mark.parametrize(("old", "new", "line", "expected"), [

@@ -69,7 +69,9 @@ class HealthConfig(_Model):
 class RunConfig(_Model):
     """How to run one instance of the app (local and ssh targets)."""
 
-    command: str = Field(min_length=1)
+    #: A shell line run in the release's directory. Required wherever instances run as
+    #: processes; a container (ssh ``runtime: podman``) runs its image's own command.
+    command: str = ""
     #: Variables the app gets, on top of PATH, HOME, LANG, PORT and the ENTREGA_* ones.
     env: dict[str, str] = {}
     #: Names of the controller's variables the app also gets. Nothing else of the
@@ -581,20 +583,24 @@ def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
         hint = f"and {more} more problem(s)" if more else None
         raise ConfigError(message, file=file, line=_line_for(tuple(doc_loc), lines),
                           field=field or None, hint=hint) from None
-    _refuse_unavailable(config, file=file, lines=lines)
+    _require_command(config, data, file=file, lines=lines)
     return config
 
 
-def _refuse_unavailable(config: Config, *, file: str, lines: dict[Path_, int]) -> None:
-    """What the schema allows but entrega cannot do yet: an ssh target's podman runtime."""
-    for i, env in enumerate(config.environments):
+def _require_command(config: Config, data: dict[str, Any], *, file: str,
+                     lines: dict[Path_, int]) -> None:
+    """``run.command`` where an environment runs processes (every target but podman's)."""
+    if config.run.command.strip():
+        return
+    for env in config.environments:
         if env.target.kind == "ssh" and env.target.runtime == "podman":
-            raise ConfigError(
-                "runtime podman is not available yet: instances on hosts run as "
-                "supervised processes", file=file,
-                line=_line_for(("environments", i, "target", "runtime"), lines),
-                field=f"environments[{i}].target.runtime",
-                hint="use runtime: process (the default)")
+            continue
+        given = isinstance(data.get("run"), dict) and "command" in data["run"]
+        raise ConfigError(
+            "must not be empty" if given else "this field is required", file=file,
+            line=_line_for(("run", "command"), lines), field="run.command",
+            hint=f"environment {env.name} runs the app as a process, on target "
+                 f"{env.target.kind}: only an ssh target's runtime: podman does without it")
 
 
 def load_config(path: str | Path | None = None, *, shown_as: str | None = None) -> Config:

@@ -1,7 +1,7 @@
 """``target: {kind: ssh}``: a fleet of hosts reached over SSH.
 
-Instances run on every host as supervised processes (``runtime: process``); the podman
-runtime is not built yet, and :func:`entrega.config.load_config` refuses it.
+Instances run on every host as supervised processes (``runtime: process``) or as podman
+containers of the image in the release's artifact (``runtime: podman``).
 
 A host is written ``"web-1.example.com"``, ``"10.0.0.5:2222"``, ``"[2001:db8::5]:22"``
 or, to give it a name or its own user or port, as a mapping. Paths (identity_file,
@@ -74,7 +74,10 @@ class SshTargetConfig(Model):
     #: Where entrega keeps releases and instances on each host.
     base_dir: str = "/srv/entrega"
     instances_per_host: int = Field(1, ge=1, le=64)
-    #: How an instance runs on a host (only the transport exists so far).
+    #: How an instance runs on a host: ``process``, the release's ``run.command`` under
+    #: entrega's supervisor; ``podman``, a container of the artifact's ``image.tar`` (its
+    #: own entrypoint; listening on $HOST:$PORT). Process is the default: it needs
+    #: nothing on a host but Python.
     runtime: Literal["process", "podman"] = "process"
     #: Hosts worked on at once: a rollout's speed against the load on the controller and
     #: the network; ten matches Ansible's default forks... minus the wait for the slowest.

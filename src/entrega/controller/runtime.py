@@ -76,7 +76,7 @@ def _ssh_target(config: Config, env: EnvironmentConfig) -> Target:
         command=config.run.command, env=dict(config.run.env),
         instances_per_host=target.instances_per_host,
         health=from_config(HealthCheck, config.run.health),
-        inherit_env=tuple(config.run.inherit_env))
+        inherit_env=tuple(config.run.inherit_env), runtime=target.runtime)
 
 
 TARGETS: dict[str, Callable[[Config, EnvironmentConfig], Target]] = {

@@ -11,9 +11,10 @@ idempotent (a repeated start adopts, a repeated stop does nothing)::
     explain  {where..., version}                                        -> {"instances": [...]}
     stop     {where..., version, drain_s}                               -> {"stopped": [...]}
 
-where ``where`` is ``app``, ``environment``, ``state_dir`` (absolute, on this host) and
-``address`` (the host's address the instances listen on; default 127.0.0.1). The records
-are :mod:`.wire`'s.
+where ``where`` is ``app``, ``environment``, ``state_dir`` (absolute, on this host),
+``address`` (the host's address the instances listen on; default 127.0.0.1) and
+``runtime`` (``process``, the default: supervised processes, :mod:`.host`; ``podman``:
+containers, :mod:`.containers`). The records are :mod:`.wire`'s.
 
 A failure answers ``{"error": SENTENCE, "hint": HINT_OR_NULL}``: exit code 2 when the
 request itself is wrong (not JSON, an unknown operation or field), 1 when the operation
@@ -46,7 +47,9 @@ PROGRAM = "python -m entrega.dataplane.instances.hostctl"
 #: Exit codes: the request is wrong (fix the caller), the operation failed (see error).
 EXIT_BAD_REQUEST, EXIT_FAILED = 2, 1
 
-_WHERE = {"app", "environment", "state_dir", "address"}
+_WHERE = {"app", "environment", "state_dir", "address", "runtime"}
+#: How instances run (``runtime`` in every request; default: supervised processes).
+RUNTIMES = ("process", "podman")
 
 Request = Mapping[str, Any]
 
@@ -55,10 +58,20 @@ def _agent(request: Request) -> HostInstances:
     state_dir = field(request, "state_dir", str)
     if not Path(state_dir).is_absolute():
         raise BadRequest(f"field 'state_dir': expected an absolute path, got {state_dir!r}")
-    return HostInstances(app=field(request, "app", str),
-                         environment=field(request, "environment", str),
-                         state_dir=Path(state_dir),
-                         address=field(request, "address", str, optional=True) or "127.0.0.1")
+    runtime = field(request, "runtime", str, optional=True) or "process"
+    if runtime not in RUNTIMES:
+        raise BadRequest(f"field 'runtime': expected one of {', '.join(RUNTIMES)}, "
+                         f"got {runtime!r}")
+    kind: type[HostInstances] = HostInstances
+    if runtime == "podman":
+        # Imported here: every operation is a process of its own, and one on processes
+        # need not pay for the container runtime's imports (tarfile...).
+        from entrega.dataplane.instances.containers import HostContainers
+
+        kind = HostContainers
+    return kind(app=field(request, "app", str), environment=field(request, "environment", str),
+                state_dir=Path(state_dir),
+                address=field(request, "address", str, optional=True) or "127.0.0.1")
 
 
 def start(request: Request) -> dict[str, object]:

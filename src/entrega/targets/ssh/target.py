@@ -8,6 +8,10 @@ installed (by content, once), the release's bytes synced (by content, once, chec
 unpacked on the host), then one ``hostctl start``. Hosts are worked on in parallel,
 ``max_parallel`` at a time, and every remote call has a timeout.
 
+With ``runtime: podman`` the host agent runs each instance as a container of the image in
+the release's artifact (:mod:`entrega.dataplane.instances.containers`) instead: the same
+operations and records, so nothing else here differs.
+
 An instance is named ``<host name>/<n>`` (``web1/0``) and listens on its host's address
 (``$HOST``), where the router in front (embedded or HAProxy, on the controller's machine
 or the load balancer's) reaches it; its health is probed from here as locally
@@ -21,6 +25,7 @@ hosts that answer are still seen.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from entrega.dataplane.instances.wire import InstanceReport
@@ -43,7 +48,7 @@ class SshTarget(SupervisedTarget):
 
     def __init__(self, *, app: str, environment: str, fleet: Fleet, command: str,
                  env: dict[str, str], instances_per_host: int, health: HealthCheck,
-                 inherit_env: tuple[str, ...] = ()) -> None:
+                 inherit_env: tuple[str, ...] = (), runtime: str = "process") -> None:
         super().__init__(app=app, environment=environment,
                          instances=instances_per_host * len(fleet.hosts), health=health)
         self.fleet = fleet
@@ -51,6 +56,8 @@ class SshTarget(SupervisedTarget):
         self.env = dict(env)
         self.instances_per_host = instances_per_host
         self.inherit_env = tuple(inherit_env)
+        #: how an instance runs on a host: ``process`` (supervised) or ``podman``
+        self.runtime = runtime
         #: host name -> why its last observation failed
         self._host_errors: dict[str, str] = {}
 
@@ -63,7 +70,14 @@ class SshTarget(SupervisedTarget):
     def _where(self, host: Host) -> dict[str, Any]:
         return {"app": self.app, "environment": self.environment,
                 "state_dir": state_dir(host, self.app),
-                "address": host.address}
+                "address": host.address, "runtime": self.runtime}
+
+    def _app_env(self) -> dict[str, str]:
+        if self.runtime == "podman":
+            # A container has its image's PATH, HOME and LANG: only what the user named.
+            inherited = {n: os.environ[n] for n in self.inherit_env if n in os.environ}
+            return {**inherited, **self.env}
+        return {**minimal_env(inherit=self.inherit_env), **self.env}
 
     # -- start -----------------------------------------------------------------------------
 
@@ -71,7 +85,7 @@ class SshTarget(SupervisedTarget):
         """Install, sync and start (or adopt) the release on every host; the endpoints of
         all hosts, host by host. Raises the first host's error when any host fails (the
         others have started: a repeated start adopts them)."""
-        env = {**minimal_env(inherit=self.inherit_env), **self.env}
+        env = self._app_env()
 
         async def on(host: Host) -> list[Endpoint]:
             await install_agent(self.fleet, host)
