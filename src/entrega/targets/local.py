@@ -131,7 +131,8 @@ class LocalTarget(SupervisedTarget):
         return [Endpoint(self.host, o.port, o.instance) for o in observed
                 if o.status != STOPPED]
 
-    async def _reports(self, version: str) -> list[InstanceReport]:
+    async def _reports(self, version: str,
+                       hosts: tuple[str, ...] | None = None) -> list[InstanceReport]:
         return await asyncio.to_thread(self.agent.explain, version)
 
     # -- stop ------------------------------------------------------------------------------

@@ -50,8 +50,10 @@ class SupervisedTarget(Target):
         """The endpoints of the release's instances that are not stopped."""
 
     @abc.abstractmethod
-    async def _reports(self, version: str) -> list[InstanceReport]:
-        """What the host agents know of each instance of the release (exits, stderr)."""
+    async def _reports(self, version: str,
+                       hosts: tuple[str, ...] | None = None) -> list[InstanceReport]:
+        """What the host agents know of each instance of the release (exits, stderr); of
+        ``hosts`` only, when given (a fleet's other hosts are not asked)."""
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -78,7 +80,7 @@ class SupervisedTarget(Target):
         if hosts is not None:
             probes = [p for p in probes if host_of(p.endpoint.instance) in hosts]
             expected = self.instances_per_host * len(hosts)
-        reports = {r.instance: r for r in await self._reports(version)}
+        reports = {r.instance: r for r in await self._reports(version, hosts)}
         snapshots = tuple(_explain(p.snapshot(), reports.get(p.endpoint.instance))
                           for p in probes)
         healthy = sum(1 for s in snapshots if s.healthy)

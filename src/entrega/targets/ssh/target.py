@@ -96,14 +96,18 @@ class SshTarget(SupervisedTarget):
         return [i.endpoint for i in await self._observe(version)
                 if i.endpoint is not None and i.extra.get("status") != "stopped"]
 
-    async def _reports(self, version: str) -> list[InstanceReport]:
+    async def _reports(self, version: str,
+                       hosts: tuple[str, ...] | None = None) -> list[InstanceReport]:
         async def on(host: Host) -> list[InstanceReport]:
             answer = await call_agent(self.fleet, host, "explain",
                                       {**self._where(host), "version": version})
             return [InstanceReport(**{**r, "instance": f"{host.name}/{r['instance']}"})
                     for r in answer["instances"]]
 
-        return [r for o in await self.fleet.each(on) if o.ok for r in (o.value or [])]
+        chosen = self._chosen(hosts)
+        if chosen == []:
+            return []
+        return [r for o in await self.fleet.each(on, chosen) if o.ok for r in (o.value or [])]
 
     # -- stop ------------------------------------------------------------------------------
 
