@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from entrega.config import Config
+from entrega.controller.loop import Controller
 from entrega.controller.teardown import stop_data_plane
 from entrega.server import build_service
 from entrega.service import Service
@@ -199,3 +200,44 @@ async def test_a_release_crashing_on_the_second_host_is_restored_on_the_first(
         assert not any(third in m for m in events if "starting v2" in m), events
     finally:
         await service.controller.stop()
+
+
+async def test_a_controller_restarted_mid_batch_resumes_without_a_second_start(
+        test_fleet: TestFleet, rolling_service: Callable[[], Service]) -> None:
+    service = rolling_service()
+    await service.controller.start()
+    root = service.config.base_dir
+    first = test_fleet.hosts[0].name
+    hosts = [h.name for h in test_fleet.hosts]
+    try:
+        rid = await deploy(service, "v1", release(root, "v1"))
+        await until_phase(service, rid, "succeeded", "v1 on the fleet")
+        rid = await deploy(service, "v2", release(root, "v2"))
+
+        def second_batch() -> bool:
+            row = service.repo.rollout(rid)
+            assert row is not None
+            rolling = row.state.get("rolling") or {}
+            return rolling.get("done") == [first] and row.phase == "starting"
+
+        await wait_until(second_batch, timeout_s=TIMEOUT_S, what="the second batch")
+    finally:
+        await service.controller.stop()
+    target = service.controller.runtimes["production"].target
+    before = {(i.instance, i.pid) for i in await target.observe()
+              if i.alive and i.version == "v2" and i.extra["host"] == first}
+    assert len(before) == 2
+
+    restarted = Controller(service.config, service.repo, service.artifacts)
+    service.controller = restarted
+    await restarted.start()
+    try:
+        await until_phase(service, rid, "succeeded", "v2 after the restart")
+        await wait_until(lambda: _only(service, "v2", hosts), timeout_s=30,
+                         what="v1 stopped on every host")
+        after = {(i.instance, i.pid)
+                 for i in await restarted.runtimes["production"].target.observe()
+                 if i.alive and i.version == "v2" and i.extra["host"] == first}
+        assert after == before  # the first host's instances were adopted, not restarted
+    finally:
+        await restarted.stop()
