@@ -146,7 +146,8 @@ def deploy(
     ci_url: str = typer.Option(None, "--ci-url", help="With --artifact: link to the CI run."),
     env: str = typer.Option(None, "--env", "-e", help="Environment (default: the first)."),
     strategy: str = typer.Option(None, "--strategy", "-s",
-                                 help="canary, blue-green or direct (default: from config)."),
+                                 help="canary, blue-green, direct or rolling "
+                                      "(default: from config)."),
     wait: bool = typer.Option(False, "--wait", "-w",
                               help="Follow the rollout until it ends, one line per event; "
                                    "the exit code says how it ended (below)."),

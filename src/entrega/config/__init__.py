@@ -261,31 +261,83 @@ class BlueGreenConfig(_Model):
     post_switch_analysis: AnalysisStepConfig | None = None
 
 
+def _hosts_count_or_share(value: object, *, least: int) -> int | str:
+    """A count of hosts (``2``) or a share of a fleet (``"25%"``), as rolling takes them."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < least:
+            raise ValueError(f"expected at least {least}, got {value}")
+        return value
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
+    if match is None:
+        if text.isdigit():
+            return _hosts_count_or_share(int(text), least=least)
+        raise ValueError(f"expected a number of hosts (like 2) or a share of them "
+                         f"(like \"25%\"), got {value!r}")
+    share = float(match.group(1))
+    if not (0 < share <= 100 if least else 0 <= share <= 100):
+        raise ValueError(f"a share is {'above 0' if least else 'from 0'} to 100%, got {text}")
+    return f"{match.group(1)}%"
+
+
+class RollingConfig(_Model):
+    """Rolling over the hosts of an ssh target, a batch at a time (Ansible's ``serial``).
+
+    ``batch``: hosts per batch, a count or a share of the fleet (``"25%"``, rounded up).
+    ``max_failed``: failed hosts tolerated before the rollout stops and restores the old
+    release everywhere, a count or a share (rounded down); 0 by default because a host
+    that cannot run the release usually means the release is wrong, not the host.
+    """
+
+    batch: int | str = 1
+    max_failed: int | str = 0
+    #: Time to watch a batch's hosts serve before the next batch is drained.
+    pause_between_batches_s: float = Field(0.0, ge=0)
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch(cls, value: object) -> int | str:
+        return _hosts_count_or_share(value, least=1)
+
+    @field_validator("max_failed", mode="before")
+    @classmethod
+    def _max_failed(cls, value: object) -> int | str:
+        return _hosts_count_or_share(value, least=0)
+
+
 class StrategyConfig(_Model):
-    """How new releases reach users. Both may be given: ``default`` is used unless a
-    deploy asks for the other (``entrega deploy --strategy blue-green``)."""
+    """How new releases reach users. Several may be given: ``default`` is used unless a
+    deploy asks for another (``entrega deploy --strategy blue-green``)."""
 
     canary: CanaryConfig | None = None
     blue_green: BlueGreenConfig | None = Field(None, alias="blue-green")
-    default: Literal["canary", "blue-green"] | None = None
+    rolling: RollingConfig | None = None
+    default: Literal["canary", "blue-green", "rolling"] | None = None
     #: How long a new release may take to become ready (every instance healthy, on
     #: every host) before its rollout fails saying why it was not.
     progress_deadline_s: float = Field(300.0, gt=0)
 
     @model_validator(mode="after")
     def _at_least_one(self) -> StrategyConfig:
-        if self.canary is None and self.blue_green is None:
-            raise ValueError("give canary or blue-green (or both, with default:)")
-        if self.default == "canary" and self.canary is None \
-                or self.default == "blue-green" and self.blue_green is None:
+        configured = {"canary": self.canary, "blue-green": self.blue_green,
+                      "rolling": self.rolling}
+        given = [name for name, value in configured.items() if value is not None]
+        if not given:
+            raise ValueError("give canary, blue-green or rolling (or several, with default:)")
+        if self.default is not None and configured[self.default] is None:
             raise ValueError(f"default is {self.default} but it is not configured")
+        if len(given) > 1 and self.default is None and "rolling" in given:
+            raise ValueError(f"{' and '.join(given)} are configured: say which is used "
+                             "with default:")
         return self
 
     @property
     def name(self) -> str:
         if self.default:
             return self.default
-        return "canary" if self.canary is not None else "blue-green"
+        if self.canary is not None:
+            return "canary"
+        return "blue-green" if self.blue_green is not None else "rolling"
 
 
 class HttpCheck(_Model):
@@ -583,8 +635,22 @@ def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
         hint = f"and {more} more problem(s)" if more else None
         raise ConfigError(message, file=file, line=_line_for(tuple(doc_loc), lines),
                           field=field or None, hint=hint) from None
+    _refuse_rolling_without_hosts(config, file=file, lines=lines)
     _require_command(config, data, file=file, lines=lines)
     return config
+
+
+def _refuse_rolling_without_hosts(config: Config, *, file: str,
+                                  lines: dict[Path_, int]) -> None:
+    """Rolling moves a release host by host: only a target with hosts can roll."""
+    for i, env in enumerate(config.environments):
+        if env.strategy.rolling is not None and env.target.kind != "ssh":
+            raise ConfigError(
+                f"rolling moves a release host by host, and a {env.target.kind} target "
+                "has no hosts", file=file,
+                line=_line_for(("environments", i, "strategy", "rolling"), lines),
+                field=f"environments[{i}].strategy.rolling",
+                hint="use canary or blue-green here, or target: {kind: ssh, hosts: [...]}")
 
 
 def _require_command(config: Config, data: dict[str, Any], *, file: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from entrega.analysis.providers.builtin import snapshot
@@ -32,7 +32,7 @@ from entrega.rollouts.model import (
 from entrega.routers.base import CohortRule
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
-from entrega.targets.base import InstanceState, ReleaseRef
+from entrega.targets.base import InstanceState, ReleaseRef, host_of
 from entrega.vocabulary import EventKind
 from entrega.waiting import stop_task, wait_until
 
@@ -97,19 +97,37 @@ class ActionRunner:
             rt.restarts_seen[(instance.version, instance.instance)] = instance.restarts
         return adopted
 
-    async def ensure_started(self, rt: EnvironmentRuntime, version: str) -> None:
-        """Start (or adopt) a release's instances once; remembers a permanent failure."""
-        if version in rt.start_errors or self.busy("stop", rt.name, version):
+    def _stopping(self, rt: EnvironmentRuntime, version: str,
+                  hosts: tuple[str, ...] | None) -> bool:
+        """Whether a stop of the release (on any of ``hosts``; None: anywhere) runs."""
+        for key, task in self._tasks.items():
+            if key[:3] != ("stop", rt.name, version) or task.done():
+                continue
+            if hosts is None or len(key) == 3 or set(key[3:]) & set(hosts):
+                return True
+        return False
+
+    async def ensure_started(self, rt: EnvironmentRuntime, version: str,
+                             hosts: tuple[str, ...] | None = None) -> None:
+        """Start (or adopt) a release's instances once (on ``hosts`` only, when given);
+        remembers a permanent failure."""
+        if version in rt.start_errors or self._stopping(rt, version, hosts):
             return
-        lost = rt.lost_instances.pop(version, 0)
+        # Instances lost with their supervisor are the whole release's business; a start
+        # on some hosts (a rolling batch) leaves them to the next whole-release pass.
+        lost = rt.lost_instances.pop(version, 0) if hosts is None else 0
         restart = lost > 0
-        if len(rt.endpoints.get(version, ())) >= rt.config.target.instances and not restart:
+        if hosts is None:
+            wanted = rt.config.target.instances
+        else:
+            wanted = rt.config.target.instances // max(1, len(rt.host_names)) * len(hosts)
+        if len(rt.endpoints_on(version, hosts)) >= wanted and not restart:
             return
         try:
             ref = self.ref(version)
             # Hashing a large tree takes seconds: off the loop that serves the API.
             await asyncio.to_thread(self.artifacts.verify, ref.digest)
-            endpoints = await rt.target.start(release=ref)
+            endpoints = await rt.target.start(release=ref, hosts=hosts)
         except EntregaError as exc:
             if exc.temporary and restart:
                 # The live instances keep serving with the routes they have; the next
@@ -123,6 +141,9 @@ class ActionRunner:
                                 kind=EventKind.ERROR, actor="controller",
                                 message=f"{version} cannot start: {exc}")
             return
+        if hosts is not None:  # the other hosts' endpoints stay as they are
+            others = [e for e in rt.endpoints.get(version, ()) if host_of(e.instance) not in hosts]
+            endpoints = sorted((*others, *endpoints))
         rt.endpoints[version] = tuple(endpoints)
         if restart:
             self.repo.add_event(
@@ -131,12 +152,14 @@ class ActionRunner:
                 message=f"{lost} instance(s) of {version} were gone with their supervisor "
                         "and were started again", data={"restarted": lost})
 
-    async def observe_instances(self, rt: EnvironmentRuntime, needed: set[str]) -> None:
+    async def observe_instances(self, rt: EnvironmentRuntime, needed: set[str],
+                                running: Mapping[str, tuple[str, ...]] | None = None
+                                ) -> None:
         """Record restarts; stop instances of releases nobody needs (left by a crash);
         start again the instances of a needed release that are gone."""
         observed = await rt.target.observe()
         rt.observed = tuple(observed)
-        self._restart_lost(rt, needed, observed)
+        self._restart_lost(rt, needed, observed, running or {})
         for instance in observed:
             key = (instance.version, instance.instance)
             seen = rt.restarts_seen.get(key, 0)
@@ -153,49 +176,67 @@ class ActionRunner:
                                  self._stop(rt, instance.version, reason="no longer needed"))
 
     def _restart_lost(self, rt: EnvironmentRuntime, needed: set[str],
-                      observed: list[InstanceState]) -> None:
+                      observed: list[InstanceState],
+                      running: Mapping[str, tuple[str, ...]]) -> None:
         """A started release that now has fewer live instances than it should lost some
         with their supervisor (killed, its machine rebooted, a fleet host that came back
         empty): the next pass starts it again, which adopts the live instances and starts
         the others (on their old ports when free, so the routes stay valid). Its endpoints
-        stay known until then: the route table never loses a release that still serves."""
+        stay known until then: the route table never loses a release that still serves.
+        A release that runs on some hosts only (``running``: a rolling rollout's) is
+        counted there and left to the rollout, which starts it host by host."""
         for version in needed & set(rt.endpoints):
-            if version in rt.start_errors or self.busy("stop", rt.name, version):
+            if version in rt.start_errors or self.busy("stop", rt.name, version) \
+                    or version in running:
                 continue
             alive = [i for i in observed if i.version == version and i.alive]
             missing = rt.config.target.instances - len(alive)
             if missing > 0:
                 rt.lost_instances[version] = missing
 
-    async def _stop(self, rt: EnvironmentRuntime, version: str, *, reason: str) -> None:
+    async def _stop(self, rt: EnvironmentRuntime, version: str, *, reason: str,
+                    hosts: tuple[str, ...] | None = None) -> None:
         # Traffic first: wait until the router has no request in flight for the release
         # (a router that does not answer has none to wait for; after the timeout, stop).
+        # On some hosts only: until the router no longer lists their instances (the
+        # instances finish what they hold within drain_s after SIGTERM).
         async def drained() -> bool:
             try:
                 routes = await rt.router.get_routes()
             except EntregaError:
                 return True
+            if hosts is not None:
+                return not any(host_of(e.instance) in hosts
+                               for e in routes.backends.get(version, ()))
             return version not in routes.backends and not routes.draining.get(version)
 
         await wait_until(drained, timeout_s=ROUTER_DRAIN_TIMEOUT_S, interval_s=0.05)
-        rt.endpoints.pop(version, None)
+        if hosts is None:
+            rt.endpoints.pop(version, None)
+        else:
+            rt.endpoints[version] = tuple(e for e in rt.endpoints.get(version, ())
+                                          if host_of(e.instance) not in hosts)
         try:
             ref = self.ref(version)
         except NotFound:
             return
-        await rt.target.stop(release=ref, drain_s=rt.drain_s)
-        rt.start_errors.pop(version, None)
+        await rt.target.stop(release=ref, drain_s=rt.drain_s, hosts=hosts)
+        if hosts is None:
+            rt.start_errors.pop(version, None)
+        where = f" on {', '.join(hosts)}" if hosts is not None else ""
         self.repo.add_event(app=self.app, environment=rt.name, version=version,
                             kind=EventKind.STOPPED, actor="controller",
-                            message=f"{version} stopped ({reason})")
+                            message=f"{version} stopped{where} ({reason})")
 
     # -- routes ----------------------------------------------------------------------------
 
     async def ensure_routes(self, rt: EnvironmentRuntime, weights: dict[str, int],
                             preview: str | None, cohort: CohortRule | None = None, *,
-                            force: bool = False, rollout_id: int | None = None) -> bool:
-        """Make the router's table match; True when it had to change it."""
-        wanted = rt.routes_for(weights, preview, cohort, rollout_id=rollout_id)
+                            force: bool = False, rollout_id: int | None = None,
+                            hosts: dict[str, tuple[str, ...]] | None = None) -> bool:
+        """Make the router's table match (a release named in ``hosts``: its instances on
+        those hosts only); True when it had to change it."""
+        wanted = rt.routes_for(weights, preview, cohort, rollout_id=rollout_id, hosts=hosts)
         try:
             if not force and (await rt.router.get_routes()).same_table(wanted):
                 return False
@@ -210,14 +251,14 @@ class ActionRunner:
 
     async def apply(self, rt: EnvironmentRuntime, row: Rollout, action: Action) -> None:
         if isinstance(action, StartInstances):
-            await self.ensure_started(rt, action.release)
+            await self.ensure_started(rt, action.release, action.hosts)
         elif isinstance(action, SetRoutes):
             for version in action.weights:
-                await self.ensure_started(rt, version)
+                await self.ensure_started(rt, version, action.hosts.get(version))
             spec = spec_from_dict(row.spec)
             rule = cohort_rule(spec.cohort, action.cohort, canary=row.version, app=self.app)
             await self.ensure_routes(rt, action.weights, action.preview, rule, force=True,
-                                     rollout_id=row.id)
+                                     rollout_id=row.id, hosts=action.hosts)
             shown = ", ".join(f"{v} {w}%" for v, w in action.weights.items())
             if rule is not None:
                 shown += f"; cohort{' + ' if rule.header else ' '}{rule.percent}% of users" \
@@ -230,8 +271,9 @@ class ActionRunner:
                                 data={"weights": action.weights, "preview": action.preview,
                                       "cohort": rule.to_dict() if rule else None})
         elif isinstance(action, StopInstances):
-            self._background(("stop", rt.name, action.release),
-                             self._stop(rt, action.release, reason=f"rollout {row.id}"))
+            self._background(("stop", rt.name, action.release, *(action.hosts or ())),
+                             self._stop(rt, action.release, reason=f"rollout {row.id}",
+                                        hosts=action.hosts))
         elif isinstance(action, BeginAnalysis):
             await self.begin_analysis(rt, row, action.window, list(action.metrics))
         elif isinstance(action, RunVerification):

@@ -10,7 +10,8 @@ import time
 from dataclasses import replace
 
 from entrega.codec import from_config
-from entrega.config import CanaryStepConfig, Config, EnvironmentConfig
+from entrega.config import CanaryStepConfig, Config, EnvironmentConfig, RollingConfig
+from entrega.config.ssh import SshTargetConfig
 from entrega.errors import Conflict, NotFound
 from entrega.rollouts.model import (
     AnalysisStep,
@@ -18,6 +19,7 @@ from entrega.rollouts.model import (
     CohortRoute,
     CohortStep,
     PauseStep,
+    RollingSpec,
     RolloutSpec,
     Step,
     UsersStep,
@@ -30,7 +32,7 @@ from entrega.routers.base import CohortRule
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
 
-STRATEGIES = ("canary", "blue-green", "direct")
+STRATEGIES = ("canary", "blue-green", "direct", "rolling")
 
 
 def spec_for(env: EnvironmentConfig, strategy: str | None = None, *,
@@ -53,6 +55,8 @@ def _strategy_spec(env: EnvironmentConfig, strategy: str | None, *,
     verify = bool(env.verify) and not rollback
     if chosen == "direct":
         return RolloutSpec(strategy="direct", verify=verify)
+    if chosen == "rolling":
+        return _rolling_spec(env, verify=verify)
     if chosen == "blue-green":
         bg = env.strategy.blue_green
         if bg is None:
@@ -64,6 +68,21 @@ def _strategy_spec(env: EnvironmentConfig, strategy: str | None, *,
     steps = tuple(_step(step) for step in canary.steps)
     return RolloutSpec(strategy="canary", steps=steps or (WeightStep(100),), verify=verify,
                        cohort=from_config(Cohort, canary.cohort))
+
+
+def _rolling_spec(env: EnvironmentConfig, *, verify: bool) -> RolloutSpec:
+    """Rolling over the target's hosts in their configured order (one at a time unless
+    the config says otherwise)."""
+    target = env.target
+    if not isinstance(target, SshTargetConfig):
+        raise Conflict(f"rolling moves a release host by host, and {env.name}'s "
+                       f"{target.kind} target has no hosts",
+                       hint="use canary or blue-green there")
+    rolling = env.strategy.rolling or RollingConfig()
+    return RolloutSpec(strategy="rolling", verify=verify, rolling=RollingSpec(
+        hosts=tuple(target.host_name(h) for h in target.hosts), batch=rolling.batch,
+        max_failed=rolling.max_failed,
+        pause_between_batches_s=rolling.pause_between_batches_s))
 
 
 def _step(step: CanaryStepConfig) -> Step:

@@ -58,6 +58,7 @@ from entrega.rollouts.model import (
     state_from_dict,
     state_to_dict,
 )
+from entrega.rollouts.rolling import routed_hosts, running_hosts
 from entrega.routers.base import Router
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
@@ -247,11 +248,16 @@ class Controller:
         env = self.repo.environment(self.config.app, rt.name)
         assert env is not None
         cohort = None
+        #: rolling: where each release runs and serves (empty: every host)
+        running: dict[str, tuple[str, ...]] = {}
+        routed: dict[str, tuple[str, ...]] = {}
         if active is not None:
             state = state_from_dict(active.state)
+            spec = spec_from_dict(active.spec)
             weights, preview = state.weights, state.preview
-            cohort = cohort_rule(spec_from_dict(active.spec).cohort, state.cohort,
+            cohort = cohort_rule(spec.cohort, state.cohort,
                                  canary=state.canary, app=self.config.app)
+            running, routed = running_hosts(spec, state), routed_hosts(spec, state)
             needed = {v for v in (state.stable, state.canary) if v}
             if state.phase == Phase.PENDING:
                 needed.discard(state.canary)
@@ -261,13 +267,14 @@ class Controller:
             needed = {env.current_version} if env.current_version else set()
         try:
             for version in sorted(set(weights) | ({preview} if preview else set())):
-                await self.actions.ensure_started(rt, version)
+                await self.actions.ensure_started(rt, version, running.get(version))
             await self.actions.ensure_routes(rt, weights, preview, cohort,
-                                             rollout_id=active.id if active else None)
+                                             rollout_id=active.id if active else None,
+                                             hosts=routed)
             now = self.clock()
             if now - self._last_observe.get(rt.name, 0.0) >= OBSERVE_INTERVAL_S:
                 self._last_observe[rt.name] = now
-                await self.actions.observe_instances(rt, needed)
+                await self.actions.observe_instances(rt, needed, running)
                 await self.router_restarts.record_new(rt)
         except EntregaError as exc:
             log.warning("repair of %s: %s", rt.name, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from entrega.analysis.evaluate import evaluate_window, uses_feedback
@@ -19,14 +20,19 @@ from entrega.rollouts.model import (
     RolloutSpec,
     RolloutState,
 )
+from entrega.rollouts.rolling import running_hosts
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
+
+log = logging.getLogger("entrega.controller")
 
 
 async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
                           spec: RolloutSpec, state: RolloutState, *, now: float) -> Observed:
     if state.phase == Phase.PENDING or state.phase.terminal:
         return Observed()
+    if spec.rolling is not None and state.rolling is not None and state.stable is not None:
+        return await _observe_rolling(actions, rt, row, spec, state)
 
     # Level-triggered: whatever phase we are in, the new release must be running.
     problem = ""
@@ -66,6 +72,52 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
 
     return Observed(canary_ready=ready, canary_error=error, canary_problem=problem,
                     analysis=analysis,
+                    verification=verification, verification_detail=detail or "")
+
+
+async def _observe_rolling(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
+                           spec: RolloutSpec, state: RolloutState) -> Observed:
+    """Rolling: each release runs where the state says (level-triggered, so a restarted
+    controller or a lost action is repaired), and the hosts waited on are probed one by
+    one: the new release on the batch's hosts, or the old one on the hosts it is restored
+    to. A host that cannot be reached is not ready, so the progress deadline judges it."""
+    progress = state.rolling
+    assert progress is not None and state.stable is not None
+    for version, hosts in running_hosts(spec, state).items():
+        try:
+            await actions.ensure_started(rt, version, hosts)
+        except EntregaError as exc:
+            log.warning("starting %s on %s: %s", version, ", ".join(hosts), exc)
+
+    verification = detail = None
+    if state.phase == Phase.VERIFYING and state.verification == "running":
+        result = actions.verifications.get(row.id)
+        if result is None:
+            actions.start_verification(rt, row, state.canary, on_preview=False)
+        else:
+            verification = "passed" if result.passed else "failed"
+            detail = result.detail
+
+    waited, hosts = (state.stable, progress.done) if progress.restoring \
+        else (state.canary, progress.batch)
+    ready: list[str] = []
+    failures: dict[str, str] = {}
+    if state.phase == Phase.STARTING and hosts:
+        if error := rt.start_errors.get(waited):
+            failures = dict.fromkeys(hosts, error)
+        else:
+            ref = actions.ref(waited)
+            for host in hosts:
+                try:
+                    readiness = await rt.target.ready(release=ref, hosts=(host,))
+                except EntregaError as exc:
+                    log.warning("probing %s on %s: %s", waited, host, exc)
+                    continue
+                if readiness.ready:
+                    ready.append(host)
+                elif readiness.failure:
+                    failures[host] = readiness.failure
+    return Observed(hosts_ready=tuple(ready), host_failures=failures,
                     verification=verification, verification_detail=detail or "")
 
 

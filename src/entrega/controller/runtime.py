@@ -18,10 +18,11 @@ from entrega.config import (
     HaproxyRouterConfig,
     LocalTargetConfig,
 )
+from entrega.config.ssh import SshTargetConfig
 from entrega.net import Endpoint, parse_address
 from entrega.routers.base import CohortRule, Router, Routes
 from entrega.routers.embedded import EmbeddedRouter
-from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef, Target
+from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef, Target, host_of
 from entrega.targets.local import LocalTarget
 
 
@@ -107,10 +108,27 @@ class EnvironmentRuntime:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """The target's hosts by name, in the config's order (none for a local target)."""
+        target = self.config.target
+        if isinstance(target, SshTargetConfig):
+            return tuple(target.host_name(h) for h in target.hosts)
+        return ()
+
+    def endpoints_on(self, version: str, hosts: tuple[str, ...] | None) -> tuple[Endpoint, ...]:
+        """The release's known endpoints (on ``hosts`` only, when given)."""
+        known = self.endpoints.get(version, ())
+        if hosts is None:
+            return known
+        return tuple(e for e in known if host_of(e.instance) in hosts)
+
     def routes_for(self, weights: dict[str, int], preview: str | None,
-                   cohort: CohortRule | None = None, *, rollout_id: int | None = None) -> Routes:
+                   cohort: CohortRule | None = None, *, rollout_id: int | None = None,
+                   hosts: dict[str, tuple[str, ...]] | None = None) -> Routes:
         """The route table that sends ``weights``, ``preview`` and the cohort to running
-        instances.
+        instances (of a release named in ``hosts``: only those on its hosts, as rolling
+        moves a fleet host by host).
 
         A release with no known endpoints yet is left out of the table (it cannot take
         traffic); the weights of the others are kept as they are. Visitors' pins are drawn
@@ -118,7 +136,9 @@ class EnvironmentRuntime:
         cannot keep a visitor off a new canary.
         """
         wanted = set(weights) | ({preview} if preview else set())
-        backends = {v: self.endpoints[v] for v in sorted(wanted) if self.endpoints.get(v)}
+        hosts = hosts or {}
+        backends = {v: found for v in sorted(wanted)
+                    if (found := self.endpoints_on(v, hosts.get(v)))}
         return Routes(backends=backends,
                       weights={v: w for v, w in weights.items() if v in backends},
                       cohort=cohort if cohort and cohort.release in backends else None,

@@ -8,11 +8,11 @@ pass.
 
 from __future__ import annotations
 
-from entrega.rollouts import bluegreen, canary, direct
+from entrega.rollouts import bluegreen, canary, direct, rolling
 from entrega.rollouts.model import Observed, RolloutSpec, RolloutState, Transition
 
 _STRATEGIES = {"canary": canary.advance, "blue-green": bluegreen.advance,
-               "direct": direct.advance}
+               "direct": direct.advance, "rolling": rolling.advance}
 
 
 def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,

@@ -20,7 +20,7 @@ from pydantic import BeforeValidator, Discriminator, Tag, WrapSerializer
 from entrega.codec import Codec
 from entrega.vocabulary import Phase  # the store's word; the state machines decide it
 
-Strategy = Literal["canary", "blue-green", "direct"]
+Strategy = Literal["canary", "blue-green", "direct", "rolling"]
 
 
 # -- steps ---------------------------------------------------------------------------------
@@ -119,6 +119,21 @@ class CohortRoute:
 
 
 @dataclass(frozen=True)
+class RollingSpec:
+    """Rolling over hosts: which hosts, in what order, and how many at a time.
+
+    ``hosts`` is the fleet as configured when the rollout was created (its order is the
+    batches' order); ``batch`` and ``max_failed`` are as written in entrega.yaml (a count,
+    or a share like ``"25%"``) and turned into host counts by :mod:`entrega.rollouts.rolling`.
+    """
+
+    hosts: tuple[str, ...]
+    batch: int | str = 1
+    max_failed: int | str = 0
+    pause_between_batches_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
     """How this rollout proceeds; fixed at creation."""
 
@@ -135,6 +150,8 @@ class RolloutSpec:
     progress_deadline_s: float = 300.0
     #: who `cohort` and `users` steps select
     cohort: Cohort = Cohort()
+    #: rolling: the hosts and their batches (None for the other strategies)
+    rolling: RollingSpec | None = None
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -158,6 +175,24 @@ class AnalysisProgress:
     #: the step passes at its end when every metric has passed at some check and none
     #: has failed since.
     passed_metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RollingProgress:
+    """Where a rolling rollout stands over its hosts (``step_index`` is the batch number).
+
+    ``done`` hosts run the new release and are in its route table; ``batch`` hosts are
+    being moved now; ``failed`` hosts failed their batch and were given back to the old
+    release. With ``restoring`` the rollout has failed and the old release is being
+    started again on the ``done`` hosts before the route table goes back to it.
+    """
+
+    batch: tuple[str, ...] = ()
+    done: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    restoring: bool = False
+    #: when the pause between batches ends (None: no pause in progress)
+    next_batch_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +225,8 @@ class RolloutState:
     cohort: CohortRoute | None = None
     #: the name of the cohort step that selected them (shown in status)
     cohort_name: str | None = None
+    #: rolling: the hosts' progress (None for the other strategies)
+    rolling: RollingProgress | None = None
 
 
 def initial_state(*, stable: str | None, canary: str, now: float) -> RolloutState:
@@ -224,6 +261,10 @@ class Observed:
     analysis: AnalysisVerdict | None = None
     verification: str | None = None  # None | "passed" | "failed"
     verification_detail: str = ""
+    #: rolling: the hosts (of those waited on) whose instances are all ready
+    hosts_ready: tuple[str, ...] = ()
+    #: rolling: host -> why the release cannot become ready there (crash loop, start error)
+    host_failures: dict[str, str] = field(default_factory=dict)
 
 
 # -- actions -------------------------------------------------------------------------------
@@ -232,6 +273,8 @@ class Observed:
 @dataclass(frozen=True)
 class StartInstances:
     release: str
+    #: the hosts to start it on (None: every host of the target)
+    hosts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,11 +283,15 @@ class SetRoutes:
     preview: str | None = None
     #: selected users to the canary (None: no cohort rule)
     cohort: CohortRoute | None = None
+    #: release -> the only hosts whose instances take its traffic (absent: every host)
+    hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class StopInstances:
     release: str
+    #: the hosts to stop it on (None: every host of the target)
+    hosts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

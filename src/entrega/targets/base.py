@@ -86,25 +86,40 @@ class InstanceState:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def host_of(instance: str) -> str:
+    """The host an instance runs on, from its name (``web1/0`` -> ``web1``; a local
+    instance, named without a host, is on ``""``)."""
+    return instance.rpartition("/")[0]
+
+
 class Target(abc.ABC):
-    """Runs releases' instances for one environment."""
+    """Runs releases' instances for one environment.
+
+    ``hosts`` (start, ready, stop) narrows the work to some hosts of a fleet, by name
+    (rolling moves a release a batch of hosts at a time); None means every host. A target
+    of one machine has no hosts to choose from and refuses a narrowing.
+    """
 
     @abc.abstractmethod
-    async def start(self, *, release: ReleaseRef) -> list[Endpoint]:
-        """Start the release's instances (or adopt running ones); return their endpoints.
+    async def start(self, *, release: ReleaseRef,
+                    hosts: tuple[str, ...] | None = None) -> list[Endpoint]:
+        """Start the release's instances (or adopt running ones); return their endpoints
+        (those of ``hosts`` only, when given).
 
         Idempotent: a release already running keeps its instances and endpoints.
         """
 
     @abc.abstractmethod
-    async def ready(self, *, release: ReleaseRef) -> Readiness:
+    async def ready(self, *, release: ReleaseRef,
+                    hosts: tuple[str, ...] | None = None) -> Readiness:
         """Current readiness from continuous probing (starts probing on first call)."""
 
     @abc.abstractmethod
-    async def stop(self, *, release: ReleaseRef, drain_s: float) -> None:
+    async def stop(self, *, release: ReleaseRef, drain_s: float,
+                   hosts: tuple[str, ...] | None = None) -> None:
         """Stop the release: SIGTERM (or equivalent), up to ``drain_s`` seconds, then kill.
 
-        Idempotent; returns once every instance has exited.
+        Idempotent; returns once every instance (of ``hosts``, when given) has exited.
         """
 
     @abc.abstractmethod

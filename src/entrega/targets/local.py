@@ -105,13 +105,15 @@ class LocalTarget(SupervisedTarget):
 
     # -- start -----------------------------------------------------------------------------
 
-    async def start(self, *, release: ReleaseRef) -> list[Endpoint]:
+    async def start(self, *, release: ReleaseRef,
+                    hosts: tuple[str, ...] | None = None) -> list[Endpoint]:
         """Start the release's instances, or adopt the running ones (same ports and pids).
 
         Returns once every supervisor has started its app process; whether the app
         answers is :meth:`ready`'s business. Raises :class:`TargetError` when the release
         directory is missing or a supervisor cannot start.
         """
+        _one_machine(hosts)
         # The controller's variables named in inherit_env are read here, where they are;
         # the host adds its own PATH, HOME and LANG.
         env = {**minimal_env(inherit=self.inherit_env), **self.env}
@@ -129,17 +131,20 @@ class LocalTarget(SupervisedTarget):
         return [Endpoint(self.host, o.port, o.instance) for o in observed
                 if o.status != STOPPED]
 
-    async def _reports(self, version: str) -> list[InstanceReport]:
+    async def _reports(self, version: str,
+                       hosts: tuple[str, ...] | None = None) -> list[InstanceReport]:
         return await asyncio.to_thread(self.agent.explain, version)
 
     # -- stop ------------------------------------------------------------------------------
 
-    async def stop(self, *, release: ReleaseRef, drain_s: float) -> None:
+    async def stop(self, *, release: ReleaseRef, drain_s: float,
+                   hosts: tuple[str, ...] | None = None) -> None:
         """SIGTERM every instance, SIGKILL those still running after ``drain_s`` seconds.
 
         Idempotent: instances already stopped (or never started) are skipped. Returns once
         every supervisor and app process of the release has exited. Logs stay.
         """
+        _one_machine(hosts)
         await self._cancel_probes(release.version)
         await asyncio.to_thread(self.agent.stop, release.version, drain_s=drain_s)
 
@@ -159,3 +164,10 @@ class LocalTarget(SupervisedTarget):
             extra={"status": o.status, "supervisor_pid": o.supervisor_pid,
                    "last_exit_code": o.last_exit_code, "directory": o.directory},
         ) for o in await asyncio.to_thread(self.agent.observe)]
+
+
+def _one_machine(hosts: tuple[str, ...] | None) -> None:
+    if hosts is not None:
+        raise TargetError("a local target runs on this machine only: it has no hosts to "
+                          "start or stop a release on one by one",
+                          hint="rolling needs target: {kind: ssh, hosts: [...]}")

@@ -17,7 +17,14 @@ import httpx
 
 from entrega.dataplane.instances.wire import InstanceReport
 from entrega.net import Endpoint
-from entrega.targets.base import HealthCheck, InstanceHealth, Readiness, ReleaseRef, Target
+from entrega.targets.base import (
+    HealthCheck,
+    InstanceHealth,
+    Readiness,
+    ReleaseRef,
+    Target,
+    host_of,
+)
 from entrega.targets.probe import HttpProbe
 
 
@@ -26,10 +33,12 @@ class SupervisedTarget(Target):
     when it is whole (on every host together)."""
 
     def __init__(self, *, app: str, environment: str, instances: int,
-                 health: HealthCheck) -> None:
+                 health: HealthCheck, hosts: int = 1) -> None:
         self.app = app
         self.environment = environment
         self.instances = instances
+        #: every host runs as many instances of a release
+        self.instances_per_host = instances // max(1, hosts)
         self.health = health
         self._probes: dict[str, list[HttpProbe]] = {}
         #: exits of each instance's app when its probe started (version -> instance -> n)
@@ -41,16 +50,20 @@ class SupervisedTarget(Target):
         """The endpoints of the release's instances that are not stopped."""
 
     @abc.abstractmethod
-    async def _reports(self, version: str) -> list[InstanceReport]:
-        """What the host agents know of each instance of the release (exits, stderr)."""
+    async def _reports(self, version: str,
+                       hosts: tuple[str, ...] | None = None) -> list[InstanceReport]:
+        """What the host agents know of each instance of the release (exits, stderr); of
+        ``hosts`` only, when given (a fleet's other hosts are not asked)."""
 
     # -- readiness -------------------------------------------------------------------------
 
-    async def ready(self, *, release: ReleaseRef) -> Readiness:
+    async def ready(self, *, release: ReleaseRef,
+                    hosts: tuple[str, ...] | None = None) -> Readiness:
         """A snapshot of continuous probing; the first call starts the probes.
 
-        Ready when every instance has passed ``healthy_threshold`` probes in a row (and not
-        failed ``unhealthy_threshold`` in a row since). Never waits on an instance.
+        Ready when every instance (of ``hosts``, when given) has passed
+        ``healthy_threshold`` probes in a row (and not failed ``unhealthy_threshold`` in a
+        row since). Never waits on an instance.
         """
         version = release.version
         if version not in self._probes:
@@ -63,12 +76,16 @@ class SupervisedTarget(Target):
             if version not in self._probes:  # no other ready() started them meanwhile
                 self._start_probes(version, endpoints, baseline)
         probes = self._probes[version]
-        reports = {r.instance: r for r in await self._reports(version)}
+        expected = self.instances
+        if hosts is not None:
+            probes = [p for p in probes if host_of(p.endpoint.instance) in hosts]
+            expected = self.instances_per_host * len(hosts)
+        reports = {r.instance: r for r in await self._reports(version, hosts)}
         snapshots = tuple(_explain(p.snapshot(), reports.get(p.endpoint.instance))
                           for p in probes)
         healthy = sum(1 for s in snapshots if s.healthy)
         return Readiness(
-            ready=len(snapshots) >= self.instances and healthy == len(snapshots),
+            ready=len(snapshots) >= expected and healthy == len(snapshots),
             instances=snapshots,
             detail=f"{healthy}/{len(snapshots)} instances of {version} healthy",
             failure=self._crash_loop(version, probes, reports),
@@ -87,11 +104,17 @@ class SupervisedTarget(Target):
         self._exits_at_probe_start[version] = {
             p.endpoint.instance: exits.get(p.endpoint.instance, 0) for p in probes}
 
-    async def _restart_probes_if_moved(self, version: str, endpoints: list[Endpoint]) -> None:
+    async def _restart_probes_if_moved(self, version: str, endpoints: list[Endpoint],
+                                       hosts: tuple[str, ...] | None = None) -> None:
         """After a start: probes of other endpoints (an instance came back on another
-        port) are dropped, and the next ready() probes the new ones."""
+        port, a host started the release) are dropped, and the next ready() probes the
+        new ones. ``hosts``: the start was on these hosts only."""
         probes = self._probes.get(version)
-        if probes is not None and [p.endpoint for p in probes] != endpoints:
+        if probes is None:
+            return
+        probed = [p.endpoint for p in probes
+                  if hosts is None or host_of(p.endpoint.instance) in hosts]
+        if probed != endpoints:
             await self._cancel_probes(version)
 
     def _crash_loop(self, version: str, probes: list[HttpProbe],

@@ -50,7 +50,8 @@ class SshTarget(SupervisedTarget):
                  env: dict[str, str], instances_per_host: int, health: HealthCheck,
                  inherit_env: tuple[str, ...] = (), runtime: str = "process") -> None:
         super().__init__(app=app, environment=environment,
-                         instances=instances_per_host * len(fleet.hosts), health=health)
+                         instances=instances_per_host * len(fleet.hosts), health=health,
+                         hosts=len(fleet.hosts))
         self.fleet = fleet
         self.command = command
         self.env = dict(env)
@@ -81,10 +82,15 @@ class SshTarget(SupervisedTarget):
 
     # -- start -----------------------------------------------------------------------------
 
-    async def start(self, *, release: ReleaseRef) -> list[Endpoint]:
-        """Install, sync and start (or adopt) the release on every host; the endpoints of
-        all hosts, host by host. Raises the first host's error when any host fails (the
-        others have started: a repeated start adopts them)."""
+    def _chosen(self, hosts: tuple[str, ...] | None) -> list[Host] | None:
+        """The fleet's hosts named (None: every host); an unknown name is an error."""
+        return None if hosts is None else [self.fleet.host(name) for name in hosts]
+
+    async def start(self, *, release: ReleaseRef,
+                    hosts: tuple[str, ...] | None = None) -> list[Endpoint]:
+        """Install, sync and start (or adopt) the release on every host (or on ``hosts``);
+        their endpoints, host by host. Raises the first host's error when any host fails
+        (the others have started: a repeated start adopts them)."""
         env = self._app_env()
 
         async def on(host: Host) -> list[Endpoint]:
@@ -97,10 +103,13 @@ class SshTarget(SupervisedTarget):
                 "command": self.command, "env": env, "instances": self.instances_per_host})
             return [_named(host, e) for e in answer["endpoints"]]
 
-        outcomes = await self.fleet.each(on)
+        chosen = self._chosen(hosts)
+        if chosen == []:
+            return []
+        outcomes = await self.fleet.each(on, chosen)
         _raise_first(outcomes, f"starting {release.version}")
         endpoints = [e for o in outcomes for e in (o.value or [])]
-        await self._restart_probes_if_moved(release.version, endpoints)
+        await self._restart_probes_if_moved(release.version, endpoints, hosts)
         return endpoints
 
     # -- what the probes need ----------------------------------------------------------
@@ -109,20 +118,31 @@ class SshTarget(SupervisedTarget):
         return [i.endpoint for i in await self._observe(version)
                 if i.endpoint is not None and i.extra.get("status") != "stopped"]
 
-    async def _reports(self, version: str) -> list[InstanceReport]:
+    async def _reports(self, version: str,
+                       hosts: tuple[str, ...] | None = None) -> list[InstanceReport]:
         async def on(host: Host) -> list[InstanceReport]:
             answer = await call_agent(self.fleet, host, "explain",
                                       {**self._where(host), "version": version})
             return [InstanceReport(**{**r, "instance": f"{host.name}/{r['instance']}"})
                     for r in answer["instances"]]
 
-        return [r for o in await self.fleet.each(on) if o.ok for r in (o.value or [])]
+        chosen = self._chosen(hosts)
+        if chosen == []:
+            return []
+        return [r for o in await self.fleet.each(on, chosen) if o.ok for r in (o.value or [])]
 
     # -- stop ------------------------------------------------------------------------------
 
-    async def stop(self, *, release: ReleaseRef, drain_s: float) -> None:
-        """Drain and stop the release's instances on every host. Idempotent. A host that
-        cannot be reached raises (its instances may still run: the next pass retries)."""
+    async def stop(self, *, release: ReleaseRef, drain_s: float,
+                   hosts: tuple[str, ...] | None = None) -> None:
+        """Drain and stop the release's instances on every host (or on ``hosts``).
+        Idempotent. A host that cannot be reached raises (its instances may still run:
+        the next pass retries)."""
+        chosen = self._chosen(hosts)
+        if chosen == []:
+            return
+        # Every probe of the release goes: those of the hosts that keep it start again at
+        # the next ready(), which is cheaper than keeping two sets apart.
         await self._cancel_probes(release.version)
 
         async def on(host: Host) -> None:
@@ -132,7 +152,7 @@ class SshTarget(SupervisedTarget):
                              timeout_s=drain_s + STOP_GRACE_S
                              + self.fleet.settings.command_timeout_s)
 
-        _raise_first(await self.fleet.each(on), f"stopping {release.version}")
+        _raise_first(await self.fleet.each(on, chosen), f"stopping {release.version}")
 
     # -- recovery --------------------------------------------------------------------------
 
