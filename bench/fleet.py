@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.fleet.hosts import SSHD, TestFleet
+from tests.fleet.hosts import free_port as free_port_on
 
 from bench.fleet_ansible import AnsibleHost, run_playbook, write_project
 from entrega.config import Config, load_config
@@ -57,7 +59,6 @@ from entrega.server import build_service
 from entrega.service import Service
 from entrega.vocabulary import Phase
 from entrega.waiting import wait_until
-from tests.fleet.hosts import SSHD, TestFleet, free_port as free_port_on
 
 APP = Path(__file__).with_name("fleet_app.py")
 #: The interpreter the app (and Ansible's modules) run with on the hosts.
