@@ -53,10 +53,12 @@ from tests.fleet.hosts import free_port as free_port_on
 
 from bench.fleet_ansible import AnsibleHost, run_playbook, write_project
 from entrega.config import Config, load_config
+from entrega.controller.teardown import stop_data_plane
 from entrega.errors import ConfigError
 from entrega.net import free_port
 from entrega.server import build_service
 from entrega.service import Service
+from entrega.views import DeployStarted
 from entrega.vocabulary import Phase
 from entrega.waiting import wait_until
 
@@ -163,7 +165,9 @@ async def deliver(service: Service, version: str, artifact: Path) -> float:
                                  actor="bench")
     deployed = await service.deploy(environment="production", version=version,
                                     actor="bench")
-    rollout_id = deployed.rollout.id  # type: ignore[union-attr]
+    if not isinstance(deployed, DeployStarted):  # one rollout at a time: none should run
+        raise SystemExit(f"entrega queued {version} behind another rollout")
+    rollout_id = deployed.rollout.id
 
     def ended() -> Any:
         rollout = service.repo.rollout(rollout_id)
@@ -254,15 +258,17 @@ def ansible_side(root: Path, fleet: TestFleet, artifacts: dict[str, Path]
         ansible_s = run_playbook(playbook, artifact=artifacts["v2"], version="v2")
     finally:
         traffic = load.stop()
-    delivered = True
     with httpx.Client(trust_env=False, timeout=5) as client:
-        for host in hosts:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                answer = client.get(f"http://{host.address}:{host.app_port}/").json()
-                delivered = delivered and answer.get("version") == "v2"
-                continue
-            delivered = False
+        delivered = all(_serves(client, f"http://{h.address}:{h.app_port}/", "v2")
+                        for h in hosts)
     return {"ansible_s": ansible_s, "traffic": traffic, "delivered": delivered}
+
+
+def _serves(client: httpx.Client, url: str, version: str) -> bool:
+    try:
+        return bool(client.get(url).json().get("version") == version)
+    except (httpx.HTTPError, ValueError):
+        return False
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -292,16 +298,14 @@ def run(*, hosts: int, artifact_bytes: int, command: str) -> dict[str, Any]:
         artifacts = {v: make_artifact(root / "artifacts", v, artifact_bytes)
                      for v in ("v1", "v2", "v3")}
         fleet = TestFleet.start(root / "hosts", hosts)
-        config: Config | None = None
         try:
             entrega = asyncio.run(entrega_side(root / "entrega", fleet, artifacts))
-            config = load_config(root / "entrega" / "entrega.yaml")
-            asyncio.run(_stop_entrega(config))
+            # entrega's instances and router stopped: Ansible's run has the hosts alone
+            asyncio.run(_stop_entrega(root / "entrega" / "entrega.yaml"))
             ansible = ansible_side(root / "ansible", fleet, artifacts)
         finally:
-            if config is not None:
-                with contextlib.suppress(Exception):
-                    asyncio.run(_stop_entrega(config))
+            with contextlib.suppress(Exception):
+                asyncio.run(_stop_entrega(root / "entrega" / "entrega.yaml"))
             fleet.stop()
             for pid in processes_under(root):
                 with contextlib.suppress(ProcessLookupError):
@@ -310,10 +314,10 @@ def run(*, hosts: int, artifact_bytes: int, command: str) -> dict[str, Any]:
                          entrega=entrega, ansible=ansible, command=command)
 
 
-async def _stop_entrega(config: Config) -> None:
-    from entrega.controller.teardown import stop_data_plane
-
-    await stop_data_plane(config, drain_s=0)
+async def _stop_entrega(config_path: Path) -> None:
+    """Stop entrega's router and instances (idempotent; nothing when it never started)."""
+    if config_path.exists():
+        await stop_data_plane(load_config(config_path), drain_s=0)
 
 
 def summarise(*, hosts: int, artifact_bytes: int, entrega: dict[str, Any],
