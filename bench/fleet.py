@@ -17,11 +17,11 @@ second, in a process of its own):
   pipelining: copy, unpack, switch, restart, wait for health; traffic straight to the
   hosts' app ports, round-robin (no router: what such a playbook gives its users).
 
-Both sides first deliver v1 untimed (entrega installs its host agent then; Ansible opens
-its kept connections), then the timed v2. ``ratio_to_ansible`` is entrega_s / ansible_s
-(target <= 0.25, with ``failed_requests`` 0); ``canary_ratio_to_ansible`` is canary_s /
-ansible_s. ``delivered`` says which side ended with every host serving v2 (checked on each
-host's own port).
+Both sides first deliver v1 untimed, to every host at once (entrega installs its host
+agent then; Ansible opens its kept connections), then the timed v2 (and v3 for rolling).
+``ratio_to_ansible`` is entrega_s / ansible_s (target <= 0.25, with ``failed_requests``
+0); ``canary_ratio_to_ansible`` is canary_s / ansible_s. ``delivered`` says which side
+ended with every host serving the new version (checked on each host's own port).
 
     python -m bench.fleet [--json] [--quick] [--hosts 10] [--artifact-kib 1024]
 
@@ -252,7 +252,8 @@ def ansible_side(root: Path, fleet: TestFleet, artifacts: dict[str, Path]
         Path(host.base_dir, "artifacts").mkdir(parents=True, exist_ok=True)
     playbook = write_project(root, hosts, identity_file=fleet.identity_file,
                              known_hosts=fleet.known_hosts, host_python=HOST_PYTHON)
-    run_playbook(playbook, artifact=artifacts["v1"], version="v1")  # untimed, as entrega's
+    # untimed, every host at once, as entrega's first delivery (nothing runs there yet)
+    run_playbook(playbook, artifact=artifacts["v1"], version="v1", batch="100%")
     load = Load([f"http://{h.address}:{h.app_port}/" for h in hosts])
     try:
         ansible_s = run_playbook(playbook, artifact=artifacts["v2"], version="v2")

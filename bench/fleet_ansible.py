@@ -37,7 +37,7 @@ PLAYBOOK_TIMEOUT_S = 600
 PLAYBOOK = """\
 - name: deliver a release, a quarter of the fleet at a time
   hosts: app
-  serial: "25%"
+  serial: "{{ batch }}"
   gather_facts: false
   vars:
     release_dir: "{{ base_dir }}/releases/{{ version }}"
@@ -152,9 +152,11 @@ def write_project(root: Path, hosts: list[AnsibleHost], *, identity_file: Path,
     return playbook
 
 
-def run_playbook(playbook: Path, *, artifact: Path, version: str) -> float:
-    """Run the playbook for one release; returns its wall time (s), Ansible's own start
-    included (what its user waits for). A failed run ends the benchmark with its log."""
+def run_playbook(playbook: Path, *, artifact: Path, version: str, batch: str = "25%"
+                 ) -> float:
+    """Run the playbook for one release, ``batch`` hosts at a time (its ``serial``);
+    returns its wall time (s), Ansible's own start included (what its user waits for).
+    A failed run ends the benchmark with its log."""
     root = playbook.parent
     env = {**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
            "ANSIBLE_HOME": str(root / "home"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
@@ -164,7 +166,8 @@ def run_playbook(playbook: Path, *, artifact: Path, version: str) -> float:
     with log.open("wb") as out:
         done = subprocess.run(
             [ansible_playbook(), "-i", str(root / "inventory.json"), str(playbook),
-             "-e", json.dumps({"artifact": str(artifact), "version": version})],
+             "-e", json.dumps({"artifact": str(artifact), "version": version,
+                               "batch": batch})],
             cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, timeout=PLAYBOOK_TIMEOUT_S, check=False)
     elapsed = time.perf_counter() - started
