@@ -11,6 +11,7 @@ once; a subclass says how to list a release's endpoints and the agents' reports.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 
 import httpx
@@ -32,6 +33,9 @@ class SupervisedTarget(Target):
     """Probes the instances its host agents run; ``instances`` is how many a release has
     when it is whole (on every host together)."""
 
+    #: How long the agents' reports on a release are reused while it is not ready (s).
+    REPORTS_TTL_S = 0.0
+
     def __init__(self, *, app: str, environment: str, instances: int,
                  health: HealthCheck, hosts: int = 1) -> None:
         self.app = app
@@ -44,6 +48,8 @@ class SupervisedTarget(Target):
         #: exits of each instance's app when its probe started (version -> instance -> n)
         self._exits_at_probe_start: dict[str, dict[str, int]] = {}
         self._client: httpx.AsyncClient | None = None
+        self._report_cache: dict[tuple[str, tuple[str, ...] | None],
+                                 tuple[float, dict[str, InstanceReport]]] = {}
 
     @abc.abstractmethod
     async def _running_endpoints(self, version: str) -> list[Endpoint]:
@@ -80,7 +86,7 @@ class SupervisedTarget(Target):
         if hosts is not None:
             probes = [p for p in probes if host_of(p.endpoint.instance) in hosts]
             expected = self.instances_per_host * len(hosts)
-        reports = {r.instance: r for r in await self._reports(version, hosts)}
+        reports = await self._cached_reports(version, hosts, probes)
         snapshots = tuple(_explain(p.snapshot(), reports.get(p.endpoint.instance))
                           for p in probes)
         healthy = sum(1 for s in snapshots if s.healthy)
@@ -90,6 +96,22 @@ class SupervisedTarget(Target):
             detail=f"{healthy}/{len(snapshots)} instances of {version} healthy",
             failure=self._crash_loop(version, probes, reports),
         )
+
+    async def _cached_reports(self, version: str, hosts: tuple[str, ...] | None,
+                              probes: list[HttpProbe]) -> dict[str, InstanceReport]:
+        """The agents' reports, asked only while some instance is not healthy (they
+        explain failures and count a crash loop's exits), and at most every
+        ``REPORTS_TTL_S``: on a fleet each ask is a command on every host."""
+        if all(p.healthy for p in probes):
+            return {}
+        loop = asyncio.get_running_loop()
+        key = (version, hosts)
+        cached = self._report_cache.get(key)
+        if cached is not None and loop.time() - cached[0] < self.REPORTS_TTL_S:
+            return cached[1]
+        reports = {r.instance: r for r in await self._reports(version, hosts)}
+        self._report_cache[key] = (loop.time(), reports)
+        return reports
 
     def _start_probes(self, version: str, endpoints: list[Endpoint],
                       reports: list[InstanceReport]) -> None:
@@ -140,6 +162,8 @@ class SupervisedTarget(Target):
 
     async def _cancel_probes(self, version: str) -> None:
         self._exits_at_probe_start.pop(version, None)
+        for key in [k for k in self._report_cache if k[0] == version]:
+            del self._report_cache[key]
         for probe in self._probes.pop(version, []):
             await probe.cancel()
 

@@ -46,6 +46,10 @@ STOP_GRACE_S = 15.0
 class SshTarget(SupervisedTarget):
     """Runs ``instances_per_host`` copies of each release on every host of ``fleet``."""
 
+    # Each report is a command on every host: asked at most every 2 s while a release
+    # starts (the crash-loop rule counts exits, which take longer than that anyway).
+    REPORTS_TTL_S = 2.0
+
     def __init__(self, *, app: str, environment: str, fleet: Fleet, command: str,
                  env: dict[str, str], instances_per_host: int, health: HealthCheck,
                  inherit_env: tuple[str, ...] = (), runtime: str = "process") -> None:
