@@ -16,7 +16,8 @@ says what failed, where, and (when we know it) what to do next::
     ├── ArtifactError          an artifact cannot be read, unpacked or verified
     ├── TargetError            instances could not be started, probed or stopped
     │   ├── TargetUnreachable  the target (host, runtime) does not answer
-    │   └── HostKeyRefused     an SSH host's key is not the one known_hosts lists
+    │   ├── HostKeyRefused     an SSH host's key is not the one known_hosts lists
+    │   └── AgentMissing       a fleet host does not have this controller's host agent
     ├── RouterError            the router could not be started or reconfigured
     │   └── RouterUnreachable  the router's control socket does not answer
     ├── AnalysisError          a metric could not be measured
@@ -144,6 +145,11 @@ class TargetUnreachable(TargetError):
 class HostKeyRefused(TargetError):
     """An SSH host is missing from known_hosts or presents another key: permanent until
     an operator checks the host and updates known_hosts."""
+
+
+class AgentMissing(TargetError):
+    """A fleet host does not have this controller's host agent (yet): it runs nothing
+    that this agent could report on; a start installs it."""
 
 
 class RouterError(EntregaError):

@@ -221,12 +221,18 @@ async def test_a_host_that_comes_back_empty_is_brought_to_the_stable_release(
         lost.stop()
         for pid in processes_under(lost.root):
             os.kill(pid, signal.SIGKILL)
-        # The other hosts serve meanwhile; the controller waits for host2, never on it.
-        assert await versions_served(rt.config.router.listen, 12) == {"v1": 12}
         # status (and the dashboard, from the same view) shows the host down, by name.
         down = await wait_until(lambda: [h for h in hosts_of(service) if not h.reachable],
                                 timeout_s=30, what="host2 to show as unreachable")
         assert [h.name for h in down] == ["host2"] and "host2" in (down[0].error or "")
+        # The router no longer sends to host2's addresses; the others serve meanwhile,
+        # and the controller waits for host2, never on it.
+        async def host2_unrouted() -> bool:
+            return await routed_hosts(rt) == {"host1", "host3"}
+
+        await wait_until(host2_unrouted, timeout_s=30,
+                         what="host2's instances out of the route table")
+        assert await versions_served(rt.config.router.listen, 12) == {"v1": 12}
         shown = render_text(status_view(service.status()))
         assert "host2" in shown and "unreachable" in shown
         lost.start()
@@ -244,6 +250,11 @@ async def test_a_host_that_comes_back_empty_is_brought_to_the_stable_release(
                          timeout_s=30, what="every host to show two v1 instances")
     finally:
         await service.controller.stop()
+
+
+async def routed_hosts(rt: object) -> set[str]:
+    routes = await rt.router.get_routes()  # type: ignore[attr-defined]
+    return {e.instance.split("/")[0] for e in routes.backends.get("v1", ())}
 
 
 def hosts_of(service: Service) -> list[HostView]:

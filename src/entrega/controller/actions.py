@@ -181,18 +181,25 @@ class ActionRunner:
         """A started release that now has fewer live instances than it should lost some
         with their supervisor (killed, its machine rebooted, a fleet host that came back
         empty): the next pass starts it again, which adopts the live instances and starts
-        the others (on their old ports when free, so the routes stay valid). Its endpoints
-        stay known until then: the route table never loses a release that still serves.
-        A release that runs on some hosts only (``running``: a rolling rollout's) is
-        counted there and left to the rollout, which starts it host by host."""
+        the others (on their old ports when free). Until then the routes keep the live
+        ones only: the route table never loses a release that still serves, nor keeps an
+        address that no longer answers while others do. A release that runs on some
+        hosts only (``running``: a rolling rollout's) is left to the rollout, which starts
+        it host by host."""
         for version in needed & set(rt.endpoints):
             if version in rt.start_errors or self.busy("stop", rt.name, version) \
                     or version in running:
                 continue
             alive = [i for i in observed if i.version == version and i.alive]
             missing = rt.config.target.instances - len(alive)
-            if missing > 0:
-                rt.lost_instances[version] = missing
+            if missing <= 0:
+                continue
+            rt.lost_instances[version] = missing
+            # Meanwhile the router sends nothing to the lost ones (a dead address costs a
+            # retry, and two in a row fail a request), as long as some are alive.
+            live = {i.endpoint for i in alive}
+            if live:
+                rt.endpoints[version] = tuple(e for e in rt.endpoints[version] if e in live)
 
     async def _stop(self, rt: EnvironmentRuntime, version: str, *, reason: str,
                     hosts: tuple[str, ...] | None = None) -> None:

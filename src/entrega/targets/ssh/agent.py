@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import entrega
-from entrega.errors import TargetError
+from entrega.errors import AgentMissing, TargetError
 from entrega.targets.ssh.connections import Fleet, Host
 
 # The host-side helper's copy of the release digest (the same as releases/artifacts.py's,
@@ -98,8 +98,8 @@ async def call_agent(fleet: Fleet, host: Host, operation: str,
     if not isinstance(answer, dict):
         said = result.stderr_text(300)
         if "No module named" in said:
-            raise TargetError(f"{host} has no entrega agent at {agent_path(host)}",
-                              hint="run `entrega host prepare`")
+            raise AgentMissing(f"{host} has no entrega agent at {agent_path(host)}",
+                               hint="run `entrega host prepare`")
         raise TargetError(f"{host}: the agent's {operation} failed (exit status "
                           f"{result.exit_status})", hint="see the host's instance logs "
                           f"under {posixpath.dirname(agent_path(host))}")

@@ -29,6 +29,7 @@ import os
 from typing import Any
 
 from entrega.dataplane.instances.wire import InstanceReport
+from entrega.errors import AgentMissing
 from entrega.net import Endpoint
 from entrega.procenv import minimal_env
 from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef
@@ -170,7 +171,10 @@ class SshTarget(SupervisedTarget):
             request = {**self._where(host)}
             if version is not None:
                 request["version"] = version
-            answer = await call_agent(self.fleet, host, "observe", request)
+            try:
+                answer = await call_agent(self.fleet, host, "observe", request)
+            except AgentMissing:  # nothing delivered there yet (a new host)
+                return []
             return [InstanceState(
                 version=o["version"], instance=f"{host.name}/{o['instance']}",
                 endpoint=Endpoint(host.address, o["port"], f"{host.name}/{o['instance']}"),
