@@ -8,23 +8,19 @@ controller adopting the running containers instead of starting them again.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from entrega.config import Config, load_config
 from entrega.controller.loop import Controller
-from entrega.controller.teardown import stop_data_plane
 from entrega.dataplane.instances.containers import image_id_of
 from entrega.net import free_port
-from entrega.server import build_service
 from entrega.service import Service
-from entrega.views import DeployStarted
 from tests.controller.conftest import wait_until
+from tests.fleet.delivery import deploy, hosts_yaml, services, versions_served
 from tests.fleet.hosts import TestFleet
 from tests.fleet.podman import build_release, remove_containers, remove_image, require_podman
 
@@ -32,9 +28,7 @@ pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
 def write_config(root: Path, fleet: TestFleet) -> Config:
-    hosts = "".join(
-        f"        - {{name: {h.name}, address: {h.address}, port: {h.port}, "
-        f"base_dir: {h.base_dir}}}\n" for h in fleet.hosts)
+    hosts = hosts_yaml(fleet)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "entrega.yaml"
     path.write_text(f"""\
@@ -69,43 +63,25 @@ environments:
 async def podman_fleet_service(test_fleet: TestFleet, tmp_path: Path
                                ) -> AsyncIterator[Callable[[], Service]]:
     require_podman()
-    configs: list[Config] = []
-
-    def make() -> Service:
-        config = write_config(tmp_path / "controller", test_fleet)
-        configs.append(config)
-        service, _store = build_service(config)
-        return service
-
-    yield make
-    for config in configs:
-        with contextlib.suppress(Exception):
-            await stop_data_plane(config, drain_s=0)
-    # The containers outlive sshd and the controller: every host's, whatever happened.
-    for host in test_fleet.hosts:
-        remove_containers(f"entrega.home={(host.base_dir / 'shop' / 'state').resolve()}")
-    # And the images the hosts loaded (one podman serves the three test hosts).
-    for archive in tmp_path.glob("images/artifacts/*/image.tar"):
-        image_id = image_id_of(archive)
-        if image_id is not None:
-            remove_image(image_id)
+    try:
+        async with services(test_fleet, lambda: write_config(
+                tmp_path / "controller", test_fleet)) as make:
+            yield make
+    finally:
+        # The containers outlive sshd and the controller: every host's, whatever happened.
+        for host in test_fleet.hosts:
+            remove_containers(f"entrega.home={(host.base_dir / 'shop' / 'state').resolve()}")
+        # And the images the hosts loaded (one podman serves the three test hosts).
+        for archive in tmp_path.glob("images/artifacts/*/image.tar"):
+            image_id = image_id_of(archive)
+            if image_id is not None:
+                remove_image(image_id)
 
 
-async def deploy(service: Service, version: str, artifact: Path) -> int:
-    await service.create_release(version=version, artifact=artifact, meta={}, actor="ci")
-    started = await service.deploy(environment="production", version=version, actor="ci")
-    assert isinstance(started, DeployStarted)
-    return started.rollout.id
-
-
-async def versions_served(listen: str, requests: int) -> dict[str, int]:
-    seen: dict[str, int] = {}
-    async with httpx.AsyncClient(trust_env=False) as client:
-        for _ in range(requests):
-            response = await client.get(f"http://{listen}/VERSION", timeout=5)
-            assert response.status_code == 200
-            seen[response.text] = seen.get(response.text, 0) + 1
-    return seen
+async def served(listen: str, requests: int) -> dict[str, int]:
+    """Which release answered (the busybox image serves its version at /VERSION)."""
+    return await versions_served(listen, requests, path="/VERSION",
+                                 version_of=lambda response: response.text)
 
 
 async def alive_versions(rt: object) -> set[str]:
@@ -129,12 +105,12 @@ async def test_v1_then_a_canary_to_v2_as_containers_on_the_fleet_then_adopted(
                       for i in instances) == sorted(
             (h.name, h.address, "running") for h in test_fleet.hosts)
         listen = rt.config.router.listen
-        assert await versions_served(listen, 9) == {"v1": 9}
+        assert await served(listen, 9) == {"v1": 9}
 
         rid = await deploy(service, "v2", build_release(images, "v2"))
         await wait_until(lambda: service.repo.rollout(rid).phase == "succeeded",  # type: ignore[union-attr]
                          timeout_s=120, what="v2 on the fleet")
-        assert await versions_served(listen, 9) == {"v2": 9}
+        assert await served(listen, 9) == {"v2": 9}
         # v1's containers are stopped (and removed) on every host once v2 took all traffic.
         await wait_until(lambda: _only_v2(rt), timeout_s=60, what="v1 stopped")
         started = {(i.instance, i.pid) for i in await rt.target.observe() if i.alive}
@@ -148,7 +124,7 @@ async def test_v1_then_a_canary_to_v2_as_containers_on_the_fleet_then_adopted(
     try:
         rt = restarted.runtimes["production"]
         assert {(i.instance, i.pid) for i in await rt.target.observe() if i.alive} == started
-        assert await versions_served(rt.config.router.listen, 6) == {"v2": 6}
+        assert await served(rt.config.router.listen, 6) == {"v2": 6}
     finally:
         await restarted.stop()
 

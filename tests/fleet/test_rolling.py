@@ -11,10 +11,7 @@ saw the new release.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,21 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from entrega.config import Config
 from entrega.controller.loop import Controller
-from entrega.controller.teardown import stop_data_plane
-from entrega.server import build_service
 from entrega.service import Service
 from tests.controller.conftest import wait_until
+from tests.fleet.delivery import SHOP, deploy, release, services, versions_served
 from tests.fleet.hosts import TestFleet
-from tests.fleet.test_ssh_target import (
-    SHOP,
-    deploy,
-    processes_under,
-    release,
-    versions_served,
-    write_config,
-)
+from tests.fleet.test_ssh_target import write_config
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -61,21 +49,9 @@ runpy.run_path("shop.py", run_name="__main__")
 @pytest.fixture
 async def rolling_service(test_fleet: TestFleet, tmp_path: Path
                           ) -> AsyncIterator[Callable[[], Service]]:
-    configs: list[Config] = []
-
-    def make() -> Service:
-        config = write_config(tmp_path / "controller", test_fleet, ROLLING)
-        configs.append(config)
-        service, _store = build_service(config)
-        return service
-
-    yield make
-    for config in configs:
-        with contextlib.suppress(Exception):
-            await stop_data_plane(config, drain_s=0)
-    for pid in processes_under(test_fleet.root):  # what the host agents started
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    async with services(test_fleet, lambda: write_config(
+            tmp_path / "controller", test_fleet, ROLLING)) as make:
+        yield make
 
 
 class Client(threading.Thread):

@@ -11,33 +11,32 @@ host's stderr.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
-import os
-import shutil
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from rich.console import Console
 
 from entrega.cli.render import status_view
 from entrega.config import Config, load_config
 from entrega.controller.loop import Controller
-from entrega.controller.teardown import stop_data_plane
 from entrega.net import free_port
-from entrega.server import build_service
 from entrega.service import Service
-from entrega.views import DeployStarted, HostView
+from entrega.views import HostView
 from tests.controller.conftest import wait_until
+from tests.fleet.delivery import (
+    deploy,
+    hosts_yaml,
+    kill_processes_under,
+    release,
+    services,
+    versions_served,
+)
 from tests.fleet.hosts import TestFleet
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
-
-SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop" / "app.py"
 
 CANARY = """\
       canary:
@@ -49,9 +48,7 @@ CANARY = """\
 
 
 def write_config(root: Path, fleet: TestFleet, strategy: str = CANARY) -> Config:
-    hosts = "".join(
-        f"        - {{name: {h.name}, address: {h.address}, port: {h.port}, "
-        f"base_dir: {h.base_dir}}}\n" for h in fleet.hosts)
+    hosts = hosts_yaml(fleet)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "entrega.yaml"
     path.write_text(f"""\
@@ -78,68 +75,12 @@ environments:
     return load_config(path)
 
 
-def release(root: Path, version: str, app: str | None = None) -> Path:
-    path = root / "artifacts" / version
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SHOP, path / "app.py")
-    if app is not None:
-        (path / "app.py").write_text(app)
-    (path / "VERSION").write_text(version)
-    return path
-
-
-def processes_under(directory: Path) -> list[int]:
-    """Pids of the processes whose command line or working directory is under
-    ``directory`` (the instances and supervisors a test host's agent started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(entry / "cwd")
-            if str(directory) in cmdline or cwd.startswith(str(directory)):
-                found.append(int(entry.name))
-    return found
-
-
 @pytest.fixture
 async def fleet_service(test_fleet: TestFleet, tmp_path: Path
                         ) -> AsyncIterator[Callable[..., Service]]:
-    configs: list[Config] = []
-
-    def make(strategy: str = CANARY) -> Service:
-        config = write_config(tmp_path / "controller", test_fleet, strategy)
-        configs.append(config)
-        service, _store = build_service(config)
-        return service
-
-    yield make
-    for config in configs:
-        with contextlib.suppress(Exception):
-            await stop_data_plane(config, drain_s=0)
-    # What the host agents started lives on after sshd: it is the hosts' to stop.
-    for pid in processes_under(test_fleet.root):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-async def deploy(service: Service, version: str, artifact: Path) -> int:
-    await service.create_release(version=version, artifact=artifact, meta={}, actor="ci")
-    started = await service.deploy(environment="production", version=version, actor="ci")
-    assert isinstance(started, DeployStarted)
-    return started.rollout.id
-
-
-async def versions_served(listen: str, requests: int) -> dict[str, int]:
-    seen: dict[str, int] = {}
-    async with httpx.AsyncClient(trust_env=False) as client:
-        for _ in range(requests):
-            response = await client.get(f"http://{listen}/api/products", timeout=5)
-            assert response.status_code == 200
-            version = response.json()["version"]
-            seen[version] = seen.get(version, 0) + 1
-    return seen
+    async with services(test_fleet, lambda strategy=CANARY: write_config(
+            tmp_path / "controller", test_fleet, strategy)) as make:
+        yield make
 
 
 async def test_a_canary_across_the_fleet_then_a_new_controller_adopts_it(
@@ -219,8 +160,7 @@ async def test_a_host_that_comes_back_empty_is_brought_to_the_stable_release(
         # host2 goes down with everything on it (a reboot): sshd and its instances.
         lost = test_fleet.hosts[1]
         lost.stop()
-        for pid in processes_under(lost.root):
-            os.kill(pid, signal.SIGKILL)
+        kill_processes_under(lost.root)
         # status (and the dashboard, from the same view) shows the host down, by name.
         down = await wait_until(lambda: [h for h in hosts_of(service) if not h.reachable],
                                 timeout_s=30, what="host2 to show as unreachable")
