@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.fleet.delivery import processes_under  # what the hosts run outlives sshd
 from tests.fleet.hosts import SSHD, TestFleet
 from tests.fleet.hosts import free_port as free_port_on
 
@@ -273,21 +274,6 @@ def _serves(client: httpx.Client, url: str, version: str) -> bool:
 
 
 # -- the run ----------------------------------------------------------------------------
-
-def processes_under(directory: Path) -> list[int]:
-    """Pids whose command line or working directory is under ``directory``: what the
-    hosts run (entrega's agents and instances, Ansible's apps), which outlives sshd."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(entry / "cwd")
-            if str(directory) in cmdline or cwd.startswith(str(directory)):
-                found.append(int(entry.name))
-    return found
-
 
 def run(*, hosts: int, artifact_bytes: int, command: str) -> dict[str, Any]:
     if not Path(SSHD).exists() or shutil.which("ssh-keygen") is None:
