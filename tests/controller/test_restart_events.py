@@ -122,9 +122,13 @@ async def test_an_instance_lost_with_its_supervisor_is_started_again(
         [again] = [i for i in await rt.target.observe() if i.alive]
         assert again.extra["supervisor_pid"] != supervisor
         assert again.endpoint == instance.endpoint  # the routes stayed valid
-        async with httpx.AsyncClient(trust_env=False) as client:
-            answer = await client.get(f"http://{rt.config.router.listen}/api/products")
-        assert answer.status_code == 200 and answer.json()["version"] == "v1"
+        # Its app was started again, not yet necessarily listening: served once it is.
+        async def served() -> str | None:
+            async with httpx.AsyncClient(trust_env=False) as client:
+                answer = await client.get(f"http://{rt.config.router.listen}/api/products")
+            return answer.json()["version"] if answer.status_code == 200 else None
+
+        assert await wait_until(served, 30, "v1 to answer again") == "v1"
     finally:
         await service.controller.stop()
 
