@@ -64,8 +64,17 @@ def test_good_canary_passes_the_default_analysis_on_haproxy(
     assert users.failures == []
     data = dep.cli_json("analysis", "explain", str(rollout["id"]))
     last = data["windows"][-1]
-    assert last["verdict"] == "pass", last
     verdicts = {m["metric"]: m for m in last["result"]["metrics"]}
-    assert verdicts["latency-p95"]["verdict"] == "pass", verdicts["latency-p95"]
+    # HAProxy's own latency reached the judge (its log, issue 16), from the whole window.
     assert verdicts["latency-p95"]["details"]["canary_requests"] >= 50
-    assert verdicts["error-rate"]["verdict"] == "pass", verdicts["error-rate"]
+    if last["verdict"] != "pass":
+        # Evidence once reached stays reached for the window (issue 12): each metric
+        # passed at some check, and the latest check of one may be inconclusive again.
+        passed = [e["message"] for e in dep.rollout_by_id(rollout["id"])["events"]
+                  if "analysis passed" in e["message"]]
+        assert any("every metric reached its pass evidence" in m and "error-rate" in m
+                   and "latency-p95" in m for m in passed), (last, passed)
+        assert all(v["verdict"] != "fail" for v in verdicts.values()), verdicts
+    else:
+        assert verdicts["latency-p95"]["verdict"] == "pass", verdicts["latency-p95"]
+        assert verdicts["error-rate"]["verdict"] == "pass", verdicts["error-rate"]
