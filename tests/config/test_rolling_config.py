@@ -26,9 +26,9 @@ environments:
     target:
       kind: ssh
       hosts:
-        - {name: web-2, address: 10.0.0.6}
-        - {name: web-1, address: 10.0.0.5}
-        - 10.0.0.7
+        - {name: web-2, address: 127.0.1.6}
+        - {name: web-1, address: 127.0.1.5}
+        - 127.0.1.7
     router: {kind: embedded, listen: "127.0.0.1:8081"}
     strategy:
       rolling:
@@ -52,7 +52,7 @@ def test_rolling_is_read_and_becomes_the_rollouts_spec(tmp_path: Path) -> None:
     assert env.strategy.name == "rolling"
     spec = spec_for(env)
     assert spec.strategy == "rolling"
-    assert spec.rolling == RollingSpec(hosts=("web-2", "web-1", "10.0.0.7"), batch="25%",
+    assert spec.rolling == RollingSpec(hosts=("web-2", "web-1", "127.0.1.7"), batch="25%",
                                        max_failed=1, pause_between_batches_s=30)
 
 

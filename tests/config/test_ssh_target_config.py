@@ -26,9 +26,9 @@ environments:
     target:
       kind: ssh
       hosts:
-        - 10.0.0.5
-        - "10.0.0.6:2222"
-        - {name: web-3, address: web-3.example.com, user: deploy, base_dir: /opt/e}
+        - 127.0.1.5
+        - "127.0.1.6:2222"
+        - {name: web-3, address: web-3.localhost, user: deploy, base_dir: /opt/e}
       identity_file: keys/deploy
       known_hosts: keys/known_hosts
       max_parallel: 2
@@ -47,8 +47,8 @@ def test_an_ssh_target_is_read(tmp_path: Path) -> None:
     target = config.environment("production").target
     assert isinstance(target, SshTargetConfig)
     assert [(h.address, h.port, h.name, h.user) for h in target.hosts] == [
-        ("10.0.0.5", None, None, None), ("10.0.0.6", 2222, None, None),
-        ("web-3.example.com", None, "web-3", "deploy")]
+        ("127.0.1.5", None, None, None), ("127.0.1.6", 2222, None, None),
+        ("web-3.localhost", None, "web-3", "deploy")]
     assert target.hosts[2].base_dir == "/opt/e"
     assert (target.user, target.port, target.base_dir, target.runtime) == \
         ("root", 22, "/srv/entrega", "process")
@@ -97,9 +97,9 @@ def test_run_command_is_needed_only_where_instances_run_as_processes(tmp_path: P
 
 
 @pytest.mark.parametrize(("old", "new", "line", "expected"), [
-    ("        - 10.0.0.5\n", "        - ''\n", 12, "environments[1].target.hosts[0]: a host is "
+    ("        - 127.0.1.5\n", "        - ''\n", 12, "environments[1].target.hosts[0]: a host is "
      "an address"),
-    ('"10.0.0.6:2222"', '"10.0.0.6:22x"', 13,
+    ('"127.0.1.6:2222"', '"127.0.1.6:22x"', 13,
      "environments[1].target.hosts[1]: expected HOST or HOST:PORT"),
     ("base_dir: /opt/e", "base_dir: opt/e", 14, "must be absolute"),
     ("max_parallel: 2", "max_parallel: 0", 17,
@@ -107,7 +107,7 @@ def test_run_command_is_needed_only_where_instances_run_as_processes(tmp_path: P
     ("max_parallel: 2", "runtime: docker", 17, "environments[1].target.runtime: Input "
      "should be 'process' or 'podman'"),
     ("max_parallel: 2", "hostz: []", 17, "environments[1].target.hostz: unknown field"),
-    ('"10.0.0.6:2222"', "10.0.0.5", 10, "host names must be unique, repeated: ['10.0.0.5']"),
+    ('"127.0.1.6:2222"', "127.0.1.5", 10, "host names must be unique, repeated: ['127.0.1.5']"),
     ("max_parallel: 2", "connect_timeout_s: 0", 17, "environments[1].target."
      "connect_timeout_s: Input should be greater than 0"),
 ], ids=["empty-host", "bad-port", "relative-base-dir", "no-parallelism", "unknown-runtime",

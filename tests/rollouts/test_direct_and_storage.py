@@ -323,8 +323,8 @@ def test_a_first_release_that_fails_verification_leaves_an_empty_table(strategy)
 @pytest.mark.parametrize("spec", FIRST)
 @pytest.mark.parametrize(("problem", "expected"), [
     ("", "v2 was not ready within 300s"),
-    ("host web2 (10.0.0.6:22) did not answer within 10 s",
-     "v2 was not ready within 300s: host web2 (10.0.0.6:22) did not answer within 10 s"),
+    ("host web2 (127.0.1.6:22) did not answer within 10 s",
+     "v2 was not ready within 300s: host web2 (127.0.1.6:22) did not answer within 10 s"),
 ], ids=["not-ready", "a-host-that-does-not-answer"])
 def test_the_progress_deadline_ends_the_wait_saying_what_held_it(spec, problem, expected):
     # A start that keeps failing for a reason that may pass (a fleet host that does not
