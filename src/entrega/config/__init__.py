@@ -7,7 +7,8 @@ config (artifacts, state) are relative to the config file's directory.
 
 One module per part that stands on its own: ``model.py`` (the base every section shares),
 ``metrics.py`` (how a metric of an analysis is measured and judged, and the built-in
-ones); the rest of the file's sections and the loading are here.
+ones), ``ssh.py`` (a fleet target), ``strategy.py`` (canary, blue-green, rolling); the
+rest of the file's sections and the loading are here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ from entrega.config.metrics import PrometheusSource as PrometheusSource
 from entrega.config.model import Model as _Model
 from entrega.config.ssh import SshHostConfig as SshHostConfig
 from entrega.config.ssh import SshTargetConfig as SshTargetConfig
+from entrega.config.strategy import AnalysisStepConfig as AnalysisStepConfig
+from entrega.config.strategy import BlueGreenConfig as BlueGreenConfig
+from entrega.config.strategy import CanaryConfig as CanaryConfig
+from entrega.config.strategy import CanaryStepConfig as CanaryStepConfig
+from entrega.config.strategy import CohortConfig as CohortConfig
+from entrega.config.strategy import PauseStepConfig as PauseStepConfig
+from entrega.config.strategy import RollingConfig as RollingConfig
+from entrega.config.strategy import StrategyConfig as StrategyConfig
 from entrega.errors import ConfigError
 from entrega.names import NAME_PATTERN
 from entrega.net import parse_address
@@ -173,171 +182,6 @@ class HaproxyRouterConfig(_Model):
 
 
 RouterConfig = Annotated[EmbeddedRouterConfig | HaproxyRouterConfig, Field(discriminator="kind")]
-
-
-class AnalysisStepConfig(_Model):
-    metrics: list[str] = Field(min_length=1)
-    #: How long the step watches the canary before it can pass.
-    duration_s: float = Field(30.0, gt=0)
-    #: The controller measures and judges this often during the step.
-    check_every_s: float = Field(1.0, gt=0)
-    #: Failed checks tolerated before rollback (0: the first failure rolls back).
-    failure_limit: int = Field(0, ge=0)
-    #: Extra durations granted when the step ends inconclusive, then it pauses for a human.
-    inconclusive_limit: int = Field(2, ge=0)
-
-
-class PauseStepConfig(_Model):
-    #: None pauses until `entrega promote`.
-    duration_s: float | None = Field(None, ge=0)
-
-
-class CohortConfig(_Model):
-    """Who the selected users are: sent to the canary by ``cohort:`` and ``users:`` steps."""
-
-    #: Requests carrying this header (with ``value``, when given) are in the cohort.
-    header: str = "X-Entrega-Cohort"
-    value: str | None = "beta"
-    #: Where a request's user id is: a header and/or a cookie.
-    user_header: str | None = "X-User-Id"
-    user_cookie: str | None = None
-    #: User ids always in the cohort (an allowlist).
-    users: list[str] = []
-
-
-def _percent(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().endswith("%"):
-        return value.strip()[:-1].strip()
-    return value
-
-
-class CanaryStepConfig(_Model):
-    weight: int | None = Field(None, ge=0, le=100)
-    pause: PauseStepConfig | None = None
-    analysis: AnalysisStepConfig | None = None
-    #: Send the cohort (header, allowlist) to the canary; the name is shown in status.
-    cohort: str | None = None
-    #: Also send this share of users (by a stable hash of their id), e.g. "10%".
-    users: int | None = Field(None, ge=0, le=100)
-
-    _users_percent = field_validator("users", mode="before")(_percent)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> CanaryStepConfig:
-        kinds = ("weight", "pause", "analysis", "cohort", "users")
-        given = [k for k in kinds if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("a step is exactly one of weight, pause, analysis, cohort or users")
-        return self
-
-
-class CanaryConfig(_Model):
-    steps: list[CanaryStepConfig] = Field(min_length=1)
-    cohort: CohortConfig = CohortConfig()
-
-    @field_validator("steps")
-    @classmethod
-    def _weights_rise(cls, steps: list[CanaryStepConfig]) -> list[CanaryStepConfig]:
-        last = last_users = 0
-        for step in steps:
-            if step.weight is not None:
-                if step.weight < last:
-                    raise ValueError(f"weights must not go down (got {step.weight} after {last})")
-                last = step.weight
-            if step.users is not None:
-                if step.users < last_users:
-                    raise ValueError(f"users must not go down (got {step.users}% after "
-                                     f"{last_users}%)")
-                last_users = step.users
-        return steps
-
-
-class BlueGreenConfig(_Model):
-    #: Switch as soon as the preview passes verification; false waits for `entrega promote`.
-    auto_promote: bool = True
-    #: The old release stays running this long after the switch, so a rollback is instant.
-    scale_down_delay_s: float = Field(30.0, ge=0)
-    #: Analysis of the new release after the switch, against the old one kept warm.
-    post_switch_analysis: AnalysisStepConfig | None = None
-
-
-def _hosts_count_or_share(value: object, *, least: int) -> int | str:
-    """A count of hosts (``2``) or a share of a fleet (``"25%"``), as rolling takes them."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < least:
-            raise ValueError(f"expected at least {least}, got {value}")
-        return value
-    text = str(value).strip()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
-    if match is None:
-        if text.isdigit():
-            return _hosts_count_or_share(int(text), least=least)
-        raise ValueError(f"expected a number of hosts (like 2) or a share of them "
-                         f"(like \"25%\"), got {value!r}")
-    share = float(match.group(1))
-    if not (0 < share <= 100 if least else 0 <= share <= 100):
-        raise ValueError(f"a share is {'above 0' if least else 'from 0'} to 100%, got {text}")
-    return f"{match.group(1)}%"
-
-
-class RollingConfig(_Model):
-    """Rolling over the hosts of an ssh target, a batch at a time (Ansible's ``serial``).
-
-    ``batch``: hosts per batch, a count or a share of the fleet (``"25%"``, rounded up).
-    ``max_failed``: failed hosts tolerated before the rollout stops and restores the old
-    release everywhere, a count or a share (rounded down); 0 by default because a host
-    that cannot run the release usually means the release is wrong, not the host.
-    """
-
-    batch: int | str = 1
-    max_failed: int | str = 0
-    #: Time to watch a batch's hosts serve before the next batch is drained.
-    pause_between_batches_s: float = Field(0.0, ge=0)
-
-    @field_validator("batch", mode="before")
-    @classmethod
-    def _batch(cls, value: object) -> int | str:
-        return _hosts_count_or_share(value, least=1)
-
-    @field_validator("max_failed", mode="before")
-    @classmethod
-    def _max_failed(cls, value: object) -> int | str:
-        return _hosts_count_or_share(value, least=0)
-
-
-class StrategyConfig(_Model):
-    """How new releases reach users. Several may be given: ``default`` is used unless a
-    deploy asks for another (``entrega deploy --strategy blue-green``)."""
-
-    canary: CanaryConfig | None = None
-    blue_green: BlueGreenConfig | None = Field(None, alias="blue-green")
-    rolling: RollingConfig | None = None
-    default: Literal["canary", "blue-green", "rolling"] | None = None
-    #: How long a new release may take to become ready (every instance healthy, on
-    #: every host) before its rollout fails saying why it was not.
-    progress_deadline_s: float = Field(300.0, gt=0)
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> StrategyConfig:
-        configured = {"canary": self.canary, "blue-green": self.blue_green,
-                      "rolling": self.rolling}
-        given = [name for name, value in configured.items() if value is not None]
-        if not given:
-            raise ValueError("give canary, blue-green or rolling (or several, with default:)")
-        if self.default is not None and configured[self.default] is None:
-            raise ValueError(f"default is {self.default} but it is not configured")
-        if len(given) > 1 and self.default is None and "rolling" in given:
-            raise ValueError(f"{' and '.join(given)} are configured: say which is used "
-                             "with default:")
-        return self
-
-    @property
-    def name(self) -> str:
-        if self.default:
-            return self.default
-        if self.canary is not None:
-            return "canary"
-        return "blue-green" if self.blue_green is not None else "rolling"
 
 
 class HttpCheck(_Model):
