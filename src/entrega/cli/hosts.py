@@ -37,6 +37,16 @@ def ssh_environment(cfg: Config, name: str | None) -> EnvironmentConfig:
                       f"({', '.join(e.name for e in fleets)})", hint="choose one with --env")
 
 
+def exit_if_any_failed(failed: list[str], total: int, *, as_json: bool) -> None:
+    """Exit status 1 when a host failed, named under the table (the JSON says it per host)."""
+    if not failed:
+        return
+    if not as_json:
+        console.print(Text(f"{len(failed)} of {total} host(s) failed: {', '.join(failed)}",
+                           "red"))
+    raise typer.Exit(1)
+
+
 def _disk(free: int | None) -> str:
     if free is None:
         return "-"
@@ -82,12 +92,7 @@ def host_check(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = ConfigO
                           _disk(r.free_bytes) + ("" if r.base_dir_exists is not False
                                                  else " (base_dir missing)"), releases)
         console.print(table)
-    failed = [r.host for r in reports if not r.ok]
-    if failed:
-        if not as_json:
-            console.print(Text(f"{len(failed)} of {len(reports)} host(s) failed: "
-                               f"{', '.join(failed)}", "red"))
-        raise typer.Exit(1)
+    exit_if_any_failed([r.host for r in reports if not r.ok], len(reports), as_json=as_json)
 
 
 @host_app.command("prepare")
@@ -118,9 +123,4 @@ def host_prepare(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = Confi
                 if r.ok else Text(r.error or "failed", "red")
             table.add_row(r.host, r.address, state)
         console.print(table)
-    failed = [r.host for r in reports if not r.ok]
-    if failed:
-        if not as_json:
-            console.print(Text(f"{len(failed)} of {len(reports)} host(s) failed: "
-                               f"{', '.join(failed)}", "red"))
-        raise typer.Exit(1)
+    exit_if_any_failed([r.host for r in reports if not r.ok], len(reports), as_json=as_json)
