@@ -167,15 +167,7 @@ class HostContainers(HostInstances):
 
         Returns once podman has started every container; whether the app answers is the
         controller's business (its health checks)."""
-        check_name("version", release.version)
-        if release.instances < 1:
-            raise TargetError(f"cannot start {self.app} {release.version} in "
-                              f"{self.environment}: instances must be at least 1")
-        if not Path(release.path).is_dir():
-            raise TargetError(
-                f"cannot start {self.app} {release.version} in {self.environment}: "
-                f"release directory {release.path} does not exist",
-                hint="unpack the release's artifact there first")
+        self.check_startable(release)
         image_id = self._image(release)
         endpoints = []
         with self._start_lock():

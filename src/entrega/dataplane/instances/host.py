@@ -121,13 +121,9 @@ class HostInstances:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, release: ReleaseSpec) -> list[Endpoint]:
-        """Start the release's instances, or adopt the running ones (same ports and pids).
-
-        Returns once every supervisor has started its app process; whether the app
-        answers is the controller's business. Raises :class:`TargetError` when the release
-        directory is missing, no port is free, or a supervisor cannot start.
-        """
+    def check_startable(self, release: ReleaseSpec) -> None:
+        """What every runtime refuses before starting anything: a bad version name, no
+        instance wanted, a release directory that is not there."""
         check_name("version", release.version)
         if release.instances < 1:
             raise TargetError(f"cannot start {self.app} {release.version} in "
@@ -137,6 +133,15 @@ class HostInstances:
                 f"cannot start {self.app} {release.version} in {self.environment}: "
                 f"release directory {release.path} does not exist",
                 hint="unpack the release's artifact there first")
+
+    def start(self, release: ReleaseSpec) -> list[Endpoint]:
+        """Start the release's instances, or adopt the running ones (same ports and pids).
+
+        Returns once every supervisor has started its app process; whether the app
+        answers is the controller's business. Raises :class:`TargetError` when the release
+        directory is missing, no port is free, or a supervisor cannot start.
+        """
+        self.check_startable(release)
         directories = [self.release_dir(release.version) / str(i)
                        for i in range(release.instances)]
         adopted: dict[Path, SupervisorState] = {}
