@@ -29,7 +29,7 @@ run:
   drain_s: 2
 environments:
   - name: production
-    target: {{kind: local, instances: 1}}
+    target: {{kind: local, instances: {instances}}}
     router: {{kind: embedded, listen: "127.0.0.1:{router}", preview_listen: "127.0.0.1:{preview}"}}
     strategy:
 {strategy}
@@ -38,12 +38,12 @@ environments:
 """
 
 
-def write_config(root: Path, strategy: str) -> Config:
+def write_config(root: Path, strategy: str, instances: int = 1) -> Config:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "entrega.yaml"
     path.write_text(CONFIG.format(server=free_port(), router=free_port(),
                                   preview=free_port(), python=sys.executable,
-                                  strategy=strategy))
+                                  strategy=strategy, instances=instances))
     return load_config(path)
 
 
@@ -73,13 +73,13 @@ async def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0,
 
 
 @pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[Callable[[str], Service]]:
+async def services(tmp_path: Path) -> AsyncIterator[Callable[..., Service]]:
     """Builds a service (store + controller, not started) for a strategy; every data
     plane they started is stopped at the end."""
     configs: list[Config] = []
 
-    def make(strategy: str) -> Service:
-        config = write_config(tmp_path / f"d{len(configs)}", strategy)
+    def make(strategy: str, instances: int = 1) -> Service:
+        config = write_config(tmp_path / f"d{len(configs)}", strategy, instances)
         configs.append(config)
         service, _store = build_service(config)
         return service

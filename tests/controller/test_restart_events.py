@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from entrega.config import NotifyConfig, WebhookNotify
 from entrega.controller.loop import Controller
 from entrega.controller.notify import Notifier
+from entrega.errors import TargetUnreachable
 from entrega.routers.base import DataPlaneRestart, Router, RouterMetrics, Routes
 from entrega.service import Service
 from entrega.store.models import Event
@@ -129,6 +131,40 @@ async def test_an_instance_lost_with_its_supervisor_is_started_again(
             return answer.json()["version"] if answer.status_code == 200 else None
 
         assert await wait_until(served, 30, "v1 to answer again") == "v1"
+    finally:
+        await service.controller.stop()
+
+
+async def test_a_restart_that_fails_for_a_while_is_still_reported_as_a_restart(
+        services: Callable[..., Service]) -> None:
+    # A fleet host that comes back empty while the others serve: the first attempt finds
+    # it unreachable, a later one brings its instances back. That later start is the
+    # restart, and says so.
+    service = services(DIRECT, instances=2)
+    await service.controller.start()
+    try:
+        await released(service, "v1")
+        rt = service.controller.runtimes["production"]
+        start = rt.target.start
+        refused: list[str] = []
+
+        async def unreachable_once(**kwargs: Any) -> Any:
+            if not refused:
+                refused.append(kwargs["release"].version)
+                raise TargetUnreachable("cannot reach host host2 (127.0.1.2:22)")
+            return await start(**kwargs)
+
+        rt.target.start = unreachable_once  # type: ignore[method-assign]
+        lost, kept = [i for i in await rt.target.observe() if i.alive]
+        assert lost.pid is not None
+        os.kill(lost.extra["supervisor_pid"], signal.SIGKILL)  # type: ignore[arg-type]
+        os.kill(lost.pid, signal.SIGKILL)
+        [event] = await wait_until(
+            lambda: [e for e in events(service, "instance_restarted")
+                     if "were gone with their supervisor" in e.message], 30,
+            "the lost instance to be started again")
+        assert refused == ["v1"] and event.data == {"restarted": 1}
+        assert [i.alive for i in await rt.target.observe()] == [True, True]
     finally:
         await service.controller.stop()
 

@@ -131,8 +131,10 @@ class ActionRunner:
         except EntregaError as exc:
             if exc.temporary and restart:
                 # The live instances keep serving with the routes they have; the next
-                # observation of the instances asks again.
+                # pass asks again, still as a restart (a host back by then gets its
+                # instances from that pass, and the event must say so).
                 log.warning("starting lost instances of %s again: %s", version, exc)
+                rt.lost_instances.setdefault(version, lost)
                 return
             if exc.temporary:
                 raise
