@@ -92,6 +92,10 @@ def test_host_check_reports_every_host_and_fails_on_any(test_fleet: TestFleet,
     assert "host1" in out and "verified" in out and "v1" in out
     assert "REFUSED" in out and "2 of 3 host(s) failed: host2, host3" in out
     assert "Error" not in out and "Traceback" not in out
+    # Why each host failed is a sentence under the table, not squeezed into a column.
+    lines = out.splitlines()
+    assert any(line.startswith("host2: host host2") for line in lines), out
+    assert any(line.startswith("host3: ") for line in lines), out
 
 
 def test_host_check_needs_an_ssh_environment(tmp_path: Path) -> None:

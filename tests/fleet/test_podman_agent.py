@@ -212,6 +212,31 @@ def test_a_crashing_container_is_restarted_and_explained_in_its_own_words(
         remove_image(image_id)
 
 
+def test_a_restarted_container_still_tells_its_last_exit_code(
+        where: dict[str, Any], tmp_path: Path) -> None:
+    # podman clears State.ExitCode when it restarts a container: while the app runs
+    # again, its last exit code must still be told (a crash loop's message quotes it).
+    release = build_release(tmp_path, "v1", script=CRASH.replace("exit 4", "sleep 3; exit 4"))
+    image_id = image_id_of(release / IMAGE_ARCHIVE)
+    assert image_id is not None
+    try:
+        code, answer = hostctl("start", start_request(where, release, "v1", instances=1))
+        assert code == 0, answer
+
+        def running_again() -> dict[str, Any] | None:
+            code, explained = hostctl("explain", {**where, "version": "v1"})
+            assert code == 0, explained
+            reports = explained["instances"]
+            return reports[0] if reports and reports[0]["restarts"] >= 1 \
+                and "has been restarted" in reports[0]["note"] else None
+
+        report = wait_for(running_again, what="a restart, running again")
+        assert report["last_exit_code"] == 4
+    finally:
+        remove_containers(f"entrega.home={where['state_dir']}")
+        remove_image(image_id)
+
+
 def test_a_release_without_an_image_is_refused_in_words(where: dict[str, Any],
                                                          tmp_path: Path) -> None:
     release = tmp_path / "artifacts" / "v1"

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from entrega.cli.app import ConfigOpt, EnvOpt, JsonOpt, app, console, print_json
+from entrega.cli.render import host_reasons
 from entrega.config import Config, EnvironmentConfig, load_config
 from entrega.errors import ConfigError
 
@@ -87,11 +88,13 @@ def host_check(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = ConfigO
                     else "no releases dir yet"
                 state = Text("ok", "green")
             else:
-                releases, state = "-", Text(r.error or "failed", "red")
+                releases, state = "-", Text("failed", "red")
             table.add_row(r.host, f"{r.address}:{r.port}", state, key, r.python or "-",
                           _disk(r.free_bytes) + ("" if r.base_dir_exists is not False
                                                  else " (base_dir missing)"), releases)
         console.print(table)
+        if reasons := host_reasons({r.host: r.error or "failed" for r in reports if not r.ok}):
+            console.print(reasons)
     exit_if_any_failed([r.host for r in reports if not r.ok], len(reports), as_json=as_json)
 
 
@@ -120,7 +123,9 @@ def host_prepare(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = Confi
             table.add_column(column)
         for r in reports:
             state = (Text("installed", "green") if r.sent else Text("already there", "green")) \
-                if r.ok else Text(r.error or "failed", "red")
+                if r.ok else Text("failed", "red")
             table.add_row(r.host, r.address, state)
         console.print(table)
+        if reasons := host_reasons({r.host: r.error or "failed" for r in reports if not r.ok}):
+            console.print(reasons)
     exit_if_any_failed([r.host for r in reports if not r.ok], len(reports), as_json=as_json)

@@ -81,18 +81,29 @@ def status_view(status: StatusView) -> Group:
                               f"{last.phase} — {last.message}", style="dim"))
         if env.hosts:
             parts.append(hosts_table(env.hosts))
+            if reasons := host_reasons({h.name: h.error or "unreachable"
+                                        for h in env.hosts if not h.reachable}):
+                parts.append(reasons)
     return Group(*parts)
 
 
 def hosts_table(hosts: list[HostView]) -> Table:
-    """A fleet's hosts: reachable or why not, live instances per release."""
+    """A fleet's hosts: reachable or not (why: under the table), live instances per
+    release."""
     table = Table("host", "address", "state", "instances", box=None, padding=(0, 1))
     for host in hosts:
         running = ", ".join(f"{v}: {n}" for v, n in sorted(host.instances.items())) or "none"
-        state = Text("ok", "green") if host.reachable else Text(
-            f"unreachable: {host.error}", "red")
+        state = Text("ok", "green") if host.reachable else Text("unreachable", "red")
         table.add_row(host.name, host.address, state, running)
     return table
+
+
+def host_reasons(reasons: dict[str, str]) -> Text | None:
+    """Why each failed host failed, one line each under its table: an error is a sentence,
+    too long for a column on an 80-column terminal."""
+    if not reasons:
+        return None
+    return Text("\n".join(f"{name}: {why}" for name, why in reasons.items()), style="red")
 
 
 def history_table(events: list[EventView]) -> Table:

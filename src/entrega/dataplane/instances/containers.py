@@ -270,7 +270,10 @@ class HostContainers(HostInstances):
             state = container.get("State") or {}
             restarts = int(container.get("RestartCount") or 0)
             running = _is_running(container)
-            code = None if running else state.get("ExitCode")
+            # podman clears State.ExitCode when it restarts a container: a running one's
+            # last exit is in its "died" events.
+            code = state.get("ExitCode") if not running else \
+                self._last_exit_code(container) if restarts else None
             if not running:
                 note = (f"the container exited with code {code} and is being restarted "
                         f"({restarts} restarts so far)")
@@ -283,6 +286,21 @@ class HostContainers(HostInstances):
                 exits=restarts + (0 if running else 1), restarts=restarts,
                 last_exit_code=code, note=note, stderr=self._log_tail(container)))
         return reports
+
+    def _last_exit_code(self, container: dict[str, Any]) -> int | None:
+        """The exit code of the container's last exit, from podman's events (None when
+        podman keeps no events here)."""
+        try:
+            done = subprocess.run(
+                [self.podman, "events", "--stream=false", "--filter",
+                 f"container={container['Id']}", "--filter", "event=died",
+                 "--format", "{{.ContainerExitCode}}"],
+                capture_output=True, text=True, timeout=PODMAN_TIMEOUT_S, env=minimal_env(),
+                stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        codes = done.stdout.split()
+        return _int_or_none(codes[-1]) if done.returncode == 0 and codes else None
 
     def _log_tail(self, container: dict[str, Any]) -> str:
         """The container's last lines of output, formatted to end an error message."""
