@@ -169,6 +169,31 @@ async def test_a_restart_that_fails_for_a_while_is_still_reported_as_a_restart(
         await service.controller.stop()
 
 
+async def test_a_fault_in_one_environment_does_not_stop_the_others_pass(
+        services: Callable[..., Service], caplog: pytest.LogCaptureFixture) -> None:
+    # An environment whose pass raises (a bug, a store hiccup) comes first in every pass:
+    # the next environment is still reconciled, and the fault is logged with its name.
+    service = services(DIRECT)
+    controller = service.controller
+    await controller.start()
+    production = controller.runtimes["production"]
+    real = controller._reconcile_environment
+
+    async def faulty(name: str, rt: Any) -> None:
+        if name == "broken":
+            raise RuntimeError("a bug in one environment's pass")
+        await real(name, rt)
+
+    controller._reconcile_environment = faulty  # type: ignore[method-assign]
+    controller.runtimes = {"broken": production, "production": production}
+    try:
+        await released(service, "v1")
+        assert "reconcile pass of broken failed" in caplog.text
+    finally:
+        controller.runtimes = {"production": production}
+        await controller.stop()
+
+
 class ReportsRestarts(Router):
     """A real router whose metrics also carry the restarts listed in ``restarts`` (the
     field the router process fills; here the test decides what it reports)."""

@@ -175,27 +175,35 @@ class Controller:
     async def reconcile_once(self) -> None:
         self.passes += 1
         for name, rt in self.runtimes.items():
-            async with self.locks[name]:
-                rollout = self.repo.active_rollout(self.config.app, name)
-                if rollout is None:
-                    rollout = start_next(self.repo, self.config, name)
-                if name not in self._repaired:
-                    if not await self._repair(rt, rollout):
-                        continue  # nothing may observe a data plane behind the store
-                    self._repaired.add(name)
-                if rollout is not None:
-                    await self._reconcile_rollout(rt, rollout)
-                    if Phase(rollout.phase).terminal:  # _persist keeps the row current
-                        rollout = None
-                await self._repair(rt, rollout)
-                if rollout is None and name in self.pending_routers \
-                        and self.clock() >= self._router_retry_at.get(name, 0.0):
-                    await self._apply_router_change(rt)
+            # Environments are independent: a fault in one (a bug, a store hiccup) must
+            # not keep the others from their pass; it is retried with the next.
+            try:
+                await self._reconcile_environment(name, rt)
+            except Exception:  # noqa: BLE001 - logged with its stack, retried next pass
+                log.exception("reconcile pass of %s failed", name)
         try:
             await self.collector.maybe_collect(self.runtimes, now=self.clock())
         except EntregaError as exc:  # a router down now is repaired next pass
             log.warning("collecting release metrics: %s", exc)
         self.notifier.wake()
+
+    async def _reconcile_environment(self, name: str, rt: EnvironmentRuntime) -> None:
+        async with self.locks[name]:
+            rollout = self.repo.active_rollout(self.config.app, name)
+            if rollout is None:
+                rollout = start_next(self.repo, self.config, name)
+            if name not in self._repaired:
+                if not await self._repair(rt, rollout):
+                    return  # nothing may observe a data plane behind the store
+                self._repaired.add(name)
+            if rollout is not None:
+                await self._reconcile_rollout(rt, rollout)
+                if Phase(rollout.phase).terminal:  # _persist keeps the row current
+                    rollout = None
+            await self._repair(rt, rollout)
+            if rollout is None and name in self.pending_routers \
+                    and self.clock() >= self._router_retry_at.get(name, 0.0):
+                await self._apply_router_change(rt)
 
     async def _reconcile_rollout(self, rt: EnvironmentRuntime, row: Rollout) -> None:
         now = self.clock()
