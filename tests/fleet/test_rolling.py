@@ -58,9 +58,11 @@ class Client(threading.Thread):
     """Requests through the router, one after the other, until stopped; counts what
     each version answered and every failure (a refused connection, a 5xx...)."""
 
-    def __init__(self, listen: str) -> None:
+    def __init__(self, listen: str, *, new_visitor_each_time: bool = False) -> None:
         super().__init__(daemon=True)
         self.url = f"http://{listen}/api/products"
+        #: without its cookies, each request is a new visitor (not pinned to a release)
+        self.new_visitor_each_time = new_visitor_each_time
         self.served: dict[str, int] = {}
         self.failures: list[str] = []
         self._halt = threading.Event()
@@ -68,6 +70,8 @@ class Client(threading.Thread):
     def run(self) -> None:
         with httpx.Client(trust_env=False, timeout=5) as client:
             while not self._halt.is_set():
+                if self.new_visitor_each_time:
+                    client.cookies.clear()
                 try:
                     response = client.get(self.url)
                     if response.status_code != 200:
