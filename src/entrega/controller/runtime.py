@@ -40,6 +40,8 @@ def _local_target(config: Config, env: EnvironmentConfig) -> Target:
 def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
     router = env.router
     assert isinstance(router, EmbeddedRouterConfig)
+    if router.placement == "every_host":
+        return _every_host_router(config, env, router)
     control_plane = router.control_plane_url
     if control_plane is None:
         host, port = parse_address(config.server.listen)
@@ -50,6 +52,29 @@ def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
                           state_dir=config.state_path, app=config.app,
                           metrics_listen=router.metrics_listen,
                           control_plane_url=control_plane or None, workers=router.workers)
+
+
+def _every_host_router(config: Config, env: EnvironmentConfig,
+                       router: EmbeddedRouterConfig) -> Router:
+    """An embedded router on every host of the ssh target, reached over SSH (the router
+    adapter knows nothing of SSH: each host's link comes from the ssh target's package)."""
+    from entrega.routers.every_host import EveryHostRouter
+    from entrega.targets.ssh import fleet_from_config
+    from entrega.targets.ssh.hostrouter import SshHostRouter
+
+    def port(listen: str | None) -> int | None:
+        return parse_address(listen)[1] if listen else None
+
+    # A fleet of its own (one more pooled connection per host): the router outlives a
+    # reload of the target, and the target's fleet is closed with it.
+    fleet = fleet_from_config(config, env)
+    listen_port = port(router.listen)
+    assert listen_port is not None
+    return EveryHostRouter(name=f"{config.app}-{env.name}", hosts=[
+        SshHostRouter(fleet, host, app=config.app, environment=env.name, port=listen_port,
+                      preview_port=port(router.preview_listen),
+                      metrics_port=port(router.metrics_listen), workers=router.workers)
+        for host in fleet.hosts], close=fleet.close)
 
 
 def _haproxy_router(config: Config, env: EnvironmentConfig) -> Router:
