@@ -35,7 +35,7 @@ from entrega.routers.base import Routes
 from entrega.routers.every_host import EveryHostRouter
 from entrega.service import Service
 from tests.controller.conftest import wait_until
-from tests.fleet.delivery import deploy, hosts_yaml, release, services
+from tests.fleet.delivery import deploy, hosts_yaml, services
 from tests.fleet.hosts import TestFleet
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -140,6 +140,9 @@ class Traffic(threading.Thread):
             while not self._halt.is_set():
                 listen = self.listens[i % len(self.listens)]
                 i += 1
+                # each request a new visitor: a pin cookie kept would send them all to
+                # one release
+                client.cookies.clear()
                 try:
                     response = client.get(f"http://{listen}/api/products")
                     version = response.headers.get("x-entrega-release", "?")
@@ -232,8 +235,17 @@ async def test_routers_on_every_host_in_lockstep_a_bad_canary_rolled_back_on_sum
 
             await wait_until(canary_on_every_host, timeout_s=TIMEOUT_S,
                              what="the canary's weights on every host's router")
-            await wait_until(lambda: phase(service, rid) in ("rolled_back", "succeeded"),
-                             timeout_s=TIMEOUT_S, what="the bad canary judged")
+            try:
+                await wait_until(lambda: phase(service, rid) in ("rolled_back", "succeeded"),
+                                 timeout_s=TIMEOUT_S, what="the bad canary judged")
+            except AssertionError as exc:
+                row = service.repo.rollout(rid)
+                events = [e.message for e in service.repo.events(app="shop",
+                                                                 environment="production")]
+                raise AssertionError(f"{exc}: {row.phase if row else None} "
+                                     f"{row.state if row else None}; events: {events[-12:]}; "
+                                     f"traffic: {traffic.answers} {traffic.failures[-3:]}"
+                                     ) from None
         finally:
             traffic.stop()
         assert phase(service, rid) == "rolled_back"

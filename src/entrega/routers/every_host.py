@@ -284,7 +284,7 @@ class EveryHostRouter(Router):
                 counters.carried[version] = _plus(counters.carried.get(version), gained)
             self._own_restarts.append(DataPlaneRestart(
                 what=f"router on host {host}", at=found.started_at,
-                reason="it started again; its counters so far are kept in the sums"))
+                reason="its counters started again (those it had are kept in the sums)"))
             counters.key, counters.first, counters.last = key, {}, dict(found.releases)
             previous = {}
         else:
