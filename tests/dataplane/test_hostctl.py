@@ -208,7 +208,8 @@ def test_a_wrong_request_gets_one_clear_json_error(argv: list[str], stdin: str, 
 def test_an_unknown_operation_is_answered_with_the_known_ones() -> None:
     out = io.StringIO()
     hostctl.main(["frobnicate"], stdin=io.StringIO("{}"), stdout=out)
-    assert json.loads(out.getvalue())["hint"] == "one of start, observe, explain, stop"
+    assert json.loads(out.getvalue())["hint"] == \
+        "one of start, observe, explain, stop, router-start, router-stop"
 
 
 def test_an_internal_error_keeps_its_traceback_off_stdout(
