@@ -265,8 +265,9 @@ class Fleet:
         """Send ``request`` to the unix socket ``path`` on ``host`` through the host's
         pooled connection (direct stream-local forwarding: nothing listens on the network
         for it) and return all it answers until it closes the stream, within ``timeout_s``
-        (default ``command_timeout_s``). None: the host refused to open the stream, as
-        nothing listens at ``path``. An unreachable host raises TargetUnreachable."""
+        (default ``command_timeout_s``). None: nothing listens at ``path``. An unreachable
+        host raises TargetUnreachable; a host whose sshd forbids such forwarding,
+        TargetError saying which setting allows it."""
         timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
         doing = "reaching a unix socket"
         conn, fresh = await self._connect(host)
@@ -275,7 +276,12 @@ class Fleet:
                 async with asyncio.timeout(timeout_s):
                     reader, writer = await conn.open_unix_connection(path)
                 break
-            except asyncssh.ChannelOpenError:
+            except asyncssh.ChannelOpenError as exc:
+                if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+                    raise TargetError(
+                        f"{host} refuses to forward a unix socket over SSH ({exc.reason})",
+                        hint="allow it in the host's sshd_config: AllowStreamLocalForwarding "
+                             "yes (and no DisableForwarding)") from None
                 return None
             except (asyncssh.Error, OSError, TimeoutError):
                 if fresh or attempt == 2:
