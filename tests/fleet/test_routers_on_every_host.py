@@ -180,6 +180,8 @@ async def test_routers_on_every_host_in_lockstep_a_bad_canary_rolled_back_on_sum
     router = rt.router
     assert isinstance(router, EveryHostRouter)
     listens = [link.listen for link in router.hosts]
+    # the hosts' routers are reached over the target's own pooled SSH connections
+    assert all(link.fleet is rt.target.fleet for link in router.hosts)  # type: ignore[attr-defined]
     port = listens[0].rsplit(":", 1)[1]
     assert listens == [f"{h.address}:{port}" for h in test_fleet.hosts]
     root = service.config.base_dir
