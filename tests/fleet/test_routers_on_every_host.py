@@ -8,7 +8,8 @@ routing to every instance of the fleet; a host's router killed (supervisor and w
 with a stale table on its disk, started again by the controller and given the current
 table; a bad canary with traffic entering through two different hosts' routers, the same
 weights on every host, judged on the metrics summed over the hosts and rolled back on its
-own; status showing each host's router in step.
+own; status showing each host's router in step; the routers outliving the controller
+and adopted by the next one.
 """
 
 from __future__ import annotations
@@ -283,4 +284,22 @@ async def test_routers_on_every_host_in_lockstep_a_bad_canary_rolled_back_on_sum
         assert f"{listens[1]} in step" in shown
     finally:
         await service.controller.stop()
+
+    # The routers outlive the controller; the next one adopts them (no second start).
+    pid_files = [h.base_dir / "shop" / "state" / "routers" / "shop-production" / "router.pid"
+                 for h in test_fleet.hosts]
+    pids = [int(p.read_text()) for p in pid_files]
+    assert (await get(listens[2])).json()["version"] == "v1"
+    successor = every_host_service()
+    await successor.controller.start()
+    try:
+        await successor.controller.reconcile_once()
+        assert [int(p.read_text()) for p in pid_files] == pids
+        adopted = [e.message for e in successor.repo.events(app="shop",
+                                                            environment="production")
+                   if e.kind == "adopted"]
+        assert adopted and "router" in adopted[-1], adopted
+        assert (await get(listens[2])).json()["version"] == "v1"
+    finally:
+        await successor.controller.stop()
         await asyncio.sleep(0)
