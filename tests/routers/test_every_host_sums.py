@@ -47,9 +47,9 @@ class ScriptedHost:
 
     async def ensure(self) -> dict[str, object]:
         self._reach()
-        self.starts += 1
-        self.dead = False
-        return {"pid": 4242, "listen": self.listen}
+        started, self.dead = self.dead, False
+        self.starts += started
+        return {"pid": 4242, "listen": self.listen, "started": started}
 
     async def stop(self) -> None:
         self._reach()
@@ -170,7 +170,7 @@ async def test_a_host_whose_router_refuses_or_is_dead_fails_the_pass() -> None:
     with pytest.raises(RouterUnreachable, match="h2"):
         await router.get_routes()
     await router.ensure_running()
-    assert h2.starts == 1
+    assert (h1.starts, h2.starts, router.started_on) == (0, 1, ("h2",))
     await router.set_routes(routes({"v1": 100}))
     with pytest.raises(RouterError, match="sum to 100"):
         await router.set_routes(Routes(backends=routes({"v1": 100}).backends,

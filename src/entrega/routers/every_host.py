@@ -125,6 +125,8 @@ class EveryHostRouter(Router):
         self._own_restarts: list[DataPlaneRestart] = []
         self._started_at = clock()
         self._series = "every-host-" + secrets.token_hex(6)
+        #: the hosts whose router the last ``ensure_running`` started (not adopted)
+        self.started_on: tuple[str, ...] = ()
         #: releases what the links hold (their connections); the routers keep running
         self._close = close
 
@@ -134,9 +136,13 @@ class EveryHostRouter(Router):
         async def ensure(link: HostRouterLink) -> dict[str, object]:
             return await link.ensure()
 
+        started = []
         for link, health in await self._on_every_host(ensure, "starting its router"):
             pid = health.get("pid")
             self._note(link, answering=True, pid=pid if isinstance(pid, int) else None)
+            if health.get("started") is True:
+                started.append(link.name)
+        self.started_on = tuple(started)
 
     async def set_routes(self, routes: Routes) -> None:
         try:
