@@ -300,6 +300,8 @@ async def test_routers_on_every_host_in_lockstep_a_bad_canary_rolled_back_on_sum
                                                             environment="production")
                    if e.kind == "adopted"]
         assert adopted and "router" in adopted[-1], adopted
+        hosts = successor.status().environments[0].hosts
+        assert [h.router.state if h.router else None for h in hosts] == ["in step"] * 3
         assert (await get(listens[2])).json()["version"] == "v1"
     finally:
         await successor.controller.stop()

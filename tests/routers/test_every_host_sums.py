@@ -178,3 +178,15 @@ async def test_a_host_whose_router_refuses_or_is_dead_fails_the_pass() -> None:
     h1.down = h2.down = True
     with pytest.raises(RouterUnreachable, match="no host"):
         await router.get_routes()
+
+
+async def test_a_new_adapter_adopts_the_table_every_host_holds_as_in_step() -> None:
+    hosts = [ScriptedHost("h1"), ScriptedHost("h2")]
+    for host in hosts:
+        host.table = routes({"v1": 100}).to_dict()
+    router = EveryHostRouter(name="shop-production", hosts=hosts)  # a restarted controller
+    assert (await router.get_routes()).same_table(routes({"v1": 100}))
+    assert all(s.in_step for s in router.host_states().values())
+    hosts[1].table = routes({"v1": 50, "v2": 50}).to_dict()
+    assert (await router.get_routes()).backends == {}  # they differ: set it again
+    assert [s.in_step for s in router.host_states().values()] == [True, False]

@@ -176,11 +176,15 @@ class EveryHostRouter(Router):
             for version, count in table.draining.items():
                 draining[version] = draining.get(version, 0) + count
         first = tables[0][1]
+        agree = all(table.same_table(first) for _link, table in tables)
+        if self._table is None and agree:
+            # a restarted controller adopts the table every host holds as the current one
+            self._table = replace(first, draining={})
         for link, table in tables:
             in_step = self._table is not None and table.same_table(self._table)
             self._note(link, answering=True, in_step=in_step,
                        generation=self.generation if in_step else 0)
-        if all(table.same_table(first) for _link, table in tables):
+        if agree:
             return replace(first, draining=draining)
         behind = [link.name for link, table in tables if not table.same_table(first)]
         log.info("router %s: hosts %s hold another table than host %s; setting it again",
