@@ -42,6 +42,7 @@ from entrega.rollouts.model import (
     spec_from_dict,
     state_from_dict,
 )
+from entrega.routers.base import HostRouterState
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import DeployRequest, Event, Feedback, Release, Rollout
 from entrega.store.repository import Repository
@@ -59,6 +60,7 @@ from entrega.views import (
     FeedbackList,
     FeedbackSummary,
     FeedbackView,
+    HostRouterView,
     HostView,
     PipelineRelease,
     PipelineView,
@@ -318,6 +320,7 @@ class Service:
         if rt is None:
             return []
         errors = rt.target.host_errors()
+        routers = rt.router.host_states()
         views = []
         for name, address in rt.target.hosts():
             counts: dict[str, int] = {}
@@ -325,7 +328,8 @@ class Service:
                 if instance.alive and instance.extra.get("host") == name:
                     counts[instance.version] = counts.get(instance.version, 0) + 1
             views.append(HostView(name=name, address=address, reachable=name not in errors,
-                                  error=errors.get(name), instances=counts))
+                                  error=errors.get(name), instances=counts,
+                                  router=_host_router_view(routers.get(name))))
         return views
 
     def pipeline(self, *, limit: int = 20) -> PipelineView:
@@ -513,6 +517,15 @@ def _step_text(step: Step) -> str:
     if isinstance(step, UsersStep):
         return f"users {step.percent}%"
     return f"analysis {', '.join(step.metrics)} {step.duration_s:g}s"
+
+
+def _host_router_view(state: HostRouterState | None) -> HostRouterView | None:
+    if state is None:
+        return None
+    shown = ("unreachable" if not state.reachable else "not answering" if not state.answering
+             else "in step" if state.in_step else "behind")
+    return HostRouterView(listen=state.listen, state=shown, generation=state.generation,
+                          pid=state.pid, error=state.error)
 
 
 def _stage(version: str, environment: str, current: str | None, rollouts: list[Rollout],

@@ -108,6 +108,20 @@ class RolloutDetail(RolloutView):
     events: list[EventView]
 
 
+class HostRouterView(View):
+    """A host's own router (``placement: every_host``) as the controller last saw it."""
+
+    listen: str
+    #: "in step" (it holds the current table), "behind" (another table: set next pass),
+    #: "not answering" (the host answers, its router does not: started again next pass),
+    #: "unreachable" (the host does not answer: it gets the table when it is back)
+    state: str
+    #: the generation of the table it holds (0: none the controller set since it started)
+    generation: int = 0
+    pid: int | None = None
+    error: str | None = None
+
+
 class HostView(View):
     """One host of a fleet (``target: {kind: ssh}``) as the server last observed it."""
 
@@ -118,6 +132,8 @@ class HostView(View):
     error: str | None = None
     #: live instances per release version
     instances: dict[str, int] = {}
+    #: the host's own router, when the environment runs one on every host
+    router: HostRouterView | None = None
 
 
 class EnvironmentStatus(View):

@@ -121,3 +121,28 @@ def test_bad_ssh_targets_name_file_line_and_field(tmp_path: Path, old: str, new:
     message = str(caught.value)
     assert message.startswith(f"{path}:{line}: "), message
     assert expected in message
+
+
+def test_a_router_on_every_host_is_read_and_refused_on_a_local_target_with_its_line(
+        tmp_path: Path) -> None:
+    every_host = FLEET.replace('router: {kind: embedded, listen: "127.0.0.1:8081"}',
+                               'router: {kind: embedded, listen: "0.0.0.0:8081", '
+                               'placement: every_host}')
+    config = load_config(write(tmp_path, every_host))
+    router = config.environment("production").router
+    assert router.kind == "embedded" and router.placement == "every_host"
+    assert config.environment("staging").router.placement == "front"  # type: ignore[union-attr]
+
+    on_local = every_host.replace('router: {kind: embedded, listen: "127.0.0.1:8080"}',
+                                  'router: {kind: embedded, listen: "127.0.0.1:8080", '
+                                  'placement: every_host}')
+    path = write(tmp_path, on_local)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}:7: environments[0].router: "), message
+    assert "every host of an ssh target" in message and "local" in message, message
+    result = subprocess.run([sys.executable, "-m", "entrega", "config", "validate", "-c",
+                             str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"{path}:7:" in " ".join(result.stderr.split()), result.stderr

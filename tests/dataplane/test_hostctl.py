@@ -7,10 +7,13 @@ answers are also checked in process, table by table."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import pytest
 import entrega
 from entrega.dataplane.instances import hostctl
 from entrega.dataplane.instances.host import HostInstances
+from entrega.net import free_port
 
 from .hostagent import COMMAND, answer_of, get, pid_alive, release_dir
 
@@ -204,7 +208,8 @@ def test_a_wrong_request_gets_one_clear_json_error(argv: list[str], stdin: str, 
 def test_an_unknown_operation_is_answered_with_the_known_ones() -> None:
     out = io.StringIO()
     hostctl.main(["frobnicate"], stdin=io.StringIO("{}"), stdout=out)
-    assert json.loads(out.getvalue())["hint"] == "one of start, observe, explain, stop"
+    assert json.loads(out.getvalue())["hint"] == \
+        "one of start, observe, explain, stop, router-start, router-stop"
 
 
 def test_an_internal_error_keeps_its_traceback_off_stdout(
@@ -223,3 +228,113 @@ def test_an_internal_error_keeps_its_traceback_off_stdout(
     assert "KeyError" not in out.getvalue()
     assert "Traceback" in capsys.readouterr().err
 
+
+
+
+#: Stands in for httptools and uvloop on a host's python3 that has neither.
+_MISSING = "raise ImportError('not installed on this host')\n"
+
+
+def test_router_start_runs_the_router_without_httptools_and_adopts_it(
+        where: dict[str, str], tmp_path: Path) -> None:
+    """A fleet host's router: started by the agent (itself stdlib-only) on a python3
+    without httptools or uvloop, serving real traffic through the standard-library parser,
+    adopted by the next router-start, stopped by router-stop; a wrong field is refused."""
+    hidden = tmp_path / "hidden"
+    for name in ("httptools", "uvloop"):
+        (hidden / name).mkdir(parents=True)
+        (hidden / name / "__init__.py").write_text(_MISSING)
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    listen = f"127.0.0.1:{free_port()}"
+    request = {**where, "listen": listen}
+
+    def hostctl_run(operation: str, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "entrega.dataplane.instances.hostctl", operation],
+            input=json.dumps(body), capture_output=True, text=True, timeout=60,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{hidden}:{SRC}"})
+        return done.returncode, json.loads(done.stdout.splitlines()[-1])
+
+    try:
+        code, answer, stderr = hostctl_process("router-start", request, isolated=True)
+        assert stderr.strip().endswith("foreign modules:"), stderr  # the agent: stdlib only
+        hostctl_run("router-stop", request)
+        code, answer = hostctl_run("router-start", request)
+        assert code == 0, answer
+        router = answer["router"]
+        assert router["started"] is True and router["listen"] == listen
+        code, again = hostctl_run("router-start", request)
+        assert code == 0 and again["router"]["started"] is False
+        assert again["router"]["pid"] == router["pid"]
+        table = {"backends": {"v1": [{"host": "127.0.0.1", "port": backend.server_port,
+                                      "instance": "i0"}]}, "weights": {"v1": 100}}
+        put = _control(router["control"], "PUT", "/routes", json.dumps(table).encode())
+        assert put.startswith(b"HTTP/1.1 200"), put
+        port = int(listen.rsplit(":", 1)[1])
+        answer_get = _http(port, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer_get.startswith(b"HTTP/1.1 200") and answer_get.endswith(b"GET /hello")
+        chunked = _http(port, b"POST /in HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        assert chunked.startswith(b"HTTP/1.1 200") and chunked.endswith(b"POST /in abc")
+        log = (tmp_path / "state" / "routers" / "tiny-staging" / "router.log").read_text()
+        assert "Traceback" not in log, log
+        code, refused = hostctl_run("router-start", {**request, "lisen": listen})
+        assert code == hostctl.EXIT_BAD_REQUEST and "'lisen'" in str(refused["error"])
+    finally:
+        code, stopped = hostctl_run("router-stop", request)
+        backend.shutdown()
+    assert code == 0 and stopped == {"stopped": True}
+    assert hostctl_run("router-stop", request)[1] == {"stopped": False}
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers its method, path and (dechunked) body."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self, body: bytes) -> None:
+        text = f"{self.command} {self.path}".encode() + (b" " + body if body else b"")
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self._answer(b"")
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = b""
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            while size := int(self.rfile.readline().strip(), 16):
+                body += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _http(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        return _read_all(sock)
+
+
+def _control(path: str, method: str, target: str, body: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: r\r\nConnection: close\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        return _read_all(sock)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -89,13 +89,29 @@ def status_view(status: StatusView) -> Group:
 
 def hosts_table(hosts: list[HostView]) -> Table:
     """A fleet's hosts: reachable or not (why: under the table), live instances per
-    release."""
-    table = Table("host", "address", "state", "instances", box=None, padding=(0, 1))
+    release, and each host's own router where there is one."""
+    routers = any(host.router is not None for host in hosts)
+    columns = ["host", "address", "state", "instances"] + (["router"] if routers else [])
+    table = Table(*columns, box=None, padding=(0, 1))
     for host in hosts:
         running = ", ".join(f"{v}: {n}" for v, n in sorted(host.instances.items())) or "none"
         state = Text("ok", "green") if host.reachable else Text("unreachable", "red")
-        table.add_row(host.name, host.address, state, running)
+        row: list[str | Text] = [host.name, host.address, state, running]
+        if routers:
+            row.append(_host_router(host))
+        table.add_row(*row)
     return table
+
+
+def _host_router(host: HostView) -> Text:
+    """A host's own router (``placement: every_host``): where, and whether it holds the
+    current route table."""
+    router = host.router
+    if router is None:
+        return Text("")
+    style = {"in step": "green", "behind": "yellow"}.get(router.state, "red")
+    generation = f", table {router.generation}" if router.generation else ""
+    return Text(f"{router.listen} {router.state}{generation}", style)
 
 
 def host_reasons(reasons: dict[str, str]) -> Text | None:

@@ -157,6 +157,12 @@ class EmbeddedRouterConfig(_Model):
     #: already serves tens of thousands of requests a second on one core; more are for
     #: hosts where that core is the limit.
     workers: int = Field(1, ge=1, le=64)
+    #: Where the router runs. ``front``: one router, on the controller's machine (before
+    #: a fleet, it is the one door). ``every_host`` (an ``ssh`` target only): a router on
+    #: every host, behind your own load balancer, all set to the same table in lockstep;
+    #: each listens on its host's own address at the port of ``listen`` (and of
+    #: ``preview_listen``, ``metrics_listen``), and their metrics are summed per release.
+    placement: Literal["front", "every_host"] = "front"
 
     _check_listen = field_validator("listen", "preview_listen", "metrics_listen")(
         lambda v: v if v is None else _address(v)
@@ -225,6 +231,17 @@ class EnvironmentConfig(_Model):
     def _name(cls, value: str) -> str:
         if not _NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits and '-' (like 'production')")
+        return value
+
+    @field_validator("router")
+    @classmethod
+    def _router_placement(cls, value: RouterConfig, info: ValidationInfo) -> RouterConfig:
+        target = info.data.get("target")
+        if isinstance(value, EmbeddedRouterConfig) and value.placement == "every_host" \
+                and target is not None and target.kind != "ssh":
+            raise ValueError(f"placement: every_host puts a router on every host of an "
+                             f"ssh target; this environment's target is {target.kind}: "
+                             "use placement: front (the default)")
         return value
 
     @field_validator("analysis")

@@ -307,6 +307,8 @@ class ActionRunner:
         if listen:
             host, port = parse_address(listen)
             host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            if getattr(rt.config.router, "placement", "front") == "every_host":
+                host = rt.target.hosts()[0][1]  # every host's router routes alike: the first
             base_url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
         else:
             endpoints = rt.endpoints.get(version) or ()

@@ -35,6 +35,14 @@ class _HasPid(Protocol):
     def pid(self) -> int | None: ...
 
 
+@runtime_checkable
+class _OnEveryHost(Protocol):
+    """A router on every host of a fleet: the hosts whose router its last
+    ``ensure_running`` started (the others were running and were adopted)."""
+
+    started_on: tuple[str, ...]
+
+
 async def router_answers(router: Router) -> bool:
     """True when a router is running already (before ``ensure_running`` adopts it)."""
     try:
@@ -51,10 +59,12 @@ async def restart_router(repo: Repository, app: str, rt: EnvironmentRuntime) -> 
         return
     await rt.router.ensure_running()
     pid = rt.router.pid() if isinstance(rt.router, _HasPid) else None
+    hosts = rt.router.started_on if isinstance(rt.router, _OnEveryHost) else ()
+    where = f" on {', '.join(hosts)}" if hosts else ""
     repo.add_event(app=app, environment=rt.name, kind=EventKind.ROUTER_RESTARTED,
                    actor="controller",
-                   message=f"the router of {rt.name} did not answer on its control socket; "
-                           f"the controller started it again"
+                   message=f"the router of {rt.name}{where} did not answer on its control "
+                           f"socket; the controller started it again"
                            + (f" (pid {pid})" if pid else "") + " on its last routes",
                    data={"what": "router", "pid": pid,
                          "reason": "did not answer on its control socket"})

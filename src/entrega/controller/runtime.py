@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from entrega.codec import from_config
 from entrega.config import (
@@ -40,6 +41,8 @@ def _local_target(config: Config, env: EnvironmentConfig) -> Target:
 def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
     router = env.router
     assert isinstance(router, EmbeddedRouterConfig)
+    if router.placement == "every_host":
+        return _every_host_router(config, env, router)
     control_plane = router.control_plane_url
     if control_plane is None:
         host, port = parse_address(config.server.listen)
@@ -50,6 +53,30 @@ def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
                           state_dir=config.state_path, app=config.app,
                           metrics_listen=router.metrics_listen,
                           control_plane_url=control_plane or None, workers=router.workers)
+
+
+def _every_host_router(config: Config, env: EnvironmentConfig,
+                       router: EmbeddedRouterConfig, *, fleet: Any = None) -> Router:
+    """An embedded router on every host of the ssh target, reached over SSH (the router
+    adapter knows nothing of SSH: each host's link comes from the ssh target's package).
+    ``fleet``: the target's, whose pooled connection per host it then shares (a fleet
+    closed by one is reopened by the other's next call); otherwise one of its own."""
+    from entrega.routers.every_host import EveryHostRouter
+    from entrega.targets.ssh import Fleet, fleet_from_config
+    from entrega.targets.ssh.hostrouter import SshHostRouter
+
+    def port(listen: str | None) -> int | None:
+        return parse_address(listen)[1] if listen else None
+
+    if not isinstance(fleet, Fleet):
+        fleet = fleet_from_config(config, env)
+    listen_port = port(router.listen)
+    assert listen_port is not None
+    return EveryHostRouter(name=f"{config.app}-{env.name}", hosts=[
+        SshHostRouter(fleet, host, app=config.app, environment=env.name, port=listen_port,
+                      preview_port=port(router.preview_listen),
+                      metrics_port=port(router.metrics_listen), workers=router.workers)
+        for host in fleet.hosts], close=fleet.close)
 
 
 def _haproxy_router(config: Config, env: EnvironmentConfig) -> Router:
@@ -147,8 +174,16 @@ class EnvironmentRuntime:
 
 
 def build_runtime(config: Config, env: EnvironmentConfig) -> EnvironmentRuntime:
-    return EnvironmentRuntime(config=env, target=TARGETS[env.target.kind](config, env),
-                              router=ROUTERS[env.router.kind](config, env),
+    target = TARGETS[env.target.kind](config, env)
+    router_config = env.router
+    if isinstance(router_config, EmbeddedRouterConfig) \
+            and router_config.placement == "every_host":
+        # the hosts' routers go over the target's own SSH connections
+        router = _every_host_router(config, env, router_config,
+                                    fleet=getattr(target, "fleet", None))
+    else:
+        router = ROUTERS[env.router.kind](config, env)
+    return EnvironmentRuntime(config=env, target=target, router=router,
                               drain_s=config.run.drain_s)
 
 

@@ -16,6 +16,7 @@ the controller; they are re-exported here because they are this interface's voca
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 
 from entrega.dataplane.reports import (
     LATENCY_BUCKETS_MS,
@@ -25,8 +26,29 @@ from entrega.dataplane.reports import (
 )
 from entrega.dataplane.routes import CohortRule, Routes, pin_tag, weight_slots
 
-__all__ = ["LATENCY_BUCKETS_MS", "CohortRule", "DataPlaneRestart", "ReleaseMetrics", "Router",
+__all__ = ["LATENCY_BUCKETS_MS", "CohortRule", "DataPlaneRestart", "HostRouterState",
+           "ReleaseMetrics", "Router",
            "RouterMetrics", "Routes", "pin_tag", "weight_slots"]
+
+
+@dataclass(frozen=True)
+class HostRouterState:
+    """One host's own router, for a router that runs on every host of a fleet, as the
+    adapter last saw it (status reads it; no host is asked)."""
+
+    host: str
+    listen: str
+    #: False: the host itself could not be reached
+    reachable: bool = True
+    #: False: the host answered but its router did not
+    answering: bool = True
+    #: the generation of the table the host holds (0: none this controller set)
+    generation: int = 0
+    #: True when it holds the current table
+    in_step: bool = False
+    pid: int | None = None
+    error: str | None = None
+
 
 
 class Router(abc.ABC):
@@ -53,6 +75,11 @@ class Router(abc.ABC):
     @abc.abstractmethod
     async def shutdown(self) -> None:
         """Stop the data plane gracefully (in-flight requests finish). Idempotent."""
+
+    def host_states(self) -> dict[str, HostRouterState]:
+        """For a router on every host of a fleet: each host's router, by host name, as
+        last seen (no host is asked). Empty for a router that runs in one place."""
+        return {}
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release controller-side resources; the data plane keeps running."""

@@ -25,7 +25,20 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+try:
+    from httptools import (
+        HttpParserCallbackError,
+        HttpParserError,
+        HttpParserUpgrade,
+        HttpRequestParser,
+    )
+except ImportError:  # a fleet host's python3 has the standard library only (http1parse.py)
+    from entrega.dataplane.http1parse import (  # type: ignore[assignment]
+        HttpParserCallbackError,
+        HttpParserError,
+        HttpParserUpgrade,
+        HttpRequestParser,
+    )
 
 from entrega.dataplane.http import wire
 from entrega.dataplane.http.cohort import cookie_value

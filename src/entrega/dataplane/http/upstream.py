@@ -18,7 +18,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, cast
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+try:
+    from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+except ImportError:  # a fleet host's python3 has the standard library only (http1parse.py)
+    from entrega.dataplane.http1parse import (  # type: ignore[assignment]
+        HttpParserError,
+        HttpParserUpgrade,
+        HttpResponseParser,
+    )
 
 from entrega.dataplane.http import wire
 from entrega.dataplane.http.pool import EndpointPool

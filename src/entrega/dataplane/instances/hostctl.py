@@ -10,6 +10,12 @@ idempotent (a repeated start adopts, a repeated stop does nothing)::
     observe  {where..., version?}                                       -> {"instances": [...]}
     explain  {where..., version}                                        -> {"instances": [...]}
     stop     {where..., version, drain_s}                               -> {"stopped": [...]}
+    router-start {where..., listen, preview_listen?, metrics_listen?, workers?}
+                                                   -> {"router": {"pid", "listen", "control"...}}
+    router-stop  {where..., listen}                                     -> {"stopped": bool}
+
+(``router-*``: the environment's router on this host, :mod:`.hostrouter`; ``listen`` is
+``HOST:PORT`` on this host's own address.)
 
 where ``where`` is ``app``, ``environment``, ``state_dir`` (absolute, on this host),
 ``address`` (the host's address the instances listen on; default 127.0.0.1) and
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from entrega.dataplane.instances.host import HostInstances
+from entrega.dataplane.instances.hostrouter import HostRouter
 from entrega.dataplane.instances.wire import (
     RELEASE_FIELDS,
     ReleaseSpec,
@@ -104,8 +111,37 @@ def stop(request: Request) -> dict[str, object]:
     return {"stopped": agent.stop(field(request, "version", str), drain_s=drain_s)}
 
 
+_ROUTER_FIELDS = {"listen", "preview_listen", "metrics_listen", "workers"}
+
+
+def _host_router(request: Request) -> HostRouter:
+    state_dir = field(request, "state_dir", str)
+    if not Path(state_dir).is_absolute():
+        raise BadRequest(f"field 'state_dir': expected an absolute path, got {state_dir!r}")
+    workers = field(request, "workers", int, optional=True) or 1
+    if not 1 <= workers <= 64:
+        raise BadRequest(f"field 'workers': expected 1 to 64, got {workers}")
+    return HostRouter(app=field(request, "app", str),
+                      environment=field(request, "environment", str),
+                      state_dir=Path(state_dir), listen=field(request, "listen", str),
+                      preview_listen=field(request, "preview_listen", str, optional=True),
+                      metrics_listen=field(request, "metrics_listen", str, optional=True),
+                      workers=workers)
+
+
+def router_start(request: Request) -> dict[str, object]:
+    refuse_unknown(request, _WHERE | _ROUTER_FIELDS, operation="router-start")
+    return {"router": _host_router(request).ensure()}
+
+
+def router_stop(request: Request) -> dict[str, object]:
+    refuse_unknown(request, _WHERE | _ROUTER_FIELDS, operation="router-stop")
+    return {"stopped": _host_router(request).stop()}
+
+
 OPERATIONS: dict[str, Callable[[Request], dict[str, object]]] = {
-    "start": start, "observe": observe, "explain": explain, "stop": stop}
+    "start": start, "observe": observe, "explain": explain, "stop": stop,
+    "router-start": router_start, "router-stop": router_stop}
 
 
 def run(operation: str, text: str) -> tuple[int, dict[str, object]]:

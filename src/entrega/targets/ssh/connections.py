@@ -260,6 +260,45 @@ class Fleet:
                 done = await process.wait(check=False)
         return _result(host, done), sent
 
+    async def unix_exchange(self, host: Host, path: str, request: bytes, *,
+                            timeout_s: float | None = None) -> bytes | None:
+        """Send ``request`` to the unix socket ``path`` on ``host`` through the host's
+        pooled connection (direct stream-local forwarding: nothing listens on the network
+        for it) and return all it answers until it closes the stream, within ``timeout_s``
+        (default ``command_timeout_s``). None: nothing listens at ``path``. An unreachable
+        host raises TargetUnreachable; a host whose sshd forbids such forwarding,
+        TargetError saying which setting allows it."""
+        timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
+        doing = "reaching a unix socket"
+        conn, fresh = await self._connect(host)
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(timeout_s):
+                    reader, writer = await conn.open_unix_connection(path)
+                break
+            except asyncssh.ChannelOpenError as exc:
+                if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+                    raise TargetError(
+                        f"{host} refuses to forward a unix socket over SSH ({exc.reason})",
+                        hint="allow it in the host's sshd_config: AllowStreamLocalForwarding "
+                             "yes (and no DisableForwarding)") from None
+                return None
+            except (asyncssh.Error, OSError, TimeoutError):
+                if fresh or attempt == 2:
+                    with self._reaching(host, doing, timeout_s=timeout_s):
+                        raise
+                # a pooled connection found dead only now: nothing was sent, so once more
+                self.drop(host, conn)
+                conn, fresh = await self._connect(host)
+        with self._reaching(host, doing, timeout_s=timeout_s):
+            try:
+                async with asyncio.timeout(timeout_s):
+                    writer.write(request)
+                    writer.write_eof()
+                    return await reader.read()
+            finally:
+                writer.close()
+
     async def each(self, work: Callable[[Host], Awaitable[T]],
                    hosts: Sequence[Host] | None = None) -> list[HostOutcome[T]]:
         """``work(host)`` for every host (default: all), in parallel, at most
