@@ -54,6 +54,10 @@ def rollout_panel(r: RolloutView) -> Group:
         parts.append(steps)
     if r.message:
         parts.append(Text(r.message, style="italic"))
+    if r.hosts_left_out:
+        parts.append(Text("left out: " + "; ".join(f"{h} ({why})" for h, why
+                                                    in r.hosts_left_out.items()),
+                          style="red"))
     if r.analysis is not None and r.analysis.metrics:
         table = Table("metric", "verdict", "canary", "stable", "reason", box=None,
                       padding=(0, 1))
