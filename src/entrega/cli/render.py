@@ -83,6 +83,9 @@ def status_view(status: StatusView) -> Group:
             last = env.last_rollout
             parts.append(Text(f"last rollout {last.id}: {last.version} "
                               f"{last.phase} — {last.message}", style="dim"))
+            if last.hosts_left_out:
+                parts.append(Text("left out: " + ", ".join(last.hosts_left_out),
+                                  style="red"))
         if env.hosts:
             parts.append(hosts_table(env.hosts))
     return Group(*parts)
