@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -23,7 +24,7 @@ from entrega.rollouts.model import (
 )
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
-from entrega.targets.base import host_of
+from entrega.targets.base import Readiness, host_of
 
 log = logging.getLogger("entrega.controller")
 
@@ -103,13 +104,19 @@ async def _probe_hosts(actions: ActionRunner, rt: EnvironmentRuntime, state: Rol
     if state.phase != Phase.STARTING or error:
         return (), failures
     ref = actions.ref(state.canary)
-    for host in progress.hosts:
-        if host in progress.serving:
-            continue
+
+    async def probe(host: str) -> Readiness | None:
         try:
-            readiness = await rt.target.ready(release=ref, hosts=(host,))
+            return await rt.target.ready(release=ref, hosts=(host,))
         except EntregaError as exc:
             log.warning("probing %s on %s: %s", state.canary, host, exc)
+            return None
+
+    # Each host's probe may ask its agent (a command over SSH): all at once, not in turn.
+    waited = [h for h in progress.hosts if h not in progress.serving]
+    for host, readiness in zip(waited, await asyncio.gather(*map(probe, waited)),
+                               strict=True):
+        if readiness is None:
             continue
         if readiness.ready:
             ready.append(host)
