@@ -172,10 +172,14 @@ async def test_a_host_killed_mid_canary_is_left_out_and_gets_the_stable_release_
         shown = render_text(status_view(service.status()))
         assert "left out" in shown and second in shown, shown
 
-        # host2 comes back empty: the controller brings it to the stable release, v2.
+        # host2 comes back empty: the controller brings it to the stable release, v2, as
+        # lost instances of the environment's release (kept for when it answers).
         lost.start()
         await wait_until(lambda: _only_v2(service, [first, second, third]),
                          timeout_s=TIMEOUT_S, what="host2 to run v2")
+        restarted = [e for e in service.repo.events("shop", limit=200)
+                     if e.kind == "instance_restarted" and e.version == "v2"]
+        assert [e.data for e in restarted] == [{"restarted": 2}], restarted
         await wait_until(lambda: _routed_everywhere(service), timeout_s=30,
                          what="host2's v2 instances in the route table")
         assert await versions_served(rt.config.router.listen, 9) == {"v2": 9}
