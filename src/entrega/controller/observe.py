@@ -112,10 +112,12 @@ async def _probe_hosts(actions: ActionRunner, rt: EnvironmentRuntime, state: Rol
             log.warning("probing %s on %s: %s", state.canary, host, exc)
             return None
 
-    # Each host's probe may ask its agent (a command over SSH): all at once, not in turn.
+    # Each host's probe may ask its agent (a command over SSH): all at once, not in turn,
+    # after the first, which starts the probes of every host (one look at the fleet).
     waited = [h for h in progress.hosts if h not in progress.serving]
-    for host, readiness in zip(waited, await asyncio.gather(*map(probe, waited)),
-                               strict=True):
+    first = [await probe(waited[0])] if waited else []
+    rest = await asyncio.gather(*map(probe, waited[1:]))
+    for host, readiness in zip(waited, [*first, *rest], strict=True):
         if readiness is None:
             continue
         if readiness.ready:
