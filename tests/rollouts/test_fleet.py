@@ -172,6 +172,21 @@ def test_a_canary_host_that_cannot_run_the_release_is_replaced_by_the_next_one()
     assert "starting v2 on b instead" in events_of(transitions)
 
 
+def test_a_host_standing_in_at_the_deadline_gets_a_deadline_of_its_own() -> None:
+    spec = on_fleet(canary(weight(100)), canary_hosts=1, max_failed=1)
+    st = stored(begin(spec).state)
+    late = advance(spec, st, Observed(), now=T0 + 31)
+    assert late.state.phase == P.STARTING and late.state.phase_started_at == T0 + 31
+    assert late.state.fleet == FleetProgress(hosts=("b",), failed={"a": "not ready within 30s"})
+    assert late.actions == (StopInstances(CANARY, hosts=("a",)),
+                            StartInstances(CANARY, hosts=("b",)))
+    waiting = advance(spec, stored(late.state), Observed(), now=T0 + 50)
+    assert waiting.state.phase == P.STARTING and waiting.actions == ()
+    ready = advance(spec, stored(late.state), Observed(hosts_ready=("b",)), now=T0 + 52)
+    assert ready.state.phase == P.STARTING  # and now b, c, d before all traffic
+    assert ready.actions == (StartInstances(CANARY, hosts=("b", "c", "d")),)
+
+
 @pytest.mark.parametrize(("failing", "phase", "message"), [
     ({"b": "instance b/0 exits at once"}, P.FAILED,
      "v2 cannot run: instance b/0 exits at once"),

@@ -177,10 +177,12 @@ def _leave_out(spec: RolloutSpec, fleet: FleetSpec, state: RolloutState, observe
         actions.insert(0, SetRoutes(dict(state.weights), preview=state.preview,
                                     cohort=state.cohort, hosts={state.canary: serving}))
     new_hosts = tuple(h for h in hosts if h not in progress.hosts)
+    state = replace(state, message=events[0])
     if new_hosts:
         actions.append(StartInstances(state.canary, hosts=hosts))
         events.append(f"starting {state.canary} on {', '.join(new_hosts)} instead")
-    state = replace(state, message=events[0])
+        # The hosts standing in get the whole progress deadline from now.
+        state = common.enter(state, Phase.STARTING, now)
     return state, actions, events
 
 
