@@ -87,8 +87,8 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
 
 async def _probe_hosts(actions: ActionRunner, rt: EnvironmentRuntime, state: RolloutState,
                        error: str | None) -> tuple[tuple[str, ...], dict[str, str]]:
-    """A fleet's canary or blue-green: the hosts waited for, probed one by one (ready, or
-    why not: a crash loop there); the hosts serving the new release that stopped
+    """A fleet's canary or blue-green: the hosts waited for, each probed on its own (ready,
+    or why not: a crash loop there); the hosts serving the new release that stopped
     answering at the last observation of the fleet (every 2 s: no host is asked here for
     it). A host that cannot be reached while it starts is not ready, so the progress
     deadline judges it, as in rolling."""
