@@ -385,6 +385,8 @@ class Service:
             "created_at": row.created_at, "updated_at": row.updated_at,
             "finished_at": row.finished_at, "created_by": row.created_by,
             "reason": row.reason,
+            "hosts": list(state.fleet.hosts) if state.fleet else [],
+            "hosts_left_out": dict(state.fleet.failed) if state.fleet else {},
         }
 
     def _row(self, rollout_id: int) -> Rollout:

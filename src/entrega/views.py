@@ -88,6 +88,10 @@ class RolloutView(View):
     finished_at: float | None
     created_by: str
     reason: str
+    #: a fleet's canary or blue-green: the hosts the new release runs on, and the hosts
+    #: left out of the rollout (host -> why), counted against max_failed
+    hosts: list[str] = []
+    hosts_left_out: dict[str, str] = {}
 
 
 class EventView(View):

@@ -11,7 +11,7 @@ from tests.api.delivery import Delivery
 ROLLOUT_FIELDS = ["id", "environment", "version", "from_version", "strategy", "phase",
                   "weights", "preview", "step_index", "steps", "message", "cohort",
                   "analysis", "analysis_history", "created_at", "updated_at", "finished_at",
-                  "created_by", "reason"]
+                  "created_by", "reason", "hosts", "hosts_left_out"]
 
 
 def test_a_first_release_starts_straight_to_100(delivery: Delivery) -> None:

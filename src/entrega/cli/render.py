@@ -54,6 +54,10 @@ def rollout_panel(r: RolloutView) -> Group:
         parts.append(steps)
     if r.message:
         parts.append(Text(r.message, style="italic"))
+    if r.hosts_left_out:
+        parts.append(Text("left out: " + "; ".join(f"{h} ({why})" for h, why
+                                                    in r.hosts_left_out.items()),
+                          style="red"))
     if r.analysis is not None and r.analysis.metrics:
         table = Table("metric", "verdict", "canary", "stable", "reason", box=None,
                       padding=(0, 1))
@@ -79,6 +83,9 @@ def status_view(status: StatusView) -> Group:
             last = env.last_rollout
             parts.append(Text(f"last rollout {last.id}: {last.version} "
                               f"{last.phase} — {last.message}", style="dim"))
+            if last.hosts_left_out:
+                parts.append(Text("left out: " + ", ".join(last.hosts_left_out),
+                                  style="red"))
         if env.hosts:
             parts.append(hosts_table(env.hosts))
             if reasons := host_reasons({h.name: h.error or "unreachable"

@@ -497,6 +497,7 @@ def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
         raise ConfigError(message, file=file, line=_line_for(tuple(doc_loc), lines),
                           field=field or None, hint=hint) from None
     _refuse_rolling_without_hosts(config, file=file, lines=lines)
+    _refuse_canary_hosts_without_hosts(config, file=file, lines=lines)
     _require_command(config, data, file=file, lines=lines)
     return config
 
@@ -512,6 +513,22 @@ def _refuse_rolling_without_hosts(config: Config, *, file: str,
                 line=_line_for(("environments", i, "strategy", "rolling"), lines),
                 field=f"environments[{i}].strategy.rolling",
                 hint="use canary or blue-green here, or target: {kind: ssh, hosts: [...]}")
+
+
+def _refuse_canary_hosts_without_hosts(config: Config, *, file: str,
+                                       lines: dict[Path_, int]) -> None:
+    """``canary_hosts`` picks hosts of a fleet: a target without hosts has none to pick."""
+    for i, env in enumerate(config.environments):
+        canary = env.strategy.canary
+        if canary is not None and canary.canary_hosts is not None \
+                and env.target.kind != "ssh":
+            raise ConfigError(
+                f"canary_hosts picks hosts of a fleet, and a {env.target.kind} target has "
+                "no hosts", file=file,
+                line=_line_for(("environments", i, "strategy", "canary", "canary_hosts"),
+                               lines),
+                field=f"environments[{i}].strategy.canary.canary_hosts",
+                hint="remove canary_hosts, or use target: {kind: ssh, hosts: [...]}")
 
 
 def _require_command(config: Config, data: dict[str, Any], *, file: str,

@@ -71,6 +71,25 @@ class CanaryStepConfig(_Model):
 class CanaryConfig(_Model):
     steps: list[CanaryStepConfig] = Field(min_length=1)
     cohort: CohortConfig = CohortConfig()
+    #: ssh target: the canary starts on this many hosts first (a count, or a share like
+    #: "25%" rounded up), the first in ``hosts:`` order that can run it; it starts on
+    #: the others before it takes all traffic. Unset: on every host at once.
+    canary_hosts: int | str | None = None
+    #: ssh target: hosts that may be left out of the rollout (unreachable, crash loop,
+    #: not ready in time) while it goes on with the others: a count or a share rounded
+    #: down. 0, as in rolling: a host that cannot run a release usually means the
+    #: release is wrong, not the host.
+    max_failed: int | str = 0
+
+    @field_validator("canary_hosts", mode="before")
+    @classmethod
+    def _canary_hosts(cls, value: object) -> int | str | None:
+        return None if value is None else _hosts_count_or_share(value, least=1)
+
+    @field_validator("max_failed", mode="before")
+    @classmethod
+    def _max_failed(cls, value: object) -> int | str:
+        return _hosts_count_or_share(value, least=0)
 
     @field_validator("steps")
     @classmethod
@@ -96,6 +115,13 @@ class BlueGreenConfig(_Model):
     scale_down_delay_s: float = Field(30.0, ge=0)
     #: Analysis of the new release after the switch, against the old one kept warm.
     post_switch_analysis: AnalysisStepConfig | None = None
+    #: ssh target: hosts that may be left out (as canary's ``max_failed``).
+    max_failed: int | str = 0
+
+    @field_validator("max_failed", mode="before")
+    @classmethod
+    def _max_failed(cls, value: object) -> int | str:
+        return _hosts_count_or_share(value, least=0)
 
 
 def _hosts_count_or_share(value: object, *, least: int) -> int | str:

@@ -129,6 +129,11 @@ class ActionRunner:
             await asyncio.to_thread(self.artifacts.verify, ref.digest)
             endpoints = await rt.target.start(release=ref, hosts=hosts)
         except EntregaError as exc:
+            if exc.temporary and hosts is None and not restart and rt.endpoints.get(version):
+                # It serves on some hosts and the others do not answer (a host left out
+                # of its rollout, down since): those keep serving, and the missing
+                # instances are started again as lost ones once their hosts answer.
+                lost, restart = wanted - len(rt.endpoints[version]), True
             if exc.temporary and restart:
                 # The live instances keep serving with the routes they have; the next
                 # pass asks again, still as a restart (a host back by then gets its

@@ -18,6 +18,7 @@ from entrega.rollouts.model import (
     Cohort,
     CohortRoute,
     CohortStep,
+    FleetSpec,
     PauseStep,
     RollingSpec,
     RolloutSpec,
@@ -60,14 +61,28 @@ def _strategy_spec(env: EnvironmentConfig, strategy: str | None, *,
     if chosen == "blue-green":
         bg = env.strategy.blue_green
         if bg is None:
-            return RolloutSpec(strategy="blue-green", verify=verify)
-        return from_config(RolloutSpec, bg, strategy="blue-green", verify=verify)
+            return RolloutSpec(strategy="blue-green", verify=verify, fleet=_fleet(env))
+        return from_config(RolloutSpec, bg, strategy="blue-green", verify=verify,
+                           fleet=_fleet(env, max_failed=bg.max_failed))
     canary = env.strategy.canary
     if canary is None:
-        return RolloutSpec(strategy="canary", steps=(WeightStep(100),), verify=verify)
+        return RolloutSpec(strategy="canary", steps=(WeightStep(100),), verify=verify,
+                           fleet=_fleet(env))
     steps = tuple(_step(step) for step in canary.steps)
     return RolloutSpec(strategy="canary", steps=steps or (WeightStep(100),), verify=verify,
-                       cohort=from_config(Cohort, canary.cohort))
+                       cohort=from_config(Cohort, canary.cohort),
+                       fleet=_fleet(env, canary_hosts=canary.canary_hosts,
+                                    max_failed=canary.max_failed))
+
+
+def _fleet(env: EnvironmentConfig, *, canary_hosts: int | str | None = None,
+           max_failed: int | str = 0) -> FleetSpec | None:
+    """Canary and blue-green over the target's hosts (None: a target without hosts)."""
+    target = env.target
+    if not isinstance(target, SshTargetConfig):
+        return None
+    return FleetSpec(hosts=tuple(target.host_name(h) for h in target.hosts),
+                     canary_hosts=canary_hosts, max_failed=max_failed)
 
 
 def _rolling_spec(env: EnvironmentConfig, *, verify: bool) -> RolloutSpec:

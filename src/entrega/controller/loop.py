@@ -49,6 +49,7 @@ from entrega.errors import ConfigError, EntregaError
 from entrega.insights.collector import MetricsCollector
 from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts import advance
+from entrega.rollouts.fleet import routed_hosts, running_hosts
 from entrega.rollouts.model import (
     AnalysisStep,
     Phase,
@@ -58,7 +59,6 @@ from entrega.rollouts.model import (
     state_from_dict,
     state_to_dict,
 )
-from entrega.rollouts.rolling import routed_hosts, running_hosts
 from entrega.routers.base import Router
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -12,6 +13,7 @@ from entrega.analysis.providers.builtin import snapshot
 from entrega.controller.actions import ActionRunner
 from entrega.controller.runtime import EnvironmentRuntime
 from entrega.errors import EntregaError
+from entrega.rollouts.fleet import running_hosts
 from entrega.rollouts.model import (
     AnalysisStep,
     AnalysisVerdict,
@@ -20,9 +22,9 @@ from entrega.rollouts.model import (
     RolloutSpec,
     RolloutState,
 )
-from entrega.rollouts.rolling import running_hosts
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
+from entrega.targets.base import Readiness, host_of
 
 log = logging.getLogger("entrega.controller")
 
@@ -34,10 +36,13 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
     if spec.rolling is not None and state.rolling is not None and state.stable is not None:
         return await _observe_rolling(actions, rt, row, spec, state)
 
-    # Level-triggered: whatever phase we are in, the new release must be running.
+    # Level-triggered: whatever phase we are in, the new release must be running (on a
+    # fleet: on the hosts its rollout says).
     problem = ""
+    hosts = state.fleet.hosts if spec.fleet is not None and state.fleet is not None else None
     try:
-        await actions.ensure_started(rt, state.canary)
+        if hosts != ():
+            await actions.ensure_started(rt, state.canary, hosts)
     except EntregaError as exc:
         if not exc.temporary:
             raise
@@ -47,7 +52,11 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
     error = rt.start_errors.get(state.canary)
 
     ready = False
-    if state.phase == Phase.STARTING and not error and not problem:
+    hosts_ready: tuple[str, ...] = ()
+    host_failures: dict[str, str] = {}
+    if hosts is not None:
+        hosts_ready, host_failures = await _probe_hosts(actions, rt, state, error)
+    elif state.phase == Phase.STARTING and not error and not problem:
         readiness = await rt.target.ready(release=actions.ref(state.canary))
         ready = readiness.ready
         error = readiness.failure  # a crash loop: waiting out the deadline would not help
@@ -72,7 +81,50 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
 
     return Observed(canary_ready=ready, canary_error=error, canary_problem=problem,
                     analysis=analysis,
-                    verification=verification, verification_detail=detail or "")
+                    verification=verification, verification_detail=detail or "",
+                    hosts_ready=hosts_ready, host_failures=host_failures)
+
+
+async def _probe_hosts(actions: ActionRunner, rt: EnvironmentRuntime, state: RolloutState,
+                       error: str | None) -> tuple[tuple[str, ...], dict[str, str]]:
+    """A fleet's canary or blue-green: the hosts waited for, each probed on its own (ready,
+    or why not: a crash loop there); the hosts serving the new release that stopped
+    answering at the last observation of the fleet (every 2 s: no host is asked here for
+    it). A host that cannot be reached while it starts is not ready, so the progress
+    deadline judges it, as in rolling."""
+    progress = state.fleet
+    assert progress is not None
+    ready: list[str] = []
+    failures: dict[str, str] = {}
+    unreachable = rt.target.host_errors()
+    alive = {host_of(i.instance) for i in rt.observed if i.alive and i.version == state.canary}
+    for host in progress.serving:
+        if host in unreachable and host not in alive:
+            failures[host] = f"stopped answering: {unreachable[host]}"
+    if state.phase != Phase.STARTING or error:
+        return (), failures
+    ref = actions.ref(state.canary)
+
+    async def probe(host: str) -> Readiness | None:
+        try:
+            return await rt.target.ready(release=ref, hosts=(host,))
+        except EntregaError as exc:
+            log.warning("probing %s on %s: %s", state.canary, host, exc)
+            return None
+
+    # Each host's probe may ask its agent (a command over SSH): all at once, not in turn,
+    # after the first, which starts the probes of every host (one look at the fleet).
+    waited = [h for h in progress.hosts if h not in progress.serving]
+    first = [await probe(waited[0])] if waited else []
+    rest = await asyncio.gather(*map(probe, waited[1:]))
+    for host, readiness in zip(waited, [*first, *rest], strict=True):
+        if readiness is None:
+            continue
+        if readiness.ready:
+            ready.append(host)
+        elif readiness.failure:
+            failures[host] = readiness.failure
+    return tuple(ready), failures
 
 
 async def _observe_rolling(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,

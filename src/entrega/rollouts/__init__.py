@@ -8,7 +8,7 @@ pass.
 
 from __future__ import annotations
 
-from entrega.rollouts import bluegreen, canary, direct, rolling
+from entrega.rollouts import bluegreen, canary, direct, fleet, rolling
 from entrega.rollouts.model import Observed, RolloutSpec, RolloutState, Transition
 
 _STRATEGIES = {"canary": canary.advance, "blue-green": bluegreen.advance,
@@ -21,4 +21,7 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
     if state.phase.terminal:
         return Transition(state)
     strategy = spec.strategy if state.stable is not None else "direct"
+    if spec.fleet is not None and strategy != "rolling":
+        # canary and blue-green over a fleet's hosts: canary_hosts, max_failed
+        return fleet.advance(spec, state, observed, now=now, strategy=_STRATEGIES[strategy])
     return _STRATEGIES[strategy](spec, state, observed, now=now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from entrega.rollouts import common
+from entrega.rollouts import common, fleet
 from entrega.rollouts.model import (
     Action,
     AnalysisProgress,
@@ -42,8 +42,10 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
     if state.phase == Phase.STARTING:
         if (waiting := common.wait_ready(spec, state, observed, now)) is not None:
             return waiting
+        # step_index is 0 at the first start; on a fleet whose canary just started on its
+        # other hosts (fleet.widen), the step that wanted all traffic runs now.
         state = replace(common.enter(state, Phase.PROGRESSING, now, "running steps"),
-                        step_index=0, step_started_at=now)
+                        step_started_at=now)
         return _run_steps(spec, state, observed, now, events=[f"{state.canary} is ready"])
     if state.phase in (Phase.PROGRESSING, Phase.PAUSED):
         return _run_steps(spec, state, observed, now, events=[])
@@ -70,6 +72,8 @@ def _run_steps(spec: RolloutSpec, state: RolloutState, observed: Observed, now: 
         number = f"step {state.step_index + 1}/{len(spec.steps)}"
 
         if isinstance(step, WeightStep):
+            if step.weight == 100 and (wider := fleet.widen(spec, state, now)) is not None:
+                return fleet.extend(wider, actions, events)
             weights = ({state.canary: step.weight, stable: 100 - step.weight}
                        if stable else {state.canary: 100})
             weights = {r: w for r, w in weights.items() if w > 0 or r == state.canary}
@@ -121,9 +125,9 @@ def _run_steps(spec: RolloutSpec, state: RolloutState, observed: Observed, now: 
         state, more = result
         events.extend(more)
 
-    done = common.finish(spec, state, now)
-    return Transition(done.state, (*actions, *done.actions), (*events, *done.events),
-                      done.requeue_at)
+    if (wider := fleet.widen(spec, state, now)) is not None:
+        return fleet.extend(wider, actions, events)
+    return fleet.extend(common.finish(spec, state, now), actions, events)
 
 
 def _analysis(step: AnalysisStep, state: RolloutState, observed: Observed, now: float,

@@ -134,6 +134,22 @@ class RollingSpec:
 
 
 @dataclass(frozen=True)
+class FleetSpec:
+    """Canary and blue-green over the hosts of a fleet (``target: {kind: ssh}``).
+
+    ``canary_hosts``: the new release starts on this many hosts first (a count or a share
+    like ``"25%"``, rounded up; None: every host), the first in ``hosts`` order that can
+    run it; ``max_failed``: hosts that may be left out (unreachable, crash loop, not ready
+    by the deadline) before the rollout fails. Both as written in entrega.yaml and turned
+    into host counts by :mod:`entrega.rollouts.fleet`.
+    """
+
+    hosts: tuple[str, ...]
+    canary_hosts: int | str | None = None
+    max_failed: int | str = 0
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
     """How this rollout proceeds; fixed at creation."""
 
@@ -152,6 +168,9 @@ class RolloutSpec:
     cohort: Cohort = Cohort()
     #: rolling: the hosts and their batches (None for the other strategies)
     rolling: RollingSpec | None = None
+    #: canary, blue-green: the fleet's hosts, canary hosts and failure budget (None for
+    #: a target without hosts)
+    fleet: FleetSpec | None = None
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -196,6 +215,21 @@ class RollingProgress:
 
 
 @dataclass(frozen=True)
+class FleetProgress:
+    """Where the new release of a canary or blue-green rollout stands on a fleet.
+
+    ``hosts`` run it (started, or being started); ``serving`` take its traffic (they were
+    ready); ``failed`` were left out of the rollout (host -> why), counted against
+    ``max_failed`` and named in status. The hosts of ``hosts`` not ``serving`` are the
+    ones the rollout waits for (phase ``starting``).
+    """
+
+    hosts: tuple[str, ...] = ()
+    serving: tuple[str, ...] = ()
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RolloutState:
     phase: Phase
     #: release the environment ran before (None for the first release)
@@ -227,6 +261,8 @@ class RolloutState:
     cohort_name: str | None = None
     #: rolling: the hosts' progress (None for the other strategies)
     rolling: RollingProgress | None = None
+    #: canary, blue-green on a fleet: the new release's hosts (None without a fleet)
+    fleet: FleetProgress | None = None
 
 
 def initial_state(*, stable: str | None, canary: str, now: float) -> RolloutState:
@@ -261,9 +297,11 @@ class Observed:
     analysis: AnalysisVerdict | None = None
     verification: str | None = None  # None | "passed" | "failed"
     verification_detail: str = ""
-    #: rolling: the hosts (of those waited on) whose instances are all ready
+    #: rolling, a fleet's canary: the hosts (of those waited on) whose instances are all
+    #: ready
     hosts_ready: tuple[str, ...] = ()
-    #: rolling: host -> why the release cannot become ready there (crash loop, start error)
+    #: rolling, a fleet's canary: host -> why the release cannot become ready there (crash
+    #: loop, start error) or why it no longer serves (it stopped answering)
     host_failures: dict[str, str] = field(default_factory=dict)
 
 
