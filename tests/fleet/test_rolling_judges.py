@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from entrega.service import Service
@@ -37,6 +38,24 @@ NEVER_UNAVAILABLE = """\
 """
 
 
+class Users(Client):
+    """Many users, one request each: the router pins a user to the release it drew
+    (a cookie), and one pinned client would show the judges only one side."""
+
+    def run(self) -> None:
+        with httpx.Client(trust_env=False, timeout=5) as client:
+            while not self._halt.is_set():
+                client.cookies.clear()
+                try:
+                    response = client.get(self.url)
+                    version = response.json().get("version", "?")
+                    self.served[version] = self.served.get(version, 0) + 1
+                    if response.status_code != 200:
+                        self.failures.append(f"{response.status_code}: {response.text[:80]}")
+                except (httpx.HTTPError, ValueError) as exc:
+                    self.failures.append(repr(exc))
+
+
 @pytest.fixture
 async def fleet_service(test_fleet: TestFleet, tmp_path: Path
                         ) -> AsyncIterator[Callable[[str], Service]]:
@@ -56,7 +75,7 @@ async def test_a_release_with_a_high_error_rate_is_rolled_back_by_the_analysis_o
     root = service.config.base_dir
     rt = service.controller.runtimes["production"]
     first, second, third = (h.name for h in test_fleet.hosts)
-    client = Client(rt.config.router.listen)
+    client = Users(rt.config.router.listen)
     try:
         rid = await deploy(service, "v1", release(root, "v1"))
         await until_phase(service, rid, "succeeded", "v1 on the fleet")
