@@ -19,7 +19,7 @@ from entrega.targets.base import host_of
 from tests.controller.conftest import wait_until
 from tests.fleet.delivery import deploy, release, services, versions_served
 from tests.fleet.hosts import TestFleet
-from tests.fleet.test_rolling import Client, alive_by_host, until_phase
+from tests.fleet.test_rolling import Client, alive_by_host, phase, until_phase
 from tests.fleet.test_ssh_target import write_config
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -121,6 +121,7 @@ async def test_max_unavailable_0_keeps_every_host_in_the_route_table(
     hosts = [h.name for h in test_fleet.hosts]
     client = Client(rt.config.router.listen)
     serving: list[int] = []
+    watcher: asyncio.Task[None] | None = None
     try:
         rid = await deploy(service, "v1", release(root, "v1"))
         await until_phase(service, rid, "succeeded", "v1 on the fleet")
@@ -129,8 +130,7 @@ async def test_max_unavailable_0_keeps_every_host_in_the_route_table(
 
         async def watch() -> None:
             """The router's own table, read as often as the loop allows."""
-            while service.repo.rollout(rid).phase not in ("succeeded", "rolled_back",
-                                                             "failed"):
+            while phase(service, rid) not in ("succeeded", "rolled_back", "failed"):
                 routes = await rt.router.get_routes()
                 serving.append(len({host_of(e.instance)
                                     for version, endpoints in routes.backends.items()
@@ -144,6 +144,8 @@ async def test_max_unavailable_0_keeps_every_host_in_the_route_table(
         await wait_until(lambda: _only(service, "v2", hosts), timeout_s=30,
                          what="v1 stopped on every host")
     finally:
+        if watcher is not None and not watcher.done():  # the rollout did not end
+            watcher.cancel()
         client.stop()
         await service.controller.stop()
 
