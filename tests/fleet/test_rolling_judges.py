@@ -100,6 +100,8 @@ async def test_a_release_with_a_high_error_rate_is_rolled_back_by_the_analysis_o
     assert row.state["analysis_history"][-1]["verdict"] == "fail"
     run = service.repo.analysis_run(rid, row.state["analysis_history"][-1]["window"])
     assert run is not None and run.verdict == "fail"
+    explained = service.analysis(rid)  # what `entrega analysis explain` shows: batch 1/3
+    assert (explained.steps, explained.windows[-1].step) == (3, 1)
     # v2 took live traffic on its first host only, and the judges saw its errors there
     assert client.served.get("v2", 0) > 0, client.served
     assert any("500" in f for f in client.failures), client.failures[:3]

@@ -133,6 +133,7 @@ def test_a_failed_analysis_restores_the_old_release_on_the_batch_done() -> None:
     assert failed.state.message == "batch 1/4: analysis failed: error-rate 0.3 vs 0.0"
     assert StartInstances(STABLE, hosts=("a",)) in failed.actions
     assert failed.state.analysis_history[-1]["verdict"] == "fail"
+    assert failed.state.analysis_history[-1]["step"] == 0  # the first batch's analysis
     # once the old release is ready again on a: all traffic to it at once, then the
     # new one stops
     back = advance(spec, stored(failed.state), Observed(hosts_ready=("a",)), now=T0 + 8)

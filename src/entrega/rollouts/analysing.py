@@ -48,10 +48,11 @@ AnalysisResult = Transition | AnalysisPassed | AnalysisFailed
 
 
 def advance_analysis(step: AnalysisStep, state: RolloutState, observed: Observed,
-                     now: float, label: str) -> AnalysisResult:
+                     now: float, label: str, *, index: int | None = None) -> AnalysisResult:
     """One pass of an analysis: a Transition to return as it is (begun, waiting,
     extended, paused), or whether it passed or failed. ``label`` starts every event
-    ("step 2/5", "batch 1/3")."""
+    ("step 2/5", "batch 1/3"); ``index`` (0-based: the step's, the batch's; default
+    ``step_index``) is recorded with each final verdict for `entrega analysis explain`."""
     progress = state.analysis
     if progress is None:
         progress = AnalysisProgress(window=state.analysis_windows + 1, started_at=now,
@@ -77,7 +78,8 @@ def advance_analysis(step: AnalysisStep, state: RolloutState, observed: Observed
                        last_reason=verdict.reason, next_check_at=now + step.check_every_s,
                        passed_metrics=tuple(sorted({*progress.passed_metrics, *passed_now})))
     record = {"window": progress.window, "verdict": verdict.verdict, "reason": verdict.reason,
-              "at": now, "metrics": verdict.metrics, "step": state.step_index}
+              "at": now, "metrics": verdict.metrics,
+              "step": state.step_index if index is None else index}
 
     if verdict.verdict == "fail":
         progress = replace(progress, failures=progress.failures + 1)

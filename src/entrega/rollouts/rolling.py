@@ -304,7 +304,8 @@ def _analysing(spec: RolloutSpec, state: RolloutState, observed: Observed,
     rolling = spec.rolling
     assert rolling is not None and rolling.analysis is not None
     label = _label(spec, state)
-    result = advance_analysis(rolling.analysis, state, observed, now, label)
+    result = advance_analysis(rolling.analysis, state, observed, now, label,
+                              index=state.step_index - 1)
     if isinstance(result, Transition):
         return result
     if isinstance(result, AnalysisFailed):
