@@ -42,6 +42,7 @@ from entrega.rollouts.model import (
     spec_from_dict,
     state_from_dict,
 )
+from entrega.rollouts.rolling import batches
 from entrega.routers.base import HostRouterState
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import DeployRequest, Event, Feedback, Release, Rollout
@@ -418,7 +419,8 @@ class Service:
                 verdict=run.verdict, result=run.result, final=run.window in steps))
         environment = self.config.environment(row.environment)
         return RolloutAnalysis(
-            rollout=self.rollout_view(row), steps=len(spec.steps),
+            rollout=self.rollout_view(row),
+            steps=len(batches(spec.rolling)) if spec.rolling else len(spec.steps),
             environment_metrics={name: environment.metric(name).model_dump(exclude_none=True)
                                  for name in sorted(asked)},
             windows=windows)

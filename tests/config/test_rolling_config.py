@@ -1,6 +1,7 @@
-"""``strategy: {rolling: {batch, max_failed, pause_between_batches_s}}``: read, turned into
-the rollout's spec (the hosts in the config's order), and bad values refused with the
-file, the line and the field; rolling on a local target refused with its line."""
+"""``strategy: {rolling: {batch, max_failed, max_unavailable, pause_between_batches_s,
+analysis}}``: read, turned into the rollout's spec (the hosts in the config's order), and
+bad values refused with the file, the line and the field; rolling on a local target
+refused with its line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from entrega.config import RollingConfig, load_config
 from entrega.controller.launch import spec_for
 from entrega.errors import ConfigError, Conflict
-from entrega.rollouts.model import RollingSpec
+from entrega.rollouts.model import AnalysisStep, RollingSpec
 
 FLEET = """\
 app: shop
@@ -111,3 +112,44 @@ def test_several_strategies_with_rolling_need_a_default(tmp_path: Path) -> None:
     chosen = text.replace("    strategy:\n", "    strategy:\n      default: rolling\n", 1)
     assert load_config(write(tmp_path, chosen)).environment("production") \
         .strategy.name == "rolling"
+
+
+def test_max_unavailable_and_the_analysis_between_batches_reach_the_spec(
+        tmp_path: Path) -> None:
+    text = FLEET.replace("        pause_between_batches_s: 30\n",
+                         "        pause_between_batches_s: 30\n"
+                         '        max_unavailable: "50%"\n'
+                         "        analysis: {duration_s: 90, metrics: [error-rate]}\n")
+    env = load_config(write(tmp_path, text)).environment("production")
+    spec = spec_for(env)
+    assert spec.rolling is not None
+    assert spec.rolling.max_unavailable == "50%"
+    assert spec.rolling.analysis == AnalysisStep(metrics=("error-rate",), duration_s=90)
+    # neither given: a whole batch may be unavailable, and no analysis (as before them)
+    plain = spec_for(load_config(write(tmp_path, FLEET)).environment("production"))
+    assert plain.rolling is not None
+    assert (plain.rolling.max_unavailable, plain.rolling.analysis) == (None, None)
+    zero = load_config(write(tmp_path, text.replace('"50%"', "0")))
+    assert zero.environment("production").strategy.rolling == RollingConfig(
+        batch="25%", max_failed=1, pause_between_batches_s=30, max_unavailable=0,
+        analysis={"duration_s": 90, "metrics": ["error-rate"]})
+
+
+@pytest.mark.parametrize(("added", "line", "expected"), [
+    ("max_unavailable: -1", 21, "rolling.max_unavailable: expected at least 0"),
+    ('max_unavailable: "120%"', 21, "max_unavailable: a share is from 0 to 100%"),
+    ("analysis: {metrics: []}", 21, "rolling.analysis.metrics: List should have at least 1"),
+    ("analysis: {metrics: [error-rate], duration_s: 0}", 21,
+     "rolling.analysis.duration_s: Input should be greater than 0"),
+    ("analysis: {metrics: [errors]}", None, "analysis metric 'errors' is not defined"),
+], ids=["negative-unavailable", "share-over-100", "no-metric", "zero-duration",
+        "unknown-metric"])
+def test_bad_max_unavailable_or_analysis_is_refused_with_its_field(
+        tmp_path: Path, added: str, line: int | None, expected: str) -> None:
+    path = write(tmp_path, FLEET + f"        {added}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    if line is not None:
+        assert message.startswith(f"{path}:{line}: "), message
+    assert expected in message, message

@@ -102,7 +102,9 @@ def explain(rollout: int = typer.Argument(..., help="The rollout's id (see `stat
     for window in data.windows:
         result = window.result or {}
         verdict = result.get("verdict") or window.verdict or "pending"
-        where = f"step {window.step}/{data.steps}" if window.step else "step"
+        # a rolling rollout is analysed after its batches, a canary at its steps
+        unit = "batch" if r.strategy == "rolling" else "step"
+        where = f"{unit} {window.step}/{data.steps}" if window.step else unit
         state = "final" if window.final else "latest check"
         console.print(Text.assemble(
             f"\nwindow {window.window} ({where}, from {clock(window.started_at)} to "

@@ -35,6 +35,9 @@ environments:                     # in lifecycle order
           - weight: 50
           - analysis: {{duration_s: 60, metrics: [error-rate, latency-p95, latency-p99]}}
           - weight: 100
+      # an ssh target's hosts can take it a batch at a time instead, judged between batches:
+      # rolling: {{batch: "25%", max_unavailable: 1,
+      #           analysis: {{duration_s: 60, metrics: [error-rate, latency-p95]}}}}
     analysis:                     # how each metric is judged (canary vs stable)
       # fail when surely worse (at most 1% of good canaries ever fail); pass only on
       # evidence of being within pass_ratio (at most 5% of canaries beyond it ever pass)

@@ -416,8 +416,12 @@ class Config(_Model):
             raise ValueError(f"the server listens on {host}, beyond loopback: "
                              "define auth.tokens (entrega token create NAME --role admin)")
         for env in self.environments:
-            for step in (env.strategy.canary.steps if env.strategy.canary else []):
-                for metric in step.analysis.metrics if step.analysis else []:
+            analyses = [step.analysis for step in
+                        (env.strategy.canary.steps if env.strategy.canary else [])]
+            if env.strategy.rolling is not None:
+                analyses.append(env.strategy.rolling.analysis)
+            for analysis in analyses:
+                for metric in analysis.metrics if analysis else []:
                     if metric not in env.analysis and metric not in DEFAULT_METRICS:
                         raise ValueError(
                             f"environment {env.name!r}: analysis metric {metric!r} is not "

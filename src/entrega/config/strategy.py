@@ -150,12 +150,22 @@ class RollingConfig(_Model):
     ``max_failed``: failed hosts tolerated before the rollout stops and restores the old
     release everywhere, a count or a share (rounded down); 0 by default because a host
     that cannot run the release usually means the release is wrong, not the host.
+    ``max_unavailable``: hosts that may be out of serving at once, a count or a share
+    (rounded down); unset, a whole batch is drained while it starts the new release,
+    which is fastest; fewer keeps the rest of the batch serving the old release until
+    the new one is ready beside it (0: no host ever leaves the route table before its
+    replacement is ready).
     """
 
     batch: int | str = 1
     max_failed: int | str = 0
+    max_unavailable: int | str | None = None
     #: Time to watch a batch's hosts serve before the next batch is drained.
     pause_between_batches_s: float = Field(0.0, ge=0)
+    #: After each batch serves (while the old release still serves other hosts), judge
+    #: the new release against the old on live traffic as a canary analysis step does;
+    #: a failure restores the old release. None: no analysis.
+    analysis: AnalysisStepConfig | None = None
 
     @field_validator("batch", mode="before")
     @classmethod
@@ -166,6 +176,11 @@ class RollingConfig(_Model):
     @classmethod
     def _max_failed(cls, value: object) -> int | str:
         return _hosts_count_or_share(value, least=0)
+
+    @field_validator("max_unavailable", mode="before")
+    @classmethod
+    def _max_unavailable(cls, value: object) -> int | str | None:
+        return None if value is None else _hosts_count_or_share(value, least=0)
 
 
 class StrategyConfig(_Model):

@@ -96,8 +96,9 @@ def _rolling_spec(env: EnvironmentConfig, *, verify: bool) -> RolloutSpec:
     rolling = env.strategy.rolling or RollingConfig()
     return RolloutSpec(strategy="rolling", verify=verify, rolling=RollingSpec(
         hosts=tuple(target.host_name(h) for h in target.hosts), batch=rolling.batch,
-        max_failed=rolling.max_failed,
-        pause_between_batches_s=rolling.pause_between_batches_s))
+        max_failed=rolling.max_failed, max_unavailable=rolling.max_unavailable,
+        pause_between_batches_s=rolling.pause_between_batches_s,
+        analysis=from_config(AnalysisStep, rolling.analysis) if rolling.analysis else None))
 
 
 def _step(step: CanaryStepConfig) -> Step:

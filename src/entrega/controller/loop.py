@@ -300,8 +300,11 @@ class Controller:
             fresh = next((e for e in new.environments if e.name == name), None)
             if active is None or fresh is None:
                 continue
-            used = {m for step in spec_from_dict(active.spec).steps
+            active_spec = spec_from_dict(active.spec)
+            used = {m for step in active_spec.steps
                     if isinstance(step, AnalysisStep) for m in step.metrics}
+            if active_spec.rolling is not None and active_spec.rolling.analysis is not None:
+                used |= set(active_spec.rolling.analysis.metrics)
             if problem := metrics_in_use_problem(fresh, used):
                 raise ConfigError(problem, file=shown_as,
                                   hint=f"keep them until rollout {active.id} has ended")

@@ -34,7 +34,7 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
     if state.phase == Phase.PENDING or state.phase.terminal:
         return Observed()
     if spec.rolling is not None and state.rolling is not None and state.stable is not None:
-        return await _observe_rolling(actions, rt, row, spec, state)
+        return await _observe_rolling(actions, rt, row, spec, state, now=now)
 
     # Level-triggered: whatever phase we are in, the new release must be running (on a
     # fleet: on the hosts its rollout says).
@@ -128,11 +128,12 @@ async def _probe_hosts(actions: ActionRunner, rt: EnvironmentRuntime, state: Rol
 
 
 async def _observe_rolling(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
-                           spec: RolloutSpec, state: RolloutState) -> Observed:
+                           spec: RolloutSpec, state: RolloutState, *, now: float) -> Observed:
     """Rolling: each release runs where the state says (level-triggered, so a restarted
     controller or a lost action is repaired), and the hosts waited on are probed one by
     one: the new release on the batch's hosts, or the old one on the hosts it is restored
-    to. A host that cannot be reached is not ready, so the progress deadline judges it."""
+    to. A host that cannot be reached is not ready, so the progress deadline judges it.
+    Between batches, an analysis is judged as a canary's is."""
     progress = state.rolling
     assert progress is not None and state.stable is not None
     for version, hosts in running_hosts(spec, state).items():
@@ -169,7 +170,13 @@ async def _observe_rolling(actions: ActionRunner, rt: EnvironmentRuntime, row: R
                     ready.append(host)
                 elif readiness.failure:
                     failures[host] = readiness.failure
-    return Observed(hosts_ready=tuple(ready), host_failures=failures,
+    analysis = None
+    if state.analysis is not None and state.phase == Phase.PROGRESSING \
+            and now >= state.analysis.next_check_at:
+        assert spec.rolling is not None and spec.rolling.analysis is not None
+        analysis = await _judge(actions, rt, row, state, spec.rolling.analysis,
+                                state.analysis.window)
+    return Observed(hosts_ready=tuple(ready), host_failures=failures, analysis=analysis,
                     verification=verification, verification_detail=detail or "")
 
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from entrega.rollouts import common, fleet
+from entrega.rollouts.analysing import AnalysisFailed, advance_analysis
+from entrega.rollouts.analysing import passed_on_evidence as passed_on_evidence
 from entrega.rollouts.model import (
     Action,
-    AnalysisProgress,
-    AnalysisStep,
-    AnalysisVerdict,
-    BeginAnalysis,
     CohortRoute,
     CohortStep,
     Observed,
@@ -118,101 +116,17 @@ def _run_steps(spec: RolloutSpec, state: RolloutState, observed: Observed, now: 
             state = replace(state, message=f"{number}: pause {step.duration_s:g}s")
             return Transition(state, tuple(actions), tuple(events), requeue_at=end)
 
-        result = _analysis(step, state, observed, now, number)
+        result = advance_analysis(step, state, observed, now, number)
+        if isinstance(result, AnalysisFailed):
+            failed = common.rollback(result.state, now, result.reason)
+            return Transition(failed.state, (*actions, *failed.actions),
+                              (*events, *failed.events), failed.requeue_at)
         if isinstance(result, Transition):
             return Transition(result.state, (*actions, *result.actions),
                               (*events, *result.events), result.requeue_at)
-        state, more = result
-        events.extend(more)
+        state = _next_step(result.state, now)
+        events.extend(result.events)
 
     if (wider := fleet.widen(spec, state, now)) is not None:
         return fleet.extend(wider, actions, events)
     return fleet.extend(common.finish(spec, state, now), actions, events)
-
-
-def _analysis(step: AnalysisStep, state: RolloutState, observed: Observed, now: float,
-              number: str) -> Transition | tuple[RolloutState, list[str]]:
-    """One pass of an analysis step: a Transition to return, or (state, events) when the
-    step passed and the next one may run now."""
-    progress = state.analysis
-    if progress is None:
-        progress = AnalysisProgress(window=state.analysis_windows + 1, started_at=now,
-                                    next_check_at=now + step.check_every_s)
-        state = replace(state, analysis=progress, analysis_windows=progress.window,
-                        message=f"{number}: analysing {', '.join(step.metrics)}")
-        return Transition(state, (BeginAnalysis(progress.window, step.metrics),),
-                          (f"{number}: analysis of {', '.join(step.metrics)} started",),
-                          requeue_at=progress.next_check_at)
-
-    if state.promote_requested:
-        return _next_step(state, now), [f"{number}: analysis skipped by a user"]
-    if state.phase == Phase.PAUSED:  # inconclusive: a human decides
-        return Transition(state)
-
-    verdict = observed.analysis
-    if now < progress.next_check_at or verdict is None or verdict.window != progress.window:
-        return Transition(state, requeue_at=max(progress.next_check_at, now + common.POLL_S))
-
-    passed_now = {name for name, m in verdict.metrics.items()
-                  if isinstance(m, dict) and m.get("verdict") == "pass"}
-    progress = replace(progress, checks=progress.checks + 1, last_verdict=verdict.verdict,
-                       last_reason=verdict.reason, next_check_at=now + step.check_every_s,
-                       passed_metrics=tuple(sorted({*progress.passed_metrics, *passed_now})))
-    record = {"window": progress.window, "verdict": verdict.verdict, "reason": verdict.reason,
-              "at": now, "metrics": verdict.metrics, "step": state.step_index}
-
-    if verdict.verdict == "fail":
-        progress = replace(progress, failures=progress.failures + 1)
-        state = replace(state, analysis=progress,
-                        analysis_history=(*state.analysis_history, record))
-        if progress.failures > step.failure_limit:
-            return common.rollback(state, now, f"analysis failed: {verdict.reason}")
-        # A fresh window, so the next verdict is not the same data judged again.
-        progress = replace(progress, window=state.analysis_windows + 1, started_at=now,
-                           passed_metrics=())
-        state = replace(state, analysis=progress, analysis_windows=progress.window)
-        return Transition(state, (BeginAnalysis(progress.window, step.metrics),),
-                          (f"{number}: analysis check failed ({progress.failures}/"
-                           f"{step.failure_limit} allowed): {verdict.reason}",),
-                          requeue_at=progress.next_check_at)
-
-    ends_at = progress.started_at + step.duration_s * (1 + progress.extensions)
-    if now < ends_at:
-        state = replace(state, analysis=progress)
-        return Transition(state, requeue_at=min(progress.next_check_at, ends_at))
-
-    state = replace(state, analysis=progress,
-                    analysis_history=(*state.analysis_history, record))
-    if verdict.verdict == "pass":
-        return _next_step(state, now), [f"{number}: analysis passed: {verdict.reason}"]
-    if passed_on_evidence(verdict, progress.passed_metrics):
-        return _next_step(state, now), [
-            f"{number}: analysis passed: every metric reached its pass evidence in this "
-            f"window ({', '.join(progress.passed_metrics)}); now: {verdict.reason}"]
-
-    if progress.extensions < step.inconclusive_limit:
-        progress = replace(progress, extensions=progress.extensions + 1)
-        state = replace(state, analysis=progress)
-        return Transition(state, (), (f"{number}: analysis inconclusive ({verdict.reason}); "
-                                      f"watching {step.duration_s:g}s more",),
-                          requeue_at=progress.next_check_at)
-    state = common.enter(state, Phase.PAUSED, now,
-                         f"{number}: analysis inconclusive ({verdict.reason}): "
-                         "promote or abort")
-    return Transition(state, (), (state.message,))
-
-
-def passed_on_evidence(verdict: AnalysisVerdict, passed_metrics: tuple[str, ...]) -> bool:
-    """Every critical metric has passed at some check of the window and none fails now
-    (a non-critical metric informs, it never blocks)."""
-    if verdict.verdict == "fail" or not verdict.metrics:
-        return False
-    for name, metric in verdict.metrics.items():
-        if not isinstance(metric, dict):
-            return False
-        if metric.get("verdict") == "fail" and metric.get("critical", True):
-            return False
-        if metric.get("critical", True) and metric.get("verdict") != "pass" \
-                and name not in passed_metrics:
-            return False
-    return True

@@ -131,6 +131,10 @@ class RollingSpec:
     batch: int | str = 1
     max_failed: int | str = 0
     pause_between_batches_s: float = 0.0
+    #: hosts that may be out of every route table at once (None: a whole batch)
+    max_unavailable: int | str | None = None
+    #: analysis of the new release against the old once a batch serves (None: none)
+    analysis: AnalysisStep | None = None
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 What Kamal and Ansible (``serial``, ``max_fail_percentage``) users expect, plus an
 automatic restore. Hosts are taken in batches in the config's order. For each batch:
 
-1. the batch's hosts leave the old release's route table (drained), unless no other host
-   would be left to serve: then the old instances keep serving until the new ones are
-   ready (a fleet of one host, or a batch of every host, must not go dark);
+1. the batch's hosts leave the old release's route table (drained), at most
+   ``max_unavailable`` of them (a whole batch by default), and none when no other host
+   would be left to serve (a fleet of one host, or a batch of every host, must not go
+   dark): the batch's other hosts keep serving the old release, which runs beside the new
+   one until it is ready there (instances take free ports, so both fit on a host);
 2. the new release starts on the batch's hosts only, and is probed as always (readiness,
    crash loop, the progress deadline);
 3. the ready hosts join the new release's route table, the weights following the hosts'
@@ -15,9 +17,12 @@ automatic restore. Hosts are taken in batches in the config's order. For each ba
    the rollout: the old release is started again on the hosts already done, the route
    table goes back to it, then the new release stops everywhere (``rolled_back``).
 
-Between batches: ``pause_between_batches_s``; after the first batch (the canary batch),
-the environment's ``verify`` checks run on its address when configured, and their failure
-restores the old release like a failed batch.
+Between batches: after the first batch (the canary batch), the environment's ``verify``
+checks run on its address when configured; then, with ``analysis`` configured and the old
+release still serving some hosts, the new release is judged against the old on live
+traffic by the canary's judges (:mod:`entrega.rollouts.analysing`: the same verdicts,
+limits and events as a canary's analysis step); then ``pause_between_batches_s``. A
+failed verification or analysis restores the old release like a failed batch.
 
 Everything the controller needs to keep the data plane as the store says (which hosts run
 and serve which release) is computed from the state by :func:`running_hosts` and
@@ -31,6 +36,7 @@ import math
 from dataclasses import replace
 
 from entrega.rollouts import common
+from entrega.rollouts.analysing import AnalysisFailed, advance_analysis
 from entrega.rollouts.model import (
     Action,
     Observed,
@@ -68,6 +74,17 @@ def failures_allowed(max_failed: int | str, hosts: int) -> int:
     return max_failed
 
 
+def unavailable_allowed(max_unavailable: int | str | None, *, hosts: int, batch: int) -> int:
+    """Hosts that may be out of serving at once: a count, or a share of the fleet rounded
+    down (Kubernetes' maxUnavailable: 25% of 3 hosts is none, so every host keeps
+    serving until its replacement is ready); a whole batch when not set."""
+    if max_unavailable is None:
+        return batch
+    if isinstance(max_unavailable, str):
+        return math.floor(hosts * _share(max_unavailable) + 1e-9)
+    return max_unavailable
+
+
 def batches(rolling: RollingSpec) -> tuple[tuple[str, ...], ...]:
     size = batch_size(rolling.batch, len(rolling.hosts))
     return tuple(rolling.hosts[i:i + size] for i in range(0, len(rolling.hosts), size))
@@ -80,14 +97,16 @@ def _ordered(rolling: RollingSpec, hosts: set[str]) -> tuple[str, ...]:
     return tuple(h for h in rolling.hosts if h in hosts)
 
 
-def _drained(rolling: RollingSpec, progress: RollingProgress) -> bool:
-    """Whether the batch has left the old release's table: only when some host (of the
-    old release or the new) still serves without it."""
+def drained_hosts(rolling: RollingSpec, progress: RollingProgress) -> tuple[str, ...]:
+    """The batch's hosts out of the old release's table while the new one starts there:
+    the first ``max_unavailable`` of them, and only when some host (of the old release or
+    the new) still serves without them."""
     if not progress.batch or progress.restoring:
-        return False
-    if progress.done:
-        return True
-    return bool(set(rolling.hosts) - set(progress.batch))
+        return ()
+    allowed = unavailable_allowed(rolling.max_unavailable, hosts=len(rolling.hosts),
+                                  batch=batch_size(rolling.batch, len(rolling.hosts)))
+    drained = progress.batch[:max(0, allowed)]
+    return drained if set(rolling.hosts) - set(drained) else ()
 
 
 def routed_hosts(spec: RolloutSpec, state: RolloutState) -> dict[str, tuple[str, ...]]:
@@ -96,9 +115,7 @@ def routed_hosts(spec: RolloutSpec, state: RolloutState) -> dict[str, tuple[str,
     if rolling is None or progress is None or state.stable is None:
         return {}
     done = set(progress.done)
-    old = set(rolling.hosts) - done
-    if _drained(rolling, progress):
-        old -= set(progress.batch)
+    old = set(rolling.hosts) - done - set(drained_hosts(rolling, progress))
     return {state.stable: _ordered(rolling, old), state.canary: _ordered(rolling, done)}
 
 
@@ -156,6 +173,8 @@ def advance(spec: RolloutSpec, state: RolloutState, observed: Observed, *,
                 return _restore(spec, state, now, result.state.message)
             return result
         return _between_batches(spec, result, now, [result.message])
+    if state.analysis is not None and state.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        return _analysing(spec, state, observed, now)
     if state.phase == Phase.PROGRESSING:
         due = progress.next_batch_at
         if due is not None and now < due and not state.promote_requested:
@@ -180,9 +199,13 @@ def _begin_batch(spec: RolloutSpec, state: RolloutState, now: float,
     state, routes = _routes(spec, state)
     events.append(state.message)
     actions: list[Action] = []
-    if _drained(rolling, progress):
+    drained = drained_hosts(rolling, progress)
+    if drained:
         actions.append(routes)
-        events.append(f"{number}: {', '.join(batch)} drained from {state.stable}")
+        events.append(f"{number}: {', '.join(drained)} drained from {state.stable}")
+    if kept := [h for h in batch if h not in drained]:
+        events.append(f"{number}: {', '.join(kept)} keep serving {state.stable} until "
+                      f"{state.canary} is ready there")
     actions.append(StartInstances(state.canary, hosts=batch))
     return Transition(state, tuple(actions), tuple(events), now + common.POLL_S)
 
@@ -239,9 +262,16 @@ def _batch(spec: RolloutSpec, state: RolloutState, progress: RollingProgress,
 
 
 def _between_batches(spec: RolloutSpec, state: RolloutState, now: float,
-                     events: list[str]) -> Transition:
+                     events: list[str], *, analysed: bool = False) -> Transition:
     rolling, progress = spec.rolling, state.rolling
     assert rolling is not None and progress is not None
+    if not analysed and _analysis_due(spec, state):
+        assert rolling.analysis is not None
+        state = common.enter(state, Phase.PROGRESSING, now)
+        begun = advance_analysis(rolling.analysis, state, Observed(), now, _label(spec, state))
+        assert isinstance(begun, Transition)  # a first pass only begins the window
+        return Transition(begun.state, begun.actions, (*events, *begun.events),
+                          begun.requeue_at)
     if state.step_index >= len(batches(rolling)) or rolling.pause_between_batches_s <= 0:
         return _begin_batch(spec, state, now, events)
     due = now + rolling.pause_between_batches_s
@@ -250,6 +280,38 @@ def _between_batches(spec: RolloutSpec, state: RolloutState, now: float,
                          f"pause {rolling.pause_between_batches_s:g}s before batch "
                          f"{state.step_index + 1}")
     return Transition(state, (), (*events, state.message), requeue_at=due)
+
+
+def _label(spec: RolloutSpec, state: RolloutState) -> str:
+    """The batch just routed (``step_index`` counts the batches done)."""
+    assert spec.rolling is not None
+    return f"batch {state.step_index}/{len(batches(spec.rolling))}"
+
+
+def _analysis_due(spec: RolloutSpec, state: RolloutState) -> bool:
+    """An analysis is configured and has both sides to compare: the new release serves
+    some hosts and the old one others (after the last batch the new one has them all)."""
+    if spec.rolling is None or spec.rolling.analysis is None or state.stable is None:
+        return False
+    routed = routed_hosts(spec, state)
+    return bool(routed.get(state.canary)) and bool(routed.get(state.stable))
+
+
+def _analysing(spec: RolloutSpec, state: RolloutState, observed: Observed,
+               now: float) -> Transition:
+    """The batch serves its share: the canary's judges compare it with the old release on
+    live traffic. A failure restores the old release like a failed batch."""
+    rolling = spec.rolling
+    assert rolling is not None and rolling.analysis is not None
+    label = _label(spec, state)
+    result = advance_analysis(rolling.analysis, state, observed, now, label,
+                              index=state.step_index - 1)
+    if isinstance(result, Transition):
+        return result
+    if isinstance(result, AnalysisFailed):
+        return _restore(spec, result.state, now, f"{label}: {result.reason}")
+    state = replace(result.state, analysis=None, promote_requested=False)
+    return _between_batches(spec, state, now, list(result.events), analysed=True)
 
 
 def _finish(spec: RolloutSpec, state: RolloutState, now: float,
@@ -271,8 +333,8 @@ def _restore(spec: RolloutSpec, state: RolloutState, now: float, reason: str) ->
     assert rolling is not None and state.stable is not None
     stable, batch = state.stable, progress.batch
     progress = replace(progress, restoring=True, batch=(), next_batch_at=None)
-    state = common.enter(replace(state, rolling=progress, verification=None), Phase.STARTING,
-                         now, reason)
+    state = common.enter(replace(state, rolling=progress, verification=None, analysis=None),
+                         Phase.STARTING, now, reason)
     state, routes = _routes(spec, state)
     actions: list[Action] = [routes]
     if batch:
