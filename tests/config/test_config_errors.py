@@ -67,11 +67,14 @@ def test_good_file_loads(tmp_path: Path) -> None:
         ("- weight: 100", "- weight: 5", 11, "weights must not go down"),
         ("- weight: 10", "- {weight: 10, pause: {}}", 11,
          "exactly one of weight, pause, analysis, cohort or users"),
+        # Never built: refused rather than accepted and ignored.
+        ("      canary:\n", "      blue-green: {post_switch_analysis: {metrics: [error-rate]}}\n"
+         "      canary:\n", 9, "blue-green.post_switch_analysis: unknown field"),
     ],
     ids=["instances-zero", "unknown-target-kind", "bad-address", "no-workers", "weight-over-100",
          "undefined-metric", "bad-app-name", "misspelt-field", "misspelt-command",
          "missing-command", "empty-command",
-         "weights-go-down", "step-with-two-kinds"],
+         "weights-go-down", "step-with-two-kinds", "post-switch-analysis"],
 )
 def test_bad_files_name_file_line_and_field(tmp_path: Path, old: str, new: str, line: int,
                                             expected: str) -> None:

@@ -113,8 +113,6 @@ class BlueGreenConfig(_Model):
     auto_promote: bool = True
     #: The old release stays running this long after the switch, so a rollback is instant.
     scale_down_delay_s: float = Field(30.0, ge=0)
-    #: Analysis of the new release after the switch, against the old one kept warm.
-    post_switch_analysis: AnalysisStepConfig | None = None
     #: ssh target: hosts that may be left out (as canary's ``max_failed``).
     max_failed: int | str = 0
 
