@@ -32,7 +32,7 @@ from tests.fleet.hosts import TestFleet
 from bench.fleet import CANARY, ROLLING, _stop_entrega, deliver, make_artifact, write_config
 from entrega.config import load_config
 from entrega.server import build_service
-from entrega.targets.ssh import agent, connections
+from entrega.targets.ssh import connections, resident
 
 #: (started, ended, host, what) of every remote call, in the order they ended
 CALLS: list[tuple[float, float, str, str]] = []
@@ -72,9 +72,8 @@ def _instrument() -> None:
     connections.Fleet.run = _timed(connections.Fleet.run)  # type: ignore[method-assign]
     connections.Fleet.run_streaming = _timed(  # type: ignore[method-assign]
         connections.Fleet.run_streaming)
-    resident = getattr(agent, "ResidentAgent", None)
-    if resident is not None:
-        resident.request = _timed_request(resident.request)
+    resident.ResidentAgent.request = _timed_request(  # type: ignore[method-assign]
+        resident.ResidentAgent.request)
 
 
 async def _deliveries(root: Path, fleet: TestFleet, artifacts: dict[str, Path]) -> None:

@@ -42,7 +42,12 @@ from entrega.targets.ssh.connections import Fleet, Host
 # which this layer may not import): the host checks the agent with it.
 from entrega.targets.ssh.hostside import tree_digest
 from entrega.targets.ssh.remote import PYTHON
-from entrega.targets.ssh.resident import ResidentGone, resident_agent, running_agent
+from entrega.targets.ssh.resident import (
+    ResidentGone,
+    agent_installed,
+    resident_agent,
+    running_agent,
+)
 from entrega.targets.ssh.transfer import release_path, sync_release
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,7 @@ async def install_agent(fleet: Fleet, host: Host) -> bool:
     root, digest, version = agent_bundle()
     result = await sync_release(fleet, host, app=AGENT_APP, version=version, digest=digest,
                                 source=root)
+    agent_installed(fleet, host)
     return not result.already_present
 
 

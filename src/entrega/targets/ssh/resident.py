@@ -126,6 +126,14 @@ def running_agent(fleet: Fleet, host: Host) -> ResidentAgent | None:
     return agent if agent is not None and agent.alive else None
 
 
+def agent_installed(fleet: Fleet, host: Host) -> None:
+    """The agent was just installed on ``host``: an agent that could not start there
+    before (it was missing) is tried again at the next call."""
+    agents = _FLEETS.get(fleet)
+    if agents is not None:
+        agents.retry_at.pop(host.name, None)
+
+
 async def resident_agent(fleet: Fleet, host: Host, *, command: str, version: str,
                          timeout_s: float) -> ResidentAgent | None:
     """The host's resident agent, started with ``command`` when there is none; None when
