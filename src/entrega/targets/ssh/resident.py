@@ -152,10 +152,12 @@ async def resident_agent(fleet: Fleet, host: Host, *, command: str, version: str
         serving = await _first_line(fleet, host, process, timeout_s)
         if serving != version:
             process.close()
-            log.warning("%s: the resident host agent did not start (%s); its calls go by "
-                        "command for %g s", host,
-                        f"it runs {serving}, not {version}" if serving else "no answer",
-                        RETRY_AFTER_S)
+            # No answer is expected before the agent's first install (a new host); an
+            # agent of other code is not.
+            log.log(logging.WARNING if serving else logging.INFO,
+                    "%s: the resident host agent is not used (%s); its calls go by command "
+                    "for %g s", host, f"it runs {serving}, not {version}" if serving
+                    else "it did not start", RETRY_AFTER_S)
             agents.retry_at[host.name] = loop.time() + RETRY_AFTER_S
             return None
         agents.agents[host.name] = agent = ResidentAgent(host, process)
