@@ -244,16 +244,28 @@ class Fleet:
         timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
         return await self._start(host, command, timeout_s, doing)
 
-    async def run_streaming(self, host: Host, command: str, source: Path) -> \
+    async def run_streaming(self, host: Host, command: str, source: Path, *,
+                            send_if: Callable[[bytes], bool] | None = None) -> \
             tuple[CommandResult, int]:
         """Run ``command`` with the bytes of the local file ``source`` on its stdin,
         streamed in chunks (never all in memory); returns the result and the bytes sent.
-        Each chunk, and the wait for the exit, has ``command_timeout_s``."""
+        ``send_if``: the command first says whether it wants them, in one line of its
+        stdout (part of the result's stdout too) that ``send_if`` reads. Each chunk, that
+        line, and the wait for the exit, has ``command_timeout_s``."""
         timeout_s = self.settings.command_timeout_s
         doing = "sending an artifact"
         process = await self._start(host, command, timeout_s, doing)
         sent = 0
+        first = b""
         with self.reaching(host, doing, timeout_s=timeout_s):
+            if send_if is not None:
+                async with asyncio.timeout(timeout_s):
+                    first = await process.stdout.readline()
+                if not send_if(first):
+                    process.stdin.write_eof()
+                    async with asyncio.timeout(timeout_s):
+                        done = await process.wait(check=False)
+                    return _result(host, done, first), sent
             try:
                 async for chunk in _chunks(source):
                     async with asyncio.timeout(timeout_s):
@@ -267,7 +279,7 @@ class Fleet:
                 pass
             async with asyncio.timeout(timeout_s):
                 done = await process.wait(check=False)
-        return _result(host, done), sent
+        return _result(host, done, first), sent
 
     async def each(self, work: Callable[[Host], Awaitable[T]],
                    hosts: Sequence[Host] | None = None) -> list[HostOutcome[T]]:
@@ -356,7 +368,9 @@ class Fleet:
                  f"-p {host.port} {host.address}")
 
 
-def _result(host: Host, done: asyncssh.SSHCompletedProcess) -> CommandResult:
+def _result(host: Host, done: asyncssh.SSHCompletedProcess, read: bytes = b"") \
+        -> CommandResult:
+    """``read``: what was read of its stdout before it ended (comes first)."""
     def as_bytes(out: object) -> bytes:
         if isinstance(out, bytes):
             return out
@@ -365,7 +379,7 @@ def _result(host: Host, done: asyncssh.SSHCompletedProcess) -> CommandResult:
     # No exit status: the session was cut (by a signal); count it as a failure.
     status = done.exit_status if done.exit_status is not None else 255
     return CommandResult(host=host.name, exit_status=status,
-                         stdout=as_bytes(done.stdout), stderr=as_bytes(done.stderr))
+                         stdout=read + as_bytes(done.stdout), stderr=as_bytes(done.stderr))
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:

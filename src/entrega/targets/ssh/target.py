@@ -146,7 +146,7 @@ class SshTarget(SupervisedTarget):
 
     async def _sync(self, host: Host, release: ReleaseRef) -> None:
         await sync_release(self.fleet, host, app=self.app, version=release.version,
-                           digest=release.digest, source=release.path)
+                           digest=release.digest, source=release.path, likely_absent=True)
 
     def _send_ahead(self, release: ReleaseRef, hosts: list[Host]) -> None:
         """A start on some hosts (a rolling batch): the release's bytes go to the other
