@@ -15,6 +15,7 @@ import pytest
 
 from entrega.errors import TargetError, TargetUnreachable
 from entrega.releases.artifacts import tree_digest
+from entrega.targets.base import HealthCheck, ReleaseRef
 from entrega.targets.ssh import Fleet, Host
 from entrega.targets.ssh.agent import (
     agent_command,
@@ -23,6 +24,7 @@ from entrega.targets.ssh.agent import (
     state_dir,
 )
 from entrega.targets.ssh.resident import resident_agent, running_agent
+from entrega.targets.ssh.target import SshTarget
 from entrega.targets.ssh.transfer import release_path, sync_release
 from tests.fleet.conftest import fleet_of
 from tests.fleet.delivery import kill_processes_under, release
@@ -183,3 +185,43 @@ async def test_a_host_that_stops_answering_mid_call_is_named_within_the_timeout(
             await call_agent(fleet, host, "observe", where(host))
         assert time.monotonic() - started < 3.0
         test_fleet.hosts[2].bring_back()
+
+
+async def test_a_batchs_start_sends_the_release_ahead_to_the_other_hosts_once(
+        test_fleet: TestFleet, tmp_path: Path) -> None:
+    """A rolling batch starts the release on its hosts; meanwhile the other hosts are
+    sent its bytes (not started), so their batches later only start it, with no sync."""
+    source = release(tmp_path, "v1")
+    ref = ReleaseRef(app=APP, version="v1", digest=tree_digest(source), path=source)
+    fleet = fleet_of(test_fleet, command_timeout_s=30.0)
+    target = SshTarget(app=APP, environment="production", fleet=fleet,
+                       command="python3 app.py", env={}, instances_per_host=1,
+                       health=HealthCheck())
+    try:
+        [endpoint] = await target.start(release=ref, hosts=("host1",))
+        assert endpoint.instance == "host1/0"
+        others = [Path(release_path(h, APP, "v1")) for h in fleet.hosts[1:]]
+        deadline = time.monotonic() + 60
+        while not all((p / ".entrega-release").is_file() for p in others) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert all((p / ".entrega-release").read_text().strip() == ref.digest
+                   for p in others)
+        assert [i.instance for i in await target.observe()] == ["host1/0"]
+
+        counter = CommandCounter(fleet)
+        streamed: list[str] = []
+        streaming = fleet.run_streaming
+
+        async def counted(host: Host, *args: object, **kwargs: object) -> object:
+            streamed.append(host.name)
+            return await streaming(host, *args, **kwargs)  # type: ignore[arg-type]
+
+        fleet.run_streaming = counted  # type: ignore[method-assign, assignment]
+        endpoints = await target.start(release=ref, hosts=("host2", "host3"))
+        assert [e.instance for e in endpoints] == ["host2/0", "host3/0"]
+        assert (counter.commands, streamed) == ([], [])  # no sync, no agent install
+    finally:
+        await target.close()
+        for host in test_fleet.hosts:
+            kill_processes_under(host.base_dir)

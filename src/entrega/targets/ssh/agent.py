@@ -30,6 +30,7 @@ import posixpath
 import shlex
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ AGENT_APP = ".entrega"
 HOSTCTL = "entrega.dataplane.instances.hostctl"
 #: Files of the package the agent carries: sources and the data the data plane reads.
 _SKIPPED_SUFFIXES = (".pyc", ".so", ".pyd", ".c", ".o")
+#: Fleet -> the hosts it installed this controller's agent on.
+_INSTALLED: weakref.WeakKeyDictionary[Fleet, set[str]] = weakref.WeakKeyDictionary()
 #: A call whose resident agent ended late in its time still gets this long by command (s).
 MIN_FALLBACK_S = 1.0
 
@@ -89,13 +92,15 @@ def agent_path(host: Host) -> str:
 async def install_agent(fleet: Fleet, host: Host) -> bool:
     """Put this controller's agent on ``host`` unless it is there; True when it was sent.
     Idempotent (a cut install is repaired by the next, see :func:`sync_release`). A host
-    whose resident agent runs has it: it is not asked again."""
-    if running_agent(fleet, host) is not None:
+    this fleet installed it on, or whose resident agent runs, is not asked again (until a
+    call finds it missing)."""
+    if host.name in _INSTALLED.get(fleet, ()) or running_agent(fleet, host) is not None:
         return False
     root, digest, version = agent_bundle()
     result = await sync_release(fleet, host, app=AGENT_APP, version=version, digest=digest,
                                 source=root)
     agent_installed(fleet, host)
+    _INSTALLED.setdefault(fleet, set()).add(host.name)
     return not result.already_present
 
 
@@ -139,6 +144,7 @@ async def call_agent(fleet: Fleet, host: Host, operation: str,
     if not isinstance(printed, dict):
         said = result.stderr_text(300)
         if "No module named" in said:
+            _INSTALLED.get(fleet, set()).discard(host.name)
             raise AgentMissing(f"{host} has no entrega agent at {agent_path(host)}",
                                hint="run `entrega host prepare`")
         raise TargetError(f"{host}: the agent's {operation} failed (exit status "

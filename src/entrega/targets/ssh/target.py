@@ -29,6 +29,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from entrega.dataplane.instances.wire import InstanceReport
@@ -38,7 +41,7 @@ from entrega.procenv import minimal_env
 from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef
 from entrega.targets.ssh.agent import call_agent, install_agent, state_dir
 from entrega.targets.ssh.connections import Fleet, Host, HostOutcome
-from entrega.targets.ssh.transfer import release_path, sync_release
+from entrega.targets.ssh.transfer import pack_release, release_path, sync_release
 from entrega.targets.supervised import SupervisedTarget
 from entrega.waiting import stop_task
 
@@ -72,6 +75,9 @@ class SshTarget(SupervisedTarget):
         self._host_errors: dict[str, str] = {}
         #: (host name, version) -> the sync of the release's bytes to it (done: it has them)
         self._syncs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: version -> its tarball being packed, or packed (under _packing_dir)
+        self._tarballs: dict[str, asyncio.Future[Path]] = {}
+        self._packing_dir: Path | None = None
         #: version -> the task sending it to the hosts a rolling batch has not reached yet
         self._sending_ahead: dict[str, asyncio.Task[None]] = {}
 
@@ -146,16 +152,34 @@ class SshTarget(SupervisedTarget):
 
     async def _sync(self, host: Host, release: ReleaseRef) -> None:
         await sync_release(self.fleet, host, app=self.app, version=release.version,
-                           digest=release.digest, source=release.path, likely_absent=True)
+                           digest=release.digest, source=await self._packed(release),
+                           likely_absent=True)
+
+    async def _packed(self, release: ReleaseRef) -> Path:
+        """The release as the tarball every host is sent, packed once (a tarball artifact
+        is sent as it is)."""
+        if Path(release.path).is_file():
+            return Path(release.path)
+        task = self._tarballs.get(release.version)
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            if self._packing_dir is None:
+                self._packing_dir = Path(tempfile.mkdtemp(prefix="entrega-sync-"))
+            tarball = self._packing_dir / f"{len(self._tarballs)}.tar.gz"
+            task = asyncio.ensure_future(
+                asyncio.to_thread(pack_release, Path(release.path), tarball))
+            task.add_done_callback(_retrieved)
+            self._tarballs[release.version] = task
+        return await asyncio.shield(task)
 
     def _send_ahead(self, release: ReleaseRef, hosts: list[Host]) -> None:
-        """A start on some hosts (a rolling batch): the release's bytes go to the other
-        hosts meanwhile, ``max_parallel`` at a time, so their batches only start it. A
+        """A start on some hosts (a rolling batch): the release's bytes (and the agent) go
+        to the other hosts meanwhile, ``max_parallel`` at a time, so their batches only start it. A
         failure here is only logged: that host's own start syncs again and says why."""
         if not hosts or self._sending_ahead.get(release.version) is not None:
             return
 
         async def send(host: Host) -> None:
+            await install_agent(self.fleet, host)
             await asyncio.shield(self._synced(host, release))
 
         async def ahead() -> None:
@@ -248,11 +272,15 @@ class SshTarget(SupervisedTarget):
     async def close(self) -> None:
         for task in [*self._sending_ahead.values(), *self._syncs.values()]:
             await stop_task(task)
+        if self._packing_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._packing_dir, ignore_errors=True)
+            self._packing_dir = None
+            self._tarballs.clear()
         await super().close()
         await self.fleet.close()
 
 
-def _retrieved(task: asyncio.Task[None]) -> None:
+def _retrieved(task: asyncio.Future[Any]) -> None:
     """Done callback: a background sync's error is read (its awaiter reports it)."""
     if not task.cancelled():
         task.exception()

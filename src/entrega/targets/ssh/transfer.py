@@ -111,12 +111,17 @@ def _refuse_other(host: Host, app: str, version: str, found: dict[str, object]) 
 
 
 def _pack(tree: Path, stack: ExitStack) -> Path:
-    """A gzip tarball of the directory ``tree`` in a temporary file deleted with ``stack``.
-    Level 1: the network, not the CPU, is what a bigger level would save on, and barely."""
+    """A gzip tarball of the directory ``tree`` in a temporary file deleted with ``stack``."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrega-sync-")))
+    return pack_release(tree, tmp / "release.tar.gz")
+
+
+def pack_release(tree: Path, tarball: Path) -> Path:
+    """``tarball``: a gzip tarball of the directory ``tree``, what :func:`sync_release`
+    sends (a caller that sends one release to many hosts packs it once). Level 1: the
+    network, not the CPU, is what a bigger level would save on, and barely."""
     if not tree.is_dir():
         raise ArtifactError(f"the artifact of this release is missing ({tree.name})")
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrega-sync-")))
-    tarball = tmp / "release.tar.gz"
     with tarfile.open(tarball, "w:gz", compresslevel=1) as tar:
         for path in sorted(tree.iterdir()):
             tar.add(path, arcname=path.name)
