@@ -1,6 +1,8 @@
 """The resident host agent (``hostctl serve`` on one channel of the pooled connection):
 many calls answered concurrently and each by its own answer, a killed agent replaced on
-the next call, instances that outlive it, and an agent of other code never used."""
+the next call, instances that outlive it, an agent of other code never used, a silent
+host named within the timeout; and what else keeps a rolling batch from paying a command
+per host: the release sent ahead to the later batches' hosts."""
 
 from __future__ import annotations
 

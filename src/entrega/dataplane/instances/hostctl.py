@@ -1,8 +1,8 @@
 """``python -m entrega.dataplane.instances.hostctl OPERATION``: the host agent's command line.
 
-A controller that drives instances on another host (the SSH target) runs exactly one
-remote command per operation: this one, with one JSON object on stdin, answered by one
-JSON object on stdout. The work is :class:`~.host.HostInstances`', the same code the local
+A controller that drives instances on another host (the SSH target) can run one remote
+command per operation: this one, with one JSON object on stdin, answered by one JSON
+object on stdout (it keeps ``serve``, below, running instead, and falls back to this). The work is :class:`~.host.HostInstances`', the same code the local
 target calls in process, so a fleet behaves as this machine does. Operations, all
 idempotent (a repeated start adopts, a repeated stop does nothing)::
 
