@@ -2,9 +2,10 @@
 
 A controller that drives instances on another host (the SSH target) can run one remote
 command per operation: this one, with one JSON object on stdin, answered by one JSON
-object on stdout (it keeps ``serve``, below, running instead, and falls back to this). The work is :class:`~.host.HostInstances`', the same code the local
-target calls in process, so a fleet behaves as this machine does. Operations, all
-idempotent (a repeated start adopts, a repeated stop does nothing)::
+object on stdout (it keeps ``serve``, below, running instead, and falls back to this).
+The work is :class:`~.host.HostInstances`', the same code the local target calls in
+process, so a fleet behaves as this machine does. Operations, all idempotent (a repeated
+start adopts, a repeated stop does nothing)::
 
     start    {where..., version, path, command, env, instances, ports}  -> {"endpoints": [...]}
     observe  {where..., version?}                                       -> {"instances": [...]}
