@@ -338,3 +338,43 @@ def _read_all(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_serve_answers_request_lines_by_id_each_in_its_own_thread(
+        monkeypatch: pytest.MonkeyPatch, where: dict[str, str]) -> None:
+    """A slow request (a stop draining) never holds the next: request 1 waits until
+    request 2 has been answered, which a one-at-a-time agent could never do."""
+    second_done = threading.Event()
+    real_observe = hostctl.OPERATIONS["observe"]
+
+    def observe(request: Any) -> dict[str, object]:
+        if request.get("version") == "slow":
+            return {"waited": second_done.wait(timeout=10)}
+        answer = real_observe(request)
+        second_done.set()
+        return answer
+
+    monkeypatch.setitem(hostctl.OPERATIONS, "observe", observe)
+    lines = [json.dumps({"id": 1, "op": "observe", "request": {**where, "version": "slow"}}),
+             json.dumps({"id": "two", "op": "observe", "request": where}),
+             "not json", json.dumps({"op": "observe", "request": where}),
+             json.dumps({"id": 3, "op": "frobnicate", "request": {}}),
+             json.dumps({"id": 4, "op": "observe", "request": [1, 2]})]
+    out = io.StringIO()
+
+    assert hostctl.main(["serve"], stdin=io.StringIO("\n".join(lines) + "\n"),
+                        stdout=out) == 0
+
+    first, *answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert first == {"serving": Path(hostctl.__file__).resolve().parents[3].name}
+    by_id = {(a["id"], a["code"]): a["answer"] for a in answers if a["id"] is not None}
+    assert by_id == {
+        (1, 0): {"waited": True}, ("two", 0): {"instances": []},
+        (3, 2): {"error": "unknown operation 'frobnicate'",
+                 "hint": "one of start, observe, explain, stop"},
+        (4, 2): {"error": "the request must be a JSON object", "hint": None}}
+    refused = [a for a in answers if a["id"] is None]
+    assert [a["answer"]["error"] for a in refused] == [
+        "a request line must be a JSON object with an id"] * 2
+    order = [a["id"] for a in answers]
+    assert order.index("two") < order.index(1)  # answered as done, not as asked

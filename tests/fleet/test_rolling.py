@@ -129,6 +129,10 @@ async def test_a_good_release_rolls_host_by_host_without_a_failed_request(
         await until_phase(service, rid, "succeeded", "v2 rolled over the fleet")
         await wait_until(lambda: _only(service, "v2", hosts), timeout_s=30,
                          what="v1 stopped on every host")
+        # The instances are gone a moment before each stop's event is written: the
+        # controller must not be stopped in between (it would cancel the stop's end).
+        await wait_until(lambda: len(_stop_events(service)) == len(hosts), timeout_s=30,
+                         what="every stop of v1 recorded")
     finally:
         client.stop()
         await service.controller.stop()
@@ -144,6 +148,11 @@ async def test_a_good_release_rolls_host_by_host_without_a_failed_request(
     stopped = [m for m in events if m.startswith("v1 stopped on")]
     assert sorted(stopped) == sorted(f"v1 stopped on {h} (rollout {rid})" for h in hosts), \
         events
+
+
+def _stop_events(service: Service) -> list[str]:
+    return [e.message for e in service.repo.events(app="shop", environment="production")
+            if e.message.startswith("v1 stopped on")]
 
 
 async def _only(service: Service, version: str, hosts: list[str]) -> bool:

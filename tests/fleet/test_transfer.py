@@ -67,6 +67,47 @@ async def test_a_release_is_sent_once_and_lands_whole(test_fleet: TestFleet,
         assert sorted(p.name for p in landed.parent.iterdir()) == [".lock-v1", "v1"]
 
 
+@pytest.mark.parametrize("likely_absent", [True, False], ids=["offered", "probed"])
+async def test_a_release_offered_in_one_command_is_sent_once_then_refused_politely(
+        test_fleet: TestFleet, tmp_path: Path, likely_absent: bool) -> None:
+    """Offered (``likely_absent``): one command a sync, answering before any byte goes;
+    probed: a probe, then a receive only when the host lacks the release."""
+    tree = make_tree(tmp_path / "v1")
+    digest = tree_digest(tree)
+    other = make_tree(tmp_path / "other", text="print('other')\n")
+    async with fleet_of(test_fleet) as fleet:
+        host = fleet.hosts[0]
+        commands: list[str] = []
+        run, streaming = fleet.run, fleet.run_streaming
+
+        async def counted_run(*args: object, **kwargs: object) -> object:
+            commands.append("run")
+            return await run(*args, **kwargs)  # type: ignore[arg-type]
+
+        async def counted_streaming(*args: object, **kwargs: object) -> object:
+            commands.append("streaming")
+            return await streaming(*args, **kwargs)  # type: ignore[arg-type]
+
+        fleet.run, fleet.run_streaming = counted_run, counted_streaming  # type: ignore[method-assign, assignment]
+
+        def sync(source: Path) -> object:
+            return sync_release(fleet, host, app=APP, version="v1", digest=digest,
+                                source=source, likely_absent=likely_absent)
+
+        first = await sync(tree)
+        assert (first.sent_bytes > 0, first.already_present) == (True, False)  # type: ignore[attr-defined]
+        again = await sync(tree)
+        assert (again.sent_bytes, again.already_present) == (0, True)  # type: ignore[attr-defined]
+        with pytest.raises(ArtifactError, match="already has release v1 of shop with "
+                                                "other content"):
+            await sync_release(fleet, host, app=APP, version="v1", digest=tree_digest(other),
+                               source=other, likely_absent=likely_absent)
+        assert commands == (["streaming"] * 3 if likely_absent
+                            else ["run", "streaming", "run", "run"])
+    landed = Path(release_path(host, APP, "v1"))
+    assert (landed / ".entrega-release").read_text().strip() == digest
+
+
 async def test_a_tarball_whose_content_is_not_the_release_is_refused(
         test_fleet: TestFleet, tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "v1")

@@ -1,10 +1,11 @@
 """``python -m entrega.dataplane.instances.hostctl OPERATION``: the host agent's command line.
 
-A controller that drives instances on another host (the SSH target) runs exactly one
-remote command per operation: this one, with one JSON object on stdin, answered by one
-JSON object on stdout. The work is :class:`~.host.HostInstances`', the same code the local
-target calls in process, so a fleet behaves as this machine does. Operations, all
-idempotent (a repeated start adopts, a repeated stop does nothing)::
+A controller that drives instances on another host (the SSH target) can run one remote
+command per operation: this one, with one JSON object on stdin, answered by one JSON
+object on stdout (it keeps ``serve``, below, running instead, and falls back to this).
+The work is :class:`~.host.HostInstances`', the same code the local target calls in
+process, so a fleet behaves as this machine does. Operations, all idempotent (a repeated
+start adopts, a repeated stop does nothing)::
 
     start    {where..., version, path, command, env, instances, ports}  -> {"endpoints": [...]}
     observe  {where..., version?}                                       -> {"instances": [...]}
@@ -16,6 +17,9 @@ idempotent (a repeated start adopts, a repeated stop does nothing)::
 
 (``router-*``: the environment's router on this host, :mod:`.hostrouter`; ``listen`` is
 ``HOST:PORT`` on this host's own address.)
+
+``serve`` is the same operations without a process each: a resident agent that answers
+requests as JSON lines for as long as its stdin is open (:mod:`.resident`).
 
 where ``where`` is ``app``, ``environment``, ``state_dir`` (absolute, on this host),
 ``address`` (the host's address the instances listen on; default 127.0.0.1) and
@@ -146,12 +150,18 @@ OPERATIONS: dict[str, Callable[[Request], dict[str, object]]] = {
 
 def run(operation: str, text: str) -> tuple[int, dict[str, object]]:
     """The exit code and the answer of ``operation`` on the request ``text``."""
+    return answer(operation, lambda: _parse(text))
+
+
+def answer(operation: str, request: Callable[[], Request]) -> tuple[int, dict[str, object]]:
+    """The exit code and the answer of ``operation`` on what ``request`` reads (it raises
+    BadRequest when the request is not one)."""
     try:
         handler = OPERATIONS.get(operation)
         if handler is None:
             raise BadRequest(f"unknown operation {operation!r}",
                              hint="one of " + ", ".join(OPERATIONS))
-        return 0, handler(_parse(text))
+        return 0, handler(request())
     except BadRequest as exc:
         return EXIT_BAD_REQUEST, _error(exc)
     except EntregaError as exc:
@@ -192,7 +202,11 @@ def main(argv: list[str] | None = None, *, stdin: IO[str] | None = None,
     if len(args) != 1 or args[0].startswith("-"):
         code, answer = EXIT_BAD_REQUEST, {
             "error": f"usage: {PROGRAM} OPERATION, with the request as JSON on stdin",
-            "hint": "OPERATION is one of " + ", ".join(OPERATIONS)}
+            "hint": "OPERATION is one of " + ", ".join((*OPERATIONS, "serve"))}
+    elif args[0] == "serve":
+        from entrega.dataplane.instances.resident import serve  # it imports this module
+
+        return serve(stdin or sys.stdin, out)
     else:
         code, answer = run(args[0], (stdin or sys.stdin).read())
     out.write(json.dumps(answer, sort_keys=True) + "\n")

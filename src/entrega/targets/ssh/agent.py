@@ -16,17 +16,21 @@ agent beside the old one, whose supervisors keep running what they started.
 
 Every instance operation is then ``PYTHONPATH=<agent> python3 -m
 entrega.dataplane.instances.hostctl OP`` with one JSON object on stdin and one on stdout
-(see :mod:`entrega.dataplane.instances.hostctl`).
+(see :mod:`entrega.dataplane.instances.hostctl`), asked of the host's resident agent
+(``hostctl serve`` on one channel, :mod:`.resident`) when it runs, by command otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import logging
 import posixpath
 import shlex
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +43,25 @@ from entrega.targets.ssh.connections import Fleet, Host
 # which this layer may not import): the host checks the agent with it.
 from entrega.targets.ssh.hostside import tree_digest
 from entrega.targets.ssh.remote import PYTHON
+from entrega.targets.ssh.resident import (
+    ResidentGone,
+    agent_installed,
+    resident_agent,
+    running_agent,
+)
 from entrega.targets.ssh.transfer import release_path, sync_release
+
+log = logging.getLogger(__name__)
 
 #: The agent is kept like a release of this pseudo-app on each host.
 AGENT_APP = ".entrega"
 HOSTCTL = "entrega.dataplane.instances.hostctl"
 #: Files of the package the agent carries: sources and the data the data plane reads.
 _SKIPPED_SUFFIXES = (".pyc", ".so", ".pyd", ".c", ".o")
+#: Fleet -> the hosts it installed this controller's agent on.
+_INSTALLED: weakref.WeakKeyDictionary[Fleet, set[str]] = weakref.WeakKeyDictionary()
+#: A call whose resident agent ended late in its time still gets this long by command (s).
+MIN_FALLBACK_S = 1.0
 
 
 @functools.cache
@@ -75,34 +91,69 @@ def agent_path(host: Host) -> str:
 
 async def install_agent(fleet: Fleet, host: Host) -> bool:
     """Put this controller's agent on ``host`` unless it is there; True when it was sent.
-    Idempotent (a cut install is repaired by the next, see :func:`sync_release`)."""
+    Idempotent (a cut install is repaired by the next, see :func:`sync_release`). A host
+    this fleet installed it on, or whose resident agent runs, is not asked again (until a
+    call finds it missing)."""
+    if host.name in _INSTALLED.get(fleet, ()) or running_agent(fleet, host) is not None:
+        return False
     root, digest, version = agent_bundle()
     result = await sync_release(fleet, host, app=AGENT_APP, version=version, digest=digest,
                                 source=root)
+    agent_installed(fleet, host)
+    _INSTALLED.setdefault(fleet, set()).add(host.name)
     return not result.already_present
+
+
+def agent_command(host: Host, operation: str) -> str:
+    """The shell line that runs this controller's agent's ``operation`` on ``host``."""
+    return (f"PYTHONPATH={shlex.quote(agent_path(host))} exec {PYTHON} -m {HOSTCTL} "
+            f"{shlex.quote(operation)}")
 
 
 async def call_agent(fleet: Fleet, host: Host, operation: str,
                      request: dict[str, Any], *, timeout_s: float | None = None
                      ) -> dict[str, Any]:
     """Run one hostctl operation on ``host`` and return its answer; its refusal becomes a
-    TargetError naming the host. The agent must be installed (:func:`install_agent`)."""
-    command = (f"PYTHONPATH={shlex.quote(agent_path(host))} {PYTHON} -m {HOSTCTL} "
-               f"{shlex.quote(operation)}")
-    result = await fleet.run(host, command, stdin=json.dumps(request).encode(),
-                             timeout_s=timeout_s)
+    TargetError naming the host. The agent must be installed (:func:`install_agent`).
+
+    Asked of the host's resident agent (:mod:`.resident`), started on first use; by a
+    command of its own when that agent cannot run or ends mid-call (every operation is
+    idempotent, so asking again is safe). Either way within ``timeout_s`` (default
+    ``command_timeout_s``) in all, or TargetUnreachable."""
+    timeout_s = fleet.settings.command_timeout_s if timeout_s is None else timeout_s
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    resident = await resident_agent(fleet, host, command=agent_command(host, "serve"),
+                                    version=agent_bundle()[2], timeout_s=timeout_s)
+    if resident is not None:
+        try:
+            with fleet.reaching(host, "waiting for the host agent", timeout_s=timeout_s):
+                _code, answer = await resident.request(
+                    operation, request, timeout_s=max(0.0, deadline - loop.time()))
+            return _answered(host, answer)
+        except ResidentGone:
+            log.info("%s: the resident host agent ended during %s; asking by command",
+                     host, operation)
+    result = await fleet.run(host, agent_command(host, operation),
+                             stdin=json.dumps(request).encode(),
+                             timeout_s=max(MIN_FALLBACK_S, deadline - loop.time()))
     try:
-        answer = json.loads(result.stdout.decode().strip().splitlines()[-1])
+        printed = json.loads(result.stdout.decode().strip().splitlines()[-1])
     except (ValueError, IndexError, UnicodeDecodeError):
-        answer = None
-    if not isinstance(answer, dict):
+        printed = None
+    if not isinstance(printed, dict):
         said = result.stderr_text(300)
         if "No module named" in said:
+            _INSTALLED.get(fleet, set()).discard(host.name)
             raise AgentMissing(f"{host} has no entrega agent at {agent_path(host)}",
                                hint="run `entrega host prepare`")
         raise TargetError(f"{host}: the agent's {operation} failed (exit status "
                           f"{result.exit_status})", hint="see the host's instance logs "
                           f"under {posixpath.dirname(agent_path(host))}")
+    return _answered(host, printed)
+
+
+def _answered(host: Host, answer: dict[str, Any]) -> dict[str, Any]:
     if "error" in answer:
         raise TargetError(f"{host}: {answer['error']}", hint=answer.get("hint"))
     return answer

@@ -15,7 +15,7 @@ Nothing waits without a bound. Connecting (TCP, key exchange, login) has
 chunk, so a large artifact on a slow link is not cut while a silent host still is). A host
 that stops answering becomes a :class:`~entrega.errors.TargetUnreachable` naming it.
 Work across hosts runs in parallel, at most ``max_parallel`` hosts at a time
-(:meth:`Fleet.each`). asyncssh's exceptions are translated here, in :func:`_reaching`, and
+(:meth:`Fleet.each`). asyncssh's exceptions are translated here, in :meth:`Fleet.reaching`, and
 nowhere else: callers and users only ever see entrega's errors.
 """
 
@@ -154,7 +154,7 @@ class Fleet:
                 return conn, False
             self._connections.pop(host.name, None)
             self._check_local_files(host)
-            with self._reaching(host, "connecting"):
+            with self.reaching(host, "connecting"):
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     conn = await asyncssh.connect(
                         host.address, port=host.port, username=host.user,
@@ -184,11 +184,11 @@ class Fleet:
                     return await conn.create_process(command, encoding=None)
             except (asyncssh.Error, OSError):
                 if fresh:
-                    with self._reaching(host, doing, timeout_s=timeout_s):
+                    with self.reaching(host, doing, timeout_s=timeout_s):
                         raise
                 self.drop(host, conn)
             except TimeoutError:
-                with self._reaching(host, doing, timeout_s=timeout_s):
+                with self.reaching(host, doing, timeout_s=timeout_s):
                     raise
 
     def drop(self, host: Host, conn: asyncssh.SSHClientConnection | None = None) -> None:
@@ -227,7 +227,7 @@ class Fleet:
         timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
         doing = "running a command"
         process = await self._start(host, command, timeout_s, doing)
-        with self._reaching(host, doing, timeout_s=timeout_s):
+        with self.reaching(host, doing, timeout_s=timeout_s):
             async with asyncio.timeout(timeout_s):
                 if stdin:
                     process.stdin.write(stdin)
@@ -235,16 +235,37 @@ class Fleet:
                 done = await process.wait(check=False)
         return _result(host, done)
 
-    async def run_streaming(self, host: Host, command: str, source: Path) -> \
+    async def start_process(self, host: Host, command: str, *, timeout_s: float | None = None,
+                            doing: str = "starting a command") \
+            -> asyncssh.SSHClientProcess[bytes]:
+        """``command`` started on ``host`` and left running, for a caller that talks to it
+        on its stdin and stdout for long (the resident host agent). It ends with its
+        channel: when the caller closes it, or the connection is dropped or closed."""
+        timeout_s = self.settings.command_timeout_s if timeout_s is None else timeout_s
+        return await self._start(host, command, timeout_s, doing)
+
+    async def run_streaming(self, host: Host, command: str, source: Path, *,
+                            send_if: Callable[[bytes], bool] | None = None) -> \
             tuple[CommandResult, int]:
         """Run ``command`` with the bytes of the local file ``source`` on its stdin,
         streamed in chunks (never all in memory); returns the result and the bytes sent.
-        Each chunk, and the wait for the exit, has ``command_timeout_s``."""
+        ``send_if``: the command first says whether it wants them, in one line of its
+        stdout (part of the result's stdout too) that ``send_if`` reads. Each chunk, that
+        line, and the wait for the exit, has ``command_timeout_s``."""
         timeout_s = self.settings.command_timeout_s
         doing = "sending an artifact"
         process = await self._start(host, command, timeout_s, doing)
         sent = 0
-        with self._reaching(host, doing, timeout_s=timeout_s):
+        first = b""
+        with self.reaching(host, doing, timeout_s=timeout_s):
+            if send_if is not None:
+                async with asyncio.timeout(timeout_s):
+                    first = await process.stdout.readline()
+                if not send_if(first):
+                    process.stdin.write_eof()
+                    async with asyncio.timeout(timeout_s):
+                        done = await process.wait(check=False)
+                    return _result(host, done, first), sent
             try:
                 async for chunk in _chunks(source):
                     async with asyncio.timeout(timeout_s):
@@ -258,7 +279,7 @@ class Fleet:
                 pass
             async with asyncio.timeout(timeout_s):
                 done = await process.wait(check=False)
-        return _result(host, done), sent
+        return _result(host, done, first), sent
 
     async def unix_exchange(self, host: Host, path: str, request: bytes, *,
                             timeout_s: float | None = None) -> bytes | None:
@@ -317,7 +338,7 @@ class Fleet:
     # -- errors --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _reaching(self, host: Host, doing: str, *, timeout_s: float | None = None) \
+    def reaching(self, host: Host, doing: str, *, timeout_s: float | None = None) \
             -> Iterator[None]:
         """Translate what asyncssh and the socket layer raise into entrega's errors, each
         naming the host; a connection that failed mid-command is dropped."""
@@ -386,7 +407,9 @@ class Fleet:
                  f"-p {host.port} {host.address}")
 
 
-def _result(host: Host, done: asyncssh.SSHCompletedProcess) -> CommandResult:
+def _result(host: Host, done: asyncssh.SSHCompletedProcess, read: bytes = b"") \
+        -> CommandResult:
+    """``read``: what was read of its stdout before it ended (comes first)."""
     def as_bytes(out: object) -> bytes:
         if isinstance(out, bytes):
             return out
@@ -395,7 +418,7 @@ def _result(host: Host, done: asyncssh.SSHCompletedProcess) -> CommandResult:
     # No exit status: the session was cut (by a signal); count it as a failure.
     status = done.exit_status if done.exit_status is not None else 255
     return CommandResult(host=host.name, exit_status=status,
-                         stdout=as_bytes(done.stdout), stderr=as_bytes(done.stderr))
+                         stdout=read + as_bytes(done.stdout), stderr=as_bytes(done.stderr))
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:

@@ -97,7 +97,13 @@ def receive(args: Args) -> Args:
     version = args["version"]
     with lock(releases, version):
         found = probe(args)
-        if found["state"] != "absent":
+        if args.get("ask_first"):
+            # The sender waits for this line before sending any byte: one command does
+            # what a probe and a receive did, and a host that has the release gets none.
+            print(json.dumps(found), flush=True)
+            if found["state"] != "absent":
+                return found
+        elif found["state"] != "absent":
             sys.stdin.buffer.read()  # the sender is already writing; the answer says why
             return found
         tarball = releases / (PARTIAL + version + ".tar")

@@ -35,14 +35,23 @@ def hostside_command(args: dict[str, Any]) -> str:
 async def call_hostside(fleet: Fleet, host: Host, args: dict[str, Any], *,
                         stdin_file: Path | None = None) -> tuple[dict[str, Any], int]:
     """Run the helper's ``args["op"]`` on ``host``; returns its answer and the bytes of
-    ``stdin_file`` sent to it (0 without one)."""
+    ``stdin_file`` sent to it (0 without one; with ``args["ask_first"]``, only when the
+    helper's first line says it lacks them: ``{"state": "absent"}``)."""
     command = hostside_command(args)
     sent = 0
     if stdin_file is None:
         result = await fleet.run(host, command)
     else:
-        result, sent = await fleet.run_streaming(host, command, stdin_file)
+        wants = _absent if args.get("ask_first") else None
+        result, sent = await fleet.run_streaming(host, command, stdin_file, send_if=wants)
     return parse_answer(host, args["op"], result), sent
+
+
+def _absent(first_line: bytes) -> bool:
+    try:
+        return bool(json.loads(first_line).get("state") == "absent")
+    except (ValueError, AttributeError):
+        return False  # not the helper's line: its final answer says what went wrong
 
 
 def parse_answer(host: Host, op: str, result: CommandResult) -> dict[str, Any]:

@@ -6,7 +6,9 @@ controller; the controller adopts them after a restart through :meth:`SshTarget.
 and :meth:`SshTarget.start` (a repeated start adopts). Per host, a start is: the agent
 installed (by content, once), the release's bytes synced (by content, once, checked and
 unpacked on the host), then one ``hostctl start``. Hosts are worked on in parallel,
-``max_parallel`` at a time, and every remote call has a timeout.
+``max_parallel`` at a time, and every remote call has a timeout. A start on some hosts
+only (a rolling batch) sends the release's bytes ahead to the others meanwhile, so a
+later batch only starts it: each host is sent a release once per target.
 
 With ``runtime: podman`` the host agent runs each instance as a container of the image in
 the release's artifact (:mod:`entrega.dataplane.instances.containers`) instead: the same
@@ -24,19 +26,24 @@ hosts that answer are still seen.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from entrega.dataplane.instances.wire import InstanceReport
-from entrega.errors import AgentMissing
+from entrega.errors import AgentMissing, TargetError
 from entrega.net import Endpoint
 from entrega.procenv import minimal_env
 from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef
 from entrega.targets.ssh.agent import call_agent, install_agent, state_dir
 from entrega.targets.ssh.connections import Fleet, Host, HostOutcome
-from entrega.targets.ssh.transfer import release_path, sync_release
+from entrega.targets.ssh.transfer import pack_release, release_path, sync_release
 from entrega.targets.supervised import SupervisedTarget
+from entrega.waiting import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,13 @@ class SshTarget(SupervisedTarget):
         self.runtime = runtime
         #: host name -> why its last observation failed
         self._host_errors: dict[str, str] = {}
+        #: (host name, version) -> the sync of the release's bytes to it (done: it has them)
+        self._syncs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: version -> its tarball being packed, or packed (under _packing_dir)
+        self._tarballs: dict[str, asyncio.Future[Path]] = {}
+        self._packing_dir: Path | None = None
+        #: version -> the task sending it to the hosts a rolling batch has not reached yet
+        self._sending_ahead: dict[str, asyncio.Task[None]] = {}
 
     def hosts(self) -> list[tuple[str, str]]:
         return [(h.name, h.address) for h in self.fleet.hosts]
@@ -100,22 +114,83 @@ class SshTarget(SupervisedTarget):
 
         async def on(host: Host) -> list[Endpoint]:
             await install_agent(self.fleet, host)
-            await sync_release(self.fleet, host, app=self.app, version=release.version,
-                               digest=release.digest, source=release.path)
-            answer = await call_agent(self.fleet, host, "start", {
-                **self._where(host), "version": release.version,
-                "path": release_path(host, self.app, release.version),
-                "command": self.command, "env": env, "instances": self.instances_per_host})
+            await asyncio.shield(self._synced(host, release))
+            try:
+                answer = await call_agent(self.fleet, host, "start", {
+                    **self._where(host), "version": release.version,
+                    "path": release_path(host, self.app, release.version),
+                    "command": self.command, "env": env,
+                    "instances": self.instances_per_host})
+            except TargetError:
+                # The release may have gone from the host behind our back: ask it again.
+                self._syncs.pop((host.name, release.version), None)
+                raise
             return [_named(host, e) for e in answer["endpoints"]]
 
         chosen = self._chosen(hosts)
         if chosen == []:
             return []
+        if chosen is not None:
+            self._send_ahead(release, [h for h in self.fleet.hosts if h not in chosen])
         outcomes = await self.fleet.each(on, chosen)
         _raise_first(outcomes, f"starting {release.version}")
         endpoints = [e for o in outcomes for e in (o.value or [])]
         await self._restart_probes_if_moved(release.version, endpoints, hosts)
         return endpoints
+
+    def _synced(self, host: Host, release: ReleaseRef) -> asyncio.Task[None]:
+        """The release's bytes onto ``host``, once: a sync already done (or under way) by
+        this target is not asked of the host again."""
+        key = (host.name, release.version)
+        task = self._syncs.get(key)
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            task = asyncio.create_task(self._sync(host, release),
+                                       name=f"sync {release.version} to {host}")
+            task.add_done_callback(_retrieved)
+            self._syncs[key] = task
+        return task
+
+    async def _sync(self, host: Host, release: ReleaseRef) -> None:
+        await sync_release(self.fleet, host, app=self.app, version=release.version,
+                           digest=release.digest, source=await self._packed(release),
+                           likely_absent=True)
+
+    async def _packed(self, release: ReleaseRef) -> Path:
+        """The release as the tarball every host is sent, packed once (a tarball artifact
+        is sent as it is)."""
+        if Path(release.path).is_file():
+            return Path(release.path)
+        task = self._tarballs.get(release.version)
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            if self._packing_dir is None:
+                self._packing_dir = Path(tempfile.mkdtemp(prefix="entrega-sync-"))
+            tarball = self._packing_dir / f"{len(self._tarballs)}.tar.gz"
+            task = asyncio.ensure_future(
+                asyncio.to_thread(pack_release, Path(release.path), tarball))
+            task.add_done_callback(_retrieved)
+            self._tarballs[release.version] = task
+        return await asyncio.shield(task)
+
+    def _send_ahead(self, release: ReleaseRef, hosts: list[Host]) -> None:
+        """A start on some hosts (a rolling batch): the release's bytes (and the agent) go
+        to the other hosts meanwhile, ``max_parallel`` at a time, so their batches only start it. A
+        failure here is only logged: that host's own start syncs again and says why."""
+        if not hosts or self._sending_ahead.get(release.version) is not None:
+            return
+
+        async def send(host: Host) -> None:
+            await install_agent(self.fleet, host)
+            await asyncio.shield(self._synced(host, release))
+
+        async def ahead() -> None:
+            for outcome in await self.fleet.each(send, hosts):
+                if outcome.error is not None:
+                    log.info("sending %s ahead to %s: %s", release.version, outcome.host,
+                             outcome.error)
+
+        task = asyncio.create_task(ahead(), name=f"send {release.version} ahead")
+        task.add_done_callback(_retrieved)
+        self._sending_ahead[release.version] = task
 
     # -- what the probes need ----------------------------------------------------------
 
@@ -195,8 +270,20 @@ class SshTarget(SupervisedTarget):
         return [i for o in outcomes for i in (o.value or [])]
 
     async def close(self) -> None:
+        for task in [*self._sending_ahead.values(), *self._syncs.values()]:
+            await stop_task(task)
+        if self._packing_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._packing_dir, ignore_errors=True)
+            self._packing_dir = None
+            self._tarballs.clear()
         await super().close()
         await self.fleet.close()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Done callback: a background sync's error is read (its awaiter reports it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _named(host: Host, endpoint: dict[str, Any]) -> Endpoint:

@@ -51,25 +51,34 @@ def release_path(host: Host, app: str, version: str) -> str:
 
 
 async def sync_release(fleet: Fleet, host: Host, *, app: str, version: str, digest: str,
-                       source: Path, limits: ArtifactsConfig | None = None) -> SyncResult:
+                       source: Path, limits: ArtifactsConfig | None = None,
+                       likely_absent: bool = False) -> SyncResult:
     """Make ``host`` hold release ``version`` of ``app`` whose content digest is ``digest``
     (``sha256:<hex>``, as ``tree_digest``), from ``source``: a directory or a tarball.
     Idempotent; sends nothing when the host already has it. Raises ArtifactError when the
     host refuses the bytes (corrupted, over the limits, unsafe members) or holds that
-    version with other content."""
+    version with other content.
+
+    ``likely_absent``: the caller expects the host to lack it (a release this controller
+    has not sent there yet), so it is packed at once and offered in one command that
+    answers before any byte is sent, instead of a probe and then a receive (each command
+    is a login shell and a Python on the host: on a busy host, seconds)."""
     where = {"base_dir": host.base_dir, "app": app, "version": version, "digest": digest}
-    found, _ = await call_hostside(fleet, host, {"op": "probe", **where})
-    if found.get("state") == "present":
-        return SyncResult(host=host.name, version=version, sent_bytes=0, already_present=True)
-    _refuse_other(host, app, version, found)
+    if not likely_absent:
+        found, _ = await call_hostside(fleet, host, {"op": "probe", **where})
+        if found.get("state") == "present":
+            return SyncResult(host=host.name, version=version, sent_bytes=0,
+                              already_present=True)
+        _refuse_other(host, app, version, found)
     with ExitStack() as stack:
         tarball = source if source.is_file() else \
             await asyncio.to_thread(_pack, source, stack)
         stream_sha256 = await asyncio.to_thread(_file_sha256, tarball)
         args = {"op": "receive", **where, "stream_sha256": stream_sha256,
-                "limits": (limits or ArtifactsConfig()).model_dump()}
+                "limits": (limits or ArtifactsConfig()).model_dump(),
+                **({"ask_first": True} if likely_absent else {})}
         answer, sent = await call_hostside(fleet, host, args, stdin_file=tarball)
-    if answer.get("state") == "present":  # another sync got there first
+    if answer.get("state") == "present":  # it had it, or another sync got there first
         return SyncResult(host=host.name, version=version, sent_bytes=sent,
                           already_present=True)
     _refuse_other(host, app, version, answer)
@@ -102,12 +111,17 @@ def _refuse_other(host: Host, app: str, version: str, found: dict[str, object]) 
 
 
 def _pack(tree: Path, stack: ExitStack) -> Path:
-    """A gzip tarball of the directory ``tree`` in a temporary file deleted with ``stack``.
-    Level 1: the network, not the CPU, is what a bigger level would save on, and barely."""
+    """A gzip tarball of the directory ``tree`` in a temporary file deleted with ``stack``."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrega-sync-")))
+    return pack_release(tree, tmp / "release.tar.gz")
+
+
+def pack_release(tree: Path, tarball: Path) -> Path:
+    """``tarball``: a gzip tarball of the directory ``tree``, what :func:`sync_release`
+    sends (a caller that sends one release to many hosts packs it once). Level 1: the
+    network, not the CPU, is what a bigger level would save on, and barely."""
     if not tree.is_dir():
         raise ArtifactError(f"the artifact of this release is missing ({tree.name})")
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrega-sync-")))
-    tarball = tmp / "release.tar.gz"
     with tarfile.open(tarball, "w:gz", compresslevel=1) as tar:
         for path in sorted(tree.iterdir()):
             tar.add(path, arcname=path.name)
