@@ -306,12 +306,12 @@ class Fleet:
                 return None
             except (asyncssh.Error, OSError, TimeoutError):
                 if fresh or attempt == 2:
-                    with self._reaching(host, doing, timeout_s=timeout_s):
+                    with self.reaching(host, doing, timeout_s=timeout_s):
                         raise
                 # a pooled connection found dead only now: nothing was sent, so once more
                 self.drop(host, conn)
                 conn, fresh = await self._connect(host)
-        with self._reaching(host, doing, timeout_s=timeout_s):
+        with self.reaching(host, doing, timeout_s=timeout_s):
             try:
                 async with asyncio.timeout(timeout_s):
                     writer.write(request)
