@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
 import os
 import signal
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,14 +28,15 @@ import pytest
 from rich.console import Console
 
 from entrega.cli.render import status_view
-from entrega.config import Config, load_config
+from entrega.config import Config
 from entrega.net import free_port
 from entrega.routers.base import Routes
 from entrega.routers.every_host import EveryHostRouter
 from entrega.service import Service
 from tests.controller.conftest import wait_until
-from tests.fleet.delivery import deploy, hosts_yaml, services
+from tests.fleet.delivery import deploy, services
 from tests.fleet.hosts import TestFleet
+from tests.fleet.test_ssh_target import write_config as fleet_config
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -69,6 +68,11 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
 """
 
+ANALYSIS = """\
+    analysis:
+      error-rate: {judge: sequential, max_increase: 0.002, min_requests: 20, pass_rate: 0.2}
+"""
+
 STRATEGY = """\
       canary:
         steps:
@@ -79,33 +83,8 @@ STRATEGY = """\
 
 
 def write_config(root: Path, fleet: TestFleet, port: int) -> Config:
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "entrega.yaml"
-    path.write_text(f"""\
-app: shop
-server: {{listen: "127.0.0.1:{free_port()}"}}
-run:
-  command: "{sys.executable} app.py"
-  health: {{path: /healthz, interval_s: 0.1, healthy_threshold: 2}}
-  drain_s: 1
-environments:
-  - name: production
-    target:
-      kind: ssh
-      hosts:
-{hosts_yaml(fleet)}      user: {getpass.getuser()}
-      identity_file: {fleet.identity_file}
-      known_hosts: {fleet.known_hosts}
-      instances_per_host: 1
-      connect_timeout_s: 5
-      command_timeout_s: 30
-    router: {{kind: embedded, placement: every_host, listen: "0.0.0.0:{port}"}}
-    strategy:
-{STRATEGY}
-    analysis:
-      error-rate: {{judge: sequential, max_increase: 0.002, min_requests: 20, pass_rate: 0.2}}
-""")
-    return load_config(path)
+    router = f'{{kind: embedded, placement: every_host, listen: "0.0.0.0:{port}"}}'
+    return fleet_config(root, fleet, STRATEGY + ANALYSIS, instances_per_host=1, router=router)
 
 
 def app_release(root: Path, version: str) -> Path:

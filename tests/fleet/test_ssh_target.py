@@ -47,8 +47,12 @@ CANARY = """\
 """
 
 
-def write_config(root: Path, fleet: TestFleet, strategy: str = CANARY) -> Config:
+def write_config(root: Path, fleet: TestFleet, strategy: str = CANARY, *,
+                 instances_per_host: int = 2, router: str | None = None) -> Config:
+    """The shop on the fleet; ``strategy`` ends the file (an ``analysis:`` may follow
+    it); ``router`` replaces the one router in front (a flow mapping)."""
     hosts = hosts_yaml(fleet)
+    router = router or f'{{kind: embedded, listen: "127.0.0.1:{free_port()}"}}'
     root.mkdir(parents=True, exist_ok=True)
     path = root / "entrega.yaml"
     path.write_text(f"""\
@@ -66,10 +70,10 @@ environments:
 {hosts}      user: {getpass.getuser()}
       identity_file: {fleet.identity_file}
       known_hosts: {fleet.known_hosts}
-      instances_per_host: 2
+      instances_per_host: {instances_per_host}
       connect_timeout_s: 5
       command_timeout_s: 30
-    router: {{kind: embedded, listen: "127.0.0.1:{free_port()}"}}
+    router: {router}
     strategy:
 {strategy}""")
     return load_config(path)
