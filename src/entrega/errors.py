@@ -17,7 +17,8 @@ says what failed, where, and (when we know it) what to do next::
     ├── TargetError            instances could not be started, probed or stopped
     │   ├── TargetUnreachable  the target (host, runtime) does not answer
     │   ├── HostKeyRefused     an SSH host's key is not the one known_hosts lists
-    │   └── AgentMissing       a fleet host does not have this controller's host agent
+    │   ├── AgentMissing       a fleet host does not have this controller's host agent
+    │   └── ResidentGone       a host's resident agent ended before answering (internal)
     ├── RouterError            the router could not be started or reconfigured
     │   └── RouterUnreachable  the router's control socket does not answer
     ├── AnalysisError          a metric could not be measured
@@ -35,7 +36,10 @@ says what failed, where, and (when we know it) what to do next::
         ├── LinkClosed           a worker's link broke or timed out
         ├── WorkerRefused        a worker answered its supervisor with an error
         ├── RoutesNotApplied     a persisted table some worker did not take (500)
-        └── HeadTooLarge         a request head over the limit (the router answers 431)
+        ├── HeadTooLarge         a request head over the limit (the router answers 431)
+        └── HttpParserError      not HTTP/1.x (the stdlib parser's, httptools' names)
+            ├── HttpParserCallbackError  a parser callback raised
+            └── HttpParserUpgrade        the connection switched protocols
 
 The controller separates temporary failures (retry with backoff) from permanent ones
 (abort the rollout) by :attr:`EntregaError.temporary`.
@@ -152,6 +156,17 @@ class AgentMissing(TargetError):
     that this agent could report on; a start installs it."""
 
 
+class ResidentGone(TargetError):
+    """A host's resident agent ended (or its channel broke) before answering: internal,
+    never shown; the call runs again as a command of its own (every call is idempotent)."""
+
+    temporary = True
+
+    def __init__(self, message: str = "the host's resident agent ended before answering"
+                 ) -> None:
+        super().__init__(message)
+
+
 class RouterError(EntregaError):
     """The router could not be started or reconfigured."""
 
@@ -249,3 +264,25 @@ class HeadTooLarge(DataPlaneError):
     """Raised from a parser callback to stop parsing an oversized request head (431)."""
 
     status_code = 431
+
+
+class HttpParserError(DataPlaneError):
+    """The bytes are not a valid HTTP/1.x message: raised by the standard-library parser
+    (``dataplane/http1parse.py``) that stands in for httptools on a fleet host's python3,
+    under httptools' own names so that the proxy catches either."""
+
+    status_code = 400
+
+
+class HttpParserCallbackError(HttpParserError):
+    """A callback of the protocol raised; its exception is this one's ``__context__``."""
+
+
+class HttpParserUpgrade(HttpParserError):  # noqa: N818 - httptools' name
+    """The connection switched protocols; ``args[0]`` (as httptools'): where the new
+    protocol's bytes begin in the data given to the ``feed_data`` call that raised it."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"the connection switched protocols at byte {offset}")
+        self.args = (offset,)
+        self.offset = offset

@@ -371,7 +371,7 @@ def test_serve_answers_request_lines_by_id_each_in_its_own_thread(
     assert by_id == {
         (1, 0): {"waited": True}, ("two", 0): {"instances": []},
         (3, 2): {"error": "unknown operation 'frobnicate'",
-                 "hint": "one of start, observe, explain, stop"},
+                 "hint": "one of start, observe, explain, stop, router-start, router-stop"},
         (4, 2): {"error": "the request must be a JSON object", "hint": None}}
     refused = [a for a in answers if a["id"] is None]
     assert [a["answer"]["error"] for a in refused] == [

@@ -28,25 +28,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from entrega.errors import HttpParserCallbackError, HttpParserError, HttpParserUpgrade
+
 #: A head (request or status line and headers) must fit in this many bytes.
 MAX_HEAD_BYTES = 1024 * 1024
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789"
                    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-class HttpParserError(Exception):
-    """The bytes are not a valid HTTP/1.x message."""
-
-
-class HttpParserCallbackError(HttpParserError):
-    """A callback of the protocol raised; its exception is this one's ``__context__``."""
-
-
-class HttpParserUpgrade(HttpParserError):  # noqa: N818 - httptools' name
-    """The connection switched protocols; ``args[0]``: where the new protocol's bytes
-    begin in the data given to the ``feed_data`` call that raised it."""
 
 
 class _Parser:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import entrega
-from entrega.errors import AgentMissing, TargetError
+from entrega.errors import AgentMissing, ResidentGone, TargetError
 from entrega.targets.ssh.connections import Fleet, Host
 
 # The host-side helper's copy of the release digest (the same as releases/artifacts.py's,
@@ -44,7 +44,6 @@ from entrega.targets.ssh.connections import Fleet, Host
 from entrega.targets.ssh.hostside import tree_digest
 from entrega.targets.ssh.remote import PYTHON
 from entrega.targets.ssh.resident import (
-    ResidentGone,
     agent_installed,
     resident_agent,
     running_agent,

@@ -36,17 +36,13 @@ from typing import Any
 
 import asyncssh
 
+from entrega.errors import ResidentGone
 from entrega.targets.ssh.connections import Fleet, Host
 
 log = logging.getLogger(__name__)
 
 #: After an agent failed to come up on a host, its calls go by command this long (s).
 RETRY_AFTER_S = 30.0
-
-
-class ResidentGone(Exception):
-    """The resident agent ended before answering (internal: the call is run again by
-    command, never shown)."""
 
 
 class ResidentAgent:
