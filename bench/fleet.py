@@ -38,7 +38,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.fleet.delivery import processes_under  # what the hosts run outlives sshd
+from tests.fleet.delivery import kill_processes_under  # what the hosts run outlives sshd
 from tests.fleet.hosts import SSHD, TestFleet
 from tests.fleet.hosts import free_port as free_port_on
 
@@ -294,9 +293,7 @@ def run(*, hosts: int, artifact_bytes: int, command: str) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 asyncio.run(_stop_entrega(root / "entrega" / "entrega.yaml"))
             fleet.stop()
-            for pid in processes_under(root):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_processes_under(root)
         return summarise(hosts=hosts, artifact_bytes=artifacts["v2"].stat().st_size,
                          entrega=entrega, ansible=ansible, command=command)
 

@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fleet.delivery import processes_under
+from tests.fleet.delivery import kill_processes_under
 from tests.fleet.hosts import TestFleet
 
 from bench.fleet import CANARY, ROLLING, _stop_entrega, deliver, make_artifact, write_config
@@ -121,9 +119,7 @@ def main() -> None:
             with contextlib.suppress(Exception):
                 asyncio.run(_stop_entrega(root / "entrega" / "entrega.yaml"))
             fleet.stop()
-            for pid in processes_under(root):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_processes_under(root)
 
 
 if __name__ == "__main__":
