@@ -32,12 +32,21 @@ pytestmark = pytest.mark.real
 
 class MovingLoad:
     """Requests one after another to the old address, then to the new one as soon as it
-    accepts a connection (a health-checking load balancer would do the same)."""
+    accepts a connection (a health-checking load balancer would do the same).
+
+    Between "the new address does not accept yet" and the next connection to the old one,
+    the new router may start and the old one close (HAProxy's reload does exactly that, in
+    that order). A load balancer retries a refused connection on another server, and so
+    does this load, once, on the new address at once: the router kept its promise (the new
+    address served before the old one closed) when that retry is accepted. A gap between
+    the two (neither accepting) fails the retry, and is counted as a failure."""
 
     def __init__(self, old: str, new: str) -> None:
         self.url, self.new = f"http://{old}", f"http://{new}"
         self.by_address: Counter[str] = Counter()
         self.failures: list[str] = []
+        #: connections the old address refused that the new one then served
+        self.retried_on_new = 0
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -48,6 +57,18 @@ class MovingLoad:
                 url = self.url
                 try:
                     response = await client.get(url + "/")
+                except httpx.ConnectError as exc:
+                    if url == self.new:
+                        self.failures.append(f"{url}: {type(exc).__name__}: {exc}")
+                        continue
+                    self.url, self.retried_on_new = self.new, self.retried_on_new + 1
+                    url = self.url
+                    try:
+                        response = await client.get(url + "/")
+                    except httpx.HTTPError as retry_exc:
+                        self.failures.append(f"{url} (after {exc} on the old address): "
+                                             f"{type(retry_exc).__name__}: {retry_exc}")
+                        continue
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{url}: {type(exc).__name__}: {exc}")
                     continue
