@@ -170,9 +170,15 @@ async def test_sigterm_drains_then_exits(
         os.kill(pid, signal.SIGTERM)
         response = await slow
         assert (response.status_code, response.text) == (200, "v2")
-    await wait_for(lambda: _unreachable(router), what="router exit")
+    # Its log says what held the exit up, if anything does (the drain's deadline is 10 s).
+    try:
+        await wait_for(lambda: _unreachable(router), timeout_s=20, what="router exit")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its log:\n{router.log_path.read_text()}") from None
     await wait_for(lambda: _no_file(router.pid_path), what="pidfile removed")
-    assert "stopped" in router.log_path.read_text()
+    log = router.log_path.read_text()
+    assert "stopped" in log
+    assert "drain deadline" not in log and "killing it" not in log, log
 
 
 async def test_an_idle_keep_alive_client_asking_during_the_drain_gets_its_answer(

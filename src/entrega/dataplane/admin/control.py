@@ -128,6 +128,11 @@ class ControlServer:
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError, TimeoutError):
             return
+        except asyncio.CancelledError:
+            # The router is exiting with this connection kept alive by its client (the
+            # controller's pooled one): end it quietly. Raising would make asyncio log the
+            # cancellation as an error with a traceback in router.log.
+            return
         finally:
             writer.close()
 
