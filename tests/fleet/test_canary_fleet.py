@@ -189,3 +189,36 @@ async def test_a_host_killed_mid_canary_is_left_out_and_gets_the_stable_release_
 
 async def _routed_everywhere(service: Service) -> bool:
     return await routed_by_version(service) == {"v2": {"host1", "host2", "host3"}}
+
+
+async def test_a_host_down_while_the_canary_starts_is_left_out_without_waiting_the_deadline(
+        test_fleet: TestFleet, canary_service: Callable[[str], Service]) -> None:
+    """A dead host is not waited for until ``progress_deadline_s`` (10 minutes here) when
+    ``max_failed`` allows leaving it out: once it has failed every observation for
+    ``HOST_DOWN_AFTER_S``, the canary goes on with the other hosts."""
+    strategy = canary("        max_failed: 1\n").replace("progress_deadline_s: 60",
+                                                         "progress_deadline_s: 600")
+    service = canary_service(strategy)
+    await service.controller.start()
+    root = service.config.base_dir
+    first, second, third = (h.name for h in test_fleet.hosts)
+    try:
+        rid = await deploy(service, "v1", release(root, "v1"))
+        await until_phase(service, rid, "succeeded", "v1 on the fleet")
+        lost = test_fleet.hosts[1]
+        lost.stop()
+        kill_processes_under(lost.root)
+        rid = await deploy(service, "v2", release(root, "v2"))
+        await until_phase(service, rid, "paused", "v2 at 50% on the hosts left")
+        row = service.repo.rollout(rid)
+        assert row is not None
+        failed = (row.state.get("fleet") or {}).get("failed") or {}
+        assert list(failed) == [second], failed
+        assert failed[second].startswith("went down while v2 started: no answer for "), failed
+
+        async def v2_on_the_others() -> bool:  # the route change follows the stored state
+            return (await routed_by_version(service)).get("v2") == {first, third}
+
+        await wait_until(v2_on_the_others, timeout_s=30, what="v2 routed to host1 and host3")
+    finally:
+        await service.controller.stop()

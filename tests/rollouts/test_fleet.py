@@ -275,3 +275,52 @@ def test_without_a_fleet_nothing_changes() -> None:
     started = advance(spec, state(P.STARTING), Observed(canary_ready=True), now=T0)
     assert started.state.fleet is None
     assert started.actions == (SetRoutes({CANARY: 100}), StopInstances(STABLE))
+
+
+def test_a_host_that_goes_down_while_the_canary_starts_is_left_out_at_once() -> None:
+    spec = on_fleet(canary(weight(50), weight(100)), canary_hosts=2, max_failed=1)
+    st = stored(begin(spec).state)
+    down = advance(spec, st, Observed(hosts_down={"b": "no answer for 10s: refused"}),
+                   now=T0 + 12)
+    assert down.state.phase == P.STARTING
+    assert down.state.fleet is not None
+    assert down.state.fleet.failed == {"b": "went down while v2 started: no answer for 10s: "
+                                            "refused"}
+    # the next host stands in for it, with a deadline of its own
+    assert down.state.fleet.hosts == ("a", "c")
+    assert down.actions == (StopInstances(CANARY, hosts=("b",)),
+                            StartInstances(CANARY, hosts=("a", "c")))
+    assert down.state.phase_started_at == T0 + 12
+
+
+@pytest.mark.parametrize(("max_failed", "down", "left_out"), [
+    (0, ("b",), ()),            # no budget: waited for until the deadline (it may come back)
+    (1, ("b", "c"), ("b",)),    # the budget allows one: the other is waited for
+    (2, ("b", "c"), ("b", "c")),
+])
+def test_hosts_going_down_while_starting_are_left_out_only_within_the_budget(
+        max_failed: int, down: tuple[str, ...], left_out: tuple[str, ...]) -> None:
+    spec = on_fleet(canary(weight(100)), max_failed=max_failed)
+    seen = Observed(hosts_ready=tuple(h for h in HOSTS if h not in down),
+                    hosts_down={h: "refused" for h in down})
+    after = advance(spec, stored(begin(spec).state), seen, now=T0 + 12)
+    assert after.state.fleet is not None
+    assert tuple(after.state.fleet.failed) == left_out
+    waited = [h for h in down if h not in left_out]
+    if not waited:  # every other host is ready: the rollout goes on without them at once
+        assert after.state.phase == P.SUCCEEDED
+        return
+    assert after.state.phase == P.STARTING
+    late = advance(spec, stored(after.state), seen, now=T0 + 12 + 31)
+    # the deadline judges the hosts the budget did not cover, as before
+    assert late.state.phase == P.FAILED
+    assert late.state.message.startswith(f"v2 was not ready within 30s: "
+                                         f"{', '.join(waited)} not ready")
+
+
+def test_a_host_down_that_already_serves_is_judged_by_the_serving_rule_not_this_one() -> None:
+    spec = on_fleet(canary(weight(50), pause(10), weight(100)), max_failed=1)
+    serving = next(t.state for t in walk(spec) if t.state.phase == P.PROGRESSING)
+    after = advance(spec, stored(serving), Observed(hosts_down={"b": "refused"}),
+                    now=serving.phase_started_at + 1)
+    assert after.state.fleet is not None and after.state.fleet.failed == {}

@@ -27,6 +27,9 @@ from entrega.store.models import Rollout
 from entrega.targets.base import Readiness, host_of
 
 log = logging.getLogger("entrega.controller")
+#: how long a host the new release is starting on must fail every observation (one every
+#: 2 s) before it counts as down and ``max_failed`` may leave it out at once
+HOST_DOWN_AFTER_S = 10.0
 
 
 async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
@@ -54,8 +57,10 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
     ready = False
     hosts_ready: tuple[str, ...] = ()
     host_failures: dict[str, str] = {}
+    hosts_down: dict[str, str] = {}
     if hosts is not None:
         hosts_ready, host_failures = await _probe_hosts(actions, rt, state, error)
+        hosts_down = _hosts_down(rt, state)
     elif state.phase == Phase.STARTING and not error and not problem:
         readiness = await rt.target.ready(release=actions.ref(state.canary))
         ready = readiness.ready
@@ -82,7 +87,22 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
     return Observed(canary_ready=ready, canary_error=error, canary_problem=problem,
                     analysis=analysis,
                     verification=verification, verification_detail=detail or "",
-                    hosts_ready=hosts_ready, host_failures=host_failures)
+                    hosts_ready=hosts_ready, host_failures=host_failures,
+                    hosts_down=hosts_down)
+
+
+def _hosts_down(rt: EnvironmentRuntime, state: RolloutState) -> dict[str, str]:
+    """The hosts the new release is starting on that have failed every observation of the
+    fleet for ``HOST_DOWN_AFTER_S`` (down, not slow: one observation that times out on a
+    busy host is not enough) and run none of its instances."""
+    if state.phase != Phase.STARTING:
+        return {}
+    unreachable = rt.target.host_errors()
+    down_for = rt.target.hosts_down_for()
+    alive = {host_of(i.instance) for i in rt.observed if i.alive and i.version == state.canary}
+    return {host: f"no answer for {down_for[host]:.0f}s: {why}"
+            for host, why in unreachable.items()
+            if down_for.get(host, 0.0) >= HOST_DOWN_AFTER_S and host not in alive}
 
 
 async def _probe_hosts(actions: ActionRunner, rt: EnvironmentRuntime, state: RolloutState,

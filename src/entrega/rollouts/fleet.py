@@ -12,13 +12,16 @@ state:
   steps, a full promote) the release is started on every other host and waited for
   (phase ``starting`` again), so no moment has fewer instances serving than before.
 - ``max_failed``: a host that cannot run the new release (crash loop there, not ready by
-  ``progress_deadline_s``, unreachable all that time) or that stops answering once it
-  serves it is *left out*: named in the events and the rollout's state, its new
+  ``progress_deadline_s``), that goes down while it starts, or that stops answering once
+  it serves it is *left out*: named in the events and the rollout's state, its new
   instances stopped and out of the route table, and the rollout goes on with the
   others. One host more than the budget fails the rollout as without a fleet: never
   exposed, it stops; exposed, traffic goes back to stable first. The budget is 0 by
   default, as in rolling and in Kamal (any host's failure stops a deploy): a host that
-  cannot run the release more often means the release is wrong than the host.
+  cannot run the release more often means the release is wrong than the host. A host
+  that goes down while the release starts is left out at once only while the budget
+  allows it; beyond the budget it is waited for until the deadline, as it may come back
+  (a reboot), and the rollout fails only then.
 
 Everything the controller needs to keep the data plane as the store says is computed
 from the state by :func:`running_hosts` and :func:`routed_hosts` (which also answer for
@@ -143,6 +146,13 @@ def _failures(spec: RolloutSpec, state: RolloutState, observed: Observed,
             if host not in progress.serving and host not in observed.hosts_ready \
                     and host not in found:
                 found[host] = f"not ready within {spec.progress_deadline_s:g}s"
+    if state.phase == Phase.STARTING and spec.fleet is not None:
+        budget = failures_allowed(spec.fleet) - len(progress.failed) - len(found)
+        for host, why in observed.hosts_down.items():
+            if budget > 0 and host in progress.hosts and host not in progress.serving \
+                    and host not in found and host not in progress.failed:
+                found[host] = f"went down while {state.canary} started: {why}"
+                budget -= 1
     return found
 
 

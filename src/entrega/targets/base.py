@@ -134,5 +134,10 @@ class Target(abc.ABC):
         """Why each host that did not answer the last :meth:`observe` did not."""
         return {}
 
+    def hosts_down_for(self) -> dict[str, float]:
+        """Seconds since each host of :meth:`host_errors` first failed an observation,
+        with no answer since."""
+        return {}
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the controller-side resources (probers, clients); instances keep running."""

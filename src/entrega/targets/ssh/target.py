@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,8 @@ class SshTarget(SupervisedTarget):
         self.runtime = runtime
         #: host name -> why its last observation failed
         self._host_errors: dict[str, str] = {}
+        #: host name -> when (monotonic) the observations it failed in a row began
+        self._failing_since: dict[str, float] = {}
         #: (host name, version) -> the sync of the release's bytes to it (done: it has them)
         self._syncs: dict[tuple[str, str], asyncio.Task[None]] = {}
         #: version -> its tarball being packed, or packed (under _packing_dir)
@@ -86,6 +89,10 @@ class SshTarget(SupervisedTarget):
 
     def host_errors(self) -> dict[str, str]:
         return dict(self._host_errors)
+
+    def hosts_down_for(self) -> dict[str, float]:
+        now = time.monotonic()
+        return {host: now - since for host, since in self._failing_since.items()}
 
     def _where(self, host: Host) -> dict[str, Any]:
         return {"app": self.app, "environment": self.environment,
@@ -265,8 +272,10 @@ class SshTarget(SupervisedTarget):
             if outcome.error is not None:
                 log.warning("observing instances: %s", outcome.error)
                 self._host_errors[outcome.host.name] = str(outcome.error)
+                self._failing_since.setdefault(outcome.host.name, time.monotonic())
             else:
                 self._host_errors.pop(outcome.host.name, None)
+                self._failing_since.pop(outcome.host.name, None)
         return [i for o in outcomes for i in (o.value or [])]
 
     async def close(self) -> None:
