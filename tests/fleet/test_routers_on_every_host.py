@@ -34,7 +34,7 @@ from entrega.routers.base import Routes
 from entrega.routers.every_host import EveryHostRouter
 from entrega.service import Service
 from tests.controller.conftest import wait_until
-from tests.fleet.delivery import deploy, services
+from tests.fleet.delivery import deploy, kill_processes_under, services
 from tests.fleet.hosts import TestFleet
 from tests.fleet.test_ssh_target import write_config as fleet_config
 
@@ -285,3 +285,46 @@ async def test_routers_on_every_host_in_lockstep_a_bad_canary_rolled_back_on_sum
     finally:
         await successor.controller.stop()
         await asyncio.sleep(0)
+
+
+async def test_with_the_first_host_down_a_release_is_verified_through_another_hosts_router(
+        test_fleet: TestFleet, tmp_path: Path) -> None:
+    """``verify:`` goes through a host's router; host1 (the first listed) is down, left out
+    by ``max_failed``: the checks go through the next host that answers, and pass."""
+    port = free_port("127.0.1.1")
+    router = f'{{kind: embedded, placement: every_host, listen: "0.0.0.0:{port}"}}'
+    strategy = """\
+      progress_deadline_s: 600
+      canary:
+        max_failed: 1
+        steps:
+          - weight: 100
+    verify:
+      - http: {path: /api/products, expect_status: 200}
+"""
+    root = tmp_path / "controller"
+    async with services(test_fleet, lambda: fleet_config(
+            root, test_fleet, strategy, instances_per_host=1, router=router)) as make:
+        service = make()
+        await service.controller.start()
+        try:
+            rid = await deploy(service, "v1", app_release(root, "v1"))
+            await wait_until(lambda: phase(service, rid) == "succeeded", timeout_s=TIMEOUT_S,
+                             what="v1 on every host")
+            first = test_fleet.hosts[0]
+            first.stop()
+            kill_processes_under(first.root)
+            rid = await deploy(service, "v3", app_release(root, "v3"))
+            await wait_until(lambda: phase(service, rid) in ("succeeded", "rolled_back",
+                                                             "failed"),
+                             timeout_s=TIMEOUT_S, what="the v3 rollout to end")
+            row = service.repo.rollout(rid)
+            assert row is not None
+            assert row.phase == "succeeded", row.state.get("message")
+            verified = [e.message for e in service.repo.events(app="shop",
+                                                               environment="production")
+                        if e.kind == "verified" and e.version == "v3"]
+            assert verified and f"http://127.0.1.2:{port}" in verified[-1], verified
+            assert (await get(f"127.0.1.3:{port}")).json()["version"] == "v3"
+        finally:
+            await service.controller.stop()

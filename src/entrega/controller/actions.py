@@ -313,7 +313,13 @@ class ActionRunner:
             host, port = parse_address(listen)
             host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             if getattr(rt.config.router, "placement", "front") == "every_host":
-                host = rt.target.hosts()[0][1]  # every host's router routes alike: the first
+                # Every host's router routes alike: the first host that answered the last
+                # observation (a host that went down, left out by max_failed, would fail
+                # the checks of a release that serves well everywhere else).
+                unreachable = rt.target.host_errors()
+                hosts = rt.target.hosts()
+                host = next((address for name, address in hosts if name not in unreachable),
+                            hosts[0][1])
             base_url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
         else:
             endpoints = rt.endpoints.get(version) or ()
