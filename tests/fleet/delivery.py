@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -57,9 +58,21 @@ def processes_under(directory: Path) -> list[int]:
 
 
 def kill_processes_under(directory: Path) -> None:
-    for pid in processes_under(directory):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """Every process of a host at once, as when the machine dies: all are frozen first
+    (SIGSTOP), then killed. Killed one by one in pid order, a supervisor whose app has the
+    lower pid (pids wrap around on a long-running machine) would see its app die and start
+    another before its own turn came, and that one would outlive the "dead" host. Processes
+    started meanwhile are caught by the next round."""
+    for _ in range(10):
+        pids = processes_under(directory)
+        if not pids:
+            return
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        time.sleep(0.05)
+    raise AssertionError(f"processes under {directory} still run: {processes_under(directory)}")
 
 
 @contextlib.asynccontextmanager

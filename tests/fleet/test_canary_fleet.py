@@ -177,9 +177,15 @@ async def test_a_host_killed_mid_canary_is_left_out_and_gets_the_stable_release_
         lost.start()
         await wait_until(lambda: _only_v2(service, [first, second, third]),
                          timeout_s=TIMEOUT_S, what="host2 to run v2")
-        restarted = [e for e in service.repo.events("shop", limit=200)
-                     if e.kind == "instance_restarted" and e.version == "v2"]
-        assert [e.data for e in restarted] == [{"restarted": 2}], restarted
+
+        def restarted() -> list[object]:
+            return [e.data for e in service.repo.events("shop", limit=200)
+                    if e.kind == "instance_restarted" and e.version == "v2"]
+
+        # The instances answer the observation before the start that brought them back has
+        # returned and recorded it: wait for the event, not only for the instances.
+        assert await wait_until(restarted, timeout_s=30,
+                                what="the restart event") == [{"restarted": 2}]
         await wait_until(lambda: _routed_everywhere(service), timeout_s=30,
                          what="host2's v2 instances in the route table")
         assert await versions_served(rt.config.router.listen, 9) == {"v2": 9}
