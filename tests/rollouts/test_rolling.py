@@ -327,3 +327,24 @@ def test_a_restarted_controller_resumes_the_batch_from_the_stored_state() -> Non
     # the deadline runs from the batch's start, not from the restart
     late = advance(spec, resumed, Observed(), now=T0 + spec.progress_deadline_s + 1)
     assert late.state.phase == P.ROLLED_BACK
+
+
+@pytest.mark.parametrize(("max_failed", "phase"), [
+    (1, P.SUCCEEDED),  # within the budget: b fails its batch now, the rollout goes on
+    (0, P.STARTING),   # no budget: b is waited for until the deadline (it may come back)
+])
+def test_a_host_that_went_down_fails_its_batch_at_once_only_within_the_budget(
+        max_failed: int, phase: Phase) -> None:
+    spec = rolling(hosts=("a", "b"), batch=2, max_failed=max_failed, progress_deadline_s=300)
+    first = begin(spec)
+    after = advance(spec, stored(first.state),
+                    Observed(hosts_ready=("a",), hosts_down={"b": "no answer for 10s"}),
+                    now=T0 + 12)
+    assert after.state.phase == phase
+    assert after.state.rolling is not None
+    if max_failed:
+        assert after.state.rolling.failed == ("b",)
+        assert after.state.rolling.done == ("a",)
+        assert "b: went down while v2 started: no answer for 10s" in " ".join(after.events)
+    else:
+        assert after.state.rolling.failed == ()

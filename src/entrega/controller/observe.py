@@ -92,9 +92,10 @@ async def observe_rollout(actions: ActionRunner, rt: EnvironmentRuntime, row: Ro
 
 
 def _hosts_down(rt: EnvironmentRuntime, state: RolloutState) -> dict[str, str]:
-    """The hosts the new release is starting on that have failed every observation of the
-    fleet for ``HOST_DOWN_AFTER_S`` (down, not slow: one observation that times out on a
-    busy host is not enough) and run none of its instances."""
+    """The hosts that have failed every observation of the fleet for ``HOST_DOWN_AFTER_S``
+    (down, not slow: one observation that times out on a busy host is not enough) and run
+    none of the new release's instances, while it starts (the rollout core keeps those it
+    waits for)."""
     if state.phase != Phase.STARTING:
         return {}
     unreachable = rt.target.host_errors()
@@ -196,8 +197,10 @@ async def _observe_rolling(actions: ActionRunner, rt: EnvironmentRuntime, row: R
         assert spec.rolling is not None and spec.rolling.analysis is not None
         analysis = await _judge(actions, rt, row, state, spec.rolling.analysis,
                                 state.analysis.window)
+    down = _hosts_down(rt, state) if not progress.restoring else {}
     return Observed(hosts_ready=tuple(ready), host_failures=failures, analysis=analysis,
-                    verification=verification, verification_detail=detail or "")
+                    verification=verification, verification_detail=detail or "",
+                    hosts_down=down)
 
 
 async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,

@@ -307,8 +307,9 @@ class Observed:
     #: rolling, a fleet's canary: host -> why the release cannot become ready there (crash
     #: loop, start error) or why it no longer serves (it stopped answering)
     host_failures: dict[str, str] = field(default_factory=dict)
-    #: a fleet's canary: host -> why, for the hosts waited on that have not answered the
-    #: controller for a while (down, not slow): left out at once while the budget allows
+    #: rolling, a fleet's canary: host -> why, for the hosts that have not answered the
+    #: controller for a while (down, not slow): those waited on are left out at once
+    #: while the budget allows
     hosts_down: dict[str, str] = field(default_factory=dict)
 
 

@@ -223,6 +223,14 @@ def _batch(spec: RolloutSpec, state: RolloutState, progress: RollingProgress,
         for host in progress.batch:
             if host not in ready and host not in failures:
                 failures[host] = f"not ready within {spec.progress_deadline_s:g}s"
+    # A host that went down is not waited for while the budget can take it (it may come
+    # back, so beyond the budget the deadline judges it, as above).
+    budget = allowed - len(progress.failed) - len(failures)
+    for host, why in observed.hosts_down.items():
+        if budget > 0 and host in progress.batch and host not in ready \
+                and host not in failures:
+            failures[host] = f"went down while {state.canary} started: {why}"
+            budget -= 1
     failed = (*progress.failed, *(h for h in progress.batch if h in failures))
     if len(failed) > allowed:
         named = "; ".join(f"{h}: {why}" for h, why in failures.items())
