@@ -121,19 +121,20 @@ class ActionRunner:
             wanted = rt.config.target.instances
         else:
             wanted = rt.config.target.instances // max(1, len(rt.host_names)) * len(hosts)
-        if len(rt.endpoints_on(version, hosts)) >= wanted and not restart:
+        have = len(rt.endpoints_on(version, hosts))
+        if have >= wanted and not restart:
             return
+        if hosts is None and not restart and have:
+            # It serves with fewer instances than it had: the others were lost (a host
+            # back without them, a left-out host answering again), whichever pass saw it
+            # first, and the history says they were started again.
+            lost, restart = wanted - have, True
         try:
             ref = self.ref(version)
             # Hashing a large tree takes seconds: off the loop that serves the API.
             await asyncio.to_thread(self.artifacts.verify, ref.digest)
             endpoints = await rt.target.start(release=ref, hosts=hosts)
         except EntregaError as exc:
-            if exc.temporary and hosts is None and not restart and rt.endpoints.get(version):
-                # It serves on some hosts and the others do not answer (a host left out
-                # of its rollout, down since): those keep serving, and the missing
-                # instances are started again as lost ones once their hosts answer.
-                lost, restart = wanted - len(rt.endpoints[version]), True
             if exc.temporary and restart:
                 # The live instances keep serving with the routes they have; the next
                 # pass asks again, still as a restart (a host back by then gets its
