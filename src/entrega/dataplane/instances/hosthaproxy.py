@@ -24,12 +24,15 @@ reaches a running HAProxy before it asks the agent anything. Standard library on
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from entrega.errors import TargetError
@@ -67,16 +70,29 @@ class HostHaproxy:
 
     def ensure(self, files: dict[str, str]) -> dict[str, object]:
         """Adopt or start the sink and HAProxy; their pids and what was started now."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if not self.config.exists():
-            self.write(files)
-        sink_started = self._ensure_sink()
-        started = self._haproxy_pid() is None
-        if started:
-            self._start()
+        with self._exclusive():
+            if not self.config.exists():
+                self.write(files)
+            sink_started = self._ensure_sink()
+            started = self._haproxy_pid() is None
+            if started:
+                self._start()
         return {"pid": self.runner.read_pid(self.pidfile), "started": started,
                 "sink_pid": self.runner.read_pid(self.sink_pidfile),
                 "sink_started": sink_started}
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One start at a time per HAProxy, whichever agent process asks: two HAProxies
+        started on one configuration would both bind its listener (SO_REUSEPORT) and
+        split its traffic, one of them no longer reachable on the runtime socket."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".haproxy.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def write(self, files: dict[str, str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +157,14 @@ class HostHaproxy:
         return found
 
     def _start(self) -> None:
+        stale = self.runner.read_pid(self.pidfile)
+        if stale is not None and self.runner.is_running(stale, marks=(str(self.config),)):
+            # a master that does not answer (hung, or still starting past its time): it
+            # goes, with its workers, before another binds the same listeners
+            if wait_until_sync(self._haproxy_pid, timeout_s=START_TIMEOUT_S) is not None:
+                return
+            self.runner.send_signal(stale, signal.SIGKILL, group=True)
+            self.runner.send_signal(stale, signal.SIGKILL)
         argv = [self._binary(), "-W", "-D", "-f", str(self.config), "-p", str(self.pidfile)]
         try:
             done = self.runner.run(Program(argv, env=minimal_env()), timeout_s=START_TIMEOUT_S)

@@ -26,6 +26,7 @@ each other): the controller gives each router its host's :class:`HostAccess`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
@@ -106,6 +107,7 @@ class HostHaproxyRouter(HaproxyRouter):
         self.api.exchange = self._runtime_exchange
         #: the agent's last answer to ``haproxy-start`` (pids, what it started)
         self.started: dict[str, object] = {}
+        self._starting = asyncio.Lock()
 
     async def ensure_running(self) -> None:
         await self._ensure_on_host()
@@ -133,8 +135,9 @@ class HostHaproxyRouter(HaproxyRouter):
     async def _ensure_on_host(self) -> dict[str, object]:
         # the files of an empty table, written only where none are (a first start)
         files = self._render(Routes(), {})
-        self.started = await self.access.agent("haproxy-start", {**self._where(),
-                                                                 "files": files})
+        async with self._starting:
+            self.started = await self.access.agent("haproxy-start", {**self._where(),
+                                                                     "files": files})
         return self.started
 
     async def _put_files(self, contents: dict[str, str]) -> None:
