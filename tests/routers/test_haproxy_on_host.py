@@ -94,13 +94,11 @@ class ThisHost:
 
 @pytest.fixture
 async def host(tmp_path: Path) -> AsyncIterator[tuple[ThisHost, HostHaproxyRouter]]:
-    # short: HAProxy takes a runtime socket path of 97 bytes at most
-    here = ThisHost(Path("/tmp") / f"eh-{os.getpid()}-{tmp_path.name[-12:]}")
+    here = ThisHost(tmp_path / "state")
     haproxy = HostHaproxyRouter(here, app="shop", environment="production",
                                 listen=f"127.0.0.1:{free_port()}")
     yield here, haproxy
     await haproxy.shutdown()
-    subprocess.run(["rm", "-rf", here.state_dir], check=False)
 
 
 async def served(listen: str, n: int) -> dict[str, int]:
@@ -220,3 +218,17 @@ async def _sink_gone(haproxy: HostHaproxyRouter) -> bool:
 
 async def _gone(haproxy: HostHaproxyRouter) -> bool:
     return await haproxy.access.exchange(str(haproxy.files.socket), b"show info\n") is None
+
+
+@pytest.mark.parametrize(("length", "in_dir"), [(97, True), (98, False), (100, False)],
+                         ids=["97-bytes-kept", "98-bytes-moved", "100-bytes-moved"])
+def test_the_runtime_socket_moves_to_tmp_past_haproxys_own_limit(length: int,
+                                                                  in_dir: bool) -> None:
+    from entrega.routers.haproxy.router import runtime_socket_path
+
+    directory = Path("/srv/" + "d" * (length - len("/srv/") - len("/haproxy.sock")))
+    assert len(str(directory / "haproxy.sock")) == length
+    path = runtime_socket_path(directory)
+    assert (path.parent == directory) is in_dir
+    assert len(str(path)) <= 97
+    assert runtime_socket_path(directory) == path  # stable: a new controller finds it

@@ -49,8 +49,13 @@ STOP_TIMEOUT_S = 70.0  # hard-stop-after 60 s, plus exit
 _MAINT = 0x01 | 0x02 | 0x04 | 0x20
 
 
+#: HAProxy refuses a ``stats socket`` path longer than this ("too long (max 97)")
+HAPROXY_MAX_SOCKET_PATH = 97
+
+
 def runtime_socket_path(router_dir: Path) -> Path:
-    return unix_socket_path(router_dir, "haproxy.sock", fallback_prefix="entrega-haproxy")
+    return unix_socket_path(router_dir, "haproxy.sock", fallback_prefix="entrega-haproxy",
+                            max_bytes=HAPROXY_MAX_SOCKET_PATH)
 
 
 class HaproxyRouter(Router):
