@@ -1,7 +1,7 @@
-"""``EveryHostRouter``: an embedded router on every host of a fleet, set in lockstep.
+"""``EveryHostRouter``: a router on every host of a fleet, set in lockstep.
 
-Topology (a) of a fleet: each host runs its own embedded router (the same data-plane
-program as on one machine), all behind the user's own load balancer, which may send a
+Topology (a) of a fleet: each host runs its own router (the embedded router or HAProxy,
+the same data plane as on one machine), all behind the user's own load balancer, which may send a
 request to any host. So every host's router must route the same way: one table (weights,
 cohort, preview, pin salt) naming every instance of the fleet, set on all hosts at once.
 The controller sees them as one router:

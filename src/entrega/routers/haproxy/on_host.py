@@ -62,6 +62,7 @@ class HostLogSink(LogSinkProcess):
 
     def __init__(self, *, router: str, dir: Path, access: HostAccess,
                  start: Callable[[], Awaitable[dict[str, object]]]) -> None:
+        # no runner: the host agent starts it (``ensure_running`` below)
         super().__init__(router=router, dir=dir, runner=None)  # type: ignore[arg-type]
         self.access = access
         self._start = start
