@@ -206,13 +206,19 @@ async def test_haproxy_on_every_host_in_lockstep_a_bad_canary_rolled_back_on_sum
 
         await wait_until(stable_everywhere, timeout_s=TIMEOUT_S, what="v1 alone everywhere")
 
-        # status: each host's router, in step with the current table
-        await rt.router.get_routes()
-        status = service.status()
-        hosts = status.environments[0].hosts
+        # status: each host's router, in step with the current table (once the
+        # controller's last change, which takes several runtime commands per host, is
+        # on every host)
+        async def in_step_everywhere() -> bool:
+            await rt.router.get_routes()
+            hosts = service.status().environments[0].hosts
+            return all(h.router is not None and h.router.state == "in step" for h in hosts)
+
+        await wait_until(in_step_everywhere, timeout_s=TIMEOUT_S, what="every host in step")
+        hosts = service.status().environments[0].hosts
         assert [(h.name, h.router.listen if h.router else None) for h in hosts] == [
             (h.name, listen) for h, listen in zip(test_fleet.hosts, listens, strict=True)]
-        assert all(h.router is not None and h.router.state == "in step" for h in hosts)
+        status = service.status()
         console = Console(width=200, record=True)
         console.print(status_view(status))
         assert f"{listens[1]} in step" in console.export_text()
