@@ -51,12 +51,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 MAX_SOCKET_PATH = 100
 
 
-def unix_socket_path(directory: Path, filename: str, *, fallback_prefix: str) -> Path:
-    """``directory/filename``, or when that is too long for AF_UNIX, a stable path under
-    /tmp named by a hash of it (the same directory always gets the same socket, so a
-    restarted controller finds the one a running process listens on)."""
+def unix_socket_path(directory: Path, filename: str, *, fallback_prefix: str,
+                     max_bytes: int = MAX_SOCKET_PATH) -> Path:
+    """``directory/filename``, or when that is longer than ``max_bytes`` (AF_UNIX's limit,
+    or a lower one of the program that binds it), a stable path under /tmp named by a hash
+    of it (the same directory always gets the same socket, so a restarted controller finds
+    the one a running process listens on)."""
     preferred = directory / filename
-    if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
+    if len(os.fsencode(preferred)) <= max_bytes:
         return preferred
     digest = hashlib.sha256(os.fsencode(preferred.absolute())).hexdigest()[:16]
     return Path("/tmp") / f"{fallback_prefix}-{digest}.sock"

@@ -146,3 +146,41 @@ def test_a_router_on_every_host_is_read_and_refused_on_a_local_target_with_its_l
                              str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert f"{path}:7:" in " ".join(result.stderr.split()), result.stderr
+
+
+HAPROXY_EVERY_HOST = 'router: {kind: haproxy, listen: "0.0.0.0:8081", placement: every_host'
+
+
+@pytest.mark.parametrize(("staging", "production", "line", "expected"), [
+    ('router: {kind: haproxy, listen: "127.0.0.1:8080", placement: every_host}',
+     HAPROXY_EVERY_HOST + "}", 7,
+     "placement: every_host puts a router on every host of an ssh target; this "
+     "environment's target is local"),
+    ('router: {kind: embedded, listen: "127.0.0.1:8080"}',
+     HAPROXY_EVERY_HOST + ", runtime_socket: /run/haproxy.sock}", 18,
+     "runtime_socket: with placement: every_host each host's HAProxy keeps its runtime "
+     "socket under the host agent's state directory"),
+    ('router: {kind: haproxy, listen: "127.0.0.1:8080", placement: everywhere}',
+     HAPROXY_EVERY_HOST + "}", 7, "placement"),
+], ids=["haproxy-every-host-on-a-local-target", "haproxy-every-host-with-a-runtime-socket",
+        "an-unknown-placement"])
+def test_haproxy_on_every_host_is_refused_where_it_cannot_be_with_its_line(
+        tmp_path: Path, staging: str, production: str, line: int, expected: str) -> None:
+    text = FLEET.replace('router: {kind: embedded, listen: "127.0.0.1:8080"}', staging) \
+        .replace('router: {kind: embedded, listen: "127.0.0.1:8081"}', production)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}:{line}: environments["), message
+    assert expected in message, message
+
+
+def test_haproxy_on_every_host_is_read_with_its_settings(tmp_path: Path) -> None:
+    text = FLEET.replace('router: {kind: embedded, listen: "127.0.0.1:8081"}',
+                         HAPROXY_EVERY_HOST + ', stats_listen: "0.0.0.0:8404", '
+                         'binary: /usr/sbin/haproxy}')
+    router = load_config(write(tmp_path, text)).environment("production").router
+    assert (router.kind, router.placement, router.listen) == \
+        ("haproxy", "every_host", "0.0.0.0:8081")
+    assert (router.stats_listen, router.binary) == ("0.0.0.0:8404", "/usr/sbin/haproxy")  # type: ignore[union-attr]

@@ -179,8 +179,15 @@ class HaproxyRouterConfig(_Model):
     runtime_socket: str | None = None
     #: HOST:PORT serving HAProxy's Prometheus exporter (/metrics) and stats page (/stats)
     stats_listen: str | None = None
-    #: the haproxy executable (PATH lookup by default; Debian's 2.6 or newer is needed)
+    #: the haproxy executable (PATH lookup by default; Debian's 2.6 or newer is needed;
+    #: on every host: on each host, where PATH and then /usr/sbin are searched)
     binary: str = "haproxy"
+    #: Where HAProxy runs. ``front``: one, on the controller's machine. ``every_host`` (an
+    #: ``ssh`` target only): one on every host, kept by the host agent, behind your own
+    #: load balancer, all set to the same table in lockstep through their runtime sockets
+    #: (over SSH); each listens on its host's own address at the port of ``listen`` (and
+    #: of ``preview_listen``, ``stats_listen``), and their metrics are summed per release.
+    placement: Literal["front", "every_host"] = "front"
 
     _check_listen = field_validator("listen", "preview_listen", "stats_listen")(
         lambda v: v if v is None else _address(v)
@@ -237,11 +244,15 @@ class EnvironmentConfig(_Model):
     @classmethod
     def _router_placement(cls, value: RouterConfig, info: ValidationInfo) -> RouterConfig:
         target = info.data.get("target")
-        if isinstance(value, EmbeddedRouterConfig) and value.placement == "every_host" \
-                and target is not None and target.kind != "ssh":
+        if value.placement == "every_host" and target is not None and target.kind != "ssh":
             raise ValueError(f"placement: every_host puts a router on every host of an "
                              f"ssh target; this environment's target is {target.kind}: "
                              "use placement: front (the default)")
+        if isinstance(value, HaproxyRouterConfig) and value.placement == "every_host" \
+                and value.runtime_socket is not None:
+            raise ValueError("runtime_socket: with placement: every_host each host's "
+                             "HAProxy keeps its runtime socket under the host agent's "
+                             "state directory (reached over SSH); remove runtime_socket")
         return value
 
     @field_validator("analysis")

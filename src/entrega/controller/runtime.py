@@ -56,11 +56,13 @@ def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
 
 
 def _every_host_router(config: Config, env: EnvironmentConfig,
-                       router: EmbeddedRouterConfig, *, fleet: Any = None) -> Router:
-    """An embedded router on every host of the ssh target, reached over SSH (the router
-    adapter knows nothing of SSH: each host's link comes from the ssh target's package).
-    ``fleet``: the target's, whose pooled connection per host it then shares (a fleet
-    closed by one is reopened by the other's next call); otherwise one of its own."""
+                       router: EmbeddedRouterConfig | HaproxyRouterConfig, *,
+                       fleet: Any = None) -> Router:
+    """A router (embedded or HAProxy) on every host of the ssh target, reached over SSH
+    (the router adapters know nothing of SSH: each host's link comes from the ssh
+    target's package). ``fleet``: the target's, whose pooled connection per host it then
+    shares (a fleet closed by one is reopened by the other's next call); otherwise one
+    of its own."""
     from entrega.routers.every_host import EveryHostRouter
     from entrega.targets.ssh import Fleet, fleet_from_config
     from entrega.targets.ssh.hostrouter import SshHostRouter
@@ -72,6 +74,8 @@ def _every_host_router(config: Config, env: EnvironmentConfig,
         fleet = fleet_from_config(config, env)
     listen_port = port(router.listen)
     assert listen_port is not None
+    if isinstance(router, HaproxyRouterConfig):
+        return _haproxy_on_every_host(config, env, router, fleet, listen_port)
     return EveryHostRouter(name=f"{config.app}-{env.name}", hosts=[
         SshHostRouter(fleet, host, app=config.app, environment=env.name, port=listen_port,
                       preview_port=port(router.preview_listen),
@@ -79,11 +83,37 @@ def _every_host_router(config: Config, env: EnvironmentConfig,
         for host in fleet.hosts], close=fleet.close)
 
 
+def _haproxy_on_every_host(config: Config, env: EnvironmentConfig,
+                           router: HaproxyRouterConfig, fleet: Any, listen_port: int
+                           ) -> Router:
+    """HAProxy on every host, each driven as the controller's own HAProxy is: its runtime
+    socket through the host's SSH connection, its processes kept by the host agent."""
+    from entrega.routers.every_host import EveryHostRouter, RouterOnHost
+    from entrega.routers.haproxy.on_host import HostHaproxyRouter
+    from entrega.targets.ssh.hostrouter import SshHostAccess, host_listen
+
+    def on(host: Any, listen: str | None) -> str | None:
+        return host_listen(host, parse_address(listen)[1]) if listen else None
+
+    links = []
+    for host in fleet.hosts:
+        haproxy = HostHaproxyRouter(
+            SshHostAccess(fleet, host, app=config.app), app=config.app,
+            environment=env.name, listen=host_listen(host, listen_port),
+            preview_listen=on(host, router.preview_listen),
+            stats_listen=on(host, router.stats_listen), binary=router.binary)
+        links.append(RouterOnHost(haproxy, name=host.name, listen=haproxy.listen,
+                                  health=haproxy.health))
+    return EveryHostRouter(name=f"{config.app}-{env.name}", hosts=links, close=fleet.close)
+
+
 def _haproxy_router(config: Config, env: EnvironmentConfig) -> Router:
     from entrega.routers.haproxy import HaproxyRouter
 
     router = env.router
     assert isinstance(router, HaproxyRouterConfig)
+    if router.placement == "every_host":
+        return _every_host_router(config, env, router)
     return HaproxyRouter(name=f"{config.app}-{env.name}", listen=router.listen,
                          preview_listen=router.preview_listen, state_dir=config.state_path,
                          app=config.app,
@@ -176,8 +206,7 @@ class EnvironmentRuntime:
 def build_runtime(config: Config, env: EnvironmentConfig) -> EnvironmentRuntime:
     target = TARGETS[env.target.kind](config, env)
     router_config = env.router
-    if isinstance(router_config, EmbeddedRouterConfig) \
-            and router_config.placement == "every_host":
+    if router_config.placement == "every_host":
         # the hosts' routers go over the target's own SSH connections
         router = _every_host_router(config, env, router_config,
                                     fleet=getattr(target, "fleet", None))

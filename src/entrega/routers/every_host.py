@@ -1,7 +1,7 @@
-"""``EveryHostRouter``: an embedded router on every host of a fleet, set in lockstep.
+"""``EveryHostRouter``: a router on every host of a fleet, set in lockstep.
 
-Topology (a) of a fleet: each host runs its own embedded router (the same data-plane
-program as on one machine), all behind the user's own load balancer, which may send a
+Topology (a) of a fleet: each host runs its own router (the embedded router or HAProxy,
+the same data plane as on one machine), all behind the user's own load balancer, which may send a
 request to any host. So every host's router must route the same way: one table (weights,
 cohort, preview, pin salt) naming every instance of the fleet, set on all hosts at once.
 The controller sees them as one router:
@@ -28,7 +28,9 @@ The controller sees them as one router:
 How a host is reached is not this module's business: a :class:`HostRouterLink` per host
 (for an ``ssh`` target, ``targets/ssh/hostrouter.py``: the host agent and the SSH
 connection). Host-down is ``TargetUnreachable``; a host whose router does not answer is
-``RouterUnreachable``.
+``RouterUnreachable``. A router driven from the controller through adapters of its own
+(HAProxy on a host: ``routers/haproxy/on_host.py``) is a link through
+:class:`RouterOnHost`, which answers the same control calls from its ``Router`` methods.
 """
 
 from __future__ import annotations
@@ -90,6 +92,45 @@ class HostRouterLink(Protocol):
                       ) -> dict[str, object]:
         """One call of the router's control API (``GET /routes``...); its JSON answer."""
         ...
+
+
+class RouterOnHost:
+    """A ``Router`` the controller drives on one host (HAProxy: ``routers/haproxy/
+    on_host.py``) as a :class:`HostRouterLink`: the control calls answered by its methods,
+    with the JSON of the embedded router's control API."""
+
+    def __init__(self, router: Router, *, name: str, listen: str,
+                 health: Callable[[], dict[str, object]] | None = None) -> None:
+        self.router = router
+        self.name = name
+        self.listen = listen
+        #: after ``ensure_running``: its ``pid`` and whether it was ``started`` (not adopted)
+        self._health = health or dict
+
+    async def ensure(self) -> dict[str, object]:
+        await self.router.ensure_running()
+        return self._health()
+
+    async def stop(self) -> None:
+        await self.router.shutdown()
+
+    async def control(self, method: str, path: str, body: object | None = None
+                      ) -> dict[str, object]:
+        if (method, path) == ("GET", "/routes"):
+            return (await self.router.get_routes()).to_dict()
+        if (method, path) == ("PUT", "/routes"):
+            try:
+                table = Routes.from_dict(body)
+            except ValueError as exc:
+                raise RouterError(f"the router on host {self.name}: the route table does "
+                                  f"not read: {exc}") from None
+            await self.router.set_routes(table)
+            return {}
+        if (method, path) == ("GET", "/metrics"):
+            answer = _METRICS.dump(await self.router.metrics())
+            assert isinstance(answer, dict)
+            return answer
+        raise RouterError(f"the router on host {self.name} has no {method} {path}")
 
 
 @dataclass

@@ -6,7 +6,9 @@
   observe, explain, stop with drain), blocking, with the plain records of ``wire.py``;
   ``lookup.py``: finding a supervisor by pid and command line, quoting its logs;
 - ``hostctl.py``: ``python -m entrega.dataplane.instances.hostctl OPERATION``, the same
-  operations as one command each (JSON on stdin and stdout), for remote hosts.
+  operations as one command each (JSON on stdin and stdout), for remote hosts;
+- ``hostrouter.py``, ``hosthaproxy.py``: a fleet host's own router (embedded, or HAProxy
+  and its log sink), started, adopted and stopped for the controller.
 
 The local target (``targets/local.py``) calls ``host.py`` in process. None of these imports
 the router, nor anything outside the standard library and entrega's stdlib-only modules

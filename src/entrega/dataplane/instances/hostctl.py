@@ -14,9 +14,15 @@ start adopts, a repeated stop does nothing)::
     router-start {where..., listen, preview_listen?, metrics_listen?, workers?}
                                                    -> {"router": {"pid", "listen", "control"...}}
     router-stop  {where..., listen}                                     -> {"stopped": bool}
+    haproxy-start  {where..., haproxy..., files}   -> {"pid", "started", "sink_pid", "sink_started"}
+    haproxy-write  {where..., haproxy..., files}                        -> {}
+    haproxy-reload {where..., haproxy...}                               -> {"pid"}
+    haproxy-stop   {where..., haproxy...}                               -> {"stopped": bool}
 
 (``router-*``: the environment's router on this host, :mod:`.hostrouter`; ``listen`` is
-``HOST:PORT`` on this host's own address.)
+``HOST:PORT`` on this host's own address. ``haproxy-*``: the environment's HAProxy and
+its log sink, :mod:`.hosthaproxy`; ``haproxy...`` is ``dir``, ``socket``, ``logs``,
+``control`` (absolute paths) and ``binary``; ``files``: file name -> text.)
 
 ``serve`` is the same operations without a process each: a resident agent that answers
 requests as JSON lines for as long as its stdin is open (:mod:`.resident`).
@@ -44,6 +50,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from entrega.dataplane.instances.host import HostInstances
+from entrega.dataplane.instances.hosthaproxy import HostHaproxy
 from entrega.dataplane.instances.hostrouter import HostRouter
 from entrega.dataplane.instances.wire import (
     RELEASE_FIELDS,
@@ -143,9 +150,54 @@ def router_stop(request: Request) -> dict[str, object]:
     return {"stopped": _host_router(request).stop()}
 
 
+_HAPROXY_FIELDS = {"dir", "socket", "logs", "control", "binary"}
+
+
+def _host_haproxy(request: Request, *, operation: str, files: bool = False
+                  ) -> HostHaproxy:
+    refuse_unknown(request, _WHERE | _HAPROXY_FIELDS | ({"files"} if files else set()),
+                   operation=operation)
+    paths = {}
+    for name in ("dir", "socket", "logs", "control"):
+        path = field(request, name, str)
+        if not Path(path).is_absolute():
+            raise BadRequest(f"field {name!r}: expected an absolute path, got {path!r}")
+        paths[name] = Path(path)
+    app, environment = field(request, "app", str), field(request, "environment", str)
+    return HostHaproxy(**paths, binary=field(request, "binary", str, optional=True)
+                       or "haproxy", where=f"the haproxy router of {app} {environment}")
+
+
+def _files(request: Request) -> dict[str, str]:
+    files = field(request, "files", dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise BadRequest("field 'files': expected file names mapped to their text")
+    return files
+
+
+def haproxy_start(request: Request) -> dict[str, object]:
+    return _host_haproxy(request, operation="haproxy-start", files=True).ensure(
+        _files(request))
+
+
+def haproxy_write(request: Request) -> dict[str, object]:
+    _host_haproxy(request, operation="haproxy-write", files=True).write(_files(request))
+    return {}
+
+
+def haproxy_reload(request: Request) -> dict[str, object]:
+    return _host_haproxy(request, operation="haproxy-reload").reload()
+
+
+def haproxy_stop(request: Request) -> dict[str, object]:
+    return _host_haproxy(request, operation="haproxy-stop").stop()
+
+
 OPERATIONS: dict[str, Callable[[Request], dict[str, object]]] = {
     "start": start, "observe": observe, "explain": explain, "stop": stop,
-    "router-start": router_start, "router-stop": router_stop}
+    "router-start": router_start, "router-stop": router_stop,
+    "haproxy-start": haproxy_start, "haproxy-write": haproxy_write,
+    "haproxy-reload": haproxy_reload, "haproxy-stop": haproxy_stop}
 
 
 def run(operation: str, text: str) -> tuple[int, dict[str, object]]:

@@ -49,8 +49,13 @@ STOP_TIMEOUT_S = 70.0  # hard-stop-after 60 s, plus exit
 _MAINT = 0x01 | 0x02 | 0x04 | 0x20
 
 
+#: HAProxy refuses a ``stats socket`` path longer than this ("too long (max 97)")
+HAPROXY_MAX_SOCKET_PATH = 97
+
+
 def runtime_socket_path(router_dir: Path) -> Path:
-    return unix_socket_path(router_dir, "haproxy.sock", fallback_prefix="entrega-haproxy")
+    return unix_socket_path(router_dir, "haproxy.sock", fallback_prefix="entrega-haproxy",
+                            max_bytes=HAPROXY_MAX_SOCKET_PATH)
 
 
 class HaproxyRouter(Router):
@@ -91,7 +96,7 @@ class HaproxyRouter(Router):
                 return
             self.dir.mkdir(parents=True, exist_ok=True)
             if not self.files.config.exists():
-                self._write(Routes(), {})
+                await self._write(Routes(), {})
             await self._start()
 
     async def set_routes(self, routes: Routes) -> None:
@@ -106,7 +111,8 @@ class HaproxyRouter(Router):
             settings = dict(await self.api.show_map(self.files.map("settings.map")))
             servers = await self._servers(slots)
             new_slots = self._allocate(routes, slots, servers)
-            self._write(routes, {v: s for v, s in new_slots.items() if v in routes.backends})
+            await self._write(routes, {v: s for v, s in new_slots.items()
+                                       if v in routes.backends})
             if settings.get("config") != self.config_digest:
                 # HAProxy runs another configuration than this router's (other listeners,
                 # or the rules of an older entrega): one hitless reload brings the one
@@ -177,7 +183,7 @@ class HaproxyRouter(Router):
         async with self._lock:
             routes = dataclasses.replace(await self.get_routes(), draining={})
             slots = dict(await self.api.show_map(self.files.map("backends.map")))
-            self._write(routes, {v: s for v, s in slots.items() if v in routes.backends})
+            await self._write(routes, {v: s for v, s in slots.items() if v in routes.backends})
             await self._reload()
 
     async def shutdown(self) -> None:
@@ -215,12 +221,20 @@ class HaproxyRouter(Router):
         except RouterUnreachable:
             return False
 
-    def _write(self, routes: Routes, slots: dict[str, str]) -> None:
-        """Rewrite every file from ``routes`` (write to temp, then rename)."""
+    async def _write(self, routes: Routes, slots: dict[str, str]) -> None:
+        """Rewrite every file from ``routes``: what a restarted HAProxy reads."""
+        await self._put_files(self._render(routes, slots))
+
+    def _render(self, routes: Routes, slots: dict[str, str]) -> dict[str, str]:
+        """The configuration and maps for ``routes`` (file name -> text)."""
         contents = render.render_maps(routes, slots, config=self.config_digest)
         contents["haproxy.cfg"] = render.render_config(
             self.files, routes, listen=self.listen, preview_listen=self.preview_listen,
             stats_listen=self.stats_listen, app=self.app, slots=slots)
+        return contents
+
+    async def _put_files(self, contents: dict[str, str]) -> None:
+        """Write each file to temp, then rename (HAProxy never reads half a file)."""
         for name, text in contents.items():
             path = self.dir / name
             tmp = path.with_name(f".{name}.tmp")
@@ -252,22 +266,8 @@ class HaproxyRouter(Router):
 
     async def _reload(self) -> None:
         """Hitless reload of the configuration just written; returns once it is live."""
-        check = await asyncio.to_thread(
-            self.runner.run, Program([self.binary, "-c", "-q", "-f", str(self.files.config)],
-                                     env=minimal_env()), timeout_s=START_TIMEOUT_S)
-        if check is None or check.exit_code != 0:
-            problem = _tail(check.output) if check else f"no verdict in {START_TIMEOUT_S:g} s"
-            raise RouterError(f"haproxy router {self.name!r}: the new configuration is "
-                              f"invalid: {problem}",
-                              hint=f"configuration: {self.files.config}")
         old = (await self.api.info()).get("Pid")
-        pid = self._master_pid()
-        if pid is None:
-            raise RouterError(f"haproxy router {self.name!r}: no pidfile at "
-                              f"{self.files.pidfile}, cannot reload")
-        if not self.runner.send_signal(pid, signal.SIGUSR2):
-            raise RouterError(f"haproxy router {self.name!r}: its master (pid {pid}, from "
-                              f"{self.files.pidfile}) is not running, cannot reload")
+        await self._signal_reload()
 
         async def reloaded() -> bool:
             with contextlib.suppress(RouterUnreachable):
@@ -277,6 +277,24 @@ class HaproxyRouter(Router):
         if not await wait_until(reloaded, timeout_s=START_TIMEOUT_S):
             raise RouterError(f"haproxy router {self.name!r}: reload not live after "
                               f"{START_TIMEOUT_S:g} s")
+
+    async def _signal_reload(self) -> None:
+        """Check the configuration just written, then ask the master to reload it."""
+        check = await asyncio.to_thread(
+            self.runner.run, Program([self.binary, "-c", "-q", "-f", str(self.files.config)],
+                                     env=minimal_env()), timeout_s=START_TIMEOUT_S)
+        if check is None or check.exit_code != 0:
+            problem = _tail(check.output) if check else f"no verdict in {START_TIMEOUT_S:g} s"
+            raise RouterError(f"haproxy router {self.name!r}: the new configuration is "
+                              f"invalid: {problem}",
+                              hint=f"configuration: {self.files.config}")
+        pid = self._master_pid()
+        if pid is None:
+            raise RouterError(f"haproxy router {self.name!r}: no pidfile at "
+                              f"{self.files.pidfile}, cannot reload")
+        if not self.runner.send_signal(pid, signal.SIGUSR2):
+            raise RouterError(f"haproxy router {self.name!r}: its master (pid {pid}, from "
+                              f"{self.files.pidfile}) is not running, cannot reload")
 
     def _allocate(self, routes: Routes, slots: dict[str, str],
                   servers: dict[str, list[_Server]]) -> dict[str, str]:

@@ -3,14 +3,24 @@
 Non-interactive mode: write one line, read the answer until HAProxy closes. Several
 commands go in one line separated by ``;`` (their answers are concatenated). Arguments
 are escaped with a backslash before spaces, ``;`` and backslashes, as the CLI expects.
+
+The socket is this machine's by default. An HAProxy on a fleet host is reached through
+an ``exchange`` (one request's bytes in, everything answered until the close out, None
+when nothing listens): the SSH connection's stream-local forwarding, so no admin port is
+ever open on the network and every command is the same as on one machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from entrega.errors import RouterError, RouterUnreachable
+
+#: One exchange with a unix socket elsewhere: the request's bytes -> all that was answered
+#: until the socket closed, or None when nothing listens there.
+Exchange = Callable[[bytes], Awaitable[bytes | None]]
 
 _ESCAPE = str.maketrans({"\\": "\\\\", " ": "\\ ", ";": "\\;"})
 
@@ -20,13 +30,21 @@ def arg(value: str) -> str:
 
 
 class RuntimeApi:
-    def __init__(self, socket: Path, *, timeout_s: float = 10.0, router: str = "") -> None:
+    def __init__(self, socket: Path, *, timeout_s: float = 10.0, router: str = "",
+                 exchange: Exchange | None = None) -> None:
         self.socket = socket
         self.timeout_s = timeout_s
         self.router = router
+        self.exchange = exchange
 
     async def run(self, line: str) -> str:
         """The answer to ``line``; RouterUnreachable when nothing answers on the socket."""
+        if self.exchange is not None:
+            answer = await self.exchange(line.encode() + b"\n")
+            if answer is None:
+                raise RouterUnreachable(f"haproxy router {self.router!r} does not answer on "
+                                        f"{self.socket}")
+            return answer.decode(errors="replace")
         try:
             async with asyncio.timeout(self.timeout_s):
                 reader, writer = await asyncio.open_unix_connection(str(self.socket))

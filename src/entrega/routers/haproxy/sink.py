@@ -158,22 +158,7 @@ class LogSinkProcess:
         return True
 
     async def _ask(self, command: str) -> object:
-        if not self.control.exists():
-            raise RouterUnreachable(f"haproxy router {self.router!r}: its log sink is not "
-                                    f"running (no {self.control})")
-        try:
-            async with asyncio.timeout(ANSWER_TIMEOUT_S):
-                reader, writer = await asyncio.open_unix_connection(str(self.control))
-                try:
-                    writer.write(command.encode() + b"\n")
-                    await writer.drain()
-                    line = await reader.readline()
-                finally:
-                    writer.close()
-        except (OSError, TimeoutError) as exc:
-            raise RouterUnreachable(f"haproxy router {self.router!r}: its log sink does not "
-                                    f"answer on {self.control}: {exc or 'no answer in time'}"
-                                    ) from exc
+        line = await self._exchange(command)
         try:
             answer = json.loads(line)
         except ValueError:
@@ -183,6 +168,25 @@ class LogSinkProcess:
             raise RouterError(f"haproxy router {self.router!r}: its log sink refused "
                               f"{command!r}: {answer['error']}")
         return answer
+
+    async def _exchange(self, command: str) -> bytes:
+        """The sink's one line of answer to ``command`` on its control socket."""
+        if not self.control.exists():
+            raise RouterUnreachable(f"haproxy router {self.router!r}: its log sink is not "
+                                    f"running (no {self.control})")
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                reader, writer = await asyncio.open_unix_connection(str(self.control))
+                try:
+                    writer.write(command.encode() + b"\n")
+                    await writer.drain()
+                    return await reader.readline()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError) as exc:
+            raise RouterUnreachable(f"haproxy router {self.router!r}: its log sink does not "
+                                    f"answer on {self.control}: {exc or 'no answer in time'}"
+                                    ) from exc
 
     def _tail(self, offset: int, lines: int = 8) -> str:
         try:

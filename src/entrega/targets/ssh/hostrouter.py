@@ -12,6 +12,9 @@ each other; the controller joins them, ``controller/runtime.py``):
   so no admin port is ever open on the network;
 - stop: the agent's ``router-stop``.
 
+An HAProxy on every host is driven by its own adapter (``routers/haproxy/on_host.py``),
+which reaches the host through :class:`SshHostAccess`: the same agent and connection.
+
 Errors keep their meaning for the caller: a host that cannot be reached is
 TargetUnreachable (the host is down: lockstep goes on without it and catches it up when it
 is back); a reachable host whose router does not answer is RouterUnreachable (the
@@ -109,3 +112,25 @@ class SshHostRouter:
             error = data.get("error") if isinstance(data, dict) else data
             raise RouterError(f"{self}: {method} {path} answered {status}: {error}")
         return data
+
+
+class SshHostAccess:
+    """One host as a router driven from the controller reaches it (implements
+    ``routers.haproxy.on_host.HostAccess``): the host agent for what happens on the host,
+    the pooled SSH connection for its unix sockets."""
+
+    def __init__(self, fleet: Fleet, host: Host, *, app: str) -> None:
+        self.fleet = fleet
+        self.host = host
+        self.name = host.name
+        self.state_dir = state_dir(host, app)
+
+    async def exchange(self, path: str, request: bytes) -> bytes | None:
+        return await self.fleet.unix_exchange(self.host, path, request,
+                                              timeout_s=CONTROL_TIMEOUT_S)
+
+    async def agent(self, operation: str, request: dict[str, object]) -> dict[str, object]:
+        await install_agent(self.fleet, self.host)
+        answer: dict[str, object] = await call_agent(self.fleet, self.host, operation,
+                                                     request)
+        return answer
