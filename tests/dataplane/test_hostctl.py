@@ -210,7 +210,7 @@ def test_an_unknown_operation_is_answered_with_the_known_ones() -> None:
     hostctl.main(["frobnicate"], stdin=io.StringIO("{}"), stdout=out)
     assert json.loads(out.getvalue())["hint"] == (
         "one of start, observe, explain, stop, router-start, router-stop, haproxy-start, "
-        "haproxy-write, haproxy-reload, haproxy-stop")
+        "haproxy-write, haproxy-reload, haproxy-stop, router-retire")
 
 
 def test_an_internal_error_keeps_its_traceback_off_stdout(
@@ -373,7 +373,8 @@ def test_serve_answers_request_lines_by_id_each_in_its_own_thread(
         (1, 0): {"waited": True}, ("two", 0): {"instances": []},
         (3, 2): {"error": "unknown operation 'frobnicate'",
                  "hint": "one of start, observe, explain, stop, router-start, router-stop, "
-                         "haproxy-start, haproxy-write, haproxy-reload, haproxy-stop"},
+                         "haproxy-start, haproxy-write, haproxy-reload, haproxy-stop, "
+                         "router-retire"},
         (4, 2): {"error": "the request must be a JSON object", "hint": None}}
     refused = [a for a in answers if a["id"] is None]
     assert [a["answer"]["error"] for a in refused] == [

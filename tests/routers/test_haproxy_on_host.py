@@ -232,3 +232,49 @@ def test_the_runtime_socket_moves_to_tmp_past_haproxys_own_limit(length: int,
     assert (path.parent == directory) is in_dir
     assert len(str(path)) <= 97
     assert runtime_socket_path(directory) == path  # stable: a new controller finds it
+
+
+async def test_a_router_of_the_other_kind_left_on_the_host_is_retired_once_the_new_one_serves(
+        host: tuple[ThisHost, HostHaproxyRouter], backends: dict[str, Backend]) -> None:
+    """``router.kind`` changed between two controllers: the old kind's router still runs
+    in the environment's router directory on the same port, which both kinds bind with
+    SO_REUSEPORT. Once the new kind holds its table, the agent drains and stops the old
+    one (``router-retire``)."""
+    from entrega.dataplane.instances.hostrouter import HostRouter
+
+    here, haproxy = host
+    embedded = HostRouter(app="shop", environment="production",
+                          state_dir=Path(here.state_dir), listen=haproxy.listen)
+    old = embedded.ensure()
+    assert old["started"] is True and isinstance(old["pid"], int)
+    files = Path(here.state_dir) / "routers" / "shop-production"
+
+    await haproxy.ensure_running()  # the new kind joins the port
+    assert embedded.health() is not None
+    await haproxy.set_routes(make_routes(backends, {"v1": 100}))  # ... and the old one goes
+    assert "router-retire" in here.operations
+    await wait_for(lambda: _gone(old["pid"]), what="the embedded router to exit")
+    assert embedded.health() is None and not (files / "router.pid").exists()
+    assert await served(haproxy.listen, 10) == {"v1": 10}
+
+    # and back: the embedded router's start retires HAProxy and its log sink
+    master, sink = haproxy.pid(), int((files / "logsink.pid").read_text())
+    where = {"app": "shop", "environment": "production", "state_dir": here.state_dir}
+    await here.agent("router-start", {**where, "listen": haproxy.listen})
+    # what the controller asks once the router holds its table (SshHostRouter.control)
+    answer = await here.agent("router-retire", {**where, "keep": "embedded"})
+    assert answer["retired"] == [f"HAProxy (pid {master})", f"HAProxy's log sink (pid {sink})"]
+    await wait_for(lambda: _gone(master), what=f"HAProxy (pid {master}) to exit")
+    await wait_for(lambda: _gone(sink), what=f"its log sink (pid {sink}) to exit")
+    assert embedded.health() is not None
+    embedded.stop()
+
+
+async def _gone(pid: object) -> bool:
+    assert isinstance(pid, int)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie (its parent has not reaped it yet) is gone for every purpose here
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")

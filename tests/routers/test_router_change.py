@@ -144,3 +144,55 @@ async def _more_than(load: MovingLoad, n: int, url: str | None = None) -> bool:
 async def _refuses(address: str) -> bool:
     return not await _accepts(f"http://{address}")
 
+
+
+async def test_a_router_of_the_other_kind_left_by_an_earlier_configuration_is_retired(
+        make_router: RouterFactory, backends: dict[str, Backend], tmp_path: Path) -> None:
+    """``router.kind`` changed across a restart of the server: the old kind still runs on
+    the port, which both kinds bind with SO_REUSEPORT, so the new one would share its
+    traffic with a router nobody updates. Starting the new kind drains the old one, under
+    load with no failed request, in both directions."""
+    binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin") or "haproxy"
+    embedded = await make_router("switch")
+    routes = make_routes(backends, {"v1": 100}, releases=("v1",))
+    await embedded.set_routes(routes)
+    load = MovingLoad(embedded.listen, embedded.listen)
+    task = asyncio.create_task(load.run())
+    haproxy = HaproxyRouter(name="switch", listen=embedded.listen, preview_listen=None,
+                            state_dir=tmp_path, app="shop", binary=binary)
+    try:
+        await wait_for(lambda: _more_than(load, 20), what="traffic before the change")
+        old = embedded.pid()
+        await haproxy.ensure_running()
+        await haproxy.set_routes(routes)
+        assert old is not None
+        await wait_for(lambda: _exited(old), what="the embedded router to exit")
+        served = sum(load.by_address.values())
+        await wait_for(lambda: _more_than(load, served + 20), what="traffic through HAProxy")
+        assert load.failures == [], "embedded -> HAProxy"
+
+        # and back to the embedded router: HAProxy and its log sink are retired
+        master = haproxy.pid()
+        sink = int((haproxy.dir / "logsink.pid").read_text())
+        again = EmbeddedRouter(name="switch", listen=embedded.listen, preview_listen=None,
+                               state_dir=tmp_path, app="shop")
+        await again.ensure_running()
+        await again.set_routes(routes)
+        assert master is not None
+        await wait_for(lambda: _exited(master), what="HAProxy to exit")
+        await wait_for(lambda: _exited(sink), what="its log sink to exit")
+        served = sum(load.by_address.values())
+        await wait_for(lambda: _more_than(load, served + 20), what="traffic through it")
+    finally:
+        load.stop()
+        await task
+        await haproxy.shutdown()
+    assert load.failures == []
+
+
+async def _exited(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.split(") ")[1].startswith("Z")  # a zombie has exited

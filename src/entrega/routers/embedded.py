@@ -44,6 +44,7 @@ import httpx
 
 from entrega.codec import Codec
 from entrega.dataplane import proof
+from entrega.dataplane.instances.retire import other_kind_runs, retire_other_kind
 from entrega.dataplane.process.listeners import BUSY_PORT_NOTICE
 from entrega.errors import InvalidRecord, RouterError, RouterUnreachable
 from entrega.net import unix_socket_path
@@ -87,6 +88,8 @@ class EmbeddedRouter(Router):
         self.socket_path = control_socket_path(self.dir)
         self.state_path = self.dir / "routes.json"
         self.pid_path = self.dir / "router.pid"
+        #: whether a router of another kind on this one's files was looked for (retire.py)
+        self._retire_checked = False
         self.log_path = self.dir / "router.log"
         self.upstream_timeout_s = upstream_timeout_s
         self.header_timeout_s = header_timeout_s
@@ -112,9 +115,12 @@ class EmbeddedRouter(Router):
         health = await self._health()
         if health is not None:
             self._check_adopted(health)
-            return
-        proc, log_offset = self._launch()
-        await self._wait_answering(proc, log_offset)
+            await self._retire_other_kind()  # adopted: it holds its table already
+        else:
+            # joining the port of an HAProxy of an earlier configuration (retire.py)
+            join = await asyncio.to_thread(other_kind_runs, self.dir, "embedded")
+            proc, log_offset = self._launch(join=join)
+            await self._wait_answering(proc, log_offset)
 
     async def running_settings(self) -> dict[str, object] | None:
         health = await self._health()
@@ -189,6 +195,16 @@ class EmbeddedRouter(Router):
 
     async def set_routes(self, routes: Routes) -> None:
         await self._call("PUT", "/routes", json=routes.to_dict())
+        await self._retire_other_kind()
+
+    async def _retire_other_kind(self) -> None:
+        """An HAProxy of an earlier configuration shares the port (SO_REUSEPORT): once this
+        router holds a table (adopted, or given its first one), it is drained and stopped
+        (dataplane/instances/retire.py). Not before: a router just started has no table,
+        and would answer 503 to its share of the traffic meanwhile."""
+        if not self._retire_checked:
+            await asyncio.to_thread(retire_other_kind, self.dir, "embedded")
+            self._retire_checked = True
 
     async def get_routes(self) -> Routes:
         return await self._read("/routes", Routes.from_dict, "a table")

@@ -18,6 +18,7 @@ start adopts, a repeated stop does nothing)::
     haproxy-write  {where..., haproxy..., files}                        -> {}
     haproxy-reload {where..., haproxy...}                               -> {"pid"}
     haproxy-stop   {where..., haproxy...}                               -> {"stopped": bool}
+    router-retire  {where..., keep: embedded|haproxy}                   -> {"retired": [...]}
 
 (``router-*``: the environment's router on this host, :mod:`.hostrouter`; ``listen`` is
 ``HOST:PORT`` on this host's own address. ``haproxy-*``: the environment's HAProxy and
@@ -51,7 +52,8 @@ from typing import IO, Any
 
 from entrega.dataplane.instances.host import HostInstances
 from entrega.dataplane.instances.hosthaproxy import HostHaproxy
-from entrega.dataplane.instances.hostrouter import HostRouter
+from entrega.dataplane.instances.hostrouter import HostRouter, router_dir
+from entrega.dataplane.instances.retire import KINDS, retire_other_kind
 from entrega.dataplane.instances.wire import (
     RELEASE_FIELDS,
     ReleaseSpec,
@@ -193,11 +195,28 @@ def haproxy_stop(request: Request) -> dict[str, object]:
     return _host_haproxy(request, operation="haproxy-stop").stop()
 
 
+def router_retire(request: Request) -> dict[str, object]:
+    """Once the environment's router of kind ``keep`` holds its table: the router of
+    another kind that an earlier configuration left on the same port is drained and
+    stopped (retire.py)."""
+    refuse_unknown(request, _WHERE | {"keep"}, operation="router-retire")
+    keep = field(request, "keep", str)
+    if keep not in KINDS:
+        raise BadRequest(f"field 'keep': expected one of {', '.join(KINDS)}, got {keep!r}")
+    state_dir = field(request, "state_dir", str)
+    if not Path(state_dir).is_absolute():
+        raise BadRequest(f"field 'state_dir': expected an absolute path, got {state_dir!r}")
+    directory = router_dir(Path(state_dir), field(request, "app", str),
+                           field(request, "environment", str))
+    return {"retired": retire_other_kind(directory, keep)}
+
+
 OPERATIONS: dict[str, Callable[[Request], dict[str, object]]] = {
     "start": start, "observe": observe, "explain": explain, "stop": stop,
     "router-start": router_start, "router-stop": router_stop,
     "haproxy-start": haproxy_start, "haproxy-write": haproxy_write,
-    "haproxy-reload": haproxy_reload, "haproxy-stop": haproxy_stop}
+    "haproxy-reload": haproxy_reload, "haproxy-stop": haproxy_stop,
+    "router-retire": router_retire}
 
 
 def run(operation: str, text: str) -> tuple[int, dict[str, object]]:

@@ -29,6 +29,7 @@ import socket
 import sys
 from pathlib import Path
 
+from entrega.dataplane.instances.retire import other_kind_runs
 from entrega.errors import TargetError
 from entrega.net import unix_socket_path
 from entrega.procenv import data_plane_env
@@ -132,6 +133,8 @@ class HostRouter:
             argv += ["--preview-listen", self.preview_listen]
         if self.metrics_listen:
             argv += ["--metrics-listen", self.metrics_listen]
+        if other_kind_runs(self.dir, "embedded"):
+            argv += ["--join-listeners"]  # HAProxy of an earlier configuration (retire.py)
         try:
             return LocalRunner().start(Program(argv, env=data_plane_env(), log=self.log))
         except OSError as exc:

@@ -139,7 +139,14 @@ class HostHaproxyRouter(HaproxyRouter):
         async with self._starting:
             self.started = await self.access.agent("haproxy-start", {**self._where(),
                                                                      "files": files})
+        if self.started.get("started") is False:
+            await self._retire_other_kind()  # adopted: it holds its table already
         return self.started
+
+    async def _retire_on_host_or_here(self) -> None:
+        await self.access.agent("router-retire", {
+            "app": self.app, "environment": self.environment,
+            "state_dir": self.access.state_dir, "keep": "haproxy"})
 
     async def _put_files(self, contents: dict[str, str]) -> None:
         await self.access.agent("haproxy-write", {**self._where(), "files": contents})

@@ -33,6 +33,7 @@ import os
 import signal
 from pathlib import Path
 
+from entrega.dataplane.instances.retire import retire_other_kind
 from entrega.errors import RouterError, RouterUnreachable
 from entrega.net import Endpoint, unix_socket_path
 from entrega.procenv import minimal_env
@@ -80,6 +81,8 @@ class HaproxyRouter(Router):
                                   else runtime_socket_path(self.dir), logs=self.sink.logs)
         self.api = RuntimeApi(self.files.socket, router=name)
         self._lock = asyncio.Lock()
+        #: whether a router of another kind on these files was looked for (retire.py)
+        self._retire_checked = False
         #: names the configuration this router writes (kept in ``settings.map``)
         self.config_digest = render.config_digest(
             self.files, listen=listen, preview_listen=preview_listen,
@@ -90,14 +93,14 @@ class HaproxyRouter(Router):
     async def ensure_running(self) -> None:
         await self.sink.ensure_running()  # first: no request of a new HAProxy goes unlogged
         if await self._answers():
+            await self._retire_other_kind()  # adopted: it holds its table already
             return
         async with self._lock:
-            if await self._answers():
-                return
-            self.dir.mkdir(parents=True, exist_ok=True)
-            if not self.files.config.exists():
-                await self._write(Routes(), {})
-            await self._start()
+            if not await self._answers():
+                self.dir.mkdir(parents=True, exist_ok=True)
+                if not self.files.config.exists():
+                    await self._write(Routes(), {})
+                await self._start()
 
     async def set_routes(self, routes: Routes) -> None:
         try:
@@ -118,8 +121,9 @@ class HaproxyRouter(Router):
                 # or the rules of an older entrega): one hitless reload brings the one
                 # just written, with every table, live
                 await self._reload()
-                return
-            await self._apply(routes, slots, new_slots, servers)
+            else:
+                await self._apply(routes, slots, new_slots, servers)
+        await self._retire_other_kind()
 
     async def get_routes(self) -> Routes:
         slots = dict(await self.api.show_map(self.files.map("backends.map")))
@@ -220,6 +224,18 @@ class HaproxyRouter(Router):
             return bool((await self.api.info()).get("Pid"))
         except RouterUnreachable:
             return False
+
+    async def _retire_other_kind(self) -> None:
+        """An embedded router of an earlier configuration shares the port (SO_REUSEPORT):
+        once HAProxy holds a table (adopted, or given its first one), it is drained and
+        stopped (dataplane/instances/retire.py). Not before: an HAProxy just started has
+        no table, and would answer 503 to its share of the traffic meanwhile."""
+        if not self._retire_checked:
+            await self._retire_on_host_or_here()
+            self._retire_checked = True
+
+    async def _retire_on_host_or_here(self) -> None:
+        await asyncio.to_thread(retire_other_kind, self.dir, "haproxy")
 
     async def _write(self, routes: Routes, slots: dict[str, str]) -> None:
         """Rewrite every file from ``routes``: what a restarted HAProxy reads."""

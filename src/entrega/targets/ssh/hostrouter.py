@@ -62,6 +62,8 @@ class SshHostRouter:
                                          f"{app}-{environment}")
         self.control_path = str(unix_socket_path(Path(self.router_dir), "router.sock",
                                                  fallback_prefix="entrega"))
+        #: whether an HAProxy of an earlier configuration was looked for (retire.py)
+        self._retire_checked = False
 
     def __str__(self) -> str:
         return f"the router on {self.host} ({self.listen})"
@@ -82,6 +84,8 @@ class SshHostRouter:
         await install_agent(self.fleet, self.host)
         answer = await call_agent(self.fleet, self.host, "router-start", self._request())
         router = answer.get("router")
+        if isinstance(router, dict) and router.get("started") is False:
+            await self._retire_other_kind()  # adopted: it holds its table already
         return router if isinstance(router, dict) else {}
 
     async def stop(self) -> None:
@@ -111,7 +115,19 @@ class SshHostRouter:
         if status != 200 or not isinstance(data, dict):
             error = data.get("error") if isinstance(data, dict) else data
             raise RouterError(f"{self}: {method} {path} answered {status}: {error}")
+        if (method, path) == ("PUT", "/routes"):
+            await self._retire_other_kind()
         return data
+
+    async def _retire_other_kind(self) -> None:
+        """An HAProxy of an earlier configuration shares the port (SO_REUSEPORT): once this
+        router holds a table (adopted, or given its first one), the agent drains and stops
+        it (dataplane/instances/retire.py)."""
+        if not self._retire_checked:
+            await call_agent(self.fleet, self.host, "router-retire", {
+                "app": self.app, "environment": self.environment,
+                "state_dir": state_dir(self.host, self.app), "keep": "embedded"})
+            self._retire_checked = True
 
 
 class SshHostAccess:
