@@ -158,8 +158,9 @@ def test_reads_while_a_worker_writes_are_never_torn() -> None:
     final = memory.read()
     assert final is not None
     v1 = final["v1"]
-    # the writer is dead: a kill inside ``record`` may leave one request half counted
-    assert v1["requests"] - 1 <= sum(v1["latency_buckets"]) <= v1["requests"]
+    # the writer is dead: a kill inside ``record`` may leave one request half counted,
+    # in its bucket but not yet in ``requests`` (stored last: dataplane/http/metrics.py)
+    assert v1["requests"] <= sum(v1["latency_buckets"]) <= v1["requests"] + 1
     memory.close()
 
 
