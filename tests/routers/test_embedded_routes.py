@@ -205,7 +205,12 @@ async def test_an_idle_keep_alive_client_asking_during_the_drain_gets_its_answer
     head = second.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 200 "), second[:200]
     assert b"connection: close" in head
-    await wait_for(lambda: _unreachable(router), what="router exit")
+    try:
+        await wait_for(lambda: _unreachable(router), timeout_s=20, what="router exit")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its log:\n{router.log_path.read_text()}") from None
+    log = router.log_path.read_text()
+    assert "drain deadline" not in log and "killing it" not in log, log
 
 
 async def _no_file(path: Path) -> bool:

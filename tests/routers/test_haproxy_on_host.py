@@ -253,7 +253,7 @@ async def test_a_router_of_the_other_kind_left_on_the_host_is_retired_once_the_n
     assert embedded.health() is not None
     await haproxy.set_routes(make_routes(backends, {"v1": 100}))  # ... and the old one goes
     assert "router-retire" in here.operations
-    await wait_for(lambda: _gone(old["pid"]), what="the embedded router to exit")
+    await wait_for(lambda: _exited(old["pid"]), what="the embedded router to exit")
     assert embedded.health() is None and not (files / "router.pid").exists()
     assert await served(haproxy.listen, 10) == {"v1": 10}
 
@@ -264,13 +264,13 @@ async def test_a_router_of_the_other_kind_left_on_the_host_is_retired_once_the_n
     # what the controller asks once the router holds its table (SshHostRouter.control)
     answer = await here.agent("router-retire", {**where, "keep": "embedded"})
     assert answer["retired"] == [f"HAProxy (pid {master})", f"HAProxy's log sink (pid {sink})"]
-    await wait_for(lambda: _gone(master), what=f"HAProxy (pid {master}) to exit")
-    await wait_for(lambda: _gone(sink), what=f"its log sink (pid {sink}) to exit")
+    await wait_for(lambda: _exited(master), what=f"HAProxy (pid {master}) to exit")
+    await wait_for(lambda: _exited(sink), what=f"its log sink (pid {sink}) to exit")
     assert embedded.health() is not None
     embedded.stop()
 
 
-async def _gone(pid: object) -> bool:
+async def _exited(pid: object) -> bool:
     assert isinstance(pid, int)
     try:
         os.kill(pid, 0)
