@@ -50,3 +50,21 @@ async def test_a_slow_control_client_is_cut_off(tmp_path: Path) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_closing_the_control_api_ends_the_connections_kept_alive(tmp_path: Path) -> None:
+    """A router that stops must not go on answering a client's kept-alive connection (it
+    would look alive until the header timeout): ``close`` ends them at once."""
+    control = ControlServer(IdlePlane(), state_path=tmp_path / "r.json",
+                            info={}, on_shutdown=lambda: None, header_timeout_s=10.0)
+    path = str(tmp_path / "control.sock")
+    await control.start(path)
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: router\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)  # the connection is idle now, and kept alive
+    control.close()
+    assert await asyncio.wait_for(reader.read(), timeout=2) == b""  # closed, not in 10 s
+    writer.close()

@@ -81,15 +81,31 @@ class ControlServer:
         self.info = info
         self.on_shutdown = on_shutdown
         self._lock = asyncio.Lock()
+        self._server: asyncio.AbstractServer | None = None
+        #: the connections open now (a controller keeps its connection alive)
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, path: str) -> asyncio.AbstractServer:
         old_umask = os.umask(0o177)
         try:
-            return await asyncio.start_unix_server(self._serve, path=path)
+            self._server = await asyncio.start_unix_server(self._serve, path=path)
         finally:
             os.umask(old_umask)
+        return self._server
+
+    def close(self) -> None:
+        """Stop accepting and end every open connection now. A connection kept alive must
+        not outlive the router's stop: its handler would go on answering (the router
+        would look alive to its client) until its header timeout, and a cancellation at
+        exit can be lost when it meets a request arriving (Python 3.11's ``wait_for``),
+        which held a router's exit for those 10 s."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -134,6 +150,7 @@ class ControlServer:
             # cancellation as an error with a traceback in router.log.
             return
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, status: int, payload: object,

@@ -85,7 +85,7 @@ async def start_metrics(address: str | None,
 
 
 async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path: Path,
-                       stop: asyncio.Event) -> asyncio.AbstractServer:
+                       stop: asyncio.Event) -> ControlServer:
     """Serve the control API, stop on SIGTERM/SIGINT, then write the pidfile."""
     info: dict[str, object] = {"listen": args.listen, "preview_listen": args.preview_listen,
                                "app": args.app, "metrics_listen": args.metrics_listen,
@@ -93,7 +93,7 @@ async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path
     control = ControlServer(plane, state_path=state_path, info=info, on_shutdown=stop.set)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.control)  # stale: the caller checked that nothing answers on it
-    server = await control.start(args.control)
+    await control.start(args.control)
     # Remembered so that the stop removes this socket only: a successor started beside
     # this router (the controller renamed our socket out of its way) owns the path then.
     _bound_sockets[args.control] = os.stat(args.control).st_ino
@@ -102,12 +102,13 @@ async def open_control(args: argparse.Namespace, plane: DataPlane, *, state_path
         loop.add_signal_handler(signum, stop.set)
     if args.pidfile:
         write_pidfile(Path(args.pidfile))
-    return server
+    return control
 
 
-def close_control(args: argparse.Namespace, server: asyncio.AbstractServer) -> None:
-    """Stop the control API and remove its socket, and the pidfile if it is still ours."""
-    server.close()
+def close_control(args: argparse.Namespace, control: ControlServer) -> None:
+    """Stop the control API (its open connections too) and remove its socket, and the
+    pidfile if it is still ours."""
+    control.close()
     with contextlib.suppress(FileNotFoundError):
         if os.stat(args.control).st_ino == _bound_sockets.pop(args.control, None):
             os.unlink(args.control)
