@@ -40,6 +40,7 @@ from tests.fleet.test_routers_on_every_host import (
     Traffic,
     app_release,
     get,
+    judged,
     phase,
 )
 from tests.fleet.test_ssh_target import write_config as fleet_config
@@ -170,17 +171,7 @@ async def test_haproxy_on_every_host_in_lockstep_a_bad_canary_rolled_back_on_sum
 
             await wait_until(canary_on_every_host, timeout_s=TIMEOUT_S,
                              what="the canary's weights in every host's HAProxy")
-            try:
-                await wait_until(lambda: phase(service, rid) in ("rolled_back", "succeeded"),
-                                 timeout_s=TIMEOUT_S, what="the bad canary judged")
-            except AssertionError as exc:
-                row = service.repo.rollout(rid)
-                events = [e.message for e in service.repo.events(app="shop",
-                                                                 environment="production")]
-                raise AssertionError(f"{exc}: {row.phase if row else None} "
-                                     f"{row.state if row else None}; events: {events[-12:]}; "
-                                     f"traffic: {traffic.answers} {traffic.failures[-3:]}"
-                                     ) from None
+            await judged(service, rid, traffic)
         finally:
             traffic.stop()
         assert phase(service, rid) == "rolled_back"

@@ -137,6 +137,19 @@ class Traffic(threading.Thread):
         self.join(timeout=10)
 
 
+async def judged(service: Service, rid: int, traffic: Traffic) -> None:
+    """Wait for the canary's verdict; on a timeout, say where the rollout stood."""
+    try:
+        await wait_until(lambda: phase(service, rid) in ("rolled_back", "succeeded"),
+                         timeout_s=TIMEOUT_S, what="the bad canary judged")
+    except AssertionError as exc:
+        row = service.repo.rollout(rid)
+        events = [e.message for e in service.repo.events(app="shop", environment="production")]
+        raise AssertionError(f"{exc}: {row.phase if row else None} "
+                             f"{row.state if row else None}; events: {events[-12:]}; "
+                             f"traffic: {traffic.answers} {traffic.failures[-3:]}") from None
+
+
 def phase(service: Service, rid: int) -> str:
     row = service.repo.rollout(rid)
     assert row is not None
@@ -218,17 +231,7 @@ async def test_routers_on_every_host_in_lockstep_a_bad_canary_rolled_back_on_sum
 
             await wait_until(canary_on_every_host, timeout_s=TIMEOUT_S,
                              what="the canary's weights on every host's router")
-            try:
-                await wait_until(lambda: phase(service, rid) in ("rolled_back", "succeeded"),
-                                 timeout_s=TIMEOUT_S, what="the bad canary judged")
-            except AssertionError as exc:
-                row = service.repo.rollout(rid)
-                events = [e.message for e in service.repo.events(app="shop",
-                                                                 environment="production")]
-                raise AssertionError(f"{exc}: {row.phase if row else None} "
-                                     f"{row.state if row else None}; events: {events[-12:]}; "
-                                     f"traffic: {traffic.answers} {traffic.failures[-3:]}"
-                                     ) from None
+            await judged(service, rid, traffic)
         finally:
             traffic.stop()
         assert phase(service, rid) == "rolled_back"
