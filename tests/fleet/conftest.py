@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 
 from entrega.targets.ssh import Fleet, FleetSettings, Host
+from tests.fleet.delivery import kill_processes_under
 from tests.fleet.hosts import SSHD, TestFleet, TestHost
 
 
 @pytest.fixture
 def test_fleet(tmp_path: Path) -> Iterator[TestFleet]:
-    """Three running test hosts, stopped (every session killed) at the end of the test."""
+    """Three running test hosts, stopped at the end of the test: every session killed,
+    and whatever still runs on them (instances, routers a test did not stop), as when
+    the machines go down."""
     if not Path(SSHD).exists() or shutil.which("ssh-keygen") is None:
         pytest.skip("openssh-server is not installed (run scripts/install-system-deps.sh)")
     fleet = TestFleet.start(tmp_path / "fleet", 3)
@@ -23,6 +26,7 @@ def test_fleet(tmp_path: Path) -> Iterator[TestFleet]:
         yield fleet
     finally:
         fleet.stop()
+        kill_processes_under(tmp_path / "fleet")
 
 
 def fleet_of(hosts: TestFleet, *, max_parallel: int = 10, connect_timeout_s: float = 2.0,
