@@ -47,6 +47,8 @@ class MovingLoad:
         self.failures: list[str] = []
         #: connections the old address refused that the new one then served
         self.retried_on_new = 0
+        #: requests sent again after a kept-alive connection closed before any answer
+        self.retried_closed = 0
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -67,6 +69,18 @@ class MovingLoad:
                         response = await client.get(url + "/")
                     except httpx.HTTPError as retry_exc:
                         self.failures.append(f"{url} (after {exc} on the old address): "
+                                             f"{type(retry_exc).__name__}: {retry_exc}")
+                        continue
+                except httpx.RemoteProtocolError as exc:
+                    # A kept-alive connection closed by the server before any answer (an
+                    # HAProxy worker's soft stop closes its idle ones): browsers and curl
+                    # send the request again on a new connection (RFC 9112, 9.3.1), and
+                    # so does this load, once; a second failure counts.
+                    self.retried_closed += 1
+                    try:
+                        response = await client.get(url + "/")
+                    except httpx.HTTPError as retry_exc:
+                        self.failures.append(f"{url} (after {exc}): "
                                              f"{type(retry_exc).__name__}: {retry_exc}")
                         continue
                 except httpx.HTTPError as exc:
