@@ -65,24 +65,20 @@ class MovingLoad:
                         continue
                     self.url, self.retried_on_new = self.new, self.retried_on_new + 1
                     url = self.url
-                    try:
-                        response = await client.get(url + "/")
-                    except httpx.HTTPError as retry_exc:
-                        self.failures.append(f"{url} (after {exc} on the old address): "
-                                             f"{type(retry_exc).__name__}: {retry_exc}")
+                    again = await self._again(client, url, f"{exc} on the old address")
+                    if again is None:
                         continue
+                    response = again
                 except httpx.RemoteProtocolError as exc:
                     # A kept-alive connection closed by the server before any answer (an
                     # HAProxy worker's soft stop closes its idle ones): browsers and curl
                     # send the request again on a new connection (RFC 9112, 9.3.1), and
                     # so does this load, once; a second failure counts.
                     self.retried_closed += 1
-                    try:
-                        response = await client.get(url + "/")
-                    except httpx.HTTPError as retry_exc:
-                        self.failures.append(f"{url} (after {exc}): "
-                                             f"{type(retry_exc).__name__}: {retry_exc}")
+                    again = await self._again(client, url, str(exc))
+                    if again is None:
                         continue
+                    response = again
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{url}: {type(exc).__name__}: {exc}")
                     continue
@@ -90,6 +86,15 @@ class MovingLoad:
                     self.failures.append(f"{url}: {response.status_code}")
                 self.by_address[url] += 1
                 await asyncio.sleep(0.005)
+
+    async def _again(self, client: httpx.AsyncClient, url: str, after: str
+                     ) -> httpx.Response | None:
+        """The one retry of a request; None (and a failure counted) when it fails too."""
+        try:
+            return await client.get(url + "/")
+        except httpx.HTTPError as exc:
+            self.failures.append(f"{url} (after {after}): {type(exc).__name__}: {exc}")
+            return None
 
     def stop(self) -> None:
         self._stop.set()
