@@ -2,7 +2,10 @@
 
 Each pass, per environment:
 1. the active rollout (if any) is observed, advanced by the pure state machine, its new
-   state and events committed, then its actions applied;
+   state and events committed, then its actions applied in order (the first that fails
+   ends them: a rollback never stops the canary while the table still sends it traffic).
+   One exception: the route change of the transition to ``succeeded`` is applied first,
+   so the store never says succeeded while the routers still send the old table;
 2. the environment is repaired toward what the store says: the releases it must run are
    started (adopted after a restart), the router's table matches the desired weights,
    instances of releases nobody needs any more are stopped, restarts are recorded.
@@ -26,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from entrega.config import Config, RouterConfig
@@ -51,9 +55,11 @@ from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts import advance
 from entrega.rollouts.fleet import routed_hosts, running_hosts
 from entrega.rollouts.model import (
+    Action,
     AnalysisStep,
     Phase,
     RolloutState,
+    SetRoutes,
     Transition,
     spec_from_dict,
     state_from_dict,
@@ -211,16 +217,20 @@ class Controller:
         state = state_from_dict(row.state)
         observed = await observe_rollout(self.actions, rt, row, spec, state, now=now)
         transition = advance(spec, state, observed, now=now)
+        if transition.state.phase == Phase.SUCCEEDED and state.phase != Phase.SUCCEEDED:
+            # "succeeded" is what `deploy --wait` and a pipeline read as "the new release
+            # has all the traffic", so its table is set before the phase is committed,
+            # not after. A crash in between leaves the last step committed: the restart's
+            # repair puts that step's table back and the step succeeds again.
+            routes = tuple(a for a in transition.actions if isinstance(a, SetRoutes))
+            if not await self._apply(rt, row, routes):
+                self._due[row.id] = now + REPAIR_INTERVAL_S
+                return
+            transition = replace(transition, actions=tuple(
+                a for a in transition.actions if not isinstance(a, SetRoutes)))
         self._persist(row, state, transition)
-        for action in transition.actions:
-            try:
-                await self.actions.apply(rt, row, action)
-            except EntregaError as exc:
-                # The state is committed; the next pass re-derives and retries the action.
-                log.warning("action %s on %s failed: %s", type(action).__name__, rt.name, exc)
-                self.repo.add_event(app=row.app, environment=row.environment,
-                                    version=row.version, rollout_id=row.id, kind=EventKind.ERROR,
-                                    actor="controller", message=str(exc))
+        # The state is committed; a failed action is re-derived and retried next pass.
+        await self._apply(rt, row, transition.actions)
         if transition.state.phase.terminal:
             self._due.pop(row.id, None)
             if transition.state.phase == Phase.SUCCEEDED and state.phase != Phase.SUCCEEDED:
@@ -230,6 +240,20 @@ class Controller:
             self.wake()  # a queued rollout (or the repair) may go on at once
         else:
             self._due[row.id] = transition.requeue_at or math.inf
+
+    async def _apply(self, rt: EnvironmentRuntime, row: Rollout,
+                     actions: tuple[Action, ...]) -> bool:
+        """Apply ``actions`` in order; False when one failed (logged and recorded)."""
+        for action in actions:
+            try:
+                await self.actions.apply(rt, row, action)
+            except EntregaError as exc:
+                log.warning("action %s on %s failed: %s", type(action).__name__, rt.name, exc)
+                self.repo.add_event(app=row.app, environment=row.environment,
+                                    version=row.version, rollout_id=row.id, kind=EventKind.ERROR,
+                                    actor="controller", message=str(exc))
+                return False
+        return True
 
     def _persist(self, row: Rollout, before: RolloutState, transition: Transition) -> None:
         after = transition.state
