@@ -71,6 +71,17 @@ class TrafficCounts:
         return server_errors + sum(n for u, n in self.failures.items()
                                    if url is None or u == url)
 
+    def since(self, earlier: TrafficCounts) -> TrafficCounts:
+        """What happened between ``earlier`` (a snapshot of the same traffic) and this one:
+        how the demo tells one delivery's requests and failures from the others'."""
+        statuses = {key: n - earlier.statuses.get(key, 0) for key, n in self.statuses.items()}
+        failures = {url: n - earlier.failures.get(url, 0) for url, n in self.failures.items()}
+        reasons = {text: n - earlier.failure_reasons.get(text, 0)
+                   for text, n in self.failure_reasons.items()}
+        return TrafficCounts({k: n for k, n in statuses.items() if n},
+                             {k: n for k, n in failures.items() if n},
+                             {k: n for k, n in reasons.items() if n})
+
     def to_json(self) -> dict[str, object]:
         by_url: dict[str, dict[str, int]] = {}
         for (url, status), n in sorted(self.statuses.items()):

@@ -140,6 +140,25 @@ def test_web_front_reads_only_the_api_contract(payload: object, problem: str | N
             web_app.read_items(payload)
 
 
+@pytest.mark.parametrize(("earlier", "later", "window"), [
+    ({}, {("a", 200): 3}, {("a", 200): 3}),
+    ({("a", 200): 3}, {("a", 200): 5, ("a", 502): 2}, {("a", 200): 2, ("a", 502): 2}),
+    ({("a", 200): 3, ("b", 500): 1}, {("a", 200): 3, ("b", 500): 1}, {}),
+], ids=["from-nothing", "new-and-grown", "nothing-new"])
+def test_traffic_counts_since_a_snapshot(earlier: dict[tuple[str, int], int],
+                                         later: dict[tuple[str, int], int],
+                                         window: dict[tuple[str, int], int]) -> None:
+    before = traffic.TrafficCounts(earlier, {"c": 1}, {"c: could not connect": 1})
+    after = traffic.TrafficCounts(later, {"c": 4}, {"c: could not connect": 4})
+
+    between = after.since(before)
+
+    assert between.statuses == window
+    assert between.failures == {"c": 3}
+    assert between.failure_reasons == {"c: could not connect": 3}
+    assert between.requests == sum(window.values()) + 3
+
+
 # --- the API -------------------------------------------------------------------------------
 
 @real
