@@ -8,6 +8,11 @@ stored in events, or echoed in a response.
 
 One module below both interfaces: the API (``api/``) and the dashboard (``web/``) ask the
 same :class:`Authenticator`, so a token means the same thing on a page and in a request.
+
+A server of several apps has one set of tokens; a token may be limited to some apps
+(``apps: [api, web]``). Each app's API and pages ask the authenticator ``for_app`` their
+app, which refuses (403) such a token for any other app; the tokens themselves stay one
+table, so a reload changes them for every app at once.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -41,9 +46,22 @@ def from_our_pages(request: Request) -> bool:
 class Caller:
     name: str
     role: str
+    #: the apps the caller's token is limited to (None: every app)
+    apps: tuple[str, ...] | None = None
 
     def allows(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
+
+    def may_see(self, app: str) -> bool:
+        return self.apps is None or app in self.apps
+
+
+@dataclass
+class _Tokens:
+    """The token table every app's authenticator shares (swapped whole by a reload)."""
+
+    config: AuthConfig
+    by_digest: dict[str, Caller] = field(default_factory=dict)
 
 
 def new_token() -> tuple[str, str]:
@@ -53,19 +71,34 @@ def new_token() -> tuple[str, str]:
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig) -> None:
-        self.use(config)
+    def __init__(self, config: AuthConfig, *, app: str | None = None,
+                 tokens: _Tokens | None = None) -> None:
+        #: the app whose API asks (None: the server's own pages, every app)
+        self.app = app
+        self._tokens = tokens or _Tokens(config)
+        if tokens is None:
+            self.use(config)
+
+    def for_app(self, app: str) -> Authenticator:
+        """The same tokens as one app's API sees them."""
+        return Authenticator(self.config, app=app, tokens=self._tokens)
+
+    @property
+    def config(self) -> AuthConfig:
+        return self._tokens.config
 
     def use(self, config: AuthConfig) -> None:
         """Check tokens against ``config`` from the next request on (a reloaded config):
         a removed token is refused at once, a new one accepted at once."""
-        self.config = config
-        self._by_digest = {t.sha256: (name, t.role) for name, t in config.tokens.items()}
+        self._tokens.config = config
+        self._tokens.by_digest = {
+            t.sha256: Caller(name, t.role, None if t.apps is None else tuple(t.apps))
+            for name, t in config.tokens.items()}
 
     @property
     def open(self) -> bool:
         """No tokens configured: every caller is trusted (loopback only, see config)."""
-        return not self._by_digest
+        return not self._tokens.by_digest
 
     def webhook_secret(self) -> bytes | None:
         name = self.config.webhook_secret_env
@@ -104,6 +137,9 @@ class Authenticator:
             caller = self.token_caller(token)
             if caller is None:
                 raise Unauthorized("the token is not valid", hint="check ENTREGA_TOKEN")
+            if self.app is not None and not caller.may_see(self.app):
+                raise Forbidden(f"{caller.name}'s token is limited to the apps "
+                                f"{', '.join(caller.apps or ())}, not {self.app}")
             return caller
         if self.open:
             actor = request.headers.get(ACTOR_HEADER, "local")[:64]
@@ -114,9 +150,9 @@ class Authenticator:
         """Who ``token`` belongs to, or None (compared by sha256, in constant time)."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         found: Caller | None = None
-        for known, (name, role) in self._by_digest.items():
+        for known, caller in self._tokens.by_digest.items():
             if hmac.compare_digest(known, digest):
-                found = Caller(name, role)
+                found = caller
         return found
 
     def caller_or_none(self, request: Request) -> Caller | None:

@@ -94,6 +94,8 @@ class ConfigError(EntregaError):
         self.file = file
         self.line = line
         self.field = field
+        #: what is wrong, without where (config/apps.py names the field again)
+        self.reason = message
 
 
 class InvalidName(EntregaError, ValueError):

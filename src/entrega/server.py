@@ -16,9 +16,11 @@ from pathlib import Path
 from entrega.api.app import create_app
 from entrega.api.http import http_server
 from entrega.config import Config
+from entrega.config.apps import AppsConfig
 from entrega.controller.loop import Controller
 from entrega.errors import EntregaError
 from entrega.net import parse_address
+from entrega.plane import ControlPlane, build_plane
 from entrega.releases.artifacts import ArtifactStore
 from entrega.service import Service
 from entrega.store.database import ControllerLock, Store
@@ -49,37 +51,45 @@ def reload_on_sighup(service: Service) -> None:
     log.info("configuration reloaded (SIGHUP): %s", outcome.message)
 
 
-async def serve(config: Config, *, config_file: Path | None = None) -> None:
+def reload_all_on_sighup(plane: ControlPlane) -> None:
+    for service in plane:
+        reload_on_sighup(service)
+
+
+async def serve(apps: AppsConfig | Config, *, config_file: Path | None = None) -> None:
+    if isinstance(apps, Config):
+        apps = AppsConfig((apps,))
+    config = apps.first  # server, store and auth are the same for every app
     lock = ControllerLock(config.state_path / "controller.lock")
     lock.acquire()
-    service, store = build_service(config, config_file=config_file)
+    plane, store = build_plane(apps, config_file=config_file)
     # Uploads and unpacked trees a crash or a kill left in flight: nobody else writes
     # there while we hold the lock.
-    swept = service.artifacts.sweep_staging()
+    swept = next(iter(plane)).artifacts.sweep_staging()
     if swept:
         log.info("removed %d unfinished upload(s) from an earlier run", swept)
-    await service.controller.start()
+    await plane.start()
     host, port = parse_address(config.server.listen)
-    server = http_server(create_app(service), host=host, port=port,
+    server = http_server(create_app(plane), host=host, port=port,
                          header_timeout_s=config.server.header_timeout_s)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    loop.add_signal_handler(signal.SIGHUP, reload_on_sighup, service)
-    log.info("entrega server for %s on %s", config.app, config.server.listen)
+    loop.add_signal_handler(signal.SIGHUP, reload_all_on_sighup, plane)
+    log.info("entrega server for %s on %s", ", ".join(plane.names), config.server.listen)
     try:
         await server.serve()
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        await service.controller.stop()
+        await plane.stop()
         store.close()
         lock.release()
 
 
-def run_server(config: Config, *, config_file: Path | None = None) -> None:
+def run_server(apps: AppsConfig | Config, *, config_file: Path | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(config, config_file=config_file))
+        asyncio.run(serve(apps, config_file=config_file))
     else:
-        uvloop.run(serve(config, config_file=config_file))
+        uvloop.run(serve(apps, config_file=config_file))

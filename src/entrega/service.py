@@ -20,7 +20,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from entrega.config import Config, load_config
+from entrega.config import Config
+from entrega.config.apps import load_apps
 from entrega.controller.launch import launch_rollout
 from entrega.controller.loop import Controller
 from entrega.controller.pipeline import order_problem
@@ -110,7 +111,7 @@ class Service:
                            "reload")
         shown_as = self.config_file.name  # never the server's own path in an answer
         try:
-            new = load_config(self.config_file, shown_as=shown_as)
+            new = load_apps(self.config_file, shown_as=shown_as).app(self.app)
             outcome = self.controller.reload(new, actor=actor, shown_as=shown_as)
         except ConfigError as exc:
             self.repo.add_event(app=self.app, kind=EventKind.CONFIG_REFUSED, actor=actor,
@@ -481,7 +482,7 @@ class Service:
 
     def metrics_text(self) -> bytes:
         """entrega's own Prometheus exposition (rollouts, verdicts, events, feedback)."""
-        return render_metrics(self.app, self.insights)
+        return render_metrics([self.app], self.insights)
 
 
 def _checked_version(version: str) -> None:

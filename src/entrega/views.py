@@ -292,9 +292,12 @@ class ConfigReloaded(View):
 
 class Health(View):
     ok: bool
+    #: the app of a single-app server ("" when it delivers several: see ``apps``)
     app: str
-    #: reconcile passes since the server started
+    #: reconcile passes since the server started (summed over its apps)
     passes: int
+    #: every app the server delivers
+    apps: list[str] = []
 
 
 # -- practice 5: feedback, DORA -------------------------------------------------------------

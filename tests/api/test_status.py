@@ -12,7 +12,7 @@ from tests.api.delivery import Delivery
 def test_healthz_is_public_and_says_which_app(delivery: Delivery) -> None:
     response = delivery.client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "app": "shop", "passes": 0}
+    assert response.json() == {"ok": True, "app": "shop", "passes": 0, "apps": ["shop"]}
 
 
 def test_healthz_takes_no_changes(delivery: Delivery) -> None:

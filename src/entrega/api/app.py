@@ -19,9 +19,11 @@ import anyio.to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, field_validator
+from starlette.types import ASGIApp
 
 from entrega import __version__
 from entrega.api import errors
+from entrega.api.apps import AppDispatch, server_routes
 from entrega.api.insights import insights_router
 from entrega.api.params import MAX_ID, Environment, Limit, RowId, Version
 from entrega.api.strictjson import StrictJsonRoute
@@ -31,6 +33,7 @@ from entrega.config import Config
 from entrega.errors import Unauthorized
 from entrega.feedback.intake import FeedbackSettings
 from entrega.names import check_version
+from entrega.plane import ControlPlane
 from entrega.service import Service
 from entrega.views import (
     Approved,
@@ -101,12 +104,25 @@ class ApproveIn(BaseModel):
     version: Version
 
 
-def create_app(service: Service, auth: Authenticator | None = None, *,
+def create_app(served: ControlPlane | Service, auth: Authenticator | None = None, *,
                feedback: FeedbackSettings | None = None,
-               clock: Callable[[], float] = time.time) -> FastAPI:
-    """The whole HTTP surface. ``feedback`` and ``clock`` override the config's feedback
-    settings and the wall clock (tests of rate limits)."""
-    auth = auth or Authenticator(service.config.auth)
+               clock: Callable[[], float] = time.time) -> ASGIApp:
+    """The whole HTTP surface of a server: each app's (:func:`app_api`), by the prefix
+    that names it (``api/apps.py``). ``feedback`` and ``clock`` override the config's
+    feedback settings and the wall clock (tests of rate limits)."""
+    plane = served if isinstance(served, ControlPlane) else ControlPlane([served])
+    auth = auth or Authenticator(next(iter(plane)).config.auth)
+    apps = {s.app: app_api(s, auth.for_app(s.app), feedback=feedback, clock=clock)
+            for s in plane}
+    only = apps[plane.only.app] if plane.only is not None else None
+    return AppDispatch(apps, server_routes(plane, auth), only=only)
+
+
+def app_api(service: Service, auth: Authenticator, *,
+            feedback: FeedbackSettings | None = None,
+            clock: Callable[[], float] = time.time) -> FastAPI:
+    """One app's API, dashboard and feedback intake, as a single-app server serves them;
+    ``auth`` is the server's authenticator as this app sees it (``for_app``)."""
 
     def use_reloaded(config: Config) -> None:
         auth.use(config.auth)
@@ -131,7 +147,8 @@ def create_app(service: Service, auth: Authenticator | None = None, *,
 
     @app.get("/healthz")
     async def healthz() -> Health:
-        return Health(ok=True, app=service.app, passes=service.controller.passes)
+        return Health(ok=True, app=service.app, passes=service.controller.passes,
+                      apps=[service.app])
 
     @app.get("/api/v1/status")
     async def status(request: Request) -> StatusView:

@@ -276,6 +276,8 @@ class TokenConfig(_Model):
     #: sha256 (hex) of the token; the token itself never goes in the file.
     #: `entrega token create NAME --role ROLE` makes one and prints this line.
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    #: The apps this token may see and act on (a server of several apps); None: all.
+    apps: list[str] | None = None
 
 
 class ArtifactSourcesConfig(_Model):
@@ -408,6 +410,8 @@ class Config(_Model):
 
     #: Directory of the config file (set by load_config; not part of the file).
     base_dir: Path = Field(default=Path("."), exclude=True)
+    #: One of several apps of one file (config/apps.py): its API is /api/v1/apps/<app>.
+    one_of_many: bool = Field(default=False, exclude=True)
 
     @field_validator("app")
     @classmethod
@@ -483,12 +487,13 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
 
 
 def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
-                    base_dir: Path) -> Config:
+                    base_dir: Path, one_of_many: bool = False) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top (app:, run:, environments:)",
                           file=file, line=1)
     try:
-        config = Config.model_validate({**data, "base_dir": base_dir})
+        config = Config.model_validate({**data, "base_dir": base_dir,
+                                        "one_of_many": one_of_many})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = _clean_loc(first["loc"])

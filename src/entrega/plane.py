@@ -1,0 +1,78 @@
+"""The control plane: every app one server delivers, over one store.
+
+Each app is a :class:`~entrega.service.Service` with its own controller, exactly as a
+single-app server runs it; they share the store (every row is keyed by app), the artifact
+directory (content-addressed: the same bytes are kept once) and the API's authenticator.
+Apps are independent by construction: each controller is its own asyncio task with its
+own locks, so one app's slow host, hanging metrics provider or failed rollout never holds
+up another app's reconcile pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from entrega.config.apps import AppsConfig
+from entrega.controller.loop import Controller
+from entrega.errors import NotFound
+from entrega.releases.artifacts import ArtifactStore
+from entrega.service import Service
+from entrega.store.database import Store
+from entrega.store.repository import Repository
+
+log = logging.getLogger("entrega.plane")
+
+
+class ControlPlane:
+    """The apps of one server, by name, in the order the configuration declares them."""
+
+    def __init__(self, services: Sequence[Service], *, many: bool = False) -> None:
+        self.services = {s.app: s for s in services}
+        #: declared as several apps: their API lives under /api/v1/apps/<app> only
+        self.many = many
+
+    def __iter__(self) -> Iterator[Service]:
+        return iter(self.services.values())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.services)
+
+    @property
+    def only(self) -> Service | None:
+        """The app of a single-app server (today's paths answer for it)."""
+        return None if self.many else next(iter(self.services.values()))
+
+    def service(self, app: str) -> Service:
+        found = self.services.get(app)
+        if found is None:
+            raise NotFound(f"this server delivers no app named {app!r}",
+                           hint=f"apps: {', '.join(self.services)}")
+        return found
+
+    async def start(self) -> None:
+        """Every app's controller adopts its data plane at once: one app's slow hosts do
+        not hold the others back."""
+        await asyncio.gather(*(s.controller.start() for s in self))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.controller.stop() for s in self))
+
+
+def build_plane(apps: AppsConfig, *, config_file: Path | None = None
+                ) -> tuple[ControlPlane, Store]:
+    """One store for every app (the first app's settings: server, store and auth are the
+    same in all of them), one controller per app."""
+    shared = apps.first
+    store = Store(shared.store_url)
+    store.migrate()
+    repo = Repository(store)
+    services = []
+    for config in apps:
+        artifacts = ArtifactStore(config.state_path, config.artifacts)
+        controller = Controller(config, repo, artifacts)
+        services.append(Service(config, repo, artifacts, controller, config_file=config_file))
+    return ControlPlane(services, many=apps.many), store

@@ -1,0 +1,161 @@
+"""One server, several apps (issue 14): each app's API under /api/v1/apps/<app>, the
+server's own overview, tokens limited to apps, and a single-app server unchanged.
+
+In process: the real loader (config/apps.py), one store for every app, the whole HTTP
+surface (api/apps.py's dispatch) through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from entrega.api.app import create_app
+from entrega.config.apps import load_apps
+from entrega.plane import ControlPlane, build_plane
+from tests.api.conftest import multipart, tarball
+
+ADMIN, WEB_TEAM = "ent_admin_token", "ent_web_team_token"
+SECRET = "many-apps-secret"
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+FILE = f"""\
+server: {{listen: "127.0.0.1:7998"}}
+auth:
+  webhook_secret_env: ENTREGA_TEST_MANY_SECRET
+  tokens:
+    admin: {{role: admin, sha256: {sha(ADMIN)}}}
+    web-team: {{role: deployer, sha256: {sha(WEB_TEAM)}, apps: [web]}}
+apps:
+  - app: api
+    run: {{command: "python app.py"}}
+    environments:
+      - name: staging
+        router: {{kind: embedded, listen: "127.0.0.1:18101"}}
+      - name: production
+        router: {{kind: embedded, listen: "127.0.0.1:18102"}}
+  - app: web
+    run: {{command: "python app.py"}}
+    environments:
+      - name: production
+        router: {{kind: embedded, listen: "127.0.0.1:18103"}}
+apps_dir: more
+"""
+
+WORKER = """\
+app: worker
+run: {command: "python worker.py"}
+environments:
+  - name: production
+    router: {kind: embedded, listen: "127.0.0.1:18104"}
+"""
+
+
+@pytest.fixture
+def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlPlane]:
+    monkeypatch.setenv("ENTREGA_TEST_MANY_SECRET", SECRET)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "worker.yaml").write_text(WORKER)
+    (tmp_path / "entrega.yaml").write_text(FILE)
+    apps = load_apps(tmp_path / "entrega.yaml")
+    built, store = build_plane(apps)
+    for service in built:
+        service.repo.sync_app(service.app, [e.name for e in service.config.environments])
+    yield built
+    store.close()
+
+
+@pytest.fixture
+def client(plane: ControlPlane) -> Iterator[TestClient]:
+    with TestClient(create_app(plane), raise_server_exceptions=False) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_each_app_answers_under_its_own_prefix(client: TestClient) -> None:
+    for app, environments in (("api", ["staging", "production"]), ("web", ["production"]),
+                              ("worker", ["production"])):
+        answer = client.get(f"/api/v1/apps/{app}/status", headers=bearer(ADMIN))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["app"] == app
+        assert [e["name"] for e in answer.json()["environments"]] == environments
+    # the same under /apps/<app>/api/v1 (the prefix the app's pages and routers use)
+    assert client.get("/apps/web/api/v1/status", headers=bearer(ADMIN)).json()["app"] == "web"
+    health = client.get("/healthz").json()
+    assert health["ok"] is True and health["apps"] == ["api", "web", "worker"]
+
+
+def test_an_api_path_that_names_no_app_says_how_to_name_one(client: TestClient) -> None:
+    answer = client.get("/api/v1/status", headers=bearer(ADMIN))
+    assert answer.status_code == 404
+    assert "api, web, worker" in answer.json()["error"] and "--app" in answer.json()["hint"]
+    unknown = client.get("/api/v1/apps/shop/status", headers=bearer(ADMIN))
+    assert unknown.status_code == 404 and "api, web, worker" in unknown.text
+
+
+def test_the_overview_lists_the_apps_a_token_may_see(client: TestClient) -> None:
+    every = client.get("/api/v1/apps", headers=bearer(ADMIN))
+    assert every.status_code == 200
+    assert [a["app"] for a in every.json()["apps"]] == ["api", "web", "worker"]
+    limited = client.get("/api/v1/apps", headers=bearer(WEB_TEAM)).json()
+    assert [a["app"] for a in limited["apps"]] == ["web"]
+
+
+def test_a_token_limited_to_apps_is_refused_elsewhere(client: TestClient) -> None:
+    assert client.get("/api/v1/apps", headers=bearer("ent_nobody")).status_code == 401
+    assert client.get("/api/v1/apps").status_code == 401
+    assert client.get("/api/v1/apps/web/status", headers=bearer(WEB_TEAM)).status_code == 200
+    refused = client.post("/api/v1/apps/api/environments/production/abort",
+                          headers=bearer(WEB_TEAM))
+    assert refused.status_code == 403
+    assert refused.json()["error"] == ("web-team's token is limited to the apps web, "
+                                       "not api")
+    assert client.get("/api/v1/apps/api/releases",
+                      headers=bearer(WEB_TEAM)).status_code == 403
+
+
+def test_the_webhook_creates_the_release_of_the_app_it_names(
+        client: TestClient, plane: ControlPlane) -> None:
+    body, content_type = multipart({"version": "v41"}, tarball({"app.py": b"print(1)\n"}))
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    answer = client.post("/api/v1/apps/api/releases", content=body,
+                         headers={"Content-Type": content_type,
+                                  "X-Entrega-Signature-256": signature})
+    assert answer.status_code == 201, answer.text
+    assert [r.version for r in plane.service("api").repo.releases("api")] == ["v41"]
+    assert plane.service("web").repo.releases("web") == []
+
+
+def test_metrics_name_each_family_once_with_a_sample_per_app(client: TestClient,
+                                                             plane: ControlPlane) -> None:
+    for service in plane:
+        service.repo.add_event(app=service.app, environment="production",
+                               kind="rolled_back", actor="test", message="test")
+    text = client.get("/metrics", headers=bearer(ADMIN)).text
+    assert text.count("# TYPE entrega_rollbacks") == 1, text
+    for app in ("api", "web", "worker"):
+        assert f'entrega_rollbacks_total{{app="{app}",environment="production"}} 1.0' in text
+    limited = client.get("/metrics", headers=bearer(WEB_TEAM)).text
+    assert 'app="web"' in limited and 'app="api"' not in limited
+
+
+def test_a_single_app_server_answers_both_ways(make_api) -> None:  # type: ignore[no-untyped-def]
+    api = make_api()
+    headers = api.deployer()
+    old = api.client.get("/api/v1/status", headers=headers)
+    new = api.client.get("/api/v1/apps/shop/status", headers=headers)
+    assert old.status_code == new.status_code == 200 and old.json() == new.json()
+    assert api.client.get("/healthz").json()["apps"] == ["shop"]
+    overview = api.client.get("/api/v1/apps", headers=headers).json()
+    assert [a["app"] for a in overview["apps"]] == ["shop"]
