@@ -80,6 +80,6 @@ def acts(actions: Any) -> list[str]:
 
 def summary(spec: GroupSpec, t: GroupTransition) -> tuple[str, str, dict[str, str], list[str]]:
     """(group phase, its environment, member phases there, actions)."""
-    env = spec.environments[min(t.state.environment_index, len(spec.environments) - 1)]
+    env = spec.environments[t.state.environment_index]
     members = {app: str(m.phase) for app, m in t.state.members.get(env, {}).items()}
     return str(t.state.phase), env, members, acts(t.actions)

@@ -78,7 +78,7 @@ def advance(spec: GroupSpec, state: GroupState, observed: ObservedGroup, *,
     run = _Pass(spec, now)
     if state.phase == GroupPhase.PENDING:
         state = _enter(run, replace(state, phase=GroupPhase.PROGRESSING, phase_started_at=now,
-                                    environment_index=0))
+                                    environment_index=0), 0)
         if state.phase.terminal:
             return run.done(state)
     env = spec.environments[state.environment_index]
@@ -114,11 +114,10 @@ def unapplied(spec: GroupSpec, state: GroupState,
 # -- environments ----------------------------------------------------------------------------
 
 
-def _enter(run: _Pass, state: GroupState) -> GroupState:
-    """Enter the environment at ``environment_index``, skipping those no member's app has;
-    past the last one the group has succeeded."""
+def _enter(run: _Pass, state: GroupState, index: int) -> GroupState:
+    """Enter the environment at ``index``, skipping those no member's app has; past the
+    last one the group has succeeded (and stays at the last environment it was in)."""
     spec = run.spec
-    index = state.environment_index
     while index < len(spec.environments):
         env = spec.environments[index]
         members = spec.members_in(env)
@@ -204,7 +203,7 @@ def _progress(run: _Pass, state: GroupState, env: str,
         state = _start(run, state, env, seen)
     if all(m.phase == MemberPhase.SUCCEEDED for m in state.members[env].values()):
         run.events.append(f"group {run.spec.name} {run.spec.version} passed {env}")
-        return _enter(run, replace(state, environment_index=state.environment_index + 1))
+        return _enter(run, state, state.environment_index + 1)
     return state
 
 

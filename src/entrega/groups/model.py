@@ -115,7 +115,8 @@ class MemberState:
 @dataclass(frozen=True)
 class GroupState:
     phase: GroupPhase
-    #: index into ``GroupSpec.environments`` of the environment the group is in
+    #: index into ``GroupSpec.environments`` of the environment the group is in (once
+    #: ended: the last one it was in)
     environment_index: int = 0
     #: environment -> app -> member state, for each environment the group has entered
     members: dict[str, dict[str, MemberState]] = field(default_factory=dict)
