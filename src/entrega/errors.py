@@ -6,6 +6,7 @@ says what failed, where, and (when we know it) what to do next::
     EntregaError
     ├── ConfigError            bad entrega.yaml: file, line, field, what was expected
     ├── InvalidName            a version, app or environment name breaks names.py's rule (400)
+    ├── InvalidGroup           a release group's members: unknown depends_on, a cycle (400)
     ├── StoreError             the state database cannot be opened, migrated or locked
     │   └── ControllerLocked   another controller owns the store
     ├── InvalidRecord          JSON read back (a rollout's state, a state file) fails its type
@@ -101,6 +102,14 @@ class ConfigError(EntregaError):
 class InvalidName(EntregaError, ValueError):
     """A version, app or environment name that breaks its rule (``entrega.names``); also a
     ValueError, so that pydantic validators report it as the field's error."""
+
+    status_code = 400
+
+
+class InvalidGroup(EntregaError, ValueError):
+    """A release group whose members cannot be ordered (a ``depends_on`` naming an app that
+    is not a member, a cycle, an app twice); also a ValueError, so that a pydantic
+    validator of the config reports it as the field's error, with file and line."""
 
     status_code = 400
 
