@@ -12,6 +12,7 @@ from entrega.errors import ApiError, EntregaError, ServerUnreachable
 
 #: Where CI's HMAC-SHA256 signature of a body goes (GitHub's convention).
 SIGNATURE_HEADER = "X-Entrega-Signature-256"
+API = "/api/v1/"
 
 
 def server_url(listen: str | None) -> str:
@@ -28,8 +29,13 @@ def server_url(listen: str | None) -> str:
 
 
 class Client:
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+    """``app``: the app of a server of several; every ``/api/v1/...`` path then goes to
+    ``/api/v1/apps/<app>/...``."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0,
+                 app: str | None = None) -> None:
         self.base_url = base_url
+        self.app = app
         try:
             user = getpass.getuser()
         except (KeyError, OSError):  # no passwd entry (containers)
@@ -41,6 +47,8 @@ class Client:
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self.app and path.startswith(API) and not path.startswith(API + "apps"):
+            path = f"{API}apps/{self.app}/{path[len(API):]}"
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:

@@ -15,9 +15,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from entrega.cli.app import ConfigOpt, EnvOpt, JsonOpt, app, console, print_json
+from entrega.cli.app import ConfigOpt, Context, EnvOpt, JsonOpt, app, console, print_json
 from entrega.cli.render import host_reasons
-from entrega.config import Config, EnvironmentConfig, load_config
+from entrega.config import Config, EnvironmentConfig
 from entrega.errors import ConfigError
 
 host_app = typer.Typer(help="The hosts of an ssh target (kind: ssh).", no_args_is_help=True)
@@ -64,7 +64,7 @@ def host_check(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = ConfigO
     python3 version, free disk in base_dir, releases there. Exits 1 if any host fails."""
     from entrega.targets.ssh import HostCheck, check_hosts, fleet_from_config
 
-    cfg = load_config(config)
+    cfg = Context(config).config
     environment = ssh_environment(cfg, env)
     fleet = fleet_from_config(cfg, environment)
 
@@ -106,7 +106,7 @@ def host_prepare(env: str = EnvOpt, as_json: bool = JsonOpt, config: str = Confi
     from entrega.targets.ssh import fleet_from_config
     from entrega.targets.ssh.agent import PreparedHost, prepare_hosts
 
-    cfg = load_config(config)
+    cfg = Context(config).config
     environment = ssh_environment(cfg, env)
     fleet = fleet_from_config(cfg, environment)
 

@@ -24,7 +24,7 @@ AppOpt = typer.Option(None, "--app", help="The app (must be the one entrega.yaml
 
 
 def _checked(config: str, app_name: str | None) -> Context:
-    ctx = Context(config)
+    ctx = Context(config, app=app_name)
     if app_name is not None and app_name != ctx.config.app:
         raise EntregaError(f"{config} delivers {ctx.config.app!r}, not {app_name!r}",
                            hint=f"run in the directory of {app_name}'s entrega.yaml, "

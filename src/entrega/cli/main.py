@@ -50,6 +50,7 @@ from entrega.cli.follow import (
 )
 from entrega.cli.init_template import render as render_template
 from entrega.config import config_schema, load_config
+from entrega.config.apps import load_apps
 from entrega.errors import EntregaError
 from entrega.names import check_optional_version, check_version
 from entrega.views import (
@@ -106,25 +107,29 @@ def server(config: str = ConfigOpt) -> None:
     from entrega.server import run_server
 
     setup_logging(logging.INFO)
-    cfg = load_config(config)
-    err.print(f"entrega server for [bold]{cfg.app}[/] on http://{cfg.server.listen}")
-    run_server(cfg, config_file=Path(config).resolve())
+    apps = load_apps(config)
+    err.print(f"entrega server for [bold]{', '.join(apps.names)}[/] on "
+              f"http://{apps.first.server.listen}")
+    run_server(apps, config_file=Path(config).resolve())
 
 
 @app.command()
 def down(config: str = ConfigOpt) -> None:
-    """Stop the app's routers and instances (run after stopping `entrega server`)."""
+    """Stop the app's routers and instances (run after stopping `entrega server`); with
+    several apps, every app's (or only the one named with --app)."""
     import asyncio
 
     from entrega.controller.teardown import stop_data_plane
     from entrega.store.database import ControllerLock
 
-    cfg = load_config(config)
-    lock = ControllerLock(cfg.state_path / "controller.lock")
+    ctx = Context(config)
+    apps = [ctx.config] if ctx.app_name else list(ctx.apps)
+    lock = ControllerLock(ctx.apps.first.state_path / "controller.lock")
     lock.acquire()  # refuses while a server runs: it would start everything again
     try:
-        for line in asyncio.run(stop_data_plane(cfg)):
-            console.print(f"stopped {line}")
+        for cfg in apps:
+            for line in asyncio.run(stop_data_plane(cfg)):
+                console.print(f"stopped {line}")
     finally:
         lock.release()
 
@@ -341,7 +346,7 @@ def rollback(app_name: str = typer.Argument(None, metavar="[APP]",
                                     callback=check_optional_version),
              config: str = ConfigOpt) -> None:
     """Abort the rollout in progress, or restore an earlier release at once."""
-    ctx = Context(config)
+    ctx = Context(config, app=app_name)
     check_app(ctx.config, app_name)
     client = ctx.client()
     env = _pick_env(ctx, env, busy_first=True, client=client)
@@ -377,9 +382,9 @@ def releases(as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
 @config_app.command("validate")
 def config_validate(config: str = ConfigOpt) -> None:
     """Check entrega.yaml and say what is wrong, where."""
-    cfg = load_config(config)
-    console.print(f"{config}: valid ({cfg.app}, environments: "
-                  f"{', '.join(e.name for e in cfg.environments)})")
+    for cfg in load_apps(config):
+        console.print(f"{config}: valid ({cfg.app}, environments: "
+                      f"{', '.join(e.name for e in cfg.environments)})")
 
 
 @config_app.command("reload")

@@ -75,7 +75,7 @@ def approve(
     if len(args) > 2:
         raise EntregaError("give at most an app and a version")
     version = check_version(args[-1])
-    ctx = Context(config)
+    ctx = Context(config, app=args[0] if len(args) == 2 else None)
     check_app(ctx.config, args[0] if len(args) == 2 else None)
     if env is None:
         gated = [e.name for e in ctx.config.environments if e.gate == "manual"]
@@ -94,7 +94,7 @@ def pipeline(
     config: str = ConfigOpt,
 ) -> None:
     """Where every recent release stands in every environment."""
-    ctx = Context(config)
+    ctx = Context(config, app=app_name)
     check_app(ctx.config, app_name)
     answer = ctx.client().get("/api/v1/pipeline", limit=limit)
     if as_json:

@@ -44,8 +44,10 @@ def prune(repo: Repository, artifacts: ArtifactStore, config: Config) -> list[st
     """Delete the artifacts retention does not keep; returns the pruned versions."""
     keep = retained(repo, config)
     releases = repo.releases(config.app)
-    # Two versions may share bytes: a digest stays while any kept release uses it.
+    # Two versions may share bytes: a digest stays while any kept release uses it, this
+    # app's or another's (a server of several apps has one artifact directory).
     kept_digests = {r.digest for r in releases if r.version in keep}
+    kept_digests |= repo.digests_in_use(besides=config.app)
     pruned = []
     for release in releases:
         if release.version in keep or release.pruned_at is not None:

@@ -30,11 +30,15 @@ from entrega.targets.local import LocalTarget
 def _local_target(config: Config, env: EnvironmentConfig) -> Target:
     target = env.target
     assert isinstance(target, LocalTargetConfig)  # chosen by kind in TARGETS
+    # The apps of one server share its state directory; their instances' directories
+    # (run/<environment>/<release>/<n>) would collide, so each app has its own there.
+    state_dir = config.state_path / "apps" / config.app if config.one_of_many \
+        else config.state_path
     return LocalTarget(
         app=config.app, environment=env.name, command=config.run.command,
         env=dict(config.run.env), instances=target.instances,
         health=from_config(HealthCheck, config.run.health),
-        state_dir=config.state_path, host=target.host,
+        state_dir=state_dir, host=target.host,
         inherit_env=tuple(config.run.inherit_env), ports=target.port_range)
 
 
@@ -48,6 +52,8 @@ def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
         host, port = parse_address(config.server.listen)
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         control_plane = f"http://{host}:{port}"
+        if config.one_of_many:  # the feedback its users send goes to this app (api/apps.py)
+            control_plane += f"/apps/{config.app}"
     return EmbeddedRouter(name=f"{config.app}-{env.name}", listen=router.listen,
                           preview_listen=router.preview_listen,
                           state_dir=config.state_path, app=config.app,

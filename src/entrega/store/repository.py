@@ -82,6 +82,13 @@ class Repository:
             return list(s.scalars(select(Release).where(Release.app == app)
                                   .order_by(Release.id.desc())))
 
+    def digests_in_use(self, *, besides: str) -> set[str]:
+        """The digests of every unpruned release of the apps other than ``besides`` (one
+        artifact directory serves every app of a server: bytes two apps share stay)."""
+        with self.store.session() as s:
+            return set(s.scalars(select(Release.digest).where(
+                Release.app != besides, Release.pruned_at.is_(None))))
+
     def add_release(self, *, app: str, version: str, digest: str, artifact_path: str,
                     meta: dict[str, Any], actor: str) -> Release:
         with self.store.session() as s:

@@ -1,0 +1,192 @@
+"""Twenty apps on one server, one of them stuck on a metrics provider that never answers:
+the others' rollouts go on as if it were not there (issue 14).
+
+In process, as `entrega server` runs them: one store, one controller per app in one event
+loop (plane.py), real embedded routers and real app processes. ``app-00``'s canary asks an
+HTTP metrics provider that accepts the connection and never answers (timeout 60 s), so
+its analysis hangs. Meanwhile the nineteen others each roll v2 out (canary: 50%, a 1 s
+pause, 100%), and, once app-00 is aborted, v3 the same way: with and without the hang, the
+same work. Their rollouts must all succeed while app-00 still hangs, and take no longer
+than without it (the issue's bound: within a second, median against median).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from entrega.config.apps import load_apps
+from entrega.controller.teardown import stop_data_plane
+from entrega.net import free_port
+from entrega.plane import ControlPlane, build_plane
+from entrega.views import DeployStarted
+from tests.controller.conftest import SHOP, wait_until
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+APPS = [f"app-{i:02d}" for i in range(20)]
+STUCK = APPS[0]
+
+CANARY = """\
+        strategy:
+          canary:
+            steps:
+              - weight: 50
+              - pause: {duration_s: 1}
+              - weight: 100
+"""
+STUCK_CANARY = """\
+        strategy:
+          canary:
+            steps:
+              - weight: 50
+              - analysis: {duration_s: 30, check_every_s: 1, metrics: [orders]}
+              - weight: 100
+        analysis:
+          orders:
+            http: {url: "http://127.0.0.1:PORT/orders?release={release}", select: "$.rate",
+                   timeout_s: 120}
+            max: 0.5
+"""
+APP = """\
+  - app: NAME
+    run:
+      command: "PYTHON app.py"
+      health: {path: /healthz, interval_s: 0.1, healthy_threshold: 1}
+      drain_s: 0.2
+    environments:
+      - name: production
+        target: {kind: local, instances: 1}
+        router: {kind: embedded, listen: "127.0.0.1:ROUTER"}
+STRATEGY"""
+
+
+class HangingProvider:
+    """A metrics server that accepts every connection and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+
+    def asked(self) -> bool:
+        """True once a request came in (and is held, unanswered)."""
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return bool(self.held)
+        self.held.append(conn)
+        return True
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def provider() -> Iterator[HangingProvider]:
+    hanging = HangingProvider()
+    yield hanging
+    hanging.close()
+
+
+def write(root: Path, provider_port: int) -> Path:
+    entries = []
+    for name in APPS:
+        strategy = STUCK_CANARY.replace("PORT", str(provider_port)) if name == STUCK \
+            else CANARY
+        entries.append(APP.replace("NAME", name).replace("PYTHON", sys.executable)
+                       .replace("ROUTER", str(free_port())).replace("STRATEGY", strategy))
+    text = f'server: {{listen: "127.0.0.1:{free_port()}"}}\napps:\n' + "".join(entries)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "entrega.yaml").write_text(text)
+    return root / "entrega.yaml"
+
+
+@pytest.fixture
+async def plane(tmp_path: Path, provider: HangingProvider) -> AsyncIterator[ControlPlane]:
+    apps = load_apps(write(tmp_path / "server", provider.port))
+    built, store = build_plane(apps)
+    await built.start()
+    try:
+        yield built
+    finally:
+        await built.stop()
+        await asyncio.gather(*(stop_data_plane(c, drain_s=0.2) for c in apps))
+        store.close()
+
+
+async def deploy(plane: ControlPlane, app: str, version: str) -> int:
+    service = plane.service(app)
+    path = service.config.base_dir / "artifacts" / app / version
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SHOP, path / "app.py")
+    (path / "VERSION").write_text(version)
+    await service.create_release(version=version, artifact=path, meta={}, actor="ci")
+    started = await service.deploy(environment="production", version=version, actor="ci")
+    assert isinstance(started, DeployStarted)
+    return started.rollout.id
+
+
+def phase(plane: ControlPlane, app: str, rid: int) -> str:
+    row = plane.service(app).repo.rollout(rid)
+    assert row is not None
+    return row.phase
+
+
+async def roll_out_others(plane: ControlPlane, version: str) -> list[float]:
+    """v<version> to every app but the stuck one at once; how long each took."""
+    others = APPS[1:]
+    started = time.monotonic()
+    rids = await asyncio.gather(*(deploy(plane, app, version) for app in others))
+    took: dict[str, float] = {}
+
+    def done() -> bool:
+        for app, rid in zip(others, rids, strict=True):
+            if app not in took:
+                now = phase(plane, app, rid)
+                assert now not in ("rolled_back", "failed"), (app, now)
+                if now == "succeeded":
+                    took[app] = time.monotonic() - started
+        return len(took) == len(others)
+
+    await wait_until(done, timeout_s=180, what=f"{version} on the nineteen other apps")
+    return sorted(took.values())
+
+
+async def test_one_apps_hanging_provider_does_not_delay_the_other_apps(
+        plane: ControlPlane, provider: HangingProvider) -> None:
+    rids = await asyncio.gather(*(deploy(plane, app, "v1") for app in APPS))
+    await wait_until(lambda: all(phase(plane, a, r) == "succeeded"
+                                 for a, r in zip(APPS, rids, strict=True)),
+                     timeout_s=180, what="v1 on twenty apps")
+
+    # app-00's canary reaches its analysis and asks the provider, which never answers.
+    stuck = await deploy(plane, STUCK, "v2")
+    await wait_until(provider.asked, timeout_s=60, what="app-00's analysis to ask")
+    with_hang = await roll_out_others(plane, "v2")
+    assert phase(plane, STUCK, stuck) == "progressing"  # still hanging all along
+
+    provider.close()  # the check ends (refused), and the abort is taken
+    await plane.service(STUCK).abort(environment="production", actor="test")
+    await wait_until(lambda: phase(plane, STUCK, stuck) == "rolled_back", timeout_s=90,
+                     what="app-00's abort")
+    without = await roll_out_others(plane, "v3")
+
+    delay = statistics.median(with_hang) - statistics.median(without)
+    print(f"nineteen canaries: median {statistics.median(with_hang):.2f}s with app-00 "
+          f"hanging, {statistics.median(without):.2f}s without; slowest "
+          f"{with_hang[-1]:.2f}s / {without[-1]:.2f}s")
+    assert delay <= 1.0, (with_hang, without)
