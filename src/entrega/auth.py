@@ -172,6 +172,11 @@ class Authenticator:
             raise Forbidden(f"{caller.name} is a {caller.role}; this needs {role}")
         return caller
 
+    def body_digest(self, body: bytes) -> hmac.HMAC | None:
+        """The HMAC of a whole ``body`` under the webhook secret (None: no secret)."""
+        secret = self.webhook_secret()
+        return hmac.new(secret, body, hashlib.sha256) if secret else None
+
     def verify_signature(self, body_digest: hmac.HMAC | None, header: str | None) -> bool:
         """True if ``header`` is ``sha256=<hex>`` of the body under the webhook secret."""
         if body_digest is None or not header or not header.startswith("sha256="):

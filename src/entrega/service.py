@@ -170,9 +170,11 @@ class Service:
 
     async def deploy(self, *, environment: str, version: str, actor: str,
                      strategy: str | None = None, reason: str = "", queue: bool = True,
-                     force: bool = False, admin: bool = False) -> DeployStarted | DeployQueued:
+                     force: bool = False, admin: bool = False,
+                     group_id: int | None = None) -> DeployStarted | DeployQueued:
         """Roll ``version`` out to ``environment`` now, or queue it behind the rollout in
-        progress (newest wins)."""
+        progress (newest wins). ``group_id``: a release group's member (never queued: the
+        group tries again)."""
         self.config.environment(environment)
         release = self.release(version)
         if release.pruned_at is not None:
@@ -191,7 +193,7 @@ class Service:
             if active is None:
                 rollout = launch_rollout(self.repo, self.config, environment=environment,
                                          version=version, actor=actor, strategy=strategy,
-                                         reason=reason)
+                                         reason=reason, group_id=group_id)
                 self.repo.add_request(app=self.app, environment=environment, version=version,
                                       status=RequestStatus.STARTED, actor=actor, reason=reason,
                                       strategy=strategy, forced=force, rollout_id=rollout.id)
@@ -269,8 +271,8 @@ class Service:
                                      message=f"rollout of {row.version} aborted by {actor}")
         return row
 
-    async def rollback(self, *, environment: str, actor: str,
-                       to: str | None = None) -> Rollout:
+    async def rollback(self, *, environment: str, actor: str, to: str | None = None,
+                       group_id: int | None = None) -> Rollout:
         """Abort the rollout in progress, or restore an earlier retained release at once
         (default: the one the current release replaced)."""
         self.config.environment(environment)
@@ -289,7 +291,8 @@ class Service:
             self.release(to)
             rollout = launch_rollout(self.repo, self.config, environment=environment,
                                      version=to, actor=actor, strategy="direct",
-                                     reason=f"rollback from {current}", rollback=True)
+                                     reason=f"rollback from {current}", rollback=True,
+                                     group_id=group_id)
         self.controller.wake()
         return rollout
 

@@ -482,3 +482,29 @@ class ReleaseReport(View):
     series: ReportSeries
     ratings: ReportRatings
     comments: list[ReportComment]
+
+
+class GroupMemberView(View):
+    app: str
+    version: str
+    #: members that pass each environment before this one
+    depends_on: list[str]
+
+
+class GroupView(View):
+    """A release group: its members, the environments it goes through, and where each
+    member stands in each environment it entered."""
+
+    name: str
+    phase: str
+    #: the environment the group is in (once ended: the last it was in)
+    environment: str | None
+    message: str
+    members: list[GroupMemberView]
+    environments: list[str]
+    #: environment -> app -> {phase, rollout_id, replaced, message}
+    progress: dict[str, dict[str, dict[str, Any]]]
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    created_by: str

@@ -69,6 +69,7 @@ class EventKind(StrEnum):
     CONFIG_RELOADED = "config_reloaded"        # entrega.yaml reloaded: applied, waiting
     CONFIG_REFUSED = "config_refused"          # a reload refused the file (why, where)
     CONFIG_APPLIED = "config_applied"          # a waiting router change was applied
+    GROUP = "group"                            # a release group moved (its message)
 
 
 #: What ends a rollout in the event log, by the phase it ended in.

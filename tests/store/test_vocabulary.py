@@ -32,7 +32,7 @@ def test_event_kinds_keep_their_stored_values() -> None:
         "failed", "verified", "verification_failed", "analysis", "stopped",
         "instance_restarted", "router_restarted", "adopted", "error", "queued", "forced",
         "approval_needed", "approved", "superseded", "released", "pruned",
-        "config_reloaded", "config_refused", "config_applied"}
+        "config_reloaded", "config_refused", "config_applied", "group"}
     assert FINAL_EVENT == {"succeeded": "promoted", "rolled_back": "rolled_back",
                            "failed": "failed"}
 

@@ -407,6 +407,9 @@ class Config(_Model):
     artifacts: ArtifactsConfig = ArtifactsConfig()
     #: Where entrega keeps its state, artifacts and logs (relative to the config file).
     state_dir: str = ".entrega"
+    #: Apps of the same server this one calls: in a release group they pass each
+    #: environment first (and go back last).
+    depends_on: list[str] = []
 
     #: Directory of the config file (set by load_config; not part of the file).
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -186,6 +186,19 @@ def _check_together(apps: list[Config], *, file: str, lines: dict[Path_, int]) -
                         "does", file=file, field="apps",
                         hint="each app's router needs its own address")
                 listeners[address] = where
+    for config in apps:
+        unknown = sorted(set(config.depends_on) - seen)
+        if unknown or config.app in config.depends_on:
+            raise ConfigError(f"app {config.app!r} depends on "
+                              f"{', '.join(unknown) or config.app}, not another declared app",
+                              file=file, field=f"{config.app}.depends_on",
+                              hint=f"apps: {', '.join(sorted(seen))}")
+    cycle = _cycle({c.app: set(c.depends_on) for c in apps})
+    if cycle:
+        raise ConfigError(f"apps depend on each other in a circle: {' -> '.join(cycle)}",
+                          file=file, field="depends_on",
+                          hint="a release group moves the apps one after another: "
+                               "depends_on must say who goes first")
     for token, spec in apps[0].auth.tokens.items():
         unknown = sorted(set(spec.apps or ()) - seen)
         if unknown:
@@ -194,3 +207,26 @@ def _check_together(apps: list[Config], *, file: str, lines: dict[Path_, int]) -
                               line=lines.get(("auth", "tokens", token, "apps")),
                               field=f"auth.tokens.{token}.apps",
                               hint=f"apps: {', '.join(sorted(seen))}")
+
+
+def _cycle(deps: dict[str, set[str]]) -> list[str]:
+    """A circle of ``depends_on`` (``[a, b, a]``), or [] when the apps can be ordered."""
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+    path: list[str] = []
+
+    def walk(app: str) -> list[str]:
+        state[app], found = 1, []
+        path.append(app)
+        for dep in sorted(deps.get(app, ())):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep):], dep]
+            if dep not in state and (found := walk(dep)):
+                return found
+        state[app] = 2
+        path.pop()
+        return found
+
+    for app in sorted(deps):
+        if app not in state and (circle := walk(app)):
+            return circle
+    return []

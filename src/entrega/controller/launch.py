@@ -131,7 +131,7 @@ def cohort_rule(cohort: Cohort, route: CohortRoute | None, *, canary: str,
 
 def launch_rollout(repo: Repository, config: Config, *, environment: str, version: str,
                    actor: str, strategy: str | None = None, reason: str = "",
-                   rollback: bool = False) -> Rollout:
+                   rollback: bool = False, group_id: int | None = None) -> Rollout:
     """Create the rollout of ``version`` in an idle environment (the caller holds the
     environment's lock and has checked it is idle)."""
     env_config = config.environment(environment)
@@ -153,4 +153,4 @@ def launch_rollout(repo: Repository, config: Config, *, environment: str, versio
         app=config.app, environment=environment, version=version, from_version=current,
         strategy=spec.strategy if current else "direct", spec=spec_to_dict(spec),
         state=state_to_dict(state), actor=actor, reason=reason,
-        purpose="rollback" if rollback else "deploy")
+        purpose="rollback" if rollback else "deploy", group_id=group_id)

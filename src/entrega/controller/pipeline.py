@@ -46,6 +46,8 @@ def after_success(repo: Repository, config: Config, rollout: Rollout) -> None:
     """Request the next environment for a release that succeeded in this one."""
     if rollout.purpose != "deploy":
         return  # restoring an old release moves nothing along the pipeline
+    if rollout.group_id is not None:
+        return  # a release group's members enter the next environment together (plane/)
     names = [e.name for e in config.environments]
     position = names.index(rollout.environment)
     if position + 1 == len(names):

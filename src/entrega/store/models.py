@@ -91,6 +91,23 @@ class Rollout(Base):
     #: "deploy" (moves the release along the pipeline) or "rollback" (restores one)
     purpose: Mapped[str] = mapped_column(String(16), default="deploy",
                                          server_default="deploy")
+    #: the release group that started this rollout (None: not part of a group)
+    group_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ReleaseGroup(Base):
+    """Releases of several apps delivered as one (``groups/model.py``: spec and state)."""
+
+    __tablename__ = "release_groups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    phase: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
 
 
 class AnalysisRun(Base):

@@ -106,14 +106,14 @@ class Repository:
     def create_rollout(self, *, app: str, environment: str, version: str,
                        from_version: str | None, strategy: str, spec: dict[str, Any],
                        state: dict[str, Any], actor: str, reason: str,
-                       purpose: str = "deploy") -> Rollout:
+                       purpose: str = "deploy", group_id: int | None = None) -> Rollout:
         now = time.time()
         with self.store.session() as s:
             rollout = Rollout(app=app, environment=environment, version=version,
                               from_version=from_version, strategy=strategy,
                               phase=state["phase"], spec=spec, state=state, created_at=now,
                               updated_at=now, finished_at=None, created_by=actor,
-                              reason=reason, purpose=purpose)
+                              reason=reason, purpose=purpose, group_id=group_id)
             s.add(rollout)
             try:
                 s.flush()

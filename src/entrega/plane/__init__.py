@@ -18,9 +18,11 @@ from pathlib import Path
 from entrega.config.apps import AppsConfig
 from entrega.controller.loop import Controller
 from entrega.errors import NotFound
+from entrega.plane.groups import GroupCoordinator
 from entrega.releases.artifacts import ArtifactStore
 from entrega.service import Service
 from entrega.store.database import Store
+from entrega.store.groups_repository import GroupRepository
 from entrega.store.repository import Repository
 
 log = logging.getLogger("entrega.plane")
@@ -29,10 +31,14 @@ log = logging.getLogger("entrega.plane")
 class ControlPlane:
     """The apps of one server, by name, in the order the configuration declares them."""
 
-    def __init__(self, services: Sequence[Service], *, many: bool = False) -> None:
+    def __init__(self, services: Sequence[Service], *, many: bool = False,
+                 store: Store | None = None) -> None:
         self.services = {s.app: s for s in services}
         #: declared as several apps: their API lives under /api/v1/apps/<app> only
         self.many = many
+        #: release groups across these apps (plane/groups.py)
+        self.groups = GroupCoordinator(
+            self, GroupRepository(store or next(iter(self.services.values())).repo.store))
 
     def __iter__(self) -> Iterator[Service]:
         return iter(self.services.values())
@@ -57,8 +63,10 @@ class ControlPlane:
         """Every app's controller adopts its data plane at once: one app's slow hosts do
         not hold the others back."""
         await asyncio.gather(*(s.controller.start() for s in self))
+        await self.groups.start()
 
     async def stop(self) -> None:
+        await self.groups.stop()
         await asyncio.gather(*(s.controller.stop() for s in self))
 
 
@@ -75,4 +83,4 @@ def build_plane(apps: AppsConfig, *, config_file: Path | None = None
         artifacts = ArtifactStore(config.state_path, config.artifacts)
         controller = Controller(config, repo, artifacts)
         services.append(Service(config, repo, artifacts, controller, config_file=config_file))
-    return ControlPlane(services, many=apps.many), store
+    return ControlPlane(services, many=apps.many, store=store), store
