@@ -93,6 +93,20 @@ TESTED: dict[str, tuple[str, str]] = {
     "GET /ui/static/{name}": (f"{W}::test_static_files", f"{W}::test_static_files"),
     "GET /api/v1/apps": (f"{A}::test_the_overview_lists_the_apps_a_token_may_see",
                          f"{A}::test_a_token_limited_to_apps_is_refused_elsewhere"),
+    "POST /api/v1/groups": (
+        f"{A}::test_a_group_is_created_by_a_deployer_allowed_on_every_member",
+        f"{A}::test_the_webhook_signs_a_group_as_it_signs_an_upload"),
+    "GET /api/v1/groups": (f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_"
+                           "member", "no input but its limit: the caller's groups"),
+    "GET /api/v1/groups/{name}": (
+        f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member",
+        f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member"),
+    "POST /api/v1/groups/{name}/promote": (
+        f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member",
+        f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member"),
+    "POST /api/v1/groups/{name}/abort": (
+        f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member",
+        f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member"),
 }
 
 

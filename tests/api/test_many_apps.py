@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,3 +160,72 @@ def test_a_single_app_server_answers_both_ways(make_api) -> None:  # type: ignor
     assert api.client.get("/healthz").json()["apps"] == ["shop"]
     overview = api.client.get("/api/v1/apps", headers=headers).json()
     assert [a["app"] for a in overview["apps"]] == ["shop"]
+
+
+def upload(client: TestClient, app: str, version: str) -> None:
+    body, content_type = multipart({"version": version, "deploy": "false"},
+                                   tarball({"app.py": f"print('{app}')\n".encode()}))
+    answer = client.post(f"/api/v1/apps/{app}/releases", content=body,
+                         headers={"Content-Type": content_type, **bearer(ADMIN)})
+    assert answer.status_code == 201, answer.text
+
+
+GROUP = {"name": "2026.12.1", "members": [{"app": "api", "version": "v41"},
+                                          {"app": "web", "version": "v17"}]}
+
+
+def test_a_group_is_created_by_a_deployer_allowed_on_every_member(
+        client: TestClient) -> None:
+    missing = client.post("/api/v1/groups", json=GROUP, headers=bearer(ADMIN))
+    assert missing.status_code == 404 and "no release v41 of api" in missing.json()["error"]
+    upload(client, "api", "v41")
+    upload(client, "web", "v17")
+    refused = client.post("/api/v1/groups", json=GROUP, headers=bearer(WEB_TEAM))
+    assert refused.status_code == 403 and "not api" in refused.json()["error"]
+    created = client.post("/api/v1/groups", json=GROUP, headers=bearer(ADMIN))
+    assert created.status_code == 201, created.text
+    view = created.json()
+    assert view["phase"] == "pending" and view["environments"] == ["staging", "production"]
+    assert [m["app"] for m in view["members"]] == ["api", "web"]
+    again = client.post("/api/v1/groups", json=GROUP, headers=bearer(ADMIN))
+    assert again.status_code == 409 and "exists already" in again.json()["error"]
+    one = client.post("/api/v1/groups", json={"name": "x", "members": GROUP["members"][:1]},
+                      headers=bearer(ADMIN))
+    assert one.status_code == 422
+    nowhere = client.post("/api/v1/groups", headers=bearer(ADMIN), json={
+        "name": "2026.12.2", "members": [*GROUP["members"], {"app": "shop", "version": "1"}]})
+    assert nowhere.status_code == 404 and "no app named 'shop'" in nowhere.json()["error"]
+
+
+def test_the_webhook_signs_a_group_as_it_signs_an_upload(client: TestClient) -> None:
+    upload(client, "api", "v41")
+    upload(client, "web", "v17")
+    body = json.dumps(GROUP).encode()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    forged = client.post("/api/v1/groups", content=body, headers={
+        "Content-Type": "application/json", "X-Entrega-Signature-256": "sha256=00"})
+    assert forged.status_code == 401
+    signed = client.post("/api/v1/groups", content=body, headers={
+        "Content-Type": "application/json", "X-Entrega-Signature-256": signature})
+    assert signed.status_code == 201 and signed.json()["created_by"] == "ci"
+
+
+def test_groups_are_read_and_driven_by_whoever_may_see_every_member(
+        client: TestClient) -> None:
+    upload(client, "api", "v41")
+    upload(client, "web", "v17")
+    assert client.post("/api/v1/groups", json=GROUP, headers=bearer(ADMIN)).status_code == 201
+    assert [g["name"] for g in client.get("/api/v1/groups", headers=bearer(ADMIN)).json()] \
+        == ["2026.12.1"]
+    assert client.get("/api/v1/groups", headers=bearer(WEB_TEAM)).json() == []
+    assert client.get("/api/v1/groups/2026.12.1", headers=bearer(WEB_TEAM)).status_code == 403
+    shown = client.get("/api/v1/groups/2026.12.1", headers=bearer(ADMIN))
+    assert shown.status_code == 200 and shown.json()["name"] == "2026.12.1"
+    assert client.get("/api/v1/groups/nope", headers=bearer(ADMIN)).status_code == 404
+    promoted = client.post("/api/v1/groups/2026.12.1/promote", headers=bearer(ADMIN))
+    assert promoted.status_code == 200
+    assert client.post("/api/v1/groups/2026.12.1/abort",
+                       headers=bearer(WEB_TEAM)).status_code == 403
+    aborted = client.post("/api/v1/groups/2026.12.1/abort", headers=bearer(ADMIN))
+    assert aborted.status_code == 200 and aborted.json()["name"] == "2026.12.1"
+    assert client.post("/api/v1/groups/nope/promote", headers=bearer(ADMIN)).status_code == 404

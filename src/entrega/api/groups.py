@@ -15,11 +15,10 @@ from pydantic import BaseModel, Field
 
 from entrega.auth import SIGNATURE_HEADER, Authenticator, Caller
 from entrega.errors import Forbidden, Unauthorized
-from entrega.groups.model import spec_from_dict, state_from_dict
 from entrega.names import check_version
 from entrega.plane import ControlPlane
-from entrega.store.models import ReleaseGroup
-from entrega.views import GroupMemberView, GroupView
+from entrega.plane.groups import group_view
+from entrega.views import GroupView
 
 
 class GroupMemberIn(BaseModel):
@@ -33,23 +32,6 @@ class GroupIn(BaseModel):
     members: list[GroupMemberIn] = Field(min_length=2, max_length=100)
 
 
-def group_view(row: ReleaseGroup) -> GroupView:
-    spec, state = spec_from_dict(row.spec), state_from_dict(row.state)
-    return GroupView(
-        name=row.name, phase=state.phase.value, message=state.message,
-        environment=(spec.environments[state.environment_index]
-                     if spec.environments else None),
-        members=[GroupMemberView(app=m.app, version=m.version, depends_on=list(m.depends_on))
-                 for m in spec.members],
-        environments=list(spec.environments),
-        progress={env: {app: {"phase": m.phase.value, "rollout_id": m.rollout_id,
-                              "replaced": m.replaced, "message": m.message}
-                        for app, m in apps.items()}
-                  for env, apps in state.members.items()},
-        created_at=row.created_at, updated_at=row.updated_at, finished_at=row.finished_at,
-        created_by=row.created_by)
-
-
 def groups_router(plane: ControlPlane, auth: Authenticator) -> APIRouter:
     router = APIRouter()
 
@@ -61,8 +43,8 @@ def groups_router(plane: ControlPlane, auth: Authenticator) -> APIRouter:
                             f"{', '.join(caller.apps or ())}, not {', '.join(hidden)}")
         return caller
 
-    def member_apps(row: ReleaseGroup) -> list[str]:
-        return [m.app for m in spec_from_dict(row.spec).members]
+    def member_apps(name: str) -> list[str]:
+        return [m.app for m in group_view(plane.groups.group(name)).members]
 
     @router.post("/api/v1/groups", status_code=201)
     async def create(body: GroupIn, request: Request) -> GroupView:
@@ -89,22 +71,22 @@ def groups_router(plane: ControlPlane, auth: Authenticator) -> APIRouter:
     async def list_groups(request: Request, limit: int = 50) -> list[GroupView]:
         caller = auth.require(request, "viewer")
         rows = plane.groups.repo.groups(limit=max(1, min(limit, 500)))
-        return [group_view(r) for r in rows if all(caller.may_see(a) for a in member_apps(r))]
+        views = [group_view(r) for r in rows]
+        return [v for v in views if all(caller.may_see(m.app) for m in v.members)]
 
     @router.get("/api/v1/groups/{name}")
     async def show(name: str, request: Request) -> GroupView:
-        row = plane.groups.group(name)
-        allowed(request, "viewer", member_apps(row))
-        return group_view(row)
+        allowed(request, "viewer", member_apps(name))
+        return group_view(plane.groups.group(name))
 
     @router.post("/api/v1/groups/{name}/promote")
     async def promote(name: str, request: Request) -> GroupView:
-        caller = allowed(request, "deployer", member_apps(plane.groups.group(name)))
+        caller = allowed(request, "deployer", member_apps(name))
         return group_view(plane.groups.request(name, actor=caller.name, promote=True))
 
     @router.post("/api/v1/groups/{name}/abort")
     async def abort(name: str, request: Request) -> GroupView:
-        caller = allowed(request, "deployer", member_apps(plane.groups.group(name)))
+        caller = allowed(request, "deployer", member_apps(name))
         return group_view(plane.groups.request(name, actor=caller.name, abort=True))
 
     return router

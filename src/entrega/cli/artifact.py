@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import hmac
+import json
 import os
 import tarfile
 import tempfile
@@ -37,7 +38,8 @@ def pack(directory: Path, into: Path) -> Path:
 
 
 def upload_release(client: Client, version: str, artifact: Path, *, deploy: bool,
-                   fields: dict[str, str] | None = None, secret: str | None = None) -> Any:
+                   fields: dict[str, str] | None = None, secret: str | None = None,
+                   app: str | None = None) -> Any:
     """Create release ``version`` from the directory or tarball ``artifact``; ``deploy``
     starts the pipeline at once. Returns the server's answer (version, digest, created).
 
@@ -46,6 +48,7 @@ def upload_release(client: Client, version: str, artifact: Path, *, deploy: bool
     uploads only with a deployer's token)."""
     if not artifact.exists():
         raise EntregaError(f"artifact {artifact} does not exist")
+    where = f"/api/v1/apps/{app}/releases" if app else "/api/v1/releases"
     form = {"version": version, "deploy": "true" if deploy else "false", **(fields or {})}
     try:
         form.setdefault("author", getpass.getuser())
@@ -55,7 +58,7 @@ def upload_release(client: Client, version: str, artifact: Path, *, deploy: bool
         path = pack(artifact, Path(tmp)) if artifact.is_dir() else artifact
         with path.open("rb") as f:
             if secret is None or os.environ.get("ENTREGA_TOKEN"):
-                return client.request("POST", "/api/v1/releases", data=form,
+                return client.request("POST", where, data=form,
                                       files={"artifact": (path.name, f)},
                                       timeout=UPLOAD_TIMEOUT)
             # The signature covers the exact bytes sent: build the multipart body first.
@@ -63,7 +66,7 @@ def upload_release(client: Client, version: str, artifact: Path, *, deploy: bool
                                     files={"artifact": (path.name, f)})
             body = request.read()
         signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        return client.request("POST", "/api/v1/releases", content=body, timeout=UPLOAD_TIMEOUT,
+        return client.request("POST", where, content=body, timeout=UPLOAD_TIMEOUT,
                               headers={"Content-Type": request.headers["Content-Type"],
                                        SIGNATURE_HEADER: f"sha256={signature}"})
 
@@ -81,3 +84,30 @@ def commit_meta(*, commit_sha: str | None, commit_time: str | None,
                                 "--format=%cI` prints) or Unix seconds")
     fields = (("commit_sha", commit_sha), ("commit_time", commit_time), ("ci_url", ci_url))
     return {key: value for key, value in fields if value}
+
+
+def parse_member(text: str) -> tuple[str, str, Path]:
+    """``api:v41=build/api`` -> (app, version, artifact path)."""
+    app, _, rest = text.partition(":")
+    version, _, path = rest.partition("=")
+    if not app or not version or not path:
+        raise EntregaError(f"{text!r}: a group member is APP:VERSION=ARTIFACT",
+                           hint="e.g. api:v41=build/api web:v17=build/web.tar.gz")
+    return app, version, Path(path)
+
+
+def create_group(client: Client, name: str, members: list[str], *,
+                 fields: dict[str, str] | None = None, secret: str | None = None) -> Any:
+    """Upload each member's release to its app (not deployed), then create the group,
+    which delivers them together. Returns the group (the server's answer)."""
+    parsed = [parse_member(m) for m in members]
+    for app, version, artifact in parsed:
+        upload_release(client, version, artifact, deploy=False, fields=fields,
+                       secret=secret, app=app)
+    body = json.dumps({"name": name, "members": [{"app": a, "version": v}
+                                                 for a, v, _ in parsed]}).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret is not None and not os.environ.get("ENTREGA_TOKEN"):
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers[SIGNATURE_HEADER] = f"sha256={digest}"
+    return client.request("POST", "/api/v1/groups", content=body, headers=headers)

@@ -13,6 +13,8 @@ from entrega.errors import ApiError, EntregaError, ServerUnreachable
 #: Where CI's HMAC-SHA256 signature of a body goes (GitHub's convention).
 SIGNATURE_HEADER = "X-Entrega-Signature-256"
 API = "/api/v1/"
+#: the server's own paths (not an app's): every app's, and release groups, which span apps
+SERVER_OWN = (API + "apps", API + "groups")
 
 
 def server_url(listen: str | None) -> str:
@@ -47,7 +49,7 @@ class Client:
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self.app and path.startswith(API) and not path.startswith(API + "apps"):
+        if self.app and path.startswith(API) and not path.startswith(SERVER_OWN):
             path = f"{API}apps/{self.app}/{path[len(API):]}"
         try:
             response = self._http.request(method, path, **kwargs)

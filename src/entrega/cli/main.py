@@ -21,6 +21,7 @@ from rich.text import Text
 
 # Importing a command module registers its commands on the shared app.
 from entrega.cli import analysis as _analysis  # noqa: F401
+from entrega.cli import groups as _groups  # noqa: F401
 from entrega.cli import hosts as _hosts  # noqa: F401
 from entrega.cli import insights as _insights  # noqa: F401
 from entrega.cli import pipeline as _pipeline  # noqa: F401

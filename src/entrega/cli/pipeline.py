@@ -18,10 +18,10 @@ from entrega.cli.app import (
     console,
     print_json,
 )
-from entrega.cli.artifact import commit_meta, upload_release
+from entrega.cli.artifact import commit_meta, create_group, upload_release
 from entrega.errors import EntregaError
 from entrega.names import check_version
-from entrega.views import PipelineView, ReleaseCreated
+from entrega.views import GroupView, PipelineView, ReleaseCreated
 
 release_app = typer.Typer(help="Create releases (what CI's webhook does).",
                           no_args_is_help=True)
@@ -36,9 +36,13 @@ STAGE_STYLE = {"succeeded": "green", "rolled_back": "red", "failed": "red",
 
 @release_app.command("create")
 def release_create(
-    version: str = typer.Argument(..., help="The new release's version.",
-                                  callback=check_version),
-    artifact: Path = typer.Option(..., "--artifact", "-a", help="Directory or .tar.gz."),
+    args: list[str] = typer.Argument(..., metavar="VERSION | APP:VERSION=ARTIFACT...",
+                                     help="The new release's version; with --group, each "
+                                          "member as APP:VERSION=ARTIFACT."),
+    artifact: Path = typer.Option(None, "--artifact", "-a", help="Directory or .tar.gz."),
+    group: str = typer.Option(None, "--group", "-g",
+                              help="Create a release group of this name (its version, "
+                                   "e.g. 2026.12.1): the members move together."),
     commit_sha: str = typer.Option(None, "--commit-sha", help="The commit built."),
     commit_time: str = typer.Option(None, "--commit-time",
                                     help="When it was committed (ISO 8601): for lead time."),
@@ -48,10 +52,28 @@ def release_create(
     as_json: bool = JsonOpt,
     config: str = ConfigOpt,
 ) -> None:
-    """Upload an artifact as a new immutable release; it then flows through the pipeline."""
+    """Upload an artifact as a new immutable release; it then flows through the pipeline.
+    With --group, several apps' releases that move (and go back) together."""
     meta = commit_meta(commit_sha=commit_sha, commit_time=commit_time, ci_url=ci_url)
     ctx = Context(config)
     client = ctx.client()
+    if group is not None:
+        check_version(group)
+        answer = create_group(client, group, args, fields=meta, secret=ctx.webhook_secret())
+        if as_json:
+            print_json(answer)
+            return
+        view = GroupView.model_validate(answer)
+        console.print(f"release group {view.name}: "
+                      f"{', '.join(f'{m.app} {m.version}' for m in view.members)}; "
+                      f"through {' -> '.join(view.environments)}. Follow it with "
+                      f"`entrega group show {view.name}`")
+        return
+    if len(args) != 1 or artifact is None:
+        raise EntregaError("release create takes one VERSION and --artifact",
+                           hint="or --group NAME APP:VERSION=ARTIFACT ...")
+    version = args[0]
+    check_version(version)
     answer = upload_release(client, version, artifact, deploy=deploy, fields=meta,
                             secret=ctx.webhook_secret())
     if as_json:

@@ -46,6 +46,7 @@ from entrega.groups.model import (
 )
 from entrega.store.groups_repository import GroupRepository
 from entrega.store.models import ReleaseGroup, Rollout
+from entrega.views import GroupMemberView, GroupView
 from entrega.vocabulary import EventKind, Phase
 from entrega.waiting import stop_task, wait_event
 
@@ -264,3 +265,20 @@ def _message(rollout: Rollout | None) -> str:
         return ""
     message = rollout.state.get("message", "") if isinstance(rollout.state, dict) else ""
     return str(message)
+
+
+def group_view(row: ReleaseGroup) -> GroupView:
+    spec, state = spec_from_dict(row.spec), state_from_dict(row.state)
+    return GroupView(
+        name=row.name, phase=state.phase.value, message=state.message,
+        environment=(spec.environments[state.environment_index]
+                     if spec.environments else None),
+        members=[GroupMemberView(app=m.app, version=m.version, depends_on=list(m.depends_on))
+                 for m in spec.members],
+        environments=list(spec.environments),
+        progress={env: {app: {"phase": m.phase.value, "rollout_id": m.rollout_id,
+                              "replaced": m.replaced, "message": m.message}
+                        for app, m in apps.items()}
+                  for env, apps in state.members.items()},
+        created_at=row.created_at, updated_at=row.updated_at, finished_at=row.finished_at,
+        created_by=row.created_by)
