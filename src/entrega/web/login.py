@@ -99,8 +99,7 @@ def login_router(auth: Authenticator, templates: Environment, *,
     async def login(request: Request) -> Response:
         fields = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
         token = (fields.get("token") or [""])[0].strip()
-        target = _safe_next((fields.get("next") or [None])[0],
-                            home=f"{base_path(request)}/")
+        target = _safe_next((fields.get("next") or [""])[0], home=f"{base_path(request)}/")
         if not from_our_pages(request):
             return cross_site(request, target)  # login CSRF: someone else's token in your browser
         caller = auth.token_caller(token) if token else None
