@@ -31,6 +31,7 @@ from entrega.rollouts.model import (
     spec_to_dict,
     state_to_dict,
 )
+from entrega.web.login import safe_next
 from tests.insights.stack import TOKENS, make_stack, seed_history
 
 ADMIN, WEB_TEAM, VIEWER = "ent_admin_token", "ent_web_team_token", "ent_viewer_token"
@@ -348,3 +349,18 @@ async def test_a_single_app_servers_pages_are_at_the_root(tmp_path: Path) -> Non
     logout = await stack.client.post("/logout", headers=OURS)
     assert logout.headers["location"] == "/login"
 
+
+
+@pytest.mark.parametrize(("target", "home", "expected"), [
+    ("/apps/web/releases/v2", "/apps/web/", "/apps/web/releases/v2"),
+    ("/", "/apps/web/", "/"),  # the overview, from an app's login: still this server
+    (None, "/apps/web/", "/apps/web/"),
+    ("", "/", "/"),
+    ("//evil.example/", "/apps/web/", "/apps/web/"),
+    ("/\\evil.example/", "/", "/"),  # browsers read a backslash as a slash
+    ("https://evil.example/", "/", "/"),
+], ids=["in-the-app", "the-overview", "none", "empty", "protocol-relative", "backslash",
+        "absolute-url"])
+def test_login_returns_only_to_a_path_of_this_server(target: str | None, home: str,
+                                                     expected: str) -> None:
+    assert safe_next(target, home=home) == expected

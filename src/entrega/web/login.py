@@ -92,14 +92,14 @@ def login_router(auth: Authenticator, templates: Environment, *,
 
     @router.get("/login", response_class=HTMLResponse)
     async def login_form(request: Request, next: str | None = None) -> Response:
-        target = _safe_next(next, home=f"{base_path(request)}/")
+        target = safe_next(next, home=f"{base_path(request)}/")
         return form(request, target=target, error=with_hint(visitor(auth, request).refused))
 
     @router.post("/login")
     async def login(request: Request) -> Response:
         fields = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
         token = (fields.get("token") or [""])[0].strip()
-        target = _safe_next((fields.get("next") or [""])[0], home=f"{base_path(request)}/")
+        target = safe_next((fields.get("next") or [""])[0], home=f"{base_path(request)}/")
         if not from_our_pages(request):
             return cross_site(request, target)  # login CSRF: someone else's token in your browser
         caller = auth.token_caller(token) if token else None
@@ -125,7 +125,7 @@ def login_router(auth: Authenticator, templates: Environment, *,
     return router
 
 
-def _safe_next(target: str | None, *, home: str) -> str:
+def safe_next(target: str | None, *, home: str) -> str:
     """Only local paths: a login link must not redirect to another site."""
     if target and target.startswith("/") and not target.startswith("//") \
             and "\\" not in target:  # a browser reads "/\evil.example" as "//evil.example"
