@@ -137,14 +137,21 @@ class Authenticator:
             caller = self.token_caller(token)
             if caller is None:
                 raise Unauthorized("the token is not valid", hint="check ENTREGA_TOKEN")
-            if self.app is not None and not caller.may_see(self.app):
-                raise Forbidden(f"{caller.name}'s token is limited to the apps "
-                                f"{', '.join(caller.apps or ())}, not {self.app}")
+            if refused := self.refuses(caller):
+                raise Forbidden(refused)
             return caller
         if self.open:
             actor = request.headers.get(ACTOR_HEADER, "local")[:64]
             return Caller(actor, "admin")
         return None
+
+    def refuses(self, caller: Caller) -> str | None:
+        """Why ``caller``'s token may not be used for this authenticator's app (limited to
+        other apps), or None."""
+        if self.app is None or caller.may_see(self.app):
+            return None
+        return (f"{caller.name}'s token is limited to the apps "
+                f"{', '.join(caller.apps or ())}, not {self.app}")
 
     def token_caller(self, token: str) -> Caller | None:
         """Who ``token`` belongs to, or None (compared by sha256, in constant time)."""

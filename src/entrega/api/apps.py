@@ -13,8 +13,10 @@ A single-app server also answers every path as it always did (``/api/v1/status``
 ``/``). A server of several apps answers the rest itself: ``/api/v1/apps`` (every app the
 caller may see, with its environments and rollouts in progress: the overview),
 ``/healthz``, ``/metrics`` (each family once, a sample per app), and for any other
-``/api/v1/...`` a 404 that names the apps and how to pick one. Paths are matched here
-once, by prefix, so twenty apps cost one dictionary lookup, not twenty route tables.
+``/api/v1/...`` a 404 that names the apps and how to pick one; and its own pages: the
+overview of every app at ``/``, with a login at ``/login`` (``web/overview.py``). Paths
+are matched here once, by prefix, so twenty apps cost one dictionary lookup, not twenty
+route tables.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from entrega.auth import Authenticator
 from entrega.insights.prometheus import render_metrics
 from entrega.plane import ControlPlane
 from entrega.views import Health, View
+from entrega.web.overview import overview_router, visible_apps
 
 API = "/api/v1"
 APPS_API = "/api/v1/apps/"
@@ -84,7 +87,8 @@ def _server_own(path: str) -> bool:
 def server_routes(plane: ControlPlane, auth: Authenticator, *,
                   openapi: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
     """What the server answers itself: the overview of its apps; with several apps also
-    /healthz, /metrics and a clear 404 for an API path that names no app."""
+    its pages (the overview at /, login), /healthz, /metrics and a clear 404 for an API
+    path that names no app."""
     top = FastAPI(title="entrega", openapi_url=None, docs_url=None, redoc_url=None)
     errors.install(top)
 
@@ -94,7 +98,7 @@ def server_routes(plane: ControlPlane, auth: Authenticator, *,
 
     @top.get(API + "/apps")
     async def apps(request: Request) -> AppsView:
-        return AppsView(apps=[plane.service(name).status() for name in visible(request)])
+        return AppsView(apps=visible_apps(plane, auth.require(request, "viewer")))
 
     top.include_router(groups_router(plane, auth))
 
@@ -107,6 +111,8 @@ def server_routes(plane: ControlPlane, auth: Authenticator, *,
 
     if not plane.many:
         return top
+
+    top.include_router(overview_router(plane, auth))
 
     @top.get("/healthz")
     async def healthz() -> Health:

@@ -1,10 +1,13 @@
-// entrega dashboard: polls /ui/state.json and redraws the live parts. Plain JS, no build.
+// entrega dashboard: polls <base>/ui/state.json and redraws the live parts. Plain JS, no build.
+// <base> is <body data-base>: "" at a server's root, /apps/<app> for one app of several;
+// every path the page fetches or goes to is under it.
 // Every value from the server is put in the page with textContent (never innerHTML),
 // so release names, messages and users' comments cannot inject markup.
 (function () {
   "use strict";
   const initial = JSON.parse(document.getElementById("initial-state").textContent);
   const POLL_MS = initial.poll_ms || 1500;
+  const BASE = document.body.dataset.base || "";
   let caller = initial.caller;
   let busy = false;
 
@@ -65,7 +68,7 @@
     armed = null;
     button.disabled = true;
     try {
-      const response = await fetch(`/api/v1/environments/${encodeURIComponent(env)}/${action}`, {
+      const response = await fetch(`${BASE}/api/v1/environments/${encodeURIComponent(env)}/${action}`, {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-Entrega-Actor": "dashboard" },
         body: JSON.stringify(body || {}),
@@ -173,8 +176,12 @@
     if (busy) return;
     busy = true;
     try {
-      const response = await fetch("/ui/state.json", { credentials: "same-origin", cache: "no-store" });
-      if (response.status === 401) { window.location = "/login?next=/"; return; }
+      const response = await fetch(`${BASE}/ui/state.json`, { credentials: "same-origin", cache: "no-store" });
+      // 401: logged out; 403: the token is limited to other apps (the login page says so)
+      if (response.status === 401 || response.status === 403) {
+        window.location = `${BASE}/login?next=${BASE}/`;
+        return;
+      }
       if (response.ok) {
         const state = await response.json();
         caller = state.caller;

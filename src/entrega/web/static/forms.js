@@ -2,7 +2,8 @@
 // A page on another site can make a browser post a form here, but not add a header to
 // it, so the server takes a cookie-writing POST only with this header: the same
 // protection as the dashboard's promote/abort/rollback calls. Whatever the server
-// answers is shown with textContent, never as markup.
+// answers is shown with textContent, never as markup. Each form posts to its own action,
+// which the page wrote under its base path (/apps/<app>/login for one app of several).
 (function () {
   "use strict";
   for (const form of document.querySelectorAll("form[data-entrega-post]")) {
