@@ -18,7 +18,7 @@ from entrega.cli.app import (
     console,
     print_json,
 )
-from entrega.cli.artifact import commit_meta, create_group, upload_release
+from entrega.cli.artifact import commit_meta, create_group, parse_member, upload_release
 from entrega.errors import EntregaError
 from entrega.names import check_version
 from entrega.views import GroupView, PipelineView, ReleaseCreated
@@ -54,11 +54,20 @@ def release_create(
 ) -> None:
     """Upload an artifact as a new immutable release; it then flows through the pipeline.
     With --group, several apps' releases that move (and go back) together."""
+    # Everything the command line says is checked before entrega.yaml is read.
+    if group is not None:
+        check_version(group)
+        for member in args:
+            check_version(parse_member(member)[1])
+    elif len(args) != 1 or artifact is None:
+        raise EntregaError("release create takes one VERSION and --artifact",
+                           hint="or --group NAME APP:VERSION=ARTIFACT ...")
+    else:
+        check_version(args[0])
     meta = commit_meta(commit_sha=commit_sha, commit_time=commit_time, ci_url=ci_url)
     ctx = Context(config)
     client = ctx.client()
     if group is not None:
-        check_version(group)
         answer = create_group(client, group, args, fields=meta, secret=ctx.webhook_secret())
         if as_json:
             print_json(answer)
@@ -69,12 +78,8 @@ def release_create(
                       f"through {' -> '.join(view.environments)}. Follow it with "
                       f"`entrega group show {view.name}`")
         return
-    if len(args) != 1 or artifact is None:
-        raise EntregaError("release create takes one VERSION and --artifact",
-                           hint="or --group NAME APP:VERSION=ARTIFACT ...")
-    version = args[0]
-    check_version(version)
-    answer = upload_release(client, version, artifact, deploy=deploy, fields=meta,
+    assert artifact is not None
+    answer = upload_release(client, args[0], artifact, deploy=deploy, fields=meta,
                             secret=ctx.webhook_secret())
     if as_json:
         print_json(answer)

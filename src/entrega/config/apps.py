@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from entrega.config import CONFIG_FILE, Config, validate_config
-from entrega.errors import ConfigError
+from entrega.errors import ConfigError, EntregaError
 from entrega.yamldoc import Path_, parse_yaml
 
 #: The fields that are the server's, not an app's: set once, at the top of the file.
@@ -67,6 +67,10 @@ class AppsConfig:
         for config in self.apps:
             if config.app == name:
                 return config
+        if not self.many:
+            raise EntregaError(f"this entrega.yaml delivers {self.apps[0].app!r}, not "
+                               f"{name!r}", hint="run in the app's directory or pass -c "
+                                                 "its entrega.yaml")
         raise ConfigError(f"no app named {name!r}", hint=f"apps: {', '.join(self.names)}")
 
 
