@@ -18,6 +18,7 @@ S, F = "tests/api/test_status.py", "tests/feedback/test_intake.py"
 R, W = "tests/insights/test_report_api.py", "tests/web/test_pages.py"
 D, C = "tests/api/test_deploy.py", "tests/api/test_rollout_control.py"
 A = "tests/api/test_many_apps.py"
+TD = "tests/api/test_team_dora.py"
 
 #: "METHOD path" -> (a success test, an error test); a reason instead of an error test
 #: where the route takes no input that could be wrong and needs no role.
@@ -93,6 +94,8 @@ TESTED: dict[str, tuple[str, str]] = {
     "GET /ui/static/{name}": (f"{W}::test_static_files", f"{W}::test_static_files"),
     "GET /api/v1/apps": (f"{A}::test_the_overview_lists_the_apps_a_token_may_see",
                          f"{A}::test_a_token_limited_to_apps_is_refused_elsewhere"),
+    "GET /api/v1/team/dora": (f"{TD}::test_a_single_app_server_keeps_its_dora_and_answers_the_"
+                              "teams", f"{TD}::test_bad_requests_say_what_is_wrong"),
 }
 
 

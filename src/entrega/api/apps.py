@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from entrega.api import errors
+from entrega.api.team import TEAM_DORA, team_router
 from entrega.auth import Authenticator
 from entrega.insights.prometheus import render_metrics
 from entrega.plane import ControlPlane
@@ -76,7 +77,7 @@ class AppDispatch:
 
 
 def _server_own(path: str) -> bool:
-    return path in (API + "/apps", API + "/apps/") or path.startswith(APPS)
+    return path in (API + "/apps", API + "/apps/", TEAM_DORA) or path.startswith(APPS)
 
 
 def server_routes(plane: ControlPlane, auth: Authenticator, *,
@@ -93,6 +94,8 @@ def server_routes(plane: ControlPlane, auth: Authenticator, *,
     @top.get(API + "/apps")
     async def apps(request: Request) -> AppsView:
         return AppsView(apps=[plane.service(name).status() for name in visible(request)])
+
+    top.include_router(team_router(plane, auth))
 
     # (the catch-alls are answers about paths, not API: not in the schema)
     @top.api_route(APPS + "{name}", methods=ANY, include_in_schema=False)
