@@ -28,8 +28,9 @@ from entrega.controller.pipeline import order_problem
 from entrega.errors import ConfigError, Conflict, Forbidden, NotFound, RolloutInProgress
 from entrega.feedback import FeedbackIntake, FeedbackSettings
 from entrega.feedback.intake import load_or_create_key
-from entrega.insights.gather import Sources, build_dora, build_report
+from entrega.insights.gather import Sources, build_dora, build_history, build_report
 from entrega.insights.prometheus import render_metrics
+from entrega.insights.team import AppHistory
 from entrega.releases.artifacts import ArtifactStore
 from entrega.releases.catalog import check_version, record_release
 from entrega.releases.sources import fetch_artifact
@@ -482,6 +483,14 @@ class Service:
         self.config.environment(name)
         report = build_dora(self._sources, environment=name, days=days, now=now)
         return DoraView.model_validate(report.to_dict())
+
+    def dora_history(self, *, environment: str | None = None, days: float = 90,
+                     now: float) -> AppHistory:
+        """This app's deployments to ``environment`` (default: the last) over the ``days``
+        up to ``now``: its share of the team's DORA (``insights/team.py``)."""
+        name = environment or self.config.environments[-1].name
+        self.config.environment(name)
+        return build_history(self._sources, environment=name, days=days, now=now)
 
     def metrics_text(self) -> bytes:
         """entrega's own Prometheus exposition (rollouts, verdicts, events, feedback)."""

@@ -361,6 +361,36 @@ class DoraView(View):
     failures: list[DoraFailure]
 
 
+class TeamDoraFailure(View):
+    #: app -> the version that failed (several apps: a release group)
+    releases: dict[str, str]
+    group: str | None
+    how: str
+    recovery_s: Number | None
+
+
+class TeamDoraFigures(View):
+    """The four keys over every app's deployments together, a release group once."""
+
+    deployments: int
+    deployment_frequency: DoraMetric
+    lead_time: DoraMetric
+    change_failure_rate: DoraMetric
+    recovery_time: DoraMetric
+    failures: list[TeamDoraFailure]
+
+
+class TeamDoraView(View):
+    """The team's DORA (``GET /api/v1/dora`` of a server of several apps): ``team`` over
+    every app the caller may see, ``apps`` each one's own report."""
+
+    days: Number
+    since: Number
+    until: Number
+    team: TeamDoraFigures
+    apps: dict[str, DoraView]
+
+
 # -- practice 5: a release's report ---------------------------------------------------------
 
 

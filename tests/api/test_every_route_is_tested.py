@@ -18,6 +18,7 @@ S, F = "tests/api/test_status.py", "tests/feedback/test_intake.py"
 R, W = "tests/insights/test_report_api.py", "tests/web/test_pages.py"
 D, C = "tests/api/test_deploy.py", "tests/api/test_rollout_control.py"
 A = "tests/api/test_many_apps.py"
+TD = "tests/api/test_team_dora.py"
 
 #: "METHOD path" -> (a success test, an error test); a reason instead of an error test
 #: where the route takes no input that could be wrong and needs no role.
@@ -107,6 +108,8 @@ TESTED: dict[str, tuple[str, str]] = {
     "POST /api/v1/groups/{name}/abort": (
         f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member",
         f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member"),
+    "GET /api/v1/team/dora": (f"{TD}::test_a_single_app_server_keeps_its_dora_and_answers_the_"
+                              "teams", f"{TD}::test_bad_requests_say_what_is_wrong"),
 }
 
 

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from entrega.api import errors
 from entrega.api.groups import groups_router
+from entrega.api.team import TEAM_DORA, team_router
 from entrega.auth import Authenticator
 from entrega.insights.prometheus import render_metrics
 from entrega.plane import ControlPlane
@@ -81,7 +82,8 @@ class AppDispatch:
 
 
 def _server_own(path: str) -> bool:
-    return path in (API + "/apps", API + "/apps/") or path.startswith((APPS, GROUPS))
+    return path in (API + "/apps", API + "/apps/", TEAM_DORA) \
+        or path.startswith((APPS, GROUPS))
 
 
 def server_routes(plane: ControlPlane, auth: Authenticator, *,
@@ -101,6 +103,8 @@ def server_routes(plane: ControlPlane, auth: Authenticator, *,
         return AppsView(apps=visible_apps(plane, auth.require(request, "viewer")))
 
     top.include_router(groups_router(plane, auth))
+
+    top.include_router(team_router(plane, auth))
 
     # (the catch-alls are answers about paths, not API: not in the schema)
     @top.api_route(APPS + "{name}", methods=ANY, include_in_schema=False)

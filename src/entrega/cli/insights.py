@@ -14,11 +14,19 @@ from rich.table import Table
 from rich.text import Text
 
 from entrega.cli.app import ConfigOpt, Context, JsonOpt, app, console, print_json
+from entrega.cli.client import Client, server_url
 from entrega.cli.render import clock
 from entrega.errors import EntregaError
 from entrega.insights.report import format_change, format_duration, format_figure
 from entrega.names import check_version
-from entrega.views import DoraView, FeedbackList, ReleaseReport
+from entrega.views import (
+    DoraMetric,
+    DoraView,
+    FeedbackList,
+    ReleaseReport,
+    TeamDoraFigures,
+    TeamDoraView,
+)
 
 AppOpt = typer.Option(None, "--app", help="The app (must be the one entrega.yaml delivers).")
 
@@ -142,39 +150,87 @@ def _print_scorecard(report: ReleaseReport) -> None:
 
 @app.command()
 def dora(environment: str = typer.Option(None, "--env", "-e",
-                                         help="Environment (default: the last one)."),
+                                         help="Environment (default: each app's last one)."),
          days: float = typer.Option(90, "--days", "-d", help="Period, in days up to now."),
          app_name: str = AppOpt, as_json: bool = JsonOpt, config: str = ConfigOpt) -> None:
-    """DORA's four keys from entrega's own records, each with its DORA 2024 tier."""
-    answer = _checked(config, app_name).client().get("/api/v1/dora",
-                                                       environment=environment, days=days)
+    """DORA's four keys from entrega's own records, each with its DORA 2024 tier: the
+    team's over every app of a file of several (and each app's line), or one app's."""
+    ctx = _checked(config, app_name)
+    answer = (_team_client(ctx) or ctx.client()).get("/api/v1/dora",
+                                                     environment=environment, days=days)
     if as_json:
         print_json(answer)
+        return
+    if "team" in answer:  # a server of several apps answers for the team
+        _print_team_dora(TeamDoraView.model_validate(answer))
         return
     data = DoraView.model_validate(answer)
     console.print(Text.assemble(("DORA ", "bold"), f"{data.environment}, last "
                                 f"{data.days:g} days: {data.deployments} deployments"))
-    table = Table("metric", "value", "tier", "from", box=None, padding=(0, 1))
-    rows = (("deployment frequency", "deployment_frequency"),
-            ("lead time for changes (median)", "lead_time"),
-            ("change failure rate", "change_failure_rate"),
-            ("failed deployment recovery time (median)", "recovery_time"))
-    styles = {"elite": "green", "high": "cyan", "medium": "yellow", "low": "red"}
-    for label, key in rows:
-        m = getattr(data, key)
-        value = m.value
-        if value is None:
-            shown = "–"
-        elif key == "deployment_frequency":
-            shown = f"{value:.2f}/day"
-        elif key == "change_failure_rate":
-            shown = f"{value:.1%}"
-        else:
-            shown = format_duration(value)
-        table.add_row(label, shown, Text(m.tier or "no data",
-                                         style=styles.get(m.tier or "", "dim")),
-                      f"{m.samples}")
-    console.print(table)
+    _print_keys(data)
     for f in data.failures:
         console.print(Text(f"  failed: {f.version} ({f.how}), recovered in "
                            f"{format_duration(f.recovery_s)}", style="dim"))
+
+
+def _team_client(ctx: Context) -> Client | None:
+    """A client of the server's own routes when the question is the team's: no app named
+    and an entrega.yaml of several apps. (Without an entrega.yaml, ENTREGA_SERVER's
+    ``/api/v1/dora`` says by its answer whether it is one app's or the team's.)"""
+    if ctx.app_name is not None:
+        return None
+    try:
+        apps = ctx.apps
+    except EntregaError:
+        return None
+    return Client(server_url(apps.first.server.listen)) if apps.many else None
+
+
+DORA_KEYS = (("deployment frequency", "deployment_frequency"),
+             ("lead time for changes (median)", "lead_time"),
+             ("change failure rate", "change_failure_rate"),
+             ("failed deployment recovery time (median)", "recovery_time"))
+TIER_STYLES = {"elite": "green", "high": "cyan", "medium": "yellow", "low": "red"}
+
+
+def _shown(key: str, metric: DoraMetric) -> str:
+    value = metric.value
+    if value is None:
+        return "–"
+    if key == "deployment_frequency":
+        return f"{value:.2f}/day"
+    if key == "change_failure_rate":
+        return f"{value:.1%}"
+    return format_duration(value)
+
+
+def _tier(metric: DoraMetric) -> Text:
+    return Text(metric.tier or "no data", style=TIER_STYLES.get(metric.tier or "", "dim"))
+
+
+def _print_keys(figures: DoraView | TeamDoraFigures) -> None:
+    table = Table("metric", "value", "tier", "from", box=None, padding=(0, 1))
+    for label, key in DORA_KEYS:
+        m = getattr(figures, key)
+        table.add_row(label, _shown(key, m), _tier(m), f"{m.samples}")
+    console.print(table)
+
+
+def _print_team_dora(data: TeamDoraView) -> None:
+    console.print(Text.assemble(
+        ("DORA ", "bold"), f"team of {len(data.apps)} apps, last {data.days:g} days: "
+        f"{data.team.deployments} deployments (a release group counts once)"))
+    _print_keys(data.team)
+    for f in data.team.failures:
+        what = ", ".join(f"{app} {version}" for app, version in f.releases.items())
+        group = f"group {f.group}: " if f.group else ""
+        console.print(Text(f"  failed: {group}{what} ({f.how}), recovered in "
+                           f"{format_duration(f.recovery_s)}", style="dim"))
+    table = Table("app", "environment", "deployments", *(label.removesuffix(" (median)")
+                                                         for label, _ in DORA_KEYS),
+                  box=None, padding=(0, 1), title="each app", title_justify="left")
+    for name, report in data.apps.items():
+        cells = [Text.assemble(_shown(key, getattr(report, key)), " ",
+                               _tier(getattr(report, key))) for _, key in DORA_KEYS]
+        table.add_row(Text(name), Text(report.environment), str(report.deployments), *cells)
+    console.print(table)

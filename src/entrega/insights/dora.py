@@ -73,6 +73,9 @@ class Deployment:
     fixes: str | None = None
     #: release meta ``hotfix: true``: it fixes the deployment just before it
     hotfix: bool = False
+    #: the release group it was part of (None: released alone); in the team's figures
+    #: (``insights/team.py``) the members of one group in one environment count once
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,16 @@ def _finished(d: Deployment) -> bool:
     return d.outcome in TERMINAL_PHASES and d.finished_at is not None
 
 
+def failure_began(d: Deployment, how: str) -> float:
+    """When users first got a failed deployment: its first traffic when it failed in its
+    own rollout (its promotion when it never had any), its promotion when it was restored
+    away from or fixed forward later. Its recovery time runs from here."""
+    assert d.finished_at is not None
+    if how in (Phase.ROLLED_BACK, Phase.FAILED):
+        return min(d.exposed_at, d.finished_at) if d.exposed_at is not None else d.finished_at
+    return d.finished_at
+
+
 def compute_failures(deployments: Sequence[Deployment], *,
                      failure_window_s: float = FAILURE_WINDOW_S) -> list[Failure]:
     """Which deployments failed, how, and how long users had them."""
@@ -163,9 +176,8 @@ def compute_failures(deployments: Sequence[Deployment], *,
             continue
         assert d.finished_at is not None
         if d.outcome in (Phase.ROLLED_BACK, Phase.FAILED):
-            exposed = d.exposed_at if d.exposed_at is not None else d.finished_at
             failures.append(Failure(d.rollout_id, d.version, d.outcome,
-                                    max(0.0, d.finished_at - exposed)))
+                                    d.finished_at - failure_began(d, d.outcome)))
             continue
         for later in ordered[n + 1:]:
             if later.outcome != Phase.SUCCEEDED or later.finished_at is None:
@@ -174,16 +186,34 @@ def compute_failures(deployments: Sequence[Deployment], *,
                 break
             if later.is_restore and later.from_version == d.version:
                 failures.append(Failure(d.rollout_id, d.version, "restored",
-                                        later.finished_at - d.finished_at))
+                                        later.finished_at - failure_began(d, "restored")))
                 break
             if not later.is_restore and (later.fixes == d.version or later.hotfix):
-                failures.append(Failure(d.rollout_id, d.version,
-                                        f"fixed forward by {later.version}",
-                                        later.finished_at - d.finished_at))
+                how = f"fixed forward by {later.version}"
+                failures.append(Failure(d.rollout_id, d.version, how,
+                                        later.finished_at - failure_began(d, how)))
                 break
             if not later.is_restore:
                 break  # another change went out on top: not a remediation of this one
     return failures
+
+
+def compute_keys(*, days: float, changes: int, promoted: int, lead_times: Sequence[float],
+                 failed: int, recoveries: Sequence[float],
+                 ) -> tuple[Metric, Metric, Metric, Metric]:
+    """The four keys, each with its tier, from what was counted: ``changes`` finished
+    deployments of a change (restores excluded), ``promoted`` of them at 100%, ``failed``
+    of them failures; lead times and recovery times in seconds (their medians are the
+    figures). One app's report and the team's (``insights/team.py``) judge alike."""
+    per_day = promoted / days if days > 0 else 0.0
+    cfr = failed / changes if changes else None
+    lead = statistics.median(lead_times) if lead_times else None
+    recovery = statistics.median(recoveries) if recoveries else None
+    return (Metric(per_day, judge_tier("deployment_frequency", per_day) if promoted else None,
+                   promoted, "per day"),
+            Metric(lead, judge_tier("lead_time", lead), len(lead_times), "s"),
+            Metric(cfr, judge_tier("change_failure_rate", cfr), changes, "ratio"),
+            Metric(recovery, judge_tier("recovery_time", recovery), len(recoveries), "s"))
 
 
 def compute_dora(deployments: Sequence[Deployment], *, environment: str, now: float,
@@ -192,21 +222,14 @@ def compute_dora(deployments: Sequence[Deployment], *, environment: str, now: fl
     in_period = [d for d in deployments if d.started_at >= since]
     changes = [d for d in in_period if not d.is_restore and _finished(d)]
     promoted = [d for d in changes if d.outcome == Phase.SUCCEEDED]
-    per_day = len(promoted) / days if days > 0 else 0.0
     lead_times = [d.finished_at - d.commit_time for d in promoted
                   if d.commit_time is not None and d.finished_at is not None]
     failures = compute_failures(in_period, failure_window_s=failure_window_s)
-    cfr = len(failures) / len(changes) if changes else None
     recoveries = [f.recovery_s for f in failures if f.recovery_s is not None]
-    lead = statistics.median(lead_times) if lead_times else None
-    recovery = statistics.median(recoveries) if recoveries else None
+    frequency, lead, cfr, recovery = compute_keys(
+        days=days, changes=len(changes), promoted=len(promoted), lead_times=lead_times,
+        failed=len(failures), recoveries=recoveries)
     return DoraReport(
         environment=environment, days=days, since=since, until=now,
-        deployment_frequency=Metric(per_day, judge_tier("deployment_frequency", per_day)
-                                    if promoted else None, len(promoted), "per day"),
-        lead_time=Metric(lead, judge_tier("lead_time", lead), len(lead_times), "s"),
-        change_failure_rate=Metric(cfr, judge_tier("change_failure_rate", cfr), len(changes),
-                                   "ratio"),
-        recovery_time=Metric(recovery, judge_tier("recovery_time", recovery),
-                             len(recoveries), "s"),
-        deployments=len(changes), failures=failures)
+        deployment_frequency=frequency, lead_time=lead, change_failure_rate=cfr,
+        recovery_time=recovery, deployments=len(changes), failures=failures)

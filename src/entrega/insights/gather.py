@@ -25,6 +25,7 @@ from entrega.insights.series import (
     compute_time_at_weight,
     compute_totals,
 )
+from entrega.insights.team import AppHistory
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Event, Rollout
 from entrega.store.repository import Repository
@@ -297,3 +298,10 @@ def deployments(src: Sources, environment: str, *, since: float | None = None,
 def build_dora(src: Sources, *, environment: str, days: float, now: float) -> DoraReport:
     return compute_dora(deployments(src, environment, since=now - days * 86_400),
                         environment=environment, now=now, days=days)
+
+
+def build_history(src: Sources, *, environment: str, days: float, now: float) -> AppHistory:
+    """The app's deployments to ``environment`` as the team's DORA merges them with the
+    other apps' (``insights/team.py``)."""
+    return AppHistory(src.app, environment,
+                      deployments(src, environment, since=now - days * 86_400))
