@@ -14,6 +14,7 @@ from entrega.cli.main import app
 
 RC = "tests/cli/test_rollout_commands.py"
 P = "tests/cli/test_pipeline.py"
+G = "tests/cli/test_groups.py"
 
 #: command -> (a success test, an error test)
 TESTED: dict[str, tuple[str, str]] = {
@@ -42,6 +43,15 @@ TESTED: dict[str, tuple[str, str]] = {
                  "tests/cli/test_history.py::test_releases_need_a_reachable_server"),
     "pipeline": (f"{P}::test_pipeline_shows_where_each_release_stands",
                  f"{P}::test_pipeline_of_another_app_is_refused"),
+    "group list": (f"{G}::test_release_create_group_uploads_each_member_and_creates_the_group",
+                   f"{G}::test_group_commands_say_what_is_wrong"),
+    "group show": (f"{G}::test_release_create_group_uploads_each_member_and_creates_the_group",
+                   f"{G}::test_group_commands_say_what_is_wrong"),
+    "group promote": (
+        f"{G}::test_release_create_group_uploads_each_member_and_creates_the_group",
+        f"{G}::test_group_commands_say_what_is_wrong"),
+    "group abort": (f"{G}::test_release_create_group_uploads_each_member_and_creates_the_group",
+                    f"{G}::test_group_commands_say_what_is_wrong"),
     "release create": (f"{P}::test_release_create_uploads_and_can_deploy",
                        f"{P}::test_release_create_of_a_missing_artifact_is_refused"),
     "token create": (f"{P}::test_token_create_prints_the_token_and_its_digest",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 
 from entrega.config.apps import load_apps
 from entrega.controller.teardown import stop_data_plane
+from entrega.insights.team import compute_team_dora
 from entrega.net import free_port
 from entrega.plane import ControlPlane, build_plane
 from entrega.store.models import Rollout
@@ -131,6 +133,11 @@ async def test_members_move_in_dependency_order_and_environments_whole(
         assert current(plane, app, "production") == "v1"
         history = [e.message for e in plane.service(app).repo.events(app)]
         assert any("release group 2026.12.1 created by ci" in m for m in history)
+    # DORA: the team made one deployment to production (three apps' releases, one group)
+    now = time.time()
+    team = compute_team_dora([plane.service(a).dora_history(now=now) for a in APPS], now=now)
+    assert team.team.deployments == 1
+    assert all(team.apps[a].deployments == 1 for a in APPS)
 
 
 async def test_a_failing_member_sends_the_moved_ones_back_in_reverse_order(

@@ -72,15 +72,18 @@ class Context:
         return self.apps.app(self.app_name)
 
     def client(self) -> Client:
-        listen, app = None, self.app_name
+        listen, app, unnamed = None, self.app_name, None
         try:
             listen = self.apps.first.server.listen
             if app is None and self.apps.many:
-                app = self.config.app  # the only app of the file, or a clear error
+                try:
+                    app = self.config.app  # the only app of the file
+                except EntregaError as exc:
+                    unnamed = exc  # said when a command asks an app's API, not before
         except EntregaError:
             if not os.environ.get("ENTREGA_SERVER"):
                 raise
-        return Client(server_url(listen), app=app)
+        return Client(server_url(listen), app=app, unnamed=unnamed)
 
     def webhook_secret(self) -> str | None:
         """The CI webhook's secret when this shell holds it (the variable entrega.yaml

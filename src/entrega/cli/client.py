@@ -34,10 +34,12 @@ class Client:
     """``app``: the app of a server of several; every ``/api/v1/...`` path then goes to
     ``/api/v1/apps/<app>/...``."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0,
-                 app: str | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0, app: str | None = None,
+                 unnamed: EntregaError | None = None) -> None:
         self.base_url = base_url
         self.app = app
+        #: why no app is named (several in the file): raised by an app's API call only
+        self.unnamed = unnamed
         try:
             user = getpass.getuser()
         except (KeyError, OSError):  # no passwd entry (containers)
@@ -49,8 +51,11 @@ class Client:
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self.app and path.startswith(API) and not path.startswith(SERVER_OWN):
-            path = f"{API}apps/{self.app}/{path[len(API):]}"
+        if path.startswith(API) and not path.startswith(SERVER_OWN):
+            if self.app:
+                path = f"{API}apps/{self.app}/{path[len(API):]}"
+            elif self.unnamed is not None:
+                raise self.unnamed
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:

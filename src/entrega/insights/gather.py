@@ -291,7 +291,9 @@ def deployments(src: Sources, environment: str, *, since: float | None = None,
             finished_at=r.finished_at, exposed_at=first_traffic.get(r.id),
             commit_time=parse_commit_time(meta.get("commit_time")),
             from_version=r.from_version, is_restore=r.reason.startswith("rollback"),
-            fixes=str(fixes) if fixes else None, hotfix=meta.get("hotfix") is True))
+            fixes=str(fixes) if fixes else None, hotfix=meta.get("hotfix") is True,
+            # a release group's members count as one deployment of the team
+            group=f"group-{r.group_id}" if r.group_id is not None else None))
     return out
 
 
