@@ -19,6 +19,7 @@ from entrega.config.apps import AppsConfig
 from entrega.controller.loop import Controller
 from entrega.errors import NotFound
 from entrega.releases.artifacts import ArtifactStore
+from entrega.routers.base import Router
 from entrega.service import Service
 from entrega.store.database import Store
 from entrega.store.repository import Repository
@@ -53,6 +54,12 @@ class ControlPlane:
                            hint=f"apps: {', '.join(self.services)}")
         return found
 
+    def router_of(self, app: str, environment: str) -> Router | None:
+        """Another app's router in one environment, for metrics that name it."""
+        service = self.services.get(app)
+        runtime = service.controller.runtimes.get(environment) if service else None
+        return runtime.router if runtime else None
+
     async def start(self) -> None:
         """Every app's controller adopts its data plane at once: one app's slow hosts do
         not hold the others back."""
@@ -75,4 +82,7 @@ def build_plane(apps: AppsConfig, *, config_file: Path | None = None
         artifacts = ArtifactStore(config.state_path, config.artifacts)
         controller = Controller(config, repo, artifacts)
         services.append(Service(config, repo, artifacts, controller, config_file=config_file))
-    return ControlPlane(services, many=apps.many), store
+    plane = ControlPlane(services, many=apps.many)
+    for service in services:  # metrics naming another app (app: web) read its router
+        service.controller.peers = plane.router_of
+    return plane, store
