@@ -18,7 +18,8 @@ previous weight, so it asks "did the callers get worse as the canary grew". The 
 canary (a small weight, then the analysis) is judged against callers the canary had
 barely touched. A history shorter than the step (a controller started moments ago) gives
 a shorter "before" stretch, and ``before_s`` says how long it was; no history at all, or
-no request in either stretch, is ``no-data`` like any metric without data.
+no request in the "before" stretch, is ``no-data`` like any metric without data (and no
+request during the window is what the judges call too little data).
 
 The baseline row holds, under ``peers``, one record per other app's environment::
 
@@ -97,6 +98,9 @@ def compute_peer_windows(record: dict[str, Any] | None, latest: dict[str, Any] |
         return "no stretch before the window to compare with"
     during = compute_app_window(record["start"], latest)
     before = compute_app_window(record["before"], record["start"])
+    if before.requests == 0:
+        # nothing to compare with: judging the window alone would be a different test
+        return f"no request to it in the {before_s:.0f} s before the window"
     return (_lasting(during, duration_s), _lasting(before, before_s))
 
 
