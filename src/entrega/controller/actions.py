@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -308,7 +307,7 @@ class ActionRunner:
         if named and self.peers is not None:
             # the other apps' "before" stretch ends now, as long as this step lasts
             baseline[PEERS] = await self.peers.begin(
-                named, now=time.time(), length_s=analysis_length_s(row, metrics))
+                named, length_s=analysis_length_s(row, metrics))
         self.repo.begin_analysis_run(rollout_id=row.id, window=window, metrics=metrics,
                                      baseline=baseline)
 

@@ -114,7 +114,7 @@ class Controller:
                                     inherit_env=tuple(config.run.inherit_env))
         self.notifier = Notifier(config, repo)
         #: other apps' routers this app's metrics name (``app:``): see ``peers.py``
-        self.peer_watch = PeerWatch(config)
+        self.peer_watch = PeerWatch(config, clock=clock)
         self.actions.peers = self.peer_watch
         self.router_restarts = RouterRestartLog(repo, config.app)
         self.collector = MetricsCollector(config.app, InsightsRepository(repo.store),

@@ -15,6 +15,7 @@ control plane, ``plane.py``) finds them. A single-app server has none to find.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +55,10 @@ def longest_analysis_s(config: Config) -> float:
 class PeerWatch:
     """Recent snapshots of the other apps' routers this app's metrics name."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self.lookup: PeerLookup | None = None
+        #: the controller's clock: the history's times and a window's start are one scale
+        self.clock = clock
         self._history: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
         self.use(config)
 
@@ -101,9 +104,11 @@ class PeerWatch:
                 return taken_at, snap
         return None
 
-    async def begin(self, metrics: list[tuple[str, str]], *, now: float,
-                    length_s: float) -> dict[str, Any]:
-        """The ``peers`` record of a window's baseline for these (app, environment)."""
+    async def begin(self, metrics: list[tuple[str, str]], *, length_s: float,
+                    now: float | None = None) -> dict[str, Any]:
+        """The ``peers`` record of a window's baseline for these (app, environment), the
+        window starting ``now`` (default: the clock's now)."""
+        now = self.clock() if now is None else now
         record: dict[str, Any] = {}
         for app, environment in sorted(set(metrics)):
             start = await self.latest(app, environment)
