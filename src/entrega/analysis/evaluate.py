@@ -22,8 +22,9 @@ from entrega.analysis.judges import (
     judge_threshold_value,
 )
 from entrega.analysis.judges.quantile import QuantileRule, judge_quantile
+from entrega.analysis.peers import PEERS, compute_peer_windows, peer_key
 from entrega.analysis.providers.base import Measurement
-from entrega.analysis.providers.builtin import release_metrics
+from entrega.analysis.providers.builtin import release_metrics, router_restarted
 from entrega.analysis.window import WindowCounts, compute_window
 from entrega.codec import from_config
 from entrega.config import MetricConfig
@@ -85,15 +86,6 @@ JUDGES: dict[str, BuiltinJudge] = {
 }
 
 
-def router_restarted(baseline: dict[str, Any], latest: dict[str, Any]) -> bool:
-    """Whether the router's counters started again between two snapshots, so that the
-    latest one is the whole window. A baseline persisted before snapshots named their
-    ``series`` has none: it is then judged by ``started_at`` alone."""
-    if baseline.get("started_at") != latest.get("started_at"):
-        return True
-    return "series" in baseline and baseline["series"] != latest.get("series", "")
-
-
 def compute_windows(baseline: dict[str, Any], latest: dict[str, Any], *, canary: str,
                     stable: str | None) -> tuple[WindowCounts, WindowCounts | None]:
     """The canary's and the stable's counts over one window: the difference of two
@@ -111,6 +103,7 @@ def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, 
                     latest: dict[str, Any], canary: str, stable: str | None,
                     measurements: Mapping[str, Mapping[str, Measurement]] | None = None,
                     feedback: FeedbackCounts | None = None, duration_s: float = 0.0,
+                    environment: str = "", peers: Mapping[str, dict[str, Any]] | None = None,
                     ) -> tuple[AnalysisOutcome, str, list[MetricVerdict]]:
     """Judge one window (baseline -> latest snapshot of the builtin provider).
 
@@ -119,7 +112,10 @@ def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, 
     metric with an external provider and no measurement is ``no-data``. ``feedback``
     holds the ratings given during the window (see :func:`uses_feedback`); a ``feedback``
     metric without them is ``no-data``. ``duration_s`` is how long the window has run: with
-    it, a judge says how long the current traffic needs to decide.
+    it, a judge says how long the current traffic needs to decide. ``peers`` holds the
+    latest snapshot of every other app's environment a metric names (``app:``), by
+    :func:`~entrega.analysis.peers.peer_key`; ``environment`` is the analysing one (the
+    default environment of such a metric).
     """
     canary_counts, stable_counts = compute_windows(baseline, latest, canary=canary,
                                                    stable=stable)
@@ -132,6 +128,12 @@ def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, 
         if cfg.provider != "builtin":
             verdicts.append(_judge_external(name, cfg, (measurements or {}).get(name, {})))
             continue
+        peer = cfg.peer(environment)
+        if peer is not None:
+            key = peer_key(*peer)
+            verdicts.append(judge_peer(name, cfg, key, baseline.get(PEERS, {}).get(key),
+                                       (peers or {}).get(key), duration_s=duration_s))
+            continue
         if (cfg.measure or name) == "feedback":
             verdicts.append(judge_feedback(name, _sequential_rule(cfg), feedback,
                                            has_stable=stable is not None))
@@ -140,6 +142,25 @@ def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, 
         verdicts.append(judge(name, cfg.measure or name, cfg, canary_counts, stable_counts))
     verdict, reason = judge_analysis(verdicts)
     return verdict, reason, verdicts
+
+
+def judge_peer(name: str, cfg: MetricConfig, key: str, record: dict[str, Any] | None,
+               latest: dict[str, Any] | None, *, duration_s: float = 0.0) -> MetricVerdict:
+    """Another app's environment (``key``) judged by the metric's own judge and settings:
+    its counts during the window as the canary side, before it as the stable side (see
+    ``analysis/peers.py``)."""
+    windows = compute_peer_windows(record, latest, duration_s=duration_s)
+    if isinstance(windows, str):
+        return MetricVerdict(name, "no-data", f"{key}: {windows}", critical=cfg.critical,
+                             details={"app": key})
+    during, before = windows
+    verdict = JUDGES[cfg.judge](name, cfg.measure or name, cfg, during, before)
+    before_s = float((record or {}).get("before_s") or 0.0)
+    reason = (f"{key} during the window against the {before_s:.0f} s before it "
+              f"(as canary/stable): {verdict.reason}")
+    return dataclasses.replace(verdict, reason=reason,
+                               details={**verdict.details, "app": key,
+                                        "before_s": round(before_s, 1)})
 
 
 def _judge_external(name: str, cfg: MetricConfig,

@@ -29,6 +29,7 @@ from pydantic import (
 
 from entrega.config.metrics import DEFAULT_ANALYSIS as DEFAULT_ANALYSIS
 from entrega.config.metrics import DEFAULT_METRICS as DEFAULT_METRICS
+from entrega.config.metrics import ROUTER_MEASURES
 from entrega.config.metrics import HttpSource as HttpSource
 from entrega.config.metrics import MetricConfig as MetricConfig
 from entrega.config.metrics import PrometheusSource as PrometheusSource
@@ -265,6 +266,12 @@ class EnvironmentConfig(_Model):
                 and cfg.judge != "sequential":
             raise ValueError("metric feedback measures ratings, judged by judge: sequential "
                              f"(got judge: {cfg.judge})")
+        for name, metric in value.items():
+            measure = metric.measure or name
+            if metric.app is not None and measure not in ROUTER_MEASURES:
+                raise ValueError(
+                    f"metric {name!r} names app {metric.app}, so it measures that app's "
+                    f"router: measure: one of {', '.join(ROUTER_MEASURES)} (got {measure})")
         return value
 
     def metric(self, name: str) -> MetricConfig:
@@ -522,7 +529,32 @@ def validate_config(data: Any, *, file: str, lines: dict[Path_, int],
     _refuse_rolling_without_hosts(config, file=file, lines=lines)
     _refuse_canary_hosts_without_hosts(config, file=file, lines=lines)
     _require_command(config, data, file=file, lines=lines)
+    if not one_of_many:
+        _refuse_other_apps(config, file=file, lines=lines)
     return config
+
+
+def _refuse_other_apps(config: Config, *, file: str, lines: dict[Path_, int]) -> None:
+    """A metric of another app (``app:``) needs that app on the same server: a file of
+    several apps checks it (``config/apps.py``); a single-app file has only its own."""
+    for i, env in enumerate(config.environments):
+        for name, metric in env.analysis.items():
+            peer = metric.peer(env.name)
+            if peer is None:
+                continue
+            where = ("environments", i, "analysis", name, "app")
+            field = f"environments[{i}].analysis.{name}.app"
+            if peer[0] != config.app:
+                raise ConfigError(
+                    f"names app {peer[0]}, but this file declares only {config.app}",
+                    file=file, line=_line_for(where, lines), field=field,
+                    hint="declare both apps in one file (apps: [...]) to judge one by "
+                         "the other's router")
+            if peer[1] not in {e.name for e in config.environments}:
+                raise ConfigError(
+                    f"names environment {peer[1]} of {config.app}, which has none of that "
+                    "name", file=file, line=_line_for(where, lines), field=field,
+                    hint=f"environments: {', '.join(e.name for e in config.environments)}")
 
 
 def _refuse_rolling_without_hosts(config: Config, *, file: str,

@@ -106,7 +106,7 @@ def load_apps(path: str | Path | None = None, *, shown_as: str | None = None) ->
     if not apps:
         raise ConfigError("no apps declared", file=name, line=lines.get(("apps",)),
                           field="apps", hint="declare at least one app under apps:")
-    _check_together(apps, file=name, lines=lines)
+    _check_together(apps, file=name, lines=lines, listed=len(entries))
     return AppsConfig(tuple(apps), many=True)
 
 
@@ -165,9 +165,11 @@ def _from_dir(value: Any, shared: dict[str, Any], shared_lines: dict[Path_, int]
     return apps
 
 
-def _check_together(apps: list[Config], *, file: str, lines: dict[Path_, int]) -> None:
+def _check_together(apps: list[Config], *, file: str, lines: dict[Path_, int],
+                    listed: int = 0) -> None:
     """What no single app can check: unique names, listeners no two apps share, tokens
-    limited to apps that exist."""
+    limited to apps that exist, metrics of other apps that exist (``listed``: how many
+    apps the file's ``apps:`` holds, before those of ``apps_dir``)."""
     seen: set[str] = set()
     for config in apps:
         if config.app in seen:
@@ -203,6 +205,7 @@ def _check_together(apps: list[Config], *, file: str, lines: dict[Path_, int]) -
                           file=file, field="depends_on",
                           hint="a release group moves the apps one after another: "
                                "depends_on must say who goes first")
+    _check_peers(apps, file=file, lines=lines, listed=listed)
     for token, spec in apps[0].auth.tokens.items():
         unknown = sorted(set(spec.apps or ()) - seen)
         if unknown:
@@ -234,3 +237,33 @@ def _cycle(deps: dict[str, set[str]]) -> list[str]:
         if app not in state and (circle := walk(app)):
             return circle
     return []
+
+
+def _check_peers(apps: list[Config], *, file: str, lines: dict[Path_, int],
+                 listed: int) -> None:
+    """A metric naming another app (``app:``) reads that app's router in that environment:
+    both must be declared here. An app from ``apps_dir`` is named by its app name (its
+    lines are its own file's)."""
+    environments = {c.app: {e.name for e in c.environments} for c in apps}
+    for i, config in enumerate(apps):
+        for j, env in enumerate(config.environments):
+            for name, metric in env.analysis.items():
+                peer = metric.peer(env.name)
+                if peer is None:
+                    continue
+                path = ("environments", j, "analysis", name, "app")
+                where = f"apps[{i}]" if i < listed else config.app
+                field = f"{where}.environments[{j}].analysis.{name}.app"
+                line = lines.get(("apps", i, *path)) if i < listed else None
+                if peer[0] not in environments:
+                    raise ConfigError(
+                        f"names app {peer[0]}, which this file does not declare", file=file,
+                        line=line, field=field, hint=f"apps: {', '.join(environments)}")
+                if peer[1] not in environments[peer[0]]:
+                    raise ConfigError(
+                        f"names {peer[0]}'s environment {peer[1]}, which {peer[0]} does not "
+                        "have", file=file, line=line, field=field,
+                        hint=f"{peer[0]}'s environments: "
+                             f"{', '.join(sorted(environments[peer[0]]))}"
+                             + ("" if metric.environment else
+                                " (set environment: the default is the analysing one's)"))

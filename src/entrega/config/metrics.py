@@ -78,6 +78,21 @@ class MetricConfig(_Model):
     max_checks: int = Field(default=3600, ge=1)
     #: A critical metric fails the whole analysis on its own.
     critical: bool = True
+    #: Another app whose router this metric reads (builtin error-rate or latency-pNN):
+    #: a release that breaks its callers is caught where the damage shows. That app does
+    #: not split its traffic for this rollout, so its counts during the window are judged
+    #: against its counts just before it (see ``analysis/peers.py``).
+    app: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    #: The other app's environment; default: the one of the same name as the analysing
+    #: environment (production's canary watches the callers in production).
+    environment: str | None = Field(default=None, min_length=1)
+
+    def peer(self, environment: str) -> tuple[str, str] | None:
+        """The (app, environment) whose router this metric reads, when another app's
+        (``environment``: the analysing environment's name, the default)."""
+        if self.app is None:
+            return None
+        return self.app, self.environment or environment
 
     @model_validator(mode="before")
     @classmethod
@@ -105,9 +120,23 @@ class MetricConfig(_Model):
                              "low ratings, canary against stable)")
         if self.judge in ("mann-whitney", "quantile") and self.measure == "error-rate":
             raise ValueError(f"judge {self.judge} judges latencies: measure latency-pNN")
+        if self.environment is not None and self.app is None:
+            raise ValueError("environment names another app's environment: set app: too")
+        if self.app is not None:
+            if self.provider != "builtin":
+                raise ValueError(f"app: another app's numbers come from its router (the "
+                                 f"builtin provider), not provider {self.provider}")
+            if self.judge == "mann-whitney":
+                raise ValueError("app: judge mann-whitney needs both sides' request rings; "
+                                 "use judge: quantile for another app's latency")
         if self.judge != "threshold" and self.max is not None:
             raise ValueError(f"max is an absolute bound of judge threshold, not {self.judge}")
         return self
+
+
+#: What the builtin provider measures from a router, so what another app's metric may say
+#: (``app:``): a router counts requests, errors and latencies, nothing else.
+ROUTER_MEASURES = ("error-rate", "latency-p50", "latency-p95", "latency-p99")
 
 
 #: The built-in metrics. Error rate: the sequential test may be checked every second with

@@ -12,8 +12,10 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from entrega.analysis.peers import PEERS
 from entrega.analysis.providers.builtin import snapshot
 from entrega.controller.launch import cohort_rule
+from entrega.controller.peers import PeerWatch
 from entrega.controller.restarts import restart_router
 from entrega.controller.runtime import EnvironmentRuntime, release_ref
 from entrega.controller.verification import VerificationResult, run_verification
@@ -22,6 +24,7 @@ from entrega.net import parse_address
 from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts.model import (
     Action,
+    AnalysisStep,
     BeginAnalysis,
     RunVerification,
     SetRoutes,
@@ -56,6 +59,8 @@ class ActionRunner:
         self.verifications: dict[int, VerificationResult] = {}
         #: the controller's variables a verification command may see (run.inherit_env)
         self.inherit_env = inherit_env
+        #: other apps' routers the metrics name (``app:``); set by the controller
+        self.peers: PeerWatch | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -297,6 +302,12 @@ class ActionRunner:
     async def begin_analysis(self, rt: EnvironmentRuntime, row: Rollout, window: int,
                              metrics: list[str]) -> None:
         baseline = await snapshot(rt.router)
+        named = [peer for name in metrics
+                 if (peer := rt.config.metric(name).peer(rt.name)) is not None]
+        if named and self.peers is not None:
+            # the other apps' "before" stretch ends now, as long as this step lasts
+            baseline[PEERS] = await self.peers.begin(
+                named, length_s=analysis_length_s(row, metrics))
         self.repo.begin_analysis_run(rollout_id=row.id, window=window, metrics=metrics,
                                      baseline=baseline)
 
@@ -342,3 +353,13 @@ class ActionRunner:
                             actor="controller", message=f"verification of {version} on "
                             f"{base_url}: {result.detail}",
                             data={"passed": result.passed, "duration_s": result.duration_s})
+
+
+def analysis_length_s(row: Rollout, metrics: list[str]) -> float:
+    """How long the rollout's analysis step over these metrics lasts (the longest, if
+    several steps judge the same metrics): the length of another app's "before" stretch."""
+    spec = spec_from_dict(row.spec)
+    steps = [s for s in spec.steps if isinstance(s, AnalysisStep)]
+    if spec.rolling is not None and spec.rolling.analysis is not None:
+        steps.append(spec.rolling.analysis)
+    return max((s.duration_s for s in steps if list(s.metrics) == metrics), default=0.0)

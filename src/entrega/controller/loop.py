@@ -44,6 +44,7 @@ from entrega.controller.actions import ActionRunner
 from entrega.controller.launch import cohort_rule
 from entrega.controller.notify import Notifier
 from entrega.controller.observe import observe_rollout
+from entrega.controller.peers import PeerLookup, PeerWatch
 from entrega.controller.pipeline import after_success, start_next
 from entrega.controller.reload import Reload, replace_router
 from entrega.controller.restarts import RouterRestartLog, record_adoption, router_answers
@@ -112,6 +113,9 @@ class Controller:
         self.actions = ActionRunner(config.app, repo, artifacts, on_result=self.wake,
                                     inherit_env=tuple(config.run.inherit_env))
         self.notifier = Notifier(config, repo)
+        #: other apps' routers this app's metrics name (``app:``): see ``peers.py``
+        self.peer_watch = PeerWatch(config, clock=clock)
+        self.actions.peers = self.peer_watch
         self.router_restarts = RouterRestartLog(repo, config.app)
         self.collector = MetricsCollector(config.app, InsightsRepository(repo.store),
                                           interval_s=config.insights.sample_interval_s)
@@ -132,6 +136,15 @@ class Controller:
         self._router_retry_at: dict[str, float] = {}
         #: old routers draining after a router change (awaited on stop)
         self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def peers(self) -> PeerLookup | None:
+        """Finds another app's router (the control plane sets it; None: a lone app)."""
+        return self.peer_watch.lookup
+
+    @peers.setter
+    def peers(self, lookup: PeerLookup | None) -> None:
+        self.peer_watch.lookup = lookup
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -187,6 +200,8 @@ class Controller:
                 await self._reconcile_environment(name, rt)
             except Exception:  # noqa: BLE001 - logged with its stack, retried next pass
                 log.exception("reconcile pass of %s failed", name)
+        if self.peer_watch.watched:
+            await self.peer_watch.sample(now=self.clock())
         try:
             await self.collector.maybe_collect(self.runtimes, now=self.clock())
         except EntregaError as exc:  # a router down now is repaired next pass
@@ -340,6 +355,7 @@ class Controller:
         self.pending_routers = pending_routers(running, new)
         self._file_routers = {e.name: e.router for e in new.environments}
         self.notifier.use(running)
+        self.peer_watch.use(running)
         waiting_for = {}
         for name in self.pending_routers:
             active = self.repo.active_rollout(running.app, name)

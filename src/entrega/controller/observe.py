@@ -8,6 +8,7 @@ import time
 
 from entrega.analysis.evaluate import evaluate_window, uses_feedback
 from entrega.analysis.feedback import FeedbackCounts
+from entrega.analysis.peers import peer_key
 from entrega.analysis.providers import MeasureWindow, measure_external
 from entrega.analysis.providers.builtin import snapshot
 from entrega.controller.actions import ActionRunner
@@ -214,6 +215,11 @@ async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
     except EntregaError:
         return None  # no data is never a pass; the state machine simply waits
     configs = {name: rt.config.metric(name) for name in step.metrics}
+    peers = {}
+    if actions.peers is not None:
+        for peer in {p for cfg in configs.values() if (p := cfg.peer(rt.name)) is not None}:
+            if (snap := await actions.peers.latest(*peer)) is not None:
+                peers[peer_key(*peer)] = snap
     measured = await measure_external(
         configs, app=row.app, canary=state.canary, stable=state.stable,
         window=MeasureWindow(started_at=run.started_at, ended_at=time.time()))
@@ -224,7 +230,8 @@ async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
     verdict, reason, metrics = evaluate_window(configs, baseline=run.baseline, latest=latest,
                                                canary=state.canary, stable=state.stable,
                                                measurements=measured, feedback=ratings,
-                                               duration_s=max(0.0, time.time() - run.started_at))
+                                               duration_s=max(0.0, time.time() - run.started_at),
+                                               environment=rt.name, peers=peers)
     result = {"verdict": verdict, "reason": reason, "metrics": [m.to_dict() for m in metrics]}
     actions.repo.record_analysis(run.id, verdict=verdict, result=result)
     return AnalysisVerdict(window=window, verdict=verdict, reason=reason,

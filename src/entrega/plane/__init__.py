@@ -20,6 +20,7 @@ from entrega.controller.loop import Controller
 from entrega.errors import NotFound
 from entrega.plane.groups import GroupCoordinator
 from entrega.releases.artifacts import ArtifactStore
+from entrega.routers.base import Router
 from entrega.service import Service
 from entrega.store.database import Store
 from entrega.store.groups_repository import GroupRepository
@@ -59,6 +60,12 @@ class ControlPlane:
                            hint=f"apps: {', '.join(self.services)}")
         return found
 
+    def router_of(self, app: str, environment: str) -> Router | None:
+        """Another app's router in one environment, for metrics that name it."""
+        service = self.services.get(app)
+        runtime = service.controller.runtimes.get(environment) if service else None
+        return runtime.router if runtime else None
+
     async def start(self) -> None:
         """Every app's controller adopts its data plane at once: one app's slow hosts do
         not hold the others back."""
@@ -83,4 +90,7 @@ def build_plane(apps: AppsConfig, *, config_file: Path | None = None
         artifacts = ArtifactStore(config.state_path, config.artifacts)
         controller = Controller(config, repo, artifacts)
         services.append(Service(config, repo, artifacts, controller, config_file=config_file))
-    return ControlPlane(services, many=apps.many, store=store), store
+    plane = ControlPlane(services, many=apps.many, store=store)
+    for service in services:  # metrics naming another app (app: web) read its router
+        service.controller.peers = plane.router_of
+    return plane, store

@@ -38,6 +38,15 @@ async def snapshot(router: Router, *, samples: bool = False) -> dict[str, Any]:
     return {"started_at": metrics.started_at, "series": metrics.series, "releases": releases}
 
 
+def router_restarted(baseline: dict[str, Any], latest: dict[str, Any]) -> bool:
+    """Whether the router's counters started again between two snapshots, so that the
+    latest one is the whole window. A baseline persisted before snapshots named their
+    ``series`` has none: it is then judged by ``started_at`` alone."""
+    if baseline.get("started_at") != latest.get("started_at"):
+        return True
+    return "series" in baseline and baseline["series"] != latest.get("series", "")
+
+
 def release_metrics(snap: dict[str, Any], version: str | None) -> ReleaseMetrics | None:
     if version is None:
         return None
