@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install install-demo system-deps demo dashboard test lint bench clean compile uncompile
+.PHONY: install install-demo system-deps demo demo-services dashboard test lint bench clean compile uncompile
 
 # The router's hot path, every module of dataplane/http/, is compiled by mypyc at install
 # (setup.py): a change to one of them rebuilds it.
@@ -36,6 +36,11 @@ install: $(VENV)/.installed
 demo: install-demo
 	$(PY) examples/demo.py
 
+# Three services of one team (an API, a web front, a worker) delivered by one server:
+# release groups, a single-app release, and a group rolled back on its callers' evidence.
+demo-services: install-demo
+	$(PY) examples/services_demo.py
+
 # The dashboard on the history `make demo` left behind (Ctrl-C to stop; then
 # `$(VENV)/bin/entrega down -c examples/.demo/entrega.yaml` stops the app it restarted).
 dashboard: install-demo
@@ -57,7 +62,7 @@ test: install system-deps lint
 	ENTREGA_PURE_PYTHON=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/dataplane tests/routers
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache examples/.demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache examples/.demo examples/.services-demo
 
 # Rebuild the compiled router now; or remove it, so that the .py files run (until the next
 # `make install` after a change: ENTREGA_PURE_PYTHON=1 picks the .py files at run time).
