@@ -105,6 +105,9 @@ TESTED: dict[str, tuple[str, str]] = {
     "POST /api/v1/groups/{name}/promote": (
         f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member",
         f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member"),
+    "POST /api/v1/groups/{name}/restore": (
+        f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member",
+        f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member"),
     "POST /api/v1/groups/{name}/abort": (
         f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member",
         f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member"),

@@ -44,6 +44,7 @@ apps:
       - name: production
         router: {{kind: embedded, listen: "127.0.0.1:18102"}}
   - app: web
+    depends_on: [api]
     run: {{command: "python app.py"}}
     environments:
       - name: production
@@ -229,3 +230,14 @@ def test_groups_are_read_and_driven_by_whoever_may_see_every_member(
     aborted = client.post("/api/v1/groups/2026.12.1/abort", headers=bearer(ADMIN))
     assert aborted.status_code == 200 and aborted.json()["name"] == "2026.12.1"
     assert client.post("/api/v1/groups/nope/promote", headers=bearer(ADMIN)).status_code == 404
+    restored = client.post("/api/v1/groups/2026.12.1/restore", json={}, headers=bearer(ADMIN))
+    assert restored.status_code == 201, restored.text
+    assert restored.json()["name"] == "2026.12.1-restore-1"
+    assert restored.json()["environments"] == ["production"]
+    # callers go back first: web before the api it calls
+    assert [m["depends_on"] for m in restored.json()["members"]] == [["web"], []]
+    nowhere = client.post("/api/v1/groups/2026.12.1/restore", json={"environment": "qa"},
+                          headers=bearer(ADMIN))
+    assert nowhere.status_code == 404 and "never went to qa" in nowhere.json()["error"]
+    assert client.post("/api/v1/groups/2026.12.1/restore", json={},
+                       headers=bearer(WEB_TEAM)).status_code == 403

@@ -48,6 +48,13 @@ def test_release_create_group_uploads_each_member_and_creates_the_group(
     assert promoted.exit_code == 0 and "promote requested" in promoted.output
     aborted = entrega(["group", "abort", "2026.12.1", "-c", str(team.config)])
     assert aborted.exit_code == 0 and "abort requested" in aborted.output
+    restored = entrega(["rollback", "--to", "2026.12.1", "-c", str(team.config)])
+    assert restored.exit_code == 0, restored.output
+    assert "release group 2026.12.1 is being restored in production as group " \
+           "2026.12.1-restore-1: api v41, web v17" in restored.output
+    unknown = entrega(["rollback", "--to", "2026.12.9", "-c", str(team.config)])
+    assert unknown.exit_code == 1 and "no release group named 2026.12.9" in str(
+        unknown.exception)
 
 
 def test_group_commands_say_what_is_wrong(team: TeamServer, tmp_path: Path) -> None:

@@ -182,3 +182,26 @@ async def test_a_group_survives_its_control_plane_and_is_finished_by_the_next(
     assert sorted((r.environment, r.app) for r in rollouts) == sorted(
         (env, app) for env in ("staging", "production") for app in APPS)
     assert all(current(restarted, app, "production") == "v3" for app in APPS)
+
+
+async def test_rollback_to_a_group_puts_its_releases_back_callers_first(
+        planes: Callable[[], ControlPlane]) -> None:
+    plane = planes()
+    await plane.start()
+    await release(plane, "v1")
+    assert await deliver(plane, "2026.12.1", "v1") == "succeeded"
+    await release(plane, "v2")
+    assert await deliver(plane, "2026.12.2", "v2") == "succeeded"
+    restore = plane.groups.restore("2026.12.1", environment=None, actor="test")
+    assert restore.name == "2026.12.1-restore-1"
+    await wait_until(lambda: plane.groups.group(restore.name).finished_at, timeout_s=120,
+                     what="the restore to end")
+    assert plane.groups.group(restore.name).phase == "succeeded"
+    rollouts = group_rollouts(plane, restore.name)
+    # the callers go back first: worker, then web, then api; each at once (a rollback)
+    assert [(r.app, r.version, r.purpose, r.strategy) for r in rollouts] == [
+        ("worker", "v1", "rollback", "direct"), ("web", "v1", "rollback", "direct"),
+        ("api", "v1", "rollback", "direct")]
+    for app in APPS:
+        assert current(plane, app, "production") == "v1"
+        assert current(plane, app, "staging") == "v2"  # only where it was asked

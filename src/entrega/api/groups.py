@@ -26,6 +26,11 @@ class GroupMemberIn(BaseModel):
     version: str = Field(min_length=1, max_length=128)
 
 
+class RestoreIn(BaseModel):
+    #: where to restore it (default: the last environment the group went to)
+    environment: str | None = Field(default=None, max_length=64)
+
+
 class GroupIn(BaseModel):
     #: the group's own version (``2026.12.1``): one name, the same rules as a release's
     name: str = Field(min_length=1, max_length=128)
@@ -88,5 +93,13 @@ def groups_router(plane: ControlPlane, auth: Authenticator) -> APIRouter:
     async def abort(name: str, request: Request) -> GroupView:
         caller = allowed(request, "deployer", member_apps(name))
         return group_view(plane.groups.request(name, actor=caller.name, abort=True))
+
+    @router.post("/api/v1/groups/{name}/restore", status_code=201)
+    async def restore(name: str, body: RestoreIn, request: Request) -> GroupView:
+        """Put back the releases group ``name`` delivered (``rollback --to GROUP``), as a
+        new group: callers first, each member at once."""
+        caller = allowed(request, "deployer", member_apps(name))
+        return group_view(plane.groups.restore(name, environment=body.environment,
+                                               actor=caller.name))
 
     return router

@@ -57,6 +57,7 @@ from entrega.names import check_optional_version, check_version
 from entrega.views import (
     ConfigReloaded,
     EventView,
+    GroupView,
     ReleaseView,
     RolledBack,
     RolloutRef,
@@ -346,8 +347,17 @@ def rollback(app_name: str = typer.Argument(None, metavar="[APP]",
                                                        "one the current release replaced).",
                                     callback=check_optional_version),
              config: str = ConfigOpt) -> None:
-    """Abort the rollout in progress, or restore an earlier release at once."""
+    """Abort the rollout in progress, or restore an earlier release at once. In a file of
+    several apps without --app, --to names a release group: its releases are put back."""
     ctx = Context(config, app=app_name)
+    if to is not None and ctx.app_name is None and ctx.apps.many:
+        answer = ctx.client().post(f"/api/v1/groups/{to}/restore", {"environment": env})
+        view = GroupView.model_validate(answer)
+        members = ", ".join(f"{m.app} {m.version}" for m in view.members)
+        console.print(f"release group {to} is being restored in {view.environments[0]} as "
+                      f"group {view.name}: {members} (follow it with `entrega group show "
+                      f"{view.name} --wait`)")
+        return
     check_app(ctx.config, app_name)
     client = ctx.client()
     env = _pick_env(ctx, env, busy_first=True, client=client)

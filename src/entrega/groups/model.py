@@ -84,6 +84,9 @@ class GroupSpec:
     version: str
     members: tuple[Member, ...]
     environments: tuple[str, ...]
+    #: restores an earlier group's releases (``rollback --to GROUP``): each member's
+    #: "deploy" is a rollback to its version, callers first (depends_on reversed)
+    restore: bool = False
 
     def member(self, app: str) -> Member:
         return next(m for m in self.members if m.app == app)

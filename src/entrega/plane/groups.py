@@ -108,6 +108,33 @@ class GroupCoordinator:
         self.wake()
         return row
 
+    def restore(self, name: str, *, environment: str | None, actor: str) -> ReleaseGroup:
+        """A new group that puts back, in ``environment`` (default: the group's last), the
+        releases group ``name`` delivered: callers first, then what they call, each at
+        once (a rollback), and the same consistency (a restore that fails goes back)."""
+        target = spec_from_dict(self.group(name).spec)
+        env = environment or target.environments[-1]
+        if env not in target.environments:
+            raise NotFound(f"release group {name} never went to {env}",
+                           hint=f"its environments: {', '.join(target.environments)}")
+        members = tuple(Member(m.app, m.version, tuple(
+            o.app for o in target.members if m.app in o.depends_on), (env,))
+            for m in target.members if m.enters(env))
+        taken = {g.name for g in self.repo.groups(limit=500)}
+        restore = next(f"{name}-restore-{n}" for n in range(1, 1000)
+                       if f"{name}-restore-{n}" not in taken)
+        spec = GroupSpec(name=restore, version=restore, members=members,
+                         environments=(env,), restore=True)
+        layers(spec.members)
+        row = self.repo.create(name=restore, phase="pending", spec=spec_to_dict(spec),
+                               state=state_to_dict(initial_state(now=self.clock())),
+                               actor=actor)
+        self._event(row, spec, f"{actor} restores release group {name} in {env}: "
+                               f"{', '.join(f'{m.app} {m.version}' for m in members)} "
+                               f"(group {restore})", actor=actor)
+        self.wake()
+        return row
+
     def request(self, name: str, *, actor: str, promote: bool = False,
                 abort: bool = False) -> ReleaseGroup:
         """Ask the group to promote its running members, or to go back and stop."""
@@ -174,9 +201,13 @@ class GroupCoordinator:
             service = self.plane.service(member.app)
             where = service.repo.environment(member.app, env)
             mine = [r for r in started if r.app == member.app]
-            deploy = _last(r for r in mine if r.purpose == "deploy"
-                           and r.version == member.version)
-            revert = _last(r for r in mine if r.purpose == "rollback")
+            # a restore's "deploy" is a rollback to the member's version; a revert is
+            # always a rollback to what the member replaced, started after it
+            moves = [r for r in mine if r.version == member.version and r.purpose ==
+                     ("rollback" if spec.restore else "deploy")]
+            deploy = moves[0] if moves else None
+            revert = _last(r for r in mine if r.purpose == "rollback" and r is not deploy
+                           and (deploy is None or r.id > deploy.id))
             held = state.members.get(env, {}).get(member.app)
             outcome, detail = _outcome(deploy), _message(deploy)
             back: Outcome = "none"
@@ -198,7 +229,10 @@ class GroupCoordinator:
         actor = f"group {row.name}"[:64]
         service = self.plane.service(action.app)
         try:
-            if isinstance(action, DeployMember):
+            if isinstance(action, DeployMember) and spec_from_dict(row.spec).restore:
+                await service.rollback(environment=action.environment, actor=actor,
+                                       to=action.version, group_id=row.id)
+            elif isinstance(action, DeployMember):
                 await service.deploy(environment=action.environment, version=action.version,
                                      actor=actor, queue=False, group_id=row.id,
                                      reason=f"release group {row.name}")
