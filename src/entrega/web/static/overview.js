@@ -1,5 +1,7 @@
-// entrega overview of a server of several apps: polls <base>/api/v1/apps (the same
-// read models the page started from) and redraws every app's environments. Plain JS.
+// entrega overview of a server of several apps: polls <base>/api/v1/apps and
+// <base>/api/v1/groups?limit=N (the same read models the page started from) and redraws
+// every app's environments and the recent release groups. Plain JS. (The team's DORA
+// panel covers 90 days: it is drawn with the page and not polled.)
 // <base> is <body data-base> ("" unless a proxy serves entrega under a path).
 // Every value from the server goes in with textContent (never innerHTML): release names
 // and messages cannot inject markup.
@@ -67,6 +69,35 @@
     document.body.dataset.updated = String(Date.now());
   }
 
+  function memberCell(stand) {
+    if (!stand) return h("td", {}, h("span", { class: "muted" }, "–"));
+    return h("td", {}, h("span", { class: `phase phase-${stand.phase}` }, stand.phase),
+      stand.message ? [" ", h("span", { class: "message" }, stand.message)] : null);
+  }
+
+  function groupCard(g) {
+    const there = (g.environment && g.progress[g.environment]) || {};
+    return h("div", { class: "card group-card", "data-group": g.name },
+      h("h3", {}, g.name, " ", h("span", { class: `phase phase-${g.phase}` }, g.phase), " ",
+        h("span", { class: "muted small" }, g.environment ? `in ${g.environment}` : "no environment")),
+      h("table", { class: "group-members" },
+        h("thead", {}, h("tr", {}, h("th", {}, "app"), h("th", {}, "version"), h("th", {}, g.environment || "environment"))),
+        h("tbody", {}, g.members.map((m) => h("tr", { "data-member": m.app },
+          h("td", {}, m.app), h("td", {}, h("b", {}, m.version)), memberCell(there[m.app]))))),
+      g.message ? h("p", { class: "message" }, g.message) : null);
+  }
+
+  function renderGroups(groups) {
+    document.getElementById("groups").replaceChildren(...(groups.length ? groups.map(groupCard)
+      : [h("p", { class: "muted", id: "no-groups" }, "No release group of the apps you may see yet.")]));
+  }
+
+  async function pollGroups() {
+    const limit = initial.groups_limit || 10;
+    const response = await fetch(`${BASE}/api/v1/groups?limit=${limit}`, { credentials: "same-origin", cache: "no-store" });
+    if (response.ok) renderGroups(await response.json());
+  }
+
   async function poll() {
     if (busy) return;
     busy = true;
@@ -74,6 +105,7 @@
       const response = await fetch(`${BASE}/api/v1/apps`, { credentials: "same-origin", cache: "no-store" });
       if (response.status === 401) { window.location = `${BASE}/login?next=${BASE}/`; return; }
       if (response.ok) render((await response.json()).apps);
+      await pollGroups();
     } catch (err) {
       document.body.dataset.offline = "1";
     } finally {
