@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrega.config import CONFIG_FILE, Config, validate_config
+from entrega.config import CONFIG_FILE, Config, read_config_text, validate_config
 from entrega.errors import ConfigError, EntregaError
 from entrega.yamldoc import Path_, parse_yaml
 
@@ -78,7 +78,7 @@ def load_apps(path: str | Path | None = None, *, shown_as: str | None = None) ->
     """Read a configuration file of one app or several; ``shown_as`` names it in errors."""
     file = Path(path) if path else Path(CONFIG_FILE)
     name = shown_as or str(file)
-    data, lines = parse_yaml(_read(file, name), file=name)
+    data, lines = parse_yaml(read_config_text(file, name), file=name)
     base_dir = file.resolve().parent
     if not isinstance(data, dict) or ("apps" not in data and "apps_dir" not in data):
         return AppsConfig((validate_config(data, file=name, lines=lines, base_dir=base_dir),))
@@ -108,17 +108,6 @@ def load_apps(path: str | Path | None = None, *, shown_as: str | None = None) ->
                           field="apps", hint="declare at least one app under apps:")
     _check_together(apps, file=name, lines=lines, listed=len(entries))
     return AppsConfig(tuple(apps), many=True)
-
-
-def _read(file: Path, name: str) -> str:
-    try:
-        return file.read_text()
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=name,
-                          hint="run `entrega init` to write one") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot be read ({getattr(exc, 'strerror', None) or exc})",
-                          file=name) from None
 
 
 def _one(entry: Any, shared: dict[str, Any], lines: dict[Path_, int], *, file: str,
@@ -155,7 +144,7 @@ def _from_dir(value: Any, shared: dict[str, Any], shared_lines: dict[Path_, int]
     apps = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         shown = str(Path(value) / path.name)
-        data, lines = parse_yaml(_read(path, shown), file=shown)
+        data, lines = parse_yaml(read_config_text(path, shown), file=shown)
         # the shared fields' lines are the main file's: a mistake there names it
         apps.append(_one(data, shared, {**shared_lines, **lines}, file=shown, where="",
                          line=1, base_dir=base_dir))
