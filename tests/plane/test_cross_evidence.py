@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
-import shutil
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -28,8 +26,9 @@ from entrega.config.apps import load_apps
 from entrega.controller.teardown import stop_data_plane
 from entrega.net import free_port
 from entrega.plane import ControlPlane, build_plane
-from entrega.views import DeployStarted
 from tests.controller.conftest import wait_until
+from tests.plane.delivery import deploy as deploy_release
+from tests.plane.delivery import phase
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -105,23 +104,8 @@ async def plane(tmp_path: Path) -> AsyncIterator[tuple[ControlPlane, int]]:
 
 async def deploy(plane: ControlPlane, app: str, version: str,
                  behaviour: dict[str, Any] | None = None) -> int:
-    service = plane.service(app)
-    path = service.config.base_dir / "artifacts" / app / version
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SERVICES / app / "app.py", path / "app.py")
-    (path / "VERSION").write_text(version)
-    if behaviour is not None:
-        (path / "behaviour.json").write_text(json.dumps(behaviour))
-    await service.create_release(version=version, artifact=path, meta={}, actor="ci")
-    started = await service.deploy(environment="production", version=version, actor="ci")
-    assert isinstance(started, DeployStarted)
-    return started.rollout.id
-
-
-def phase(plane: ControlPlane, app: str, rid: int) -> str:
-    row = plane.service(app).repo.rollout(rid)
-    assert row is not None
-    return row.phase
+    return await deploy_release(plane, app, version, source=SERVICES / app / "app.py",
+                                behaviour=behaviour)
 
 
 def web_verdicts(plane: ControlPlane, rid: int) -> list[dict[str, Any]]:

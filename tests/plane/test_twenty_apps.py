@@ -13,7 +13,6 @@ than without it (the issue's bound: within a second, median against median).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import statistics
 import sys
@@ -27,8 +26,9 @@ from entrega.config.apps import load_apps
 from entrega.controller.teardown import stop_data_plane
 from entrega.net import free_port
 from entrega.plane import ControlPlane, build_plane
-from entrega.views import DeployStarted
 from tests.controller.conftest import SHOP, wait_until
+from tests.plane.delivery import deploy as deploy_release
+from tests.plane.delivery import phase
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -129,21 +129,7 @@ async def plane(tmp_path: Path, provider: HangingProvider) -> AsyncIterator[Cont
 
 
 async def deploy(plane: ControlPlane, app: str, version: str) -> int:
-    service = plane.service(app)
-    path = service.config.base_dir / "artifacts" / app / version
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SHOP, path / "app.py")
-    (path / "VERSION").write_text(version)
-    await service.create_release(version=version, artifact=path, meta={}, actor="ci")
-    started = await service.deploy(environment="production", version=version, actor="ci")
-    assert isinstance(started, DeployStarted)
-    return started.rollout.id
-
-
-def phase(plane: ControlPlane, app: str, rid: int) -> str:
-    row = plane.service(app).repo.rollout(rid)
-    assert row is not None
-    return row.phase
+    return await deploy_release(plane, app, version, source=SHOP)
 
 
 async def roll_out_others(plane: ControlPlane, version: str) -> list[float]:
