@@ -5,7 +5,8 @@ single-app server runs it; they share the store (every row is keyed by app), the
 directory (content-addressed: the same bytes are kept once) and the API's authenticator.
 Apps are independent by construction: each controller is its own asyncio task with its
 own locks, so one app's slow host, hanging metrics provider or failed rollout never holds
-up another app's reconcile pass.
+up another app's reconcile pass. Beside them runs the release-group coordinator
+(``groups.py``), which moves releases of several apps as one through those same services.
 """
 
 from __future__ import annotations
