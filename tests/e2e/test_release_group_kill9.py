@@ -134,4 +134,4 @@ def test_a_group_in_flight_when_its_server_is_killed_ends_as_it_would_have(
         requested = [e for e in events if e["kind"] == "rollout" and e["version"] == "v2"]
         assert len(requested) == 1, requested  # rolled out once: nothing done twice
     for users in (web_users, api_users):
-        assert users.total() > 50 and not users.failures, users.failures[:5]
+        assert users.total > 50 and not users.failures, users.failures[:5]
