@@ -17,7 +17,7 @@ from entrega.auth import SIGNATURE_HEADER, Authenticator, Caller
 from entrega.errors import Forbidden, Unauthorized
 from entrega.names import check_version
 from entrega.plane import ControlPlane
-from entrega.plane.groups import group_view
+from entrega.plane.groups import group_view, visible_groups
 from entrega.views import GroupView
 
 
@@ -74,10 +74,8 @@ def groups_router(plane: ControlPlane, auth: Authenticator) -> APIRouter:
 
     @router.get("/api/v1/groups")
     async def list_groups(request: Request, limit: int = 50) -> list[GroupView]:
-        caller = auth.require(request, "viewer")
-        rows = plane.groups.repo.groups(limit=max(1, min(limit, 500)))
-        views = [group_view(r) for r in rows]
-        return [v for v in views if all(caller.may_see(m.app) for m in v.members)]
+        return visible_groups(plane, auth.require(request, "viewer"),
+                              limit=max(1, min(limit, 500)))
 
     @router.get("/api/v1/groups/{name}")
     async def show(name: str, request: Request) -> GroupView:

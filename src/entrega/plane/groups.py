@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from entrega.auth import Caller
 from entrega.config import Config
 from entrega.errors import EntregaError, InvalidGroup, NotFound
 from entrega.groups import advance, layers, unapplied
@@ -178,7 +179,7 @@ class GroupCoordinator:
         spec, state = spec_from_dict(row.spec), state_from_dict(row.state)
         observed = self._observe(row.id, spec, state)
         for action in unapplied(spec, state, observed):
-            await self._apply(row, action)
+            await self._apply(row, spec, action)
         transition = advance(spec, state, observed, now=self.clock())
         after = transition.state
         if after != state or transition.events:
@@ -187,7 +188,7 @@ class GroupCoordinator:
             for message in transition.events:
                 self._event(row, spec, message, actor="controller")
         for action in transition.actions:
-            await self._apply(row, action)
+            await self._apply(row, spec, action)
         if after.phase.terminal:
             log.info("release group %s %s", row.name, after.phase.value)
 
@@ -225,11 +226,11 @@ class GroupCoordinator:
                 rollout_id=deploy.id if deploy else None, revert=back, detail=detail)
         return ObservedGroup(environment=env, members=members)
 
-    async def _apply(self, row: ReleaseGroup, action: GroupAction) -> None:
+    async def _apply(self, row: ReleaseGroup, spec: GroupSpec, action: GroupAction) -> None:
         actor = f"group {row.name}"[:64]
         service = self.plane.service(action.app)
         try:
-            if isinstance(action, DeployMember) and spec_from_dict(row.spec).restore:
+            if isinstance(action, DeployMember) and spec.restore:
                 await service.rollback(environment=action.environment, actor=actor,
                                        to=action.version, group_id=row.id)
             elif isinstance(action, DeployMember):
@@ -316,3 +317,11 @@ def group_view(row: ReleaseGroup) -> GroupView:
                   for env, apps in state.members.items()},
         created_at=row.created_at, updated_at=row.updated_at, finished_at=row.finished_at,
         created_by=row.created_by)
+
+
+def visible_groups(plane: ControlPlane, caller: Caller, *,
+                   limit: int) -> list[GroupView]:
+    """The ``limit`` most recent release groups, less those with a member ``caller`` may
+    not see: exactly what ``GET /api/v1/groups?limit=<limit>`` answers them."""
+    views = [group_view(row) for row in plane.groups.repo.groups(limit=limit)]
+    return [v for v in views if all(caller.may_see(m.app) for m in v.members)]

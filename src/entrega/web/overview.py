@@ -51,7 +51,8 @@ def overview_router(plane: ControlPlane, auth: Authenticator, *,
         apps = [status.model_dump(mode="json") for status in visible_apps(plane, who.caller)]
         caller = caller_view(who.caller, auth)
         dora = team_dora(plane, who.caller, now=clock())
-        groups = [g.model_dump(mode="json") for g in visible_groups(plane, who.caller)]
+        groups = [g.model_dump(mode="json")
+                  for g in visible_groups(plane, who.caller, limit=RECENT_GROUPS)]
         return page(pages, request, "overview.html.j2", app=None,
                     caller=None if caller is None else caller.model_dump(mode="json"),
                     apps=apps, total=len(plane.names), poll_ms=POLL_MS,

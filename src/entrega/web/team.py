@@ -15,8 +15,8 @@ from __future__ import annotations
 from entrega.auth import Caller
 from entrega.insights.team import compute_team_dora
 from entrega.plane import ControlPlane
-from entrega.plane.groups import group_view
-from entrega.views import GroupView, TeamDoraView
+from entrega.plane.groups import visible_groups as visible_groups
+from entrega.views import TeamDoraView
 
 #: The window of the team's DORA panel, in days: the single-app dashboard's.
 TEAM_DORA_DAYS = 90
@@ -31,11 +31,3 @@ def team_dora(plane: ControlPlane, caller: Caller, *, now: float,
     histories = [s.dora_history(days=days, now=now) for s in plane if caller.may_see(s.app)]
     report = compute_team_dora(histories, now=now, days=days)
     return TeamDoraView.model_validate(report.to_dict())
-
-
-def visible_groups(plane: ControlPlane, caller: Caller, *,
-                   limit: int = RECENT_GROUPS) -> list[GroupView]:
-    """The ``limit`` most recent release groups, less those with a member ``caller`` may
-    not see: exactly what ``GET /api/v1/groups?limit=<limit>`` answers them."""
-    views = [group_view(row) for row in plane.groups.repo.groups(limit=limit)]
-    return [v for v in views if all(caller.may_see(m.app) for m in v.members)]
