@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from entrega.errors import TargetError
+from entrega.releases.artifacts import tree_digest
 from entrega.targets.base import HealthCheck, InstanceState, Readiness, ReleaseRef
 from entrega.targets.local import LocalTarget
 from entrega.waiting import wait_until
@@ -139,8 +140,59 @@ async def test_app_gets_port_release_and_configured_env(
             assert seen == {
                 "PORT": str(endpoint.port), "ENTREGA_APP": "shop", "ENTREGA_VERSION": "2.0.0",
                 "ENTREGA_ENVIRONMENT": "production", "ENTREGA_INSTANCE": endpoint.instance,
-                "GREETING": "hola", "cwd": str(release.path.resolve()),
+                "GREETING": "hola",
+                "cwd": str(target.instance_dir("2.0.0", int(endpoint.instance)) / "work"),
             }
+
+
+# An app that writes where it runs, as most do: bytecode of a module it imports, a file.
+WRITING_APP = """
+import os, pathlib
+import greeting  # a module of the release: Python writes its bytecode next to it
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+previous = pathlib.Path("written").read_text() if pathlib.Path("written").exists() else ""
+pathlib.Path("written").write_text(previous + "x")
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = pathlib.Path("written").read_text().encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+async def test_the_release_directory_stays_as_received_whatever_the_app_writes(
+        make_target: MakeTarget, make_release: MakeRelease) -> None:
+    target = make_target(instances=2)
+    release = make_release("1.0.0", source=WRITING_APP,
+                           files={"greeting.py": "HELLO = 'hola'\n"})
+    before = tree_digest(release.path)
+
+    endpoints = await target.start(release=release)
+    await until_ready(target, release)
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for endpoint in endpoints:
+            assert (await client.get(f"http://{endpoint.address}/")).text == "x"
+    work = target.instance_dir("1.0.0", 0) / "work"
+    assert (work / "__pycache__").is_dir() and (work / "written").exists()
+    assert tree_digest(release.path) == before
+
+    await target.stop(release=release, drain_s=2)
+    assert not work.exists(), "a stopped instance keeps its working copy"
+    # Started again (a restore): a fresh copy, nothing of the earlier run.
+    [first, _] = await target.start(release=release)
+    await until_ready(target, release)
+    async with httpx.AsyncClient(trust_env=False) as client:
+        assert (await client.get(f"http://{first.address}/")).text == "x"
+    assert tree_digest(release.path) == before
 
 
 async def test_version_falls_back_to_entrega_version_env(
@@ -211,10 +263,11 @@ async def test_failing_health_check_keeps_instance_out_then_in_then_out(
     assert readiness.healthy_count == 0
     assert "HTTP 503" in (readiness.instances[0].last_error or "")
 
-    (release.path / "shop.json").write_text('{"fail_health": false}')
+    # The instance runs in its own copy of the release: the app reads its settings there.
+    (target.instance_dir("1.0.0", 0) / "work" / "shop.json").write_text('{"fail_health": false}')
     await until_ready(target, release)
 
-    (release.path / "shop.json").write_text('{"fail_health": true}')
+    (target.instance_dir("1.0.0", 0) / "work" / "shop.json").write_text('{"fail_health": true}')
 
     async def unhealthy() -> Readiness | None:
         readiness = await target.ready(release=release)

@@ -340,10 +340,26 @@ class ActionRunner:
                 return
             base_url = f"http://{endpoints[0].address}"
         ref = self.ref(version)
-        result = await run_verification(list(rt.config.verify), base_url=base_url,
-                                        version=version, cwd=str(ref.path),
-                                        via_router=bool(listen),
-                                        inherit_env=self.inherit_env)
+        # A command check runs in a copy of the release, as instances do (it may write
+        # bytecode or caches where it runs; the stored tree keeps its digest).
+        checkout = None
+        if any(step.command for step in rt.config.verify):
+            try:
+                checkout = await asyncio.to_thread(self.artifacts.checkout, ref.path,
+                                                   prefix="verify-")
+            except EntregaError as exc:
+                self.verifications[row.id] = VerificationResult(False, exc.message, 0.0)
+                self.on_result()
+                return
+        try:
+            result = await run_verification(list(rt.config.verify), base_url=base_url,
+                                            version=version,
+                                            cwd=str(checkout) if checkout else None,
+                                            via_router=bool(listen),
+                                            inherit_env=self.inherit_env)
+        finally:
+            if checkout is not None:
+                await asyncio.to_thread(self.artifacts.drop_checkout, checkout)
         self.verifications[row.id] = result
         self.on_result()
         self.repo.add_event(app=self.app, environment=rt.name, version=version,

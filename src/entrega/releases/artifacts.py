@@ -133,6 +133,23 @@ class ArtifactStore:
     def discard(self, staged: StagedArtifact) -> None:
         shutil.rmtree(staged.staging, ignore_errors=True)
 
+    def checkout(self, release_path: Path, *, prefix: str) -> Path:
+        """A throwaway copy of a release's tree under ``.staging``, for a program that
+        may write where it runs (a verification command): the stored tree must keep its
+        digest. Blocking. Delete it with :meth:`drop_checkout`; a crash leaves it to the
+        next start's sweep."""
+        copy = self.new_staging_dir(prefix) / "tree"
+        try:
+            shutil.copytree(release_path, copy, symlinks=True)
+        except (OSError, shutil.Error) as exc:
+            shutil.rmtree(copy.parent, ignore_errors=True)
+            raise ArtifactError("the release could not be copied to run a check in it",
+                                hint="is the disk full?") from exc
+        return copy
+
+    def drop_checkout(self, copy: Path) -> None:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+
     def remove(self, digest: str) -> None:
         """Undo a :meth:`commit` whose release could not be recorded."""
         shutil.rmtree(self.path_for(digest), ignore_errors=True)

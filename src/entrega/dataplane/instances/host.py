@@ -18,7 +18,15 @@ A remote host has only Python and entrega's wheel: this module imports the stand
 library and entrega's stdlib-only modules, nothing else (an import-linter contract and a
 test that runs ``hostctl`` under ``python -S -I`` hold it). Its layout on disk::
 
-    STATE_DIR/run/ENVIRONMENT/VERSION/INSTANCE/   one directory per instance (supervisor.py)
+    STATE_DIR/run/ENVIRONMENT/VERSION/INSTANCE/        one directory per instance (supervisor.py)
+    STATE_DIR/run/ENVIRONMENT/VERSION/INSTANCE/work/   the copy of the release it runs in
+
+An instance never runs in its release's directory: that tree is content-addressed (its
+digest is checked before every start), and apps write where they run (Python's
+``__pycache__``, a cache, a log file), which would make the release fail that check the
+next time it is started (a restore, a rollback to it). Each start of an instance runs it
+in a fresh copy of the release, like a container started from its image; the copy goes
+when the instance stops.
 
 Starts of one environment on one host are serialised by a lock on its ``run`` directory
 (``flock``), held from claiming ports until every supervisor has written its port: two
@@ -34,6 +42,7 @@ import fcntl
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -75,6 +84,8 @@ SUPERVISOR_START_TIMEOUT_S = 15.0
 STOP_GRACE_S = 5.0
 #: How often a stop looks whether the supervisors have exited (s).
 STOP_POLL_S = 0.05
+#: The instance's working directory under its instance directory: a copy of the release.
+WORK_DIR = "work"
 
 
 class HostInstances:
@@ -156,7 +167,9 @@ class HostInstances:
                     continue
                 port = self._claim_port(release, instance, state.port if state else None,
                                         claimed)
-                spawned.append((directory, self._spawn_supervisor(release, directory, port)))
+                work = self._working_copy(release, directory)
+                spawned.append((directory,
+                                self._spawn_supervisor(release, directory, port, work)))
             # Once the supervisors' first processes have exited, the state files hold the
             # ports (see _held_ports): the next start may claim.
             codes = [(d, self._setup_exit_code(release, d, s)) for d, s in spawned]
@@ -236,13 +249,32 @@ class HostInstances:
             "ENTREGA_INSTANCE": instance,
         }
 
-    def _spawn_supervisor(self, release: ReleaseSpec, directory: Path, port: int) -> Started:
+    def _working_copy(self, release: ReleaseSpec, directory: Path) -> Path:
+        """A fresh copy of the release's tree for one instance to run in (see the module
+        docstring for why). What an earlier run of the instance wrote is gone."""
+        work = directory / WORK_DIR
+        try:
+            if work.exists():
+                shutil.rmtree(work)
+            shutil.copytree(release.path, work, symlinks=True)
+        except (OSError, shutil.Error) as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise TargetError(
+                f"cannot prepare the working directory of "
+                f"{self._where(release.version, directory)}: {reason}",
+                hint="is the disk full? each instance runs in its own copy of the release"
+            ) from exc
+        return work
+
+    def _spawn_supervisor(self, release: ReleaseSpec, directory: Path, port: int,
+                          work: Path) -> Started:
         """Start the supervisor, which detaches; its first process exits once it is set up.
 
         Started, not run: the supervisors of a release's instances come up side by side."""
         argv = [sys.executable, "-m", MODULE,
                 "--dir", str(directory), "--port", str(port),
-                "--cwd", str(Path(release.path).resolve()), "--env-stdin", "--",
+                "--cwd", str(work), "--env-stdin", "--",
                 release.command]
         env = self._app_env(release, directory.name, port)
         # The app's environment goes through a pipe: the supervisor's own is minimal.
@@ -362,7 +394,8 @@ class HostInstances:
 
         Returns the instances that were running. Idempotent: instances already stopped (or
         never started) are skipped. Returns once every supervisor and app process of the
-        release has exited. Logs stay: they are the release's record.
+        release has exited. Logs stay: they are the release's record; the instances'
+        working copies go.
         """
         stopping: dict[Path, tuple[SupervisorState, tuple[str, ...]]] = {}
         for directory in self.instance_dirs(version):
@@ -386,7 +419,19 @@ class HostInstances:
             for directory, (state, marks) in stopping.items():
                 if self.runner.is_running(state.supervisor_pid, marks=marks):
                     self._kill_stuck(version, directory, state, marks, drain_s)
+        self._remove_working_copies(version)
         return [d.name for d in stopping]
+
+    def _remove_working_copies(self, version: str) -> None:
+        """Delete the working copies of the release's stopped instances (disk: one copy
+        of the release per instance). Under the start lock: a start of the same release
+        at this moment makes its copy either before or after, never during."""
+        with self._start_lock():
+            for directory in self.instance_dirs(version):
+                state = read_state(directory)
+                if state is not None and self.supervised(state.supervisor_pid, directory):
+                    continue
+                shutil.rmtree(directory / WORK_DIR, ignore_errors=True)
 
     def _kill_stuck(self, version: str, directory: Path, state: SupervisorState,
                     marks: tuple[str, ...], drain_s: float) -> None:
