@@ -21,9 +21,7 @@ from entrega.store.repository import Repository
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.migrate()
+def repo(store: Store) -> Repository:
     repo = Repository(store)
     repo.sync_app("shop", ["staging", "production"])
     return repo
@@ -36,17 +34,19 @@ def make_tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def test_migrated_schema_matches_models(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.migrate()
-    store.migrate()  # idempotent
+def test_migrated_schema_matches_models(store: Store) -> None:
+    store.migrate()  # idempotent (the fixture migrated it once)
     inspector = inspect(store.engine)
     for table in Base.metadata.sorted_tables:
         columns = {c["name"] for c in inspector.get_columns(table.name)}
         assert columns == {c.name for c in table.columns}, table.name
-    with store.engine.connect() as connection:
-        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
-    assert mode == "wal"
+        indexes = {i["name"] for i in inspector.get_indexes(table.name)
+                   if not i.get("duplicates_constraint")}  # PostgreSQL: UNIQUE(...)
+        assert indexes == {i.name for i in table.indexes}, table.name
+    if store.engine.dialect.name == "sqlite":
+        with store.engine.connect() as connection:
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+        assert mode == "wal"
 
 
 def test_environments_keep_configured_order(repo: Repository) -> None:
