@@ -392,9 +392,23 @@ class ServerConfig(_Model):
     _check_listen = field_validator("listen")(_address)
 
 
+#: The store URLs entrega runs on: SQLite (one server) and PostgreSQL through psycopg 3
+#: (the `postgres` extra; a store several servers share).
+STORE_URL_FORMS = ("sqlite:///PATH", "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE")
+_STORE_URL = re.compile(r"^(sqlite:///|postgresql\+psycopg://)")
+
+
 class StoreConfig(_Model):
-    #: SQLAlchemy URL; default: SQLite in WAL mode at <state_dir>/state.db.
+    #: SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB.
+    #: Default: SQLite in WAL mode at <state_dir>/state.db.
     url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not _STORE_URL.match(value):
+            raise ValueError(f"expected {' or '.join(STORE_URL_FORMS)}")
+        return value
 
 
 class Config(_Model):
