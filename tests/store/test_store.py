@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+from entrega.config import load_config
 from entrega.errors import ArtifactError, ControllerLocked, ReleaseConflict
-from entrega.releases.artifacts import ArtifactStore, tree_digest
+from entrega.releases.artifacts import ArtifactStore, artifact_store_for, tree_digest
 from entrega.releases.catalog import create_release
 from entrega.store import Store
 from entrega.store.database import ControllerLock
@@ -131,3 +132,37 @@ def test_one_controller_at_a_time(tmp_path: Path) -> None:
     second = ControllerLock(tmp_path / "controller.lock")
     second.acquire()
     second.release()
+
+
+def test_servers_sharing_an_artifacts_dir_sweep_only_their_own_uploads(
+        tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    first = ArtifactStore(shared, server="host-a")
+    second = ArtifactStore(shared, server="host-b")
+    in_flight = first.new_staging_dir("upload-")
+    (in_flight / "body").write_bytes(b"x" * 10)
+    left_over = second.new_staging_dir("tree-")
+    assert second.sweep_staging() == 1 and not left_over.exists()
+    assert (in_flight / "body").exists()  # the first server's upload goes on
+    # What one received, the other reads: one content-addressed tree for both.
+    digest, path = first.ingest(make_tree(tmp_path / "v1", {"app.py": "print(1)\n"}))
+    assert second.verify(digest) == path
+    assert second.commit(second.stage(tmp_path / "v1")) == (path, False)
+
+
+@pytest.mark.parametrize(("artifacts", "expected"), [
+    ("", "{base}/.entrega"),
+    ("artifacts: {dir: /srv/shared/entrega}\n", "/srv/shared/entrega"),
+    ("artifacts: {dir: ../shared}\n", "{parent}/shared"),
+], ids=["default-state-dir", "absolute", "relative-to-the-file"])
+def test_artifacts_dir_names_where_release_bytes_live(tmp_path: Path, artifacts: str,
+                                                      expected: str) -> None:
+    path = tmp_path / "app" / "entrega.yaml"
+    path.parent.mkdir()
+    path.write_text("app: shop\nrun: {command: x}\nenvironments:\n  - name: production\n"
+                    "    router: {kind: embedded, listen: '127.0.0.1:18080'}\n" + artifacts)
+    config = load_config(path)
+    assert config.artifacts_path == Path(expected.format(base=path.parent, parent=tmp_path))
+    store = artifact_store_for(config)
+    assert store.root == config.artifacts_path
+    assert (store.server is None) == (artifacts == "")
