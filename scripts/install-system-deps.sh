@@ -16,6 +16,7 @@ SYSTEM_PACKAGES=(
     podman          # tests/fleet: the ssh target's podman runtime (containers on the test hosts)
     runc            # podman's OCI runtime here (crun is the other choice; runc is tested)
     busybox-static  # tests/fleet: the test image is FROM scratch + a static busybox httpd
+    postgresql      # tests/store, tests/e2e: the store on PostgreSQL (bench/postgres.py's clusters)
 )
 
 missing=()

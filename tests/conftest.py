@@ -10,14 +10,55 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import gc
+import itertools
 import os
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from bench.postgres import PostgresCluster, PostgresUnavailable, running_postgres
+
+from entrega.store import Store
 
 _skipped_real: list[str] = []
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL for the whole session, started by the first test needing it."""
+    try:
+        with running_postgres() as cluster:
+            yield cluster
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL here: {exc}")
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh, empty database of the session's cluster (CREATE DATABASE is ~10 ms)."""
+    name = f"test_{os.getpid()}_{next(_database_numbers)}"
+    yield postgres_cluster.create_database(name)
+    postgres_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.real)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty store, once on each engine the store supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A migrated, empty store on SQLite, then on PostgreSQL: every user runs twice."""
+    store = Store(store_url)
+    store.migrate()
+    yield store
+    store.close()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -21,7 +21,7 @@ from entrega.controller.loop import Controller
 from entrega.errors import EntregaError
 from entrega.net import parse_address
 from entrega.plane import ControlPlane, build_plane
-from entrega.releases.artifacts import ArtifactStore
+from entrega.releases.artifacts import artifact_store_for
 from entrega.service import Service
 from entrega.store.database import ControllerLock, Store
 from entrega.store.repository import Repository
@@ -34,7 +34,7 @@ def build_service(config: Config, *, config_file: Path | None = None
     store = Store(config.store_url)
     store.migrate()
     repo = Repository(store)
-    artifacts = ArtifactStore(config.state_path, config.artifacts)
+    artifacts = artifact_store_for(config)
     controller = Controller(config, repo, artifacts)
     return Service(config, repo, artifacts, controller, config_file=config_file), store
 

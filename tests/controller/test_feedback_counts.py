@@ -3,8 +3,6 @@ environment since the analysis window began, read from a real (SQLite) store."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from entrega.analysis.feedback import FeedbackCounts
@@ -16,9 +14,7 @@ WINDOW_START = 1000.0
 
 
 @pytest.fixture
-def insights(tmp_path: Path) -> InsightsRepository:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.migrate()
+def insights(store: Store) -> InsightsRepository:
     return InsightsRepository(store)
 
 

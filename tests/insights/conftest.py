@@ -8,5 +8,6 @@ from tests.insights.stack import Stack, make_stack
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Stack:
-    return make_stack(tmp_path)
+def stack(tmp_path: Path, store_url: str) -> Stack:
+    """The insights' queries (DORA, scorecards, reports) run on SQLite, then PostgreSQL."""
+    return make_stack(tmp_path, store_url=store_url)

@@ -75,9 +75,11 @@ class Stack:
 
 
 def make_stack(tmp_path: Path, *, tokens: bool = True,
-               settings: FeedbackSettings | None = None) -> Stack:
+               settings: FeedbackSettings | None = None, store_url: str | None = None) -> Stack:
+    """``store_url``: the store's (``store.url``); None, SQLite in the state directory."""
     path = tmp_path / "entrega.yaml"
-    path.write_text(CONFIG.format(auth=auth_yaml() if tokens else ""))
+    store = f"store: {{url: {store_url!r}}}\n" if store_url else ""
+    path.write_text(CONFIG.format(auth=auth_yaml() if tokens else "") + store)
     config = load_config(path)
     service, _store = build_service(config)
     service.repo.sync_app(config.app, [e.name for e in config.environments])

@@ -37,12 +37,10 @@ def totals_of(insights: InsightsRepository, version: str) -> tuple[int, int]:
     return t.requests, sum(t.latency_buckets)
 
 
-async def test_samples_each_release_over_its_life(tmp_path: Path,
+async def test_samples_each_release_over_its_life(store: Store,
                                                   backends: dict[str, Backend],  # noqa: F811
                                                   make_router: RouterFactory,  # noqa: F811
                                                   ) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.migrate()
     insights = InsightsRepository(store)
     router = await make_router()
     await router.set_routes(make_routes(backends, {"v1": 50, "v2": 50},
@@ -72,9 +70,7 @@ async def test_samples_each_release_over_its_life(tmp_path: Path,
     assert await again.maybe_collect(runtimes, now=1020.0) == 0
 
 
-async def test_a_router_that_does_not_answer_is_skipped(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.migrate()
+async def test_a_router_that_does_not_answer_is_skipped(tmp_path: Path, store: Store) -> None:
     from entrega.routers.embedded import EmbeddedRouter
 
     down = EmbeddedRouter(name="down", listen="127.0.0.1:1", preview_listen=None,

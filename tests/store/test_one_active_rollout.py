@@ -56,9 +56,7 @@ def _insert(store: Store, version: str, phase: str, env: str = "production") -> 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.migrate()
+def store(store: Store) -> Store:
     Repository(store).sync_app("shop", ["staging", "production"])
     return store
 
@@ -94,8 +92,8 @@ def test_the_repository_refuses_a_second_active_rollout(store: Store) -> None:
                         actor="ci", reason="")
 
 
-def test_the_migration_upgrades_a_store_with_data_and_duplicates(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+def test_the_migration_upgrades_a_store_with_data_and_duplicates(store_url: str) -> None:
+    store = Store(store_url)
     _upgrade(store, "0003")
     with store.engine.begin() as connection:
         connection.execute(text("INSERT INTO apps (name, created_at) VALUES ('shop', 0)"))
@@ -120,9 +118,9 @@ def test_the_migration_upgrades_a_store_with_data_and_duplicates(tmp_path: Path)
         _insert(store, "v5", "pending")
 
 
-def _service(tmp_path: Path) -> Service:
+def _service(tmp_path: Path, store_url: str) -> Service:
     path = tmp_path / "entrega.yaml"
-    path.write_text(CONFIG)
+    path.write_text(CONFIG + f"store: {{url: {store_url!r}}}\n")
     service, _store = build_service(load_config(path))
     repo = service.repo
     repo.sync_app("shop", ["production"])
@@ -139,8 +137,9 @@ def _service(tmp_path: Path) -> Service:
     return service
 
 
-async def test_a_rollback_racing_a_deploy_never_makes_two_rollouts(tmp_path: Path) -> None:
-    service = _service(tmp_path)
+async def test_a_rollback_racing_a_deploy_never_makes_two_rollouts(tmp_path: Path,
+                                                                   store_url: str) -> None:
+    service = _service(tmp_path, store_url)
     lock = service.controller.locks["production"]
     # A reconcile pass of production holds the lock while both commands arrive.
     await lock.acquire()
@@ -162,8 +161,9 @@ async def test_a_rollback_racing_a_deploy_never_makes_two_rollouts(tmp_path: Pat
     assert state_from_dict(service.repo.rollout(active[0].id).state).abort_requested  # type: ignore[union-attr]
 
 
-async def test_deploys_racing_each_other_queue_behind_one_rollout(tmp_path: Path) -> None:
-    service = _service(tmp_path)
+async def test_deploys_racing_each_other_queue_behind_one_rollout(tmp_path: Path,
+                                                                  store_url: str) -> None:
+    service = _service(tmp_path, store_url)
     results = await asyncio.gather(*(
         service.deploy(environment="production", version=v, actor="ci")
         for v in ("v2", "v0", "v2")), return_exceptions=True)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+from entrega.config import load_config
 from entrega.errors import ArtifactError, ControllerLocked, ReleaseConflict
-from entrega.releases.artifacts import ArtifactStore, tree_digest
+from entrega.releases.artifacts import ArtifactStore, artifact_store_for, tree_digest
 from entrega.releases.catalog import create_release
 from entrega.store import Store
 from entrega.store.database import ControllerLock
@@ -21,9 +22,7 @@ from entrega.store.repository import Repository
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.migrate()
+def repo(store: Store) -> Repository:
     repo = Repository(store)
     repo.sync_app("shop", ["staging", "production"])
     return repo
@@ -36,17 +35,19 @@ def make_tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def test_migrated_schema_matches_models(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.migrate()
-    store.migrate()  # idempotent
+def test_migrated_schema_matches_models(store: Store) -> None:
+    store.migrate()  # idempotent (the fixture migrated it once)
     inspector = inspect(store.engine)
     for table in Base.metadata.sorted_tables:
         columns = {c["name"] for c in inspector.get_columns(table.name)}
         assert columns == {c.name for c in table.columns}, table.name
-    with store.engine.connect() as connection:
-        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
-    assert mode == "wal"
+        indexes = {i["name"] for i in inspector.get_indexes(table.name)
+                   if not i.get("duplicates_constraint")}  # PostgreSQL: UNIQUE(...)
+        assert indexes == {i.name for i in table.indexes}, table.name
+    if store.engine.dialect.name == "sqlite":
+        with store.engine.connect() as connection:
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+        assert mode == "wal"
 
 
 def test_environments_keep_configured_order(repo: Repository) -> None:
@@ -131,3 +132,37 @@ def test_one_controller_at_a_time(tmp_path: Path) -> None:
     second = ControllerLock(tmp_path / "controller.lock")
     second.acquire()
     second.release()
+
+
+def test_servers_sharing_an_artifacts_dir_sweep_only_their_own_uploads(
+        tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    first = ArtifactStore(shared, server="host-a")
+    second = ArtifactStore(shared, server="host-b")
+    in_flight = first.new_staging_dir("upload-")
+    (in_flight / "body").write_bytes(b"x" * 10)
+    left_over = second.new_staging_dir("tree-")
+    assert second.sweep_staging() == 1 and not left_over.exists()
+    assert (in_flight / "body").exists()  # the first server's upload goes on
+    # What one received, the other reads: one content-addressed tree for both.
+    digest, path = first.ingest(make_tree(tmp_path / "v1", {"app.py": "print(1)\n"}))
+    assert second.verify(digest) == path
+    assert second.commit(second.stage(tmp_path / "v1")) == (path, False)
+
+
+@pytest.mark.parametrize(("artifacts", "expected"), [
+    ("", "{base}/.entrega"),
+    ("artifacts: {dir: /srv/shared/entrega}\n", "/srv/shared/entrega"),
+    ("artifacts: {dir: ../shared}\n", "{parent}/shared"),
+], ids=["default-state-dir", "absolute", "relative-to-the-file"])
+def test_artifacts_dir_names_where_release_bytes_live(tmp_path: Path, artifacts: str,
+                                                      expected: str) -> None:
+    path = tmp_path / "app" / "entrega.yaml"
+    path.parent.mkdir()
+    path.write_text("app: shop\nrun: {command: x}\nenvironments:\n  - name: production\n"
+                    "    router: {kind: embedded, listen: '127.0.0.1:18080'}\n" + artifacts)
+    config = load_config(path)
+    assert config.artifacts_path == Path(expected.format(base=path.parent, parent=tmp_path))
+    store = artifact_store_for(config)
+    assert store.root == config.artifacts_path
+    assert (store.server is None) == (artifacts == "")

@@ -318,9 +318,15 @@ class AuthConfig(_Model):
 
 
 class ArtifactsConfig(_Model):
-    """Bounds on what one artifact may unpack to, checked from the tarball's headers before
-    a byte is written, so a small compressed bomb is refused at once (413)."""
+    """Where release bytes live, and bounds on what one artifact may unpack to, checked
+    from the tarball's headers before a byte is written, so a small compressed bomb is
+    refused at once (413)."""
 
+    #: Directory of the release bytes (``artifacts/<sha256>/``, ``releases/<app>/<version>``),
+    #: relative to the config file. Default: the state directory, right for one server.
+    #: Servers sharing one PostgreSQL store name one directory they all see (NFS, a shared
+    #: volume) at the same path, so any of them can deploy a release another received.
+    dir: str | None = None
     #: Total bytes of the unpacked files: 4x the default upload limit, room for a
     #: compressed build while a disk is not filled by one request.
     max_unpacked_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
@@ -392,9 +398,23 @@ class ServerConfig(_Model):
     _check_listen = field_validator("listen")(_address)
 
 
+#: The store URLs entrega runs on: SQLite (one server) and PostgreSQL through psycopg 3
+#: (the `postgres` extra; a store several servers share).
+STORE_URL_FORMS = ("sqlite:///PATH", "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE")
+_STORE_URL = re.compile(r"^(sqlite:///|postgresql\+psycopg://)")
+
+
 class StoreConfig(_Model):
-    #: SQLAlchemy URL; default: SQLite in WAL mode at <state_dir>/state.db.
+    #: SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB.
+    #: Default: SQLite in WAL mode at <state_dir>/state.db.
     url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not _STORE_URL.match(value):
+            raise ValueError(f"expected {' or '.join(STORE_URL_FORMS)}")
+        return value
 
 
 class Config(_Model):
@@ -462,6 +482,13 @@ class Config(_Model):
     @property
     def state_path(self) -> Path:
         return (self.base_dir / self.state_dir).resolve()
+
+    @property
+    def artifacts_path(self) -> Path:
+        """Where release bytes live: ``artifacts.dir``, else the state directory."""
+        if self.artifacts.dir is None:
+            return self.state_path
+        return (self.base_dir / self.artifacts.dir).resolve()
 
     @property
     def store_url(self) -> str:

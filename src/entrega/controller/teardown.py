@@ -22,7 +22,7 @@ async def stop_data_plane(config: Config, *, drain_s: float | None = None) -> li
         versions = {i.version for i in await rt.target.observe() if i.alive}
         for version in sorted(versions):
             ref = ReleaseRef(app=config.app, version=version, digest="",
-                             path=config.state_path / "releases" / config.app / version)
+                             path=config.artifacts_path / "releases" / config.app / version)
             await rt.target.stop(release=ref, drain_s=config.run.drain_s
                                  if drain_s is None else drain_s)
             stopped.append(f"{version} in {env.name}")

@@ -20,7 +20,7 @@ from entrega.config.apps import AppsConfig
 from entrega.controller.loop import Controller
 from entrega.errors import NotFound
 from entrega.plane.groups import GroupCoordinator
-from entrega.releases.artifacts import ArtifactStore
+from entrega.releases.artifacts import artifact_store_for
 from entrega.routers.base import Router
 from entrega.service import Service
 from entrega.store.database import Store
@@ -88,7 +88,7 @@ def build_plane(apps: AppsConfig, *, config_file: Path | None = None
     repo = Repository(store)
     services = []
     for config in apps:
-        artifacts = ArtifactStore(config.state_path, config.artifacts)
+        artifacts = artifact_store_for(config)
         controller = Controller(config, repo, artifacts)
         services.append(Service(config, repo, artifacts, controller, config_file=config_file))
     plane = ControlPlane(services, many=apps.many, store=store)

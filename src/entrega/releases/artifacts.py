@@ -8,6 +8,13 @@ to ``<state>/artifacts/<hex>/`` once; ``<state>/releases/<app>/<version>`` links
 Stage, check, then commit: an artifact is unpacked and hashed under ``.staging`` first,
 and enters the store only once its release is accepted, so a refused request (a version
 conflict, a limit, a bad tarball, a client gone mid-upload) leaves no bytes behind.
+
+The directory is the state directory unless ``artifacts.dir`` names another, one that
+several servers of one PostgreSQL store share: the artifact a leader received is then
+there for whichever server deploys it. Content addressing makes sharing safe (two servers
+committing the same digest write the same bytes; the second finds it there), and each
+server stages under a ``.staging/<server>`` of its own, so the sweep of a server that
+starts never deletes another's uploads in flight.
 """
 
 from __future__ import annotations
@@ -15,12 +22,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from entrega.config import ArtifactsConfig
+from entrega.config import ArtifactsConfig, Config
 from entrega.errors import ArtifactError
 from entrega.releases.unpack import check_tree, unpack_tarball
 
@@ -64,13 +72,17 @@ class ArtifactStore:
     hashing block: callers on the event loop run :meth:`stage` in a worker thread.
     """
 
-    def __init__(self, root: Path, limits: ArtifactsConfig | None = None) -> None:
+    def __init__(self, root: Path, limits: ArtifactsConfig | None = None, *,
+                 server: str | None = None) -> None:
         self.root = root
         self.limits = limits or ArtifactsConfig()
+        #: This server's name among those sharing ``root`` (None: root is its own).
+        self.server = server
 
     @property
     def staging_root(self) -> Path:
-        return self.root / "artifacts" / ".staging"
+        staging = self.root / "artifacts" / ".staging"
+        return staging if self.server is None else staging / self.server
 
     def path_for(self, digest: str) -> Path:
         return self.root / "artifacts" / digest.removeprefix("sha256:")
@@ -84,7 +96,8 @@ class ArtifactStore:
         holding the controller's lock: another server's uploads would vanish."""
         swept = 0
         # <state>/uploads held request bodies before they moved under .staging.
-        for leftovers in (self.staging_root, self.root / "uploads"):
+        legacy = [self.root / "uploads"] if self.server is None else []
+        for leftovers in (self.staging_root, *legacy):
             if not leftovers.is_dir():
                 continue
             for entry in leftovers.iterdir():
@@ -187,3 +200,14 @@ class ArtifactStore:
             raise ArtifactError(f"artifact {digest} was modified on disk (now {actual})",
                                 hint="create the release again from its original bytes")
         return path
+
+
+def artifact_store_for(config: Config) -> ArtifactStore:
+    """The artifact store of a server: its ``artifacts.dir`` (else its state directory).
+    A shared directory stages per server, named by host and state directory: what one
+    server's lock protects (controller.lock in its state directory)."""
+    if config.artifacts.dir is None:
+        return ArtifactStore(config.state_path, config.artifacts)
+    owner = hashlib.sha256(str(config.state_path).encode()).hexdigest()[:12]
+    return ArtifactStore(config.artifacts_path, config.artifacts,
+                         server=f"{socket.gethostname()}-{owner}")

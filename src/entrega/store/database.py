@@ -3,12 +3,19 @@
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit survives a crash of the
 process (kill -9) and readers never block the writer. Durability across a power cut
 would need ``synchronous=FULL``; entrega's state is repaired by reconciliation anyway.
+
+PostgreSQL (``postgresql+psycopg://``) is the store several servers share: the same
+models and the same Alembic migrations, nothing SQLite-only in the queries. Its URL
+carries a password, so a message about the store names it with the password masked, and
+the driver's errors are translated here into what failed and where (never the driver's
+class names): a wrong URL, a missing driver, a database that does not answer.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +23,48 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from entrega.config import STORE_URL_FORMS
 from entrega.errors import ControllerLocked, StoreError
 
 _MIGRATIONS = str(Path(__file__).parent / "migrations")
+
+#: The drivers behind the URL forms of the configuration (config.STORE_URL_FORMS).
+_DRIVERS = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite",
+            "postgresql+psycopg": "postgresql"}
+
+#: How long opening a PostgreSQL connection may take (s): libpq waits forever by default,
+#: and a server whose database host is unreachable must say so, not hang at start.
+CONNECT_TIMEOUT_S = 10
+
+
+def masked_url(url: str) -> str:
+    """``url`` as it may appear in a message or a log: the password replaced by ``***``.
+    Pure; works on strings that are not valid URLs too (what a user mistyped)."""
+    return re.sub(r"(://[^/:@]*:)[^/]*@", r"\1***@", url)
+
+
+def _parse(url: str) -> URL:
+    hint = "store.url must be " + " or ".join(STORE_URL_FORMS)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # Not shown: what is not a URL cannot be masked reliably (a password in it).
+        raise StoreError("the store URL is not a database URL", hint=hint) from None
+    if parsed.drivername not in _DRIVERS:
+        raise StoreError(f"the store URL {masked_url(url)!r} names {parsed.drivername!r}, "
+                         "which entrega does not run on", hint=hint)
+    return parsed
+
+
+def _driver_message(exc: DBAPIError) -> str:
+    """The database's own words for what failed (first line), without the driver's class
+    names or SQLAlchemy's background link."""
+    text = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason"
+    return text.removeprefix("connection failed: ")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,12 +81,27 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        #: The URL as messages and logs show it (no password).
+        self.where = masked_url(url)
+        parsed = _parse(url)
+        options: dict[str, Any] = {}
+        if _DRIVERS[parsed.drivername] == "sqlite":
+            if parsed.database:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            # pre_ping: a database restarted under a running server costs one reconnect,
+            # not one failed reconcile pass per pooled connection.
+            options = {"pool_pre_ping": True,
+                       "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
         try:
-            self.engine: Engine = create_engine(url)
-        except (SQLAlchemyError, ImportError) as exc:
-            raise StoreError(f"cannot open the store {url!r}: {exc}") from exc
+            self.engine: Engine = create_engine(parsed, **options)
+        except ImportError:
+            raise StoreError(f"the store {self.where} is PostgreSQL, and its driver "
+                             "(psycopg 3) is not installed",
+                             hint="pip install 'entrega[postgres]'") from None
+        except SQLAlchemyError:
+            raise StoreError(f"cannot open the store {self.where}",
+                             hint="store.url must be " + " or ".join(STORE_URL_FORMS)) from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -53,12 +110,27 @@ class Store:
         """Bring the schema to the latest revision (idempotent)."""
         config = AlembicConfig()
         config.set_main_option("script_location", _MIGRATIONS)
+        with self.connect() as connection:
+            try:
+                with connection.begin():
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+            except DBAPIError as exc:
+                raise StoreError(f"cannot migrate the store {self.where}: "
+                                 f"{_driver_message(exc)}") from None
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection of the pool; a database that does not answer (down, wrong host or
+        port, refused credentials, no such database) is a StoreError saying so."""
         try:
-            with self.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot migrate the store {self.url!r}: {exc}") from exc
+            connection = self.engine.connect()
+        except DBAPIError as exc:
+            raise StoreError(f"cannot reach the store {self.where}: {_driver_message(exc)}",
+                             hint="check store.url, and that the database is up and "
+                             "accepts this server's connections") from None
+        with connection:
+            yield connection
 
     @contextmanager
     def session(self) -> Iterator[Session]:
