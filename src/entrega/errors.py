@@ -8,7 +8,8 @@ says what failed, where, and (when we know it) what to do next::
     ├── InvalidName            a version, app or environment name breaks names.py's rule (400)
     ├── InvalidGroup           a release group's members: unknown depends_on, a cycle (400)
     ├── StoreError             the state database cannot be opened, migrated or locked
-    │   └── ControllerLocked   another controller owns the store
+    │   ├── ControllerLocked   another controller owns the store
+    │   └── NotLeader          a standby (or a deposed leader) was asked to write (503)
     ├── InvalidRecord          JSON read back (a rollout's state, a state file) fails its type
     ├── NotFound               an app, environment, release or rollout does not exist
     ├── Conflict               the request contradicts the current state (409)
@@ -122,6 +123,23 @@ class ControllerLocked(StoreError):
     """Another controller holds the store's lock."""
 
     status_code = 409
+
+
+#: The HTTP header a standby names the leader's address in (the CLI sends writes there).
+LEADER_HEADER = "X-Entrega-Leader"
+
+
+class NotLeader(StoreError):
+    """This server does not lead the servers sharing its store (store/leadership.py): it
+    was asked to write, or it lost the lead (a pause, a cut to the database). ``leader``
+    is the address of the server that leads, when one does."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, leader: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.leader = leader
 
 
 class InvalidRecord(EntregaError):

@@ -514,7 +514,8 @@ def request_view(request: DeployRequest) -> DeployRequestView:
 def event_view(event: Event) -> EventView:
     return EventView(id=event.id, time=event.time, environment=event.environment,
                      version=event.version, rollout_id=event.rollout_id, kind=event.kind,
-                     actor=event.actor, message=event.message, data=event.data)
+                     actor=event.actor, message=event.message, data=event.data,
+                     epoch=event.epoch)
 
 
 def feedback_view(row: Feedback) -> FeedbackView:

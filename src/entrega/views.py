@@ -104,6 +104,8 @@ class EventView(View):
     actor: str
     message: str
     data: dict[str, Any]
+    #: the epoch of the leader that wrote it, on servers sharing a PostgreSQL store
+    epoch: int | None = None
 
 
 class RolloutDetail(RolloutView):

@@ -25,6 +25,7 @@ from entrega import __version__
 from entrega.api import errors
 from entrega.api.apps import AppDispatch, server_routes
 from entrega.api.insights import insights_router
+from entrega.api.leader import LeaderGate
 from entrega.api.params import MAX_ID, Environment, Limit, RowId, Version
 from entrega.api.strictjson import StrictJsonRoute
 from entrega.api.uploads import parse_upload, receive_body
@@ -115,7 +116,7 @@ def create_app(served: ControlPlane | Service, auth: Authenticator | None = None
     apps = {s.app: app_api(s, auth.for_app(s.app), feedback=feedback, clock=clock)
             for s in plane}
     only = apps[plane.only.app] if plane.only is not None else None
-    return AppDispatch(apps, server_routes(plane, auth), only=only)
+    return LeaderGate(AppDispatch(apps, server_routes(plane, auth), only=only), plane)
 
 
 def app_api(service: Service, auth: Authenticator, *,

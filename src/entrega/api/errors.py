@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from entrega.errors import EntregaError
+from entrega.errors import LEADER_HEADER, EntregaError, NotLeader
 
 log = logging.getLogger("entrega.api")
 
@@ -49,13 +49,21 @@ def _where(loc: list[str]) -> str:
     return ".".join(parts) or "body"
 
 
+def error_response(exc: EntregaError) -> JSONResponse:
+    if isinstance(exc, NotLeader):
+        return JSONResponse({"error": exc.message, "hint": exc.hint, "leader": exc.leader},
+                            status_code=exc.status_code,
+                            headers={LEADER_HEADER: exc.leader} if exc.leader else None)
+    return JSONResponse({"error": exc.message, "hint": exc.hint},
+                        status_code=exc.status_code)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers and the catch-all on ``app``."""
 
     @app.exception_handler(EntregaError)
     async def _entrega_error(_: Request, exc: EntregaError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, "hint": exc.hint},
-                            status_code=exc.status_code)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from entrega.errors import ApiError, EntregaError, ServerUnreachable
+from entrega.errors import LEADER_HEADER, ApiError, EntregaError, ServerUnreachable
 
 #: Where CI's HMAC-SHA256 signature of a body goes (GitHub's convention).
 SIGNATURE_HEADER = "X-Entrega-Signature-256"
@@ -56,8 +56,27 @@ class Client:
                 path = f"{API}apps/{self.app}/{path[len(API):]}"
             elif self.unnamed is not None:
                 raise self.unnamed
+        response = self._send(method, path, **kwargs)
+        leader = response.headers.get(LEADER_HEADER)
+        if response.status_code == 503 and leader and leader.rstrip("/") != self.base_url:
+            # A standby of servers sharing a PostgreSQL store: the leader takes writes.
+            for _, upload in (kwargs.get("files") or {}).items():
+                stream = upload[1] if isinstance(upload, tuple) else upload
+                if hasattr(stream, "seek"):
+                    stream.seek(0)
+            response = self._send(method, leader.rstrip("/") + path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message, hint = body.get("error") or str(body.get("detail")), body.get("hint")
+            except ValueError:
+                message, hint = response.text[:200], None
+            raise ApiError(message, status_code=response.status_code, hint=hint)
+        return response.json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
             raise ServerUnreachable(f"cannot reach the entrega server at {self.base_url}",
                                     hint="is `entrega server` running?") from None
@@ -70,14 +89,6 @@ class Client:
                                     f"connection during {method} {path}") from None
         except httpx.HTTPError as exc:
             raise EntregaError(f"request to {self.base_url}{path} failed: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                message, hint = body.get("error") or str(body.get("detail")), body.get("hint")
-            except ValueError:
-                message, hint = response.text[:200], None
-            raise ApiError(message, status_code=response.status_code, hint=hint)
-        return response.json()
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items()

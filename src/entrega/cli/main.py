@@ -101,18 +101,29 @@ def init(
 
 
 @app.command()
-def server(config: str = ConfigOpt) -> None:
-    """Run the API and the reconcile loop (routers and instances run on their own)."""
+def server(config: str = ConfigOpt,
+           listen: str | None = typer.Option(
+               None, "--listen", metavar="HOST:PORT",
+               help="listen here instead of server.listen (a second server of a "
+                    "PostgreSQL store, on the same machine and file)")) -> None:
+    """Run the API and the reconcile loop (routers and instances run on their own). On a
+    PostgreSQL store several servers may run: one leads, the others stand by."""
     import logging
 
     from entrega.logs import setup_logging
+    from entrega.net import parse_address
     from entrega.server import run_server
 
     setup_logging(logging.INFO)
     apps = load_apps(config)
+    if listen is not None:
+        try:
+            parse_address(listen)
+        except ValueError as exc:
+            raise EntregaError(f"--listen {listen!r}: {exc}") from None
     err.print(f"entrega server for [bold]{', '.join(apps.names)}[/] on "
-              f"http://{apps.first.server.listen}")
-    run_server(apps, config_file=Path(config).resolve())
+              f"http://{listen or apps.first.server.listen}")
+    run_server(apps, config_file=Path(config).resolve(), listen=listen)
 
 
 @app.command()

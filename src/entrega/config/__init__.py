@@ -395,6 +395,11 @@ class ServerConfig(_Model):
     #: A client must send a whole request head within this time, or it is answered 408
     #: and cut off (slowloris); a real client sends its head in one packet.
     header_timeout_s: float = Field(10.0, gt=0)
+    #: Servers sharing a PostgreSQL store: how long a leader that stopped answering (a
+    #: pause, a cut network) keeps the lead before a standby takes it over. A dead
+    #: leader's lead is free at once. Shorter: faster takeover after a pause; longer:
+    #: a busy database or a GC pause does not cost a failover.
+    lease_s: float = Field(3.0, ge=1.0, le=60.0)
     _check_listen = field_validator("listen")(_address)
 
 

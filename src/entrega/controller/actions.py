@@ -19,7 +19,7 @@ from entrega.controller.peers import PeerWatch
 from entrega.controller.restarts import restart_router
 from entrega.controller.runtime import EnvironmentRuntime, release_ref
 from entrega.controller.verification import VerificationResult, run_verification
-from entrega.errors import EntregaError, NotFound, RouterUnreachable
+from entrega.errors import EntregaError, NotFound, NotLeader, RouterUnreachable
 from entrega.net import parse_address
 from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts.model import (
@@ -61,6 +61,13 @@ class ActionRunner:
         self.inherit_env = inherit_env
         #: other apps' routers the metrics name (``app:``); set by the controller
         self.peers: PeerWatch | None = None
+        #: asked right before each call that changes the data plane: False on a server
+        #: that does not lead (any more) the servers sharing its store (plane/leader.py)
+        self.may_act: Callable[[], bool] = lambda: True
+
+    def _must_lead(self, what: str) -> None:
+        if not self.may_act():
+            raise NotLeader(f"{what} was not done: this server does not lead any more")
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -138,6 +145,7 @@ class ActionRunner:
             ref = self.ref(version)
             # Hashing a large tree takes seconds: off the loop that serves the API.
             await asyncio.to_thread(self.artifacts.verify, ref.digest)
+            self._must_lead(f"starting {version}")
             endpoints = await rt.target.start(release=ref, hosts=hosts)
         except EntregaError as exc:
             if exc.temporary and restart:
@@ -240,6 +248,7 @@ class ActionRunner:
             ref = self.ref(version)
         except NotFound:
             return
+        self._must_lead(f"stopping {version}")
         await rt.target.stop(release=ref, drain_s=rt.drain_s, hosts=hosts)
         if hosts is None:
             rt.start_errors.pop(version, None)
@@ -264,6 +273,7 @@ class ActionRunner:
             # The router died (or was killed): start it again; it reloads its last routes,
             # and the set_routes below makes sure they are the ones the store says.
             await restart_router(self.repo, self.app, rt)
+        self._must_lead(f"changing the routes of {rt.name}")
         await rt.router.set_routes(wanted)
         return True
 

@@ -138,6 +138,17 @@ class Controller:
         self._retiring: set[asyncio.Task[None]] = set()
 
     @property
+    def may_act(self) -> Callable[[], bool]:
+        """False while this server does not lead the servers sharing its store: no pass
+        runs, and each data plane call checks it again (plane/leader.py)."""
+        return self.actions.may_act
+
+    @may_act.setter
+    def may_act(self, leads: Callable[[], bool]) -> None:
+        self.actions.may_act = leads
+        self.notifier.may_act = leads
+
+    @property
     def peers(self) -> PeerLookup | None:
         """Finds another app's router (the control plane sets it; None: a lone app)."""
         return self.peer_watch.lookup
@@ -210,6 +221,8 @@ class Controller:
 
     async def _reconcile_environment(self, name: str, rt: EnvironmentRuntime) -> None:
         async with self.locks[name]:
+            if not self.may_act():
+                return  # a leader that woke from a pause: it steps down, it acts no more
             rollout = self.repo.active_rollout(self.config.app, name)
             if rollout is None:
                 rollout = start_next(self.repo, self.config, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -67,6 +68,8 @@ class Notifier:
         self.hooks = [n.webhook for n in config.notify]
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: False on a server that does not lead (any more): nothing is sent
+        self.may_act: Callable[[], bool] = lambda: True
 
     def start(self) -> None:
         if not self.hooks:
@@ -118,8 +121,13 @@ class Notifier:
         timeout = hook.timeout_s if hook else 5.0
         max_attempts = hook.max_attempts if hook else 1
         error: str | None = None
+        if not self.may_act():
+            return  # a leader that woke from a pause: the next leader sends it
         try:
-            response = await client.post(url, json=payload, timeout=timeout)
+            # The row's id names the delivery: a receiver can drop a repeat (a leader
+            # killed between sending and recording it; delivery is at least once).
+            response = await client.post(url, json=payload, timeout=timeout,
+                                         headers={"X-Entrega-Delivery": str(notification_id)})
             if response.status_code >= 300:
                 error = f"HTTP {response.status_code}"
         except httpx.TimeoutException:

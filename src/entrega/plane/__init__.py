@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from entrega.config.apps import AppsConfig
 from entrega.controller.loop import Controller
@@ -27,6 +28,9 @@ from entrega.store.database import Store
 from entrega.store.groups_repository import GroupRepository
 from entrega.store.repository import Repository
 
+if TYPE_CHECKING:
+    from entrega.plane.leader import LeaderRole
+
 log = logging.getLogger("entrega.plane")
 
 
@@ -38,6 +42,9 @@ class ControlPlane:
         self.services = {s.app: s for s in services}
         #: declared as several apps: their API lives under /api/v1/apps/<app> only
         self.many = many
+        #: leader or standby among servers sharing a PostgreSQL store (plane/leader.py);
+        #: None: this server alone owns its store (SQLite)
+        self.role: LeaderRole | None = None
         #: release groups across these apps (plane/groups.py)
         self.groups = GroupCoordinator(
             self, GroupRepository(store or next(iter(self.services.values())).repo.store))
@@ -66,6 +73,12 @@ class ControlPlane:
         service = self.services.get(app)
         runtime = service.controller.runtimes.get(environment) if service else None
         return runtime.router if runtime else None
+
+    def may_act(self, leads: Callable[[], bool]) -> None:
+        """Every controller asks ``leads`` before it acts on the data plane (a server
+        that shares its store with others: plane/leader.py)."""
+        for service in self:
+            service.controller.may_act = leads
 
     async def start(self) -> None:
         """Every app's controller adopts its data plane at once: one app's slow hosts do

@@ -16,25 +16,30 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from entrega.config import STORE_URL_FORMS
 from entrega.errors import ControllerLocked, StoreError
+from entrega.store.models import Event
 
 _MIGRATIONS = str(Path(__file__).parent / "migrations")
 
 #: The drivers behind the URL forms of the configuration (config.STORE_URL_FORMS).
 _DRIVERS = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite",
             "postgresql+psycopg": "postgresql"}
+
+#: The advisory lock servers starting at once on one PostgreSQL take around migrating
+#: ("mig" in ASCII): one migrates, the others find the schema up to date.
+MIGRATION_LOCK_KEY = 0x6D6967
 
 #: How long opening a PostgreSQL connection may take (s): libpq waits forever by default,
 #: and a server whose database host is unreachable must say so, not hang at start.
@@ -76,6 +81,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def shared_store(url: str) -> bool:
+    """True for a store several servers may share (PostgreSQL): they elect a leader."""
+    return _DRIVERS[_parse(url).drivername] == "postgresql"
+
+
 class Store:
     """A handle on the database. ``with store.session() as s:`` commits on success."""
 
@@ -105,6 +115,42 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: Set on a server that leads others (store/leadership.py): called before the
+        #: first write of every transaction, it raises NotLeader unless this server still
+        #: leads, and returns the leader's epoch (each event is stamped with it).
+        self.fence: Callable[[Session], int] | None = None
+        event.listen(self._sessions, "before_flush", self._before_flush)
+        event.listen(self._sessions, "do_orm_execute", self._before_statement)
+        event.listen(self._sessions, "after_transaction_end", self._forget_fence)
+
+    @property
+    def shared(self) -> bool:
+        """True on a database several servers may share (PostgreSQL)."""
+        return self.engine.dialect.name == "postgresql"
+
+    def _fenced(self, session: Session) -> int | None:
+        if self.fence is None:
+            return None
+        if "epoch" not in session.info:
+            session.info["epoch"] = self.fence(session)
+        return int(session.info["epoch"])
+
+    def _before_flush(self, session: Session, _context: Any, _instances: Any) -> None:
+        epoch = self._fenced(session)
+        if epoch is not None:
+            for row in session.new:
+                if isinstance(row, Event):
+                    row.epoch = epoch
+
+    def _before_statement(self, state: Any) -> None:
+        # Bulk UPDATE / DELETE / INSERT statements write without a flush.
+        if state.is_insert or state.is_update or state.is_delete:
+            self._fenced(state.session)
+
+    @staticmethod
+    def _forget_fence(session: Session, transaction: Any) -> None:
+        if transaction.parent is None:
+            session.info.pop("epoch", None)
 
     def migrate(self) -> None:
         """Bring the schema to the latest revision (idempotent)."""
@@ -113,6 +159,9 @@ class Store:
         with self.connect() as connection:
             try:
                 with connection.begin():
+                    if self.shared:  # servers starting together: one migrates at a time
+                        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                           {"key": MIGRATION_LOCK_KEY})
                     config.attributes["connection"] = connection
                     command.upgrade(config, "head")
             except DBAPIError as exc:
@@ -152,11 +201,13 @@ class ControllerLock:
         self.path = path
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, *, shared: bool = False) -> None:
+        """``shared``: servers of one PostgreSQL store (the election decides which one
+        leads) hold it together; `entrega down` still cannot take it from them."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
@@ -164,8 +215,9 @@ class ControllerLock:
                 f"another entrega server (pid {holder}) owns {self.path.parent}",
                 hint="stop it first, or point this one at another state_dir",
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
     def release(self) -> None:

@@ -141,6 +141,19 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: the epoch of the leader that wrote it (None: a server without election)
+    epoch: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+
+
+class Leadership(Base):
+    """The one row servers sharing a store elect their leader by (store/leadership.py)."""
+
+    __tablename__ = "leadership"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    since: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class DeployRequest(Base):
