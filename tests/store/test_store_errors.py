@@ -101,3 +101,15 @@ def test_a_server_whose_database_does_not_answer_says_so_and_exits(tmp_path: Pat
             in said), said
     assert "s3cret" not in said
     assert not [name for name in CLASS_NAMES if name in said], said
+
+
+def test_a_token_name_longer_than_the_stored_actor_is_refused(tmp_path: Path) -> None:
+    # The actor column holds 64 characters: PostgreSQL enforces it where SQLite did not.
+    path = tmp_path / "entrega.yaml"
+    path.write_text("app: shop\nrun: {command: x}\nenvironments:\n  - name: production\n"
+                    "    router: {kind: embedded, listen: '127.0.0.1:18080'}\n"
+                    f"auth:\n  tokens:\n    {'c' * 65}: {{role: admin, sha256: '{'0' * 64}'}}\n")
+    with pytest.raises(ConfigError, match="auth.tokens: .*at most 64 characters"):
+        load_config(path)
+    path.write_text(path.read_text().replace("c" * 65, "c" * 64))
+    assert list(load_config(path).auth.tokens) == ["c" * 64]
