@@ -78,8 +78,10 @@ async def serve(apps: AppsConfig | Config, *, config_file: Path | None = None,
     lock.acquire(shared=shared_store(config.store_url))
     plane, store = build_plane(apps, config_file=config_file)
     # Uploads and unpacked trees a crash or a kill left in flight: nobody else writes
-    # there while we hold the lock (a shared artifacts.dir stages per server).
-    swept = next(iter(plane)).artifacts.sweep_staging()
+    # there while we hold the lock (in a shared artifacts.dir, our own staging only). Apps
+    # of one file may name their own artifacts.dir: each staging directory once.
+    swept = sum(artifacts.sweep_staging() for artifacts in
+                {s.artifacts.staging_root: s.artifacts for s in plane}.values())
     if swept:
         log.info("removed %d unfinished upload(s) from an earlier run", swept)
     role: LeaderRole | None = None

@@ -13,6 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from entrega.config import load_config
+from entrega.releases.artifacts import artifact_store_for
 from tests.e2e.conftest import Deployment, Users, wait_for
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -142,7 +144,12 @@ def test_a_second_server_deploys_a_release_the_first_received(
 
     second = on_postgres(Deployment(tmp_path / "second"), postgres_url, shared)
     deployments.append(second)
+    # An upload of the first server in flight, and one the second left by a crash: the
+    # starting second server sweeps its own only.
+    theirs = artifact_store_for(load_config(first.config)).new_staging_dir("upload-")
+    ours = artifact_store_for(load_config(second.config)).new_staging_dir("upload-")
     second.start_server()
+    assert theirs.is_dir() and not ours.exists()
     rollout = json.loads(second.cli("deploy", "v1", "--json").stdout)
     second.wait_phase(rollout["id"], {"succeeded"})
     wait_for(lambda: second.served_by() == {"v1": 20}, what="v1 served by the second server")

@@ -4,6 +4,9 @@ exception class name."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +83,33 @@ def test_the_config_refuses_an_unknown_store_url(tmp_path: Path) -> None:
     assert "entrega.yaml:7" in message and "store.url" in message
     assert "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE" in message
     assert "s3cret" not in message
+
+
+def test_a_server_whose_database_does_not_answer_says_so_and_exits(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "entrega.yaml").write_text(
+        "app: shop\nrun: {command: x}\nenvironments:\n  - name: production\n"
+        f"    router: {{kind: embedded, listen: '127.0.0.1:{free_port()}'}}\n"
+        f"server: {{listen: '127.0.0.1:{free_port()}'}}\n"
+        f"store: {{url: 'postgresql+psycopg://ops:s3cret@127.0.0.1:{port}/entrega'}}\n")
+    server = subprocess.run([sys.executable, "-m", "entrega", "server", "-c", "entrega.yaml"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COLUMNS": "300"})
+    said = server.stdout + server.stderr
+    assert server.returncode != 0
+    assert (f"cannot reach the store postgresql+psycopg://ops:***@127.0.0.1:{port}/entrega: "
+            in said), said
+    assert "s3cret" not in said
+    assert not [name for name in CLASS_NAMES if name in said], said
+
+
+def test_a_token_name_longer_than_the_stored_actor_is_refused(tmp_path: Path) -> None:
+    # The actor column holds 64 characters: PostgreSQL enforces it where SQLite did not.
+    path = tmp_path / "entrega.yaml"
+    path.write_text("app: shop\nrun: {command: x}\nenvironments:\n  - name: production\n"
+                    "    router: {kind: embedded, listen: '127.0.0.1:18080'}\n"
+                    f"auth:\n  tokens:\n    {'c' * 65}: {{role: admin, sha256: '{'0' * 64}'}}\n")
+    with pytest.raises(ConfigError, match="auth.tokens: .*at most 64 characters"):
+        load_config(path)
+    path.write_text(path.read_text().replace("c" * 65, "c" * 64))
+    assert list(load_config(path).auth.tokens) == ["c" * 64]

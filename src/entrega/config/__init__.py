@@ -316,6 +316,16 @@ class AuthConfig(_Model):
     #: Server-side paths and URLs an artifact may be taken from (off by default).
     artifact_sources: ArtifactSourcesConfig = ArtifactSourcesConfig()
 
+    @field_validator("tokens")
+    @classmethod
+    def _token_names(cls, value: dict[str, TokenConfig]) -> dict[str, TokenConfig]:
+        # A token's name is the actor of what it does, stored in 64 characters: PostgreSQL
+        # refuses a longer one where SQLite would have kept it.
+        for name in value:
+            if not 1 <= len(name) <= 64:
+                raise ValueError(f"token name {name[:20]!r}...: at most 64 characters")
+        return value
+
 
 class ArtifactsConfig(_Model):
     """Where release bytes live, and bounds on what one artifact may unpack to, checked

@@ -64,11 +64,12 @@ class StagedArtifact:
 
 
 class ArtifactStore:
-    """``<state>/artifacts/<hex>/`` trees, written only by :meth:`commit`.
+    """``<root>/artifacts/<hex>/`` trees, written only by :meth:`commit`.
 
     Everything in flight (an upload's body, a tree being unpacked and hashed) lives under
-    ``<state>/artifacts/.staging/``, which one controller owns (it holds the store's lock),
-    so whatever a crash or a refused request leaves there is swept at start. Unpacking and
+    ``<root>/artifacts/.staging/`` (``.staging/<server>/`` in a shared root), which one
+    controller owns (it holds its state directory's lock), so whatever a crash or a
+    refused request leaves there is swept at start. Unpacking and
     hashing block: callers on the event loop run :meth:`stage` in a worker thread.
     """
 
