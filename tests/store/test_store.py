@@ -134,6 +134,29 @@ def test_one_controller_at_a_time(tmp_path: Path) -> None:
     second.release()
 
 
+def test_a_starting_server_leaves_the_uploads_of_a_running_one_in_its_state_dir(
+        tmp_path: Path) -> None:
+    """Two servers of one PostgreSQL store on one machine and file (``--listen``) share a
+    state directory: the one starting sweeps what dead processes left, not what the
+    other one has in flight."""
+    store = ArtifactStore(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        store.staging_root.mkdir(parents=True)
+        running = store.staging_root / f"upload-{other.pid}-abc"
+        running.mkdir()
+        gone = store.staging_root / f"upload-{dead.pid}-def"
+        gone.mkdir()
+        ours = store.new_staging_dir("tree-")  # our own pid, at start: a leftover
+        assert store.sweep_staging() == 2
+        assert running.exists() and not gone.exists() and not ours.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_servers_sharing_an_artifacts_dir_sweep_only_their_own_uploads(
         tmp_path: Path) -> None:
     shared = tmp_path / "shared"

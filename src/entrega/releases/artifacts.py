@@ -89,12 +89,15 @@ class ArtifactStore:
         return self.root / "artifacts" / digest.removeprefix("sha256:")
 
     def new_staging_dir(self, prefix: str) -> Path:
+        """A directory of its own under ``.staging``, named with this process's pid."""
         self.staging_root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=self.staging_root, prefix=prefix))
+        return Path(tempfile.mkdtemp(dir=self.staging_root, prefix=f"{prefix}{os.getpid()}-"))
 
     def sweep_staging(self) -> int:
-        """Delete what earlier runs left in flight; returns how many entries. Only while
-        holding the controller's lock: another server's uploads would vanish."""
+        """Delete what earlier runs left in flight; returns how many entries. Called once,
+        at the server's start. An entry of a process that still runs is left: two servers
+        of one PostgreSQL store may share a state directory (``entrega server
+        --listen``), and the other one's upload is in flight."""
         swept = 0
         # <state>/uploads held request bodies before they moved under .staging.
         legacy = [self.root / "uploads"] if self.server is None else []
@@ -102,6 +105,8 @@ class ArtifactStore:
             if not leftovers.is_dir():
                 continue
             for entry in leftovers.iterdir():
+                if _owner_runs(entry.name):
+                    continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
@@ -201,6 +206,24 @@ class ArtifactStore:
             raise ArtifactError(f"artifact {digest} was modified on disk (now {actual})",
                                 hint="create the release again from its original bytes")
         return path
+
+
+def _owner_runs(name: str) -> bool:
+    """True when a staging entry (``PREFIX-PID-random``) belongs to another process that
+    is alive. Ours, at start, is a leftover of a dead process whose pid we reuse."""
+    parts = name.split("-")
+    if len(parts) < 3 or not parts[1].isdigit():
+        return False  # written before entries carried a pid
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def artifact_store_for(config: Config) -> ArtifactStore:
