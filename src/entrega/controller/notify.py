@@ -28,6 +28,8 @@ CURSOR = "notify"
 BACKOFF_CAP_S = 300.0
 #: How often the outbox is looked at when nothing else wakes the notifier.
 POLL_S = 0.5
+#: On PostgreSQL, how old an event must be before the cursor passes it (see ``scan``).
+COMMIT_GRACE_S = 1.0
 
 
 class WebhookPayload(BaseModel):
@@ -98,6 +100,14 @@ class Notifier:
         cursor = self.repo.cursor(CURSOR) or 0
         while True:
             events = self.repo.events_after(cursor)
+            if self.repo.store.shared:
+                # PostgreSQL hands ids out before commit: an event with a lower id may
+                # commit just after a higher one (two requests writing at once), and a
+                # cursor past it would skip it for good. Events younger than the grace
+                # wait for the next scan; a transaction of the leader lasts milliseconds.
+                horizon = time.time() - COMMIT_GRACE_S
+                young = next((i for i, e in enumerate(events) if e.time > horizon), None)
+                events = events if young is None else events[:young]
             if not events:
                 return
             rows = []
