@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from entrega.api.apps import AppDispatch
+from entrega.api.leader import LEADER_API, LEADER_HEALTH, LeaderGate
 from tests.api.delivery import Delivery
 
 S, F = "tests/api/test_status.py", "tests/feedback/test_intake.py"
@@ -19,6 +20,7 @@ R, W = "tests/insights/test_report_api.py", "tests/web/test_pages.py"
 D, C = "tests/api/test_deploy.py", "tests/api/test_rollout_control.py"
 A = "tests/api/test_many_apps.py"
 TD = "tests/api/test_team_dora.py"
+TWO = "tests/e2e/test_two_servers.py"
 
 #: "METHOD path" -> (a success test, an error test); a reason instead of an error test
 #: where the route takes no input that could be wrong and needs no role.
@@ -111,6 +113,10 @@ TESTED: dict[str, tuple[str, str]] = {
     "POST /api/v1/groups/{name}/abort": (
         f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member",
         f"{A}::test_groups_are_read_and_driven_by_whoever_may_see_every_member"),
+    "GET /api/v1/leader": (f"{TWO}::test_the_standby_serves_reads_sends_writes_to_the_leader_"
+                           "and_takes_over_a_killed_one", "no input: who leads"),
+    "GET /healthz/leader": (f"{TWO}::test_the_standby_serves_reads_sends_writes_to_the_leader_"
+                            "and_takes_over_a_killed_one", "no input: 200 on the leader only"),
     "GET /api/v1/team/dora": (f"{TD}::test_a_single_app_server_keeps_its_dora_and_answers_the_"
                               "teams", f"{TD}::test_bad_requests_say_what_is_wrong"),
 }
@@ -135,12 +141,15 @@ def exists(node: str) -> bool:
 
 
 def test_every_route_is_listed(delivery: Delivery) -> None:
-    dispatch = delivery.client.app
+    gate = delivery.client.app
+    assert isinstance(gate, LeaderGate)
+    dispatch = gate.app
     assert isinstance(dispatch, AppDispatch) and dispatch.only is not None
     # the server's own routes: its catch-alls answer about paths and are not API
     own = [r for r in dispatch.top.routes  # type: ignore[attr-defined]
            if not isinstance(r, APIRoute) or r.include_in_schema]
     served = routes(dispatch.only.routes) | routes(own)  # type: ignore[attr-defined]
+    served |= {f"GET {path}" for path in (LEADER_API, LEADER_HEALTH)}  # the gate's own
     assert sorted(served - set(TESTED)) == [], "routes without tests: list them in TESTED"
     assert sorted(set(TESTED) - served) == [], "TESTED names routes the app no longer has"
 

@@ -97,7 +97,7 @@ def test_history_lists_events_and_pages_after_an_id(delivery: Delivery) -> None:
     events = delivery.get("/api/v1/history").json()
     assert [e["kind"] for e in events] == ["release", "rollout", "promoted"]
     assert list(events[0]) == ["id", "time", "environment", "version", "rollout_id", "kind",
-                               "actor", "message", "data"]
+                               "actor", "message", "data", "epoch"]
     after = delivery.get("/api/v1/history", after_id=events[1]["id"]).json()
     assert [e["kind"] for e in after] == ["promoted"]
     assert delivery.get("/api/v1/history", environment="production").json() == []
