@@ -64,13 +64,19 @@ class LeaderGate:
             leads = True
         else:
             leads = role.leads
-            try:
-                current = await role.leader()
-                leader: dict[str, Any] | None = {
-                    "holder": current.holder, "address": current.address,
-                    "epoch": current.epoch, "since": current.since} if current.epoch else None
-            except EntregaError:
-                leader = None  # the database does not answer: who leads is not known
+            leader: dict[str, Any] | None
+            if leads:  # no query: the answer must not wait behind a takeover's work
+                election = role.election
+                leader = {"holder": election.identity, "address": election.address,
+                          "epoch": election.epoch, "since": role.leading_since}
+            else:
+                try:
+                    current = await role.leader()
+                    leader = {"holder": current.holder, "address": current.address,
+                              "epoch": current.epoch, "since": current.since} \
+                        if current.epoch else None
+                except EntregaError:
+                    leader = None  # the database does not answer: who leads is not known
             body = {"role": "leader" if leads else "standby", "shared_store": True,
                     "leader": leader, "this_server": role.election.identity,
                     "leading_since": role.leading_since}
