@@ -20,6 +20,12 @@ succeeds, the environment's rollout waits (it is retried every pass).
 
 The loop never sleeps inside a step: it waits until the earliest ``requeue_at``, a
 command (``wake``), or the repair interval.
+
+Reconcile lag is the time from a rollout being due (the ``requeue_at`` its last pass
+returned: a pause's end, an analysis check, a step that may advance; a command's "now")
+to the pass that reaches it. The loop knows both ends, so it reports each one to
+``on_lag`` when set (``bench/scale.py`` reads it): the one observation point, no
+timing of its own.
 """
 
 from __future__ import annotations
@@ -126,6 +132,9 @@ class Controller:
         self._repaired: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
+        #: called with the lag (s) of every pass over a rollout that was due (module
+        #: docstring); None: not measured. Called on the loop: it must return at once.
+        self.on_lag: Callable[[float], None] | None = None
         #: environment -> the router the last reload asks for, until it is applied (an
         #: environment with a rollout in progress keeps its router until the rollout ends)
         self.pending_routers: dict[str, RouterConfig] = {}
@@ -228,6 +237,9 @@ class Controller:
 
     async def _reconcile_rollout(self, rt: EnvironmentRuntime, row: Rollout) -> None:
         now = self.clock()
+        due = self._due.get(row.id, math.inf)
+        if self.on_lag is not None and now >= due:
+            self.on_lag(now - due)
         spec = spec_from_dict(row.spec)
         state = state_from_dict(row.state)
         observed = await observe_rollout(self.actions, rt, row, spec, state, now=now)
@@ -451,5 +463,5 @@ class Controller:
                      message: str) -> None:
         self.repo.save_transition(row.id, state=state_to_dict(state), phase=state.phase.value,
                                   events=[(EventKind.COMMAND, message, {})], actor=actor)
-        self._due[row.id] = 0.0
+        self._due[row.id] = self.clock()  # due now (and the lag of its pass counts from now)
         self.wake()
