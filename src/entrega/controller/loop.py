@@ -163,6 +163,8 @@ class Controller:
         self._last_read: dict[str, _LastRead] = {}
         #: wake() calls so far: a pass that saw one keeps nothing of what it read
         self._wakes = 0
+        #: this pass reads every environment from the store (reconcile_once)
+        self._read_all = True
         self._due: dict[int, float] = {}
         self._last_observe: dict[str, float] = {}
         #: environments whose data plane was repaired to the store since this start
@@ -253,11 +255,12 @@ class Controller:
         otherwise ask the store a thousand times a second what it already knows
         (``bench/scale.py``)."""
         self.passes += 1
+        self._read_all = read_all
         for name, rt in self.runtimes.items():
             # Environments are independent: a fault in one (a bug, a store hiccup) must
             # not keep the others from their pass; it is retried with the next.
             try:
-                await self._reconcile_environment(name, rt, read=read_all)
+                await self._reconcile_environment(name, rt)
             except Exception:  # noqa: BLE001 - logged with its stack, retried next pass
                 log.exception("reconcile pass of %s failed", name)
         if self.peer_watch.watched:
@@ -268,12 +271,11 @@ class Controller:
             log.warning("collecting release metrics: %s", exc)
         self.notifier.wake()
 
-    async def _reconcile_environment(self, name: str, rt: EnvironmentRuntime, *,
-                                     read: bool = True) -> None:
+    async def _reconcile_environment(self, name: str, rt: EnvironmentRuntime) -> None:
         async with self.locks[name]:
             now, wakes = self.clock(), self._wakes
             last = self._last_read.get(name)
-            known = not read and last is not None and name in self._repaired \
+            known = not self._read_all and last is not None and name in self._repaired \
                 and now - last.at < STORE_READ_INTERVAL_S
             if known and last is not None:
                 if last.rollout is None or self._due.get(last.rollout.id, 0.0) > now:
