@@ -280,6 +280,8 @@ class Controller:
             if known and last is not None:
                 if last.rollout is None or self._due.get(last.rollout.id, 0.0) > now:
                     await self._repair(rt, last.rollout, current=last.current)
+                    if last.rollout is None:
+                        await self._maybe_change_router(name, rt)
                     return
                 rollout: Rollout | None = last.rollout
                 read_at = last.at
@@ -299,9 +301,14 @@ class Controller:
             repaired = await self._repair(rt, rollout)
             if wakes == self._wakes:  # else what was read may be stale already
                 self._last_read[name] = _LastRead(read_at, rollout, repaired.current)
-            if rollout is None and name in self.pending_routers \
-                    and self.clock() >= self._router_retry_at.get(name, 0.0):
-                await self._apply_router_change(rt)
+            if rollout is None:
+                await self._maybe_change_router(name, rt)
+
+    async def _maybe_change_router(self, name: str, rt: EnvironmentRuntime) -> None:
+        """An idle environment takes the router a reload asked for (or tries again)."""
+        if name in self.pending_routers \
+                and self.clock() >= self._router_retry_at.get(name, 0.0):
+            await self._apply_router_change(rt)
 
     async def _reconcile_rollout(self, rt: EnvironmentRuntime, row: Rollout) -> None:
         now = self.clock()
