@@ -95,3 +95,16 @@ async def test_measure_external_measures_canary_and_stable(json_server):
                                     canary="v2", stable="v1", window=WINDOW)
     assert set(result) == {"custom"}
     assert (result["custom"]["canary"].value, result["custom"]["stable"].value) == (2.5, 1.0)
+
+
+async def test_measure_external_opens_no_client_when_every_metric_is_builtin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # An HTTP client costs ~50 ms of CPU to create (the CA bundle): a check of the router's
+    # own counters, every second for each of many rollouts, must not pay it.
+    def no_client(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an HTTP client was created for builtin metrics only")
+
+    monkeypatch.setattr("entrega.analysis.providers.httpx.AsyncClient", no_client)
+    metrics = {"error-rate": MetricConfig(), "latency-p95": MetricConfig(judge="quantile")}
+    assert await measure_external(metrics, app="shop", canary="v2", stable="v1",
+                                  window=WINDOW) == {}

@@ -20,6 +20,12 @@ succeeds, the environment's rollout waits (it is retried every pass).
 
 The loop never sleeps inside a step: it waits until the earliest ``requeue_at``, a
 command (``wake``), or the repair interval.
+
+Reconcile lag is the time from a rollout being due (the ``requeue_at`` its last pass
+returned: a pause's end, an analysis check, a step that may advance; a command's "now")
+to the pass that reaches it. The loop knows both ends, so it reports each one to
+``on_lag`` when set (``bench/scale.py`` reads it): the one observation point, no
+timing of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from entrega.config import Config, RouterConfig
@@ -81,10 +87,43 @@ REPAIR_INTERVAL_S = 1.0
 #: Instances are observed (restarts, strays) this often; it reads files of every instance.
 OBSERVE_INTERVAL_S = 2.0
 
+#: An environment is read from the store at least this often even when nothing woke the
+#: loop (everything that writes it wakes the loop: this bounds the cost of one that
+#: would not).
+STORE_READ_INTERVAL_S = 5.0
+
 #: A router change whose new router failed to start is tried again after this long.
 ROUTER_RETRY_S = 10.0
 #: How long a stopping server waits for old routers still draining after a router change.
 RETIRING_WAIT_S = 5.0
+
+
+class _Unread:
+    """The current release was not read from the store (a rollout in progress needs none)."""
+
+
+UNREAD = _Unread()
+
+
+@dataclass(frozen=True)
+class _Repaired:
+    """What a repair did: whether it got there, and the current release it used."""
+
+    done: bool
+    current: str | None | _Unread
+
+    def __bool__(self) -> bool:
+        return self.done
+
+
+@dataclass(frozen=True)
+class _LastRead:
+    """An environment as its last pass read it from the store: when, its rollout in
+    progress (the row the pass keeps current) and, without one, its current release."""
+
+    at: float
+    rollout: Rollout | None
+    current: str | None | _Unread
 
 
 async def _drain(old: Router, retiring: Router | None, environment: str) -> None:
@@ -120,12 +159,21 @@ class Controller:
         self.collector = MetricsCollector(config.app, InsightsRepository(repo.store),
                                           interval_s=config.insights.sample_interval_s)
         self._wake = asyncio.Event()
+        #: environment -> what its last pass read from the store (reconcile_once)
+        self._last_read: dict[str, _LastRead] = {}
+        #: wake() calls so far: a pass that saw one keeps nothing of what it read
+        self._wakes = 0
+        #: this pass reads every environment from the store (reconcile_once)
+        self._read_all = True
         self._due: dict[int, float] = {}
         self._last_observe: dict[str, float] = {}
         #: environments whose data plane was repaired to the store since this start
         self._repaired: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
+        #: called with the lag (s) of every pass over a rollout that was due (module
+        #: docstring); None: not measured. Called on the loop: it must return at once.
+        self.on_lag: Callable[[float], None] | None = None
         #: environment -> the router the last reload asks for, until it is applied (an
         #: environment with a rollout in progress keeps its router until the rollout ends)
         self.pending_routers: dict[str, RouterConfig] = {}
@@ -185,6 +233,11 @@ class Controller:
             await rt.router.close()
 
     def wake(self) -> None:
+        """Pass again at once, reading every environment from the store again: whatever
+        writes a rollout, a request or a current release of this app calls it (see
+        ``reconcile_once``)."""
+        self._last_read.clear()
+        self._wakes += 1
         self._wake.set()
 
     async def _run(self) -> None:
@@ -193,7 +246,7 @@ class Controller:
             # finished verification) must cause another pass, not be lost.
             self._wake.clear()
             try:
-                await self.reconcile_once()
+                await self.reconcile_once(read_all=False)
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("reconcile pass failed")
             now = self.clock()
@@ -202,8 +255,18 @@ class Controller:
 
     # -- one pass --------------------------------------------------------------------------
 
-    async def reconcile_once(self) -> None:
+    async def reconcile_once(self, *, read_all: bool = True) -> None:
+        """One pass over every environment. ``read_all=False`` (the loop's own passes):
+        an environment is taken from what its last pass read, not read from the store
+        again, as long as nothing called :meth:`wake` since (everything that writes this
+        app's rollouts, requests or current releases does, and that drops what was
+        read), at most ``STORE_READ_INTERVAL_S`` later. Its rollout, if due, is then
+        advanced from the row the loop keeps current itself; if not due, or with none,
+        the environment is only repaired. A thousand environments in one server would
+        otherwise ask the store a thousand times a second what it already knows
+        (``bench/scale.py``)."""
         self.passes += 1
+        self._read_all = read_all
         for name, rt in self.runtimes.items():
             # Environments are independent: a fault in one (a bug, a store hiccup) must
             # not keep the others from their pass; it is retried with the next.
@@ -223,9 +286,23 @@ class Controller:
         async with self.locks[name]:
             if not self.may_act():
                 return  # a leader that woke from a pause: it steps down, it acts no more
-            rollout = self.repo.active_rollout(self.config.app, name)
-            if rollout is None:
-                rollout = start_next(self.repo, self.config, name)
+            now, wakes = self.clock(), self._wakes
+            last = self._last_read.get(name)
+            known = not self._read_all and last is not None and name in self._repaired \
+                and now - last.at < STORE_READ_INTERVAL_S
+            if known and last is not None:
+                if last.rollout is None or self._due.get(last.rollout.id, 0.0) > now:
+                    await self._repair(rt, last.rollout, current=last.current)
+                    if last.rollout is None:
+                        await self._maybe_change_router(name, rt)
+                    return
+                rollout: Rollout | None = last.rollout
+                read_at = last.at
+            else:
+                rollout = self.repo.active_rollout(self.config.app, name)
+                if rollout is None:
+                    rollout = start_next(self.repo, self.config, name)
+                read_at = now
             if name not in self._repaired:
                 if not await self._repair(rt, rollout):
                     return  # nothing may observe a data plane behind the store
@@ -234,13 +311,23 @@ class Controller:
                 await self._reconcile_rollout(rt, rollout)
                 if Phase(rollout.phase).terminal:  # _persist keeps the row current
                     rollout = None
-            await self._repair(rt, rollout)
-            if rollout is None and name in self.pending_routers \
-                    and self.clock() >= self._router_retry_at.get(name, 0.0):
-                await self._apply_router_change(rt)
+            repaired = await self._repair(rt, rollout)
+            if wakes == self._wakes:  # else what was read may be stale already
+                self._last_read[name] = _LastRead(read_at, rollout, repaired.current)
+            if rollout is None:
+                await self._maybe_change_router(name, rt)
+
+    async def _maybe_change_router(self, name: str, rt: EnvironmentRuntime) -> None:
+        """An idle environment takes the router a reload asked for (or tries again)."""
+        if name in self.pending_routers \
+                and self.clock() >= self._router_retry_at.get(name, 0.0):
+            await self._apply_router_change(rt)
 
     async def _reconcile_rollout(self, rt: EnvironmentRuntime, row: Rollout) -> None:
         now = self.clock()
+        due = self._due.get(row.id, math.inf)
+        if self.on_lag is not None and now >= due:
+            self.on_lag(now - due)
         spec = spec_from_dict(row.spec)
         state = state_from_dict(row.state)
         observed = await observe_rollout(self.actions, rt, row, spec, state, now=now)
@@ -261,6 +348,7 @@ class Controller:
         await self._apply(rt, row, transition.actions)
         if transition.state.phase.terminal:
             self._due.pop(row.id, None)
+            self.actions.forget(row.id)
             if transition.state.phase == Phase.SUCCEEDED and state.phase != Phase.SUCCEEDED:
                 after_success(self.repo, self.config, row)
                 for version in prune(self.repo, self.artifacts, self.config):
@@ -302,11 +390,12 @@ class Controller:
         row.state = state_to_dict(after)
         row.phase = after.phase.value
 
-    async def _repair(self, rt: EnvironmentRuntime, active: Rollout | None) -> bool:
+    async def _repair(self, rt: EnvironmentRuntime, active: Rollout | None, *,
+                      current: str | None | _Unread = UNREAD) -> _Repaired:
         """Bring the environment to what the store says: ``active`` is its rollout in
-        progress (None: it runs its current release alone). True when it got there."""
-        env = self.repo.environment(self.config.app, rt.name)
-        assert env is not None
+        progress (None: it runs its current release alone, ``current``, read from the
+        store unless given). True when it got there; its value says which current
+        release it used (``UNREAD`` with a rollout in progress: none was needed)."""
         cohort = None
         #: rolling: where each release runs and serves (empty: every host)
         running: dict[str, tuple[str, ...]] = {}
@@ -322,9 +411,13 @@ class Controller:
             if state.phase == Phase.PENDING:
                 needed.discard(state.canary)
         else:
-            weights = {env.current_version: 100} if env.current_version else {}
+            if isinstance(current, _Unread):
+                env = self.repo.environment(self.config.app, rt.name)
+                assert env is not None
+                current = env.current_version
+            weights = {current: 100} if current else {}
             preview = None
-            needed = {env.current_version} if env.current_version else set()
+            needed = {current} if current else set()
         try:
             for version in sorted(set(weights) | ({preview} if preview else set())):
                 await self.actions.ensure_started(rt, version, running.get(version))
@@ -338,8 +431,8 @@ class Controller:
                 await self.router_restarts.record_new(rt)
         except EntregaError as exc:
             log.warning("repair of %s: %s", rt.name, exc)
-            return False
-        return True
+            return _Repaired(False, current)
+        return _Repaired(True, current)
 
     # -- configuration (controller/reload.py) -----------------------------------------------
 
@@ -464,5 +557,5 @@ class Controller:
                      message: str) -> None:
         self.repo.save_transition(row.id, state=state_to_dict(state), phase=state.phase.value,
                                   events=[(EventKind.COMMAND, message, {})], actor=actor)
-        self._due[row.id] = 0.0
+        self._due[row.id] = self.clock()  # due now (and the lag of its pass counts from now)
         self.wake()

@@ -206,7 +206,7 @@ async def _observe_rolling(actions: ActionRunner, rt: EnvironmentRuntime, row: R
 
 async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
                  state: RolloutState, step: AnalysisStep, window: int) -> AnalysisVerdict | None:
-    run = actions.repo.analysis_run(row.id, window)
+    run = actions.analysis_run(row.id, window)
     if run is None:  # the BeginAnalysis action was lost to a crash: start the window now
         await actions.begin_analysis(rt, row, window, list(step.metrics))
         return None

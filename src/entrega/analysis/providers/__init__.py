@@ -36,7 +36,13 @@ async def measure_external(metrics: Mapping[str, MetricConfig], *, app: str, can
     Returns ``{metric: {"canary": Measurement, "stable": Measurement}}`` (no ``stable``
     key without a stable release). Never raises for an unreachable server: that is a
     Measurement without a value.
+
+    Without an external metric nothing is opened: an HTTP client costs ~50 ms of CPU to
+    create (it loads the CA bundle), and a thousand canaries checked every second on the
+    router's counters alone must not pay that per check (``bench/scale.py``).
     """
+    if all(cfg.provider == "builtin" for cfg in metrics.values()):
+        return {}
     owned = client is None
     client = client or httpx.AsyncClient()
     try:
