@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +129,13 @@ def test_kill_9_mid_rollout_the_next_server_finishes_it(
     assert rollouts_in(postgres_url) == [("v1", "succeeded"), ("v2", "succeeded")]
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    return ended.pid
+
+
 def test_a_second_server_deploys_a_release_the_first_received(
         tmp_path: Path, postgres_url: str, deployments: list[Deployment]) -> None:
     shared = tmp_path / "shared-artifacts"
@@ -146,8 +155,12 @@ def test_a_second_server_deploys_a_release_the_first_received(
     deployments.append(second)
     # An upload of the first server in flight, and one the second left by a crash: the
     # starting second server sweeps its own only.
+    # (A crash's leftover is named with a pid that no longer runs; "theirs" carries this
+    # test's pid, a process that runs, as the first server's would.)
     theirs = artifact_store_for(load_config(first.config)).new_staging_dir("upload-")
-    ours = artifact_store_for(load_config(second.config)).new_staging_dir("upload-")
+    ours_store = artifact_store_for(load_config(second.config))
+    ours = ours_store.staging_root / f"upload-{dead_pid()}-crashed"
+    ours.mkdir(parents=True)
     second.start_server()
     assert theirs.is_dir() and not ours.exists()
     rollout = json.loads(second.cli("deploy", "v1", "--json").stdout)
