@@ -75,6 +75,9 @@ STRATEGY = """\
 #: answers fail, which the analysis at 30% sees within its 5 s
 BAD = {"error_rate": 0.5}
 TERMINAL = ("succeeded", "rolled_back", "failed")
+#: a rollout's length without faults before one of its kind was measured (s): a good
+#: canary runs its 5 s analysis to the end, a bad one is failed within a second or two
+USUAL_S = {True: 9.0, False: 3.0}
 #: how often a standby is asked whether it leads, while a takeover is awaited (s)
 POLL_S = 0.05
 #: a takeover not seen by then is a missed one (the campaign goes on with the next fault)
@@ -245,16 +248,19 @@ class SharedStore(Deployment):
                                f"{answer.text[:200]}")
         return int(answer.json()["id"])
 
-    def phase(self, rollout_id: int) -> str:
-        """The rollout's phase as any answering server reads it (standbys serve reads)."""
+    def view(self, rollout_id: int) -> dict[str, Any]:
+        """The rollout as any answering server reads it (standbys serve reads)."""
         for api in self.apis:
             try:
                 answer = self.client.get(f"{api}/api/v1/rollouts/{rollout_id}")
             except httpx.HTTPError:
                 continue
             if answer.status_code == 200:
-                return str(answer.json()["phase"])
-        return "unknown (no server answers)"
+                return dict(answer.json())
+        return {"phase": "unknown (no server answers)"}
+
+    def phase(self, rollout_id: int) -> str:
+        return str(self.view(rollout_id)["phase"])
 
     def wait_ended(self, rollout_id: int, timeout_s: float) -> str | None:
         def ended() -> str | None:
@@ -272,6 +278,14 @@ class SharedStore(Deployment):
             found[f"{path.parent.parent.name}/{path.parent.name}"] = [
                 json.loads(line) for line in lines if line.strip()]
         return found
+
+    def refused_supervisors(self) -> int:
+        """Supervisors started for an instance another supervisor already ran: the lock
+        (``supervisor.lock``) made them exit at once, so nothing ran twice, but a
+        controller did try to start a running instance."""
+        return sum(path.read_text(errors="replace").count("another supervisor already runs")
+                   for path in (self.root / ".entrega" / "run" / "production")
+                   .glob("*/*/supervisor.log"))
 
     def stop_all(self) -> None:
         for process in self.processes:
@@ -310,6 +324,7 @@ class Rollout:
     id: int | None = None
     phase: str | None = None
     problem: str = ""
+    duration_s: float | None = None
     faults: list[str] = field(default_factory=list)
 
     @property
@@ -334,6 +349,8 @@ class Campaign:
         self.epochs: dict[int, float] = {}
         #: (epoch of a paused leader, time.time() it was woken)
         self.woken: list[tuple[int, float]] = []
+        #: good release? -> the last such rollout's own length (s); first guesses
+        self.usual_s = dict(USUAL_S)
 
     def saw(self, answer: dict[str, Any] | None) -> None:
         leader = (answer or {}).get("leader") or {}
@@ -394,13 +411,24 @@ class Campaign:
     def run_one(self, rollout: Rollout, kind: str) -> None:
         self.dep.release(rollout.version, **({} if rollout.good else BAD))
         rollout.id = self.dep.start_rollout(rollout.version)
-        # a random moment of the canary: its weight step, its analysis or the last step
-        time.sleep(self.rng.uniform(0.3, self.args.fault_within_s))
+        # A random moment of the canary (its start, weight step, analysis or last step):
+        # drawn within most of the last such rollout's own length, so that the fault
+        # finds it in flight whether the analysis passes (slow) or fails (fast).
+        usual = self.usual_s[rollout.good]
+        time.sleep(self.rng.uniform(0.1 * usual, 0.8 * usual))
         self.fault(kind, rollout)
         rollout.phase = self.dep.wait_ended(rollout.id, self.args.rollout_timeout_s)
         if rollout.phase is None:
             rollout.problem = (f"still {self.dep.phase(rollout.id)} after "
                                f"{self.args.rollout_timeout_s:g} s")
+            return
+        view = self.dep.view(rollout.id)
+        if view.get("finished_at") and view.get("created_at"):
+            rollout.duration_s = round(float(view["finished_at"]) - float(view["created_at"]),
+                                       2)
+            # its own length: it stood still from the fault to the takeover
+            took = self.faults[-1].takeover_s if self.faults else None
+            self.usual_s[rollout.good] = max(1.0, rollout.duration_s - (took or 0.0))
 
     def run(self) -> dict[str, Any]:
         args = self.args
@@ -483,6 +511,7 @@ class Campaign:
             "double_instance_starts": double_starts,
             "instance_starts": sum(sum(e.get("event") == "started" for e in evs)
                                    for evs in instances.values()),
+            "refused_second_supervisors": self.dep.refused_supervisors(),
             "instance_crash_restarts": sum(sum(e.get("event") == "restarted" for e in evs)
                                            for evs in instances.values()),
             "deliveries": len(ids),
@@ -495,7 +524,8 @@ class Campaign:
             "injected_errors": sum(r.injected for r in requests),
             "failure_samples": [r.error for r in failed[:5]],
             "outcomes": [{"version": r.version, "expected": r.expected, "outcome": r.phase,
-                          "faults": r.faults, **({"problem": r.problem} if r.problem else {})}
+                          "faults": r.faults, "duration_s": r.duration_s,
+                          **({"problem": r.problem} if r.problem else {})}
                          for r in self.rollouts],
             "faults": [{"kind": f.kind, "server": f.server, "epoch": f.epoch,
                         "phase": f.phase, "takeover_s": f.takeover_s,
@@ -546,8 +576,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", type=int, default=2, help="servers sharing the store (>= 2)")
     p.add_argument("--lease-s", type=float, default=3.0, help="server.lease_s")
     p.add_argument("--seed", type=int, default=15, help="draws the order and the moments")
-    p.add_argument("--fault-within-s", type=float, default=7.0,
-                   help="a fault comes this long at most after its rollout started")
     p.add_argument("--visitors", type=int, default=6, help="concurrent cookie-less visitors")
     p.add_argument("--cookie-clients", type=int, default=6, help="cookie-keeping clients")
     p.add_argument("--rollout-timeout-s", type=float, default=120.0,
