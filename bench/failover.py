@@ -205,9 +205,20 @@ class SharedStore(Deployment):
 
         wait_for(answers, SERVER_START_S, f"server {i} to answer")
 
-    def log(self, i: int) -> str:
+    def log(self, i: int, since: int | None = None) -> str:
+        """Server ``i``'s log: from byte ``since``, else its last 3,000 characters."""
         path = self.root / f"server-{i}.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        if not path.exists():
+            return ""
+        if since is not None:
+            with path.open("rb") as log:
+                log.seek(since)
+                return log.read().decode(errors="replace")
+        return path.read_text(errors="replace")[-3000:]
+
+    def log_size(self, i: int) -> int:
+        path = self.root / f"server-{i}.log"
+        return path.stat().st_size if path.exists() else 0
 
     def who(self, api: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
         try:
@@ -396,6 +407,7 @@ class Campaign:
             # Asleep for twice the lease (from the stop), then woken: it must see it lost
             # the lead, write nothing and exit.
             time.sleep(max(0.0, at + 2 * self.args.lease_s - time.monotonic()))
+            log_before = self.dep.log_size(index)
             process.send_signal(signal.SIGCONT)
             self.woken.append((epoch, time.time()))
             try:
@@ -404,7 +416,8 @@ class Campaign:
                 self.notes.append(f"server {index} woke from a pause and did not exit "
                                   f"within {STEP_DOWN_S:g} s: killed")
                 process.kill()
-            fault.stepped_down = "stepping down" in self.dep.log(index)
+            # what it logged once woken (the log is appended to across restarts)
+            fault.stepped_down = "stepping down" in self.dep.log(index, since=log_before)
         process.wait(timeout=10)
         self.dep.start(index)  # as a supervisor would: it comes back as a standby
 

@@ -74,27 +74,31 @@ def test_a_short_campaign_fails_the_leader_over_and_prints_the_json_object() -> 
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
+    # what happened, for a failed assertion to show (pytest prints a message variable)
+    story = json.dumps({k: result.get(k) for k in ("notes", "faults", "outcomes",
+                                                    "failure_samples", "stale_samples")})
     for key in ("failovers", "rollouts", "wrong_outcomes", "double_actions",
                 "failed_requests", "stale_leader_writes"):
         assert isinstance(result[key], int) and result[key] >= 0, key
-    assert result["kills"] == 2 and result["pauses"] == 1
+    assert result["kills"] == 2 and result["pauses"] == 1, story
     assert result["store"] == "postgresql" and result["servers"] == 2
     # every fault was followed by a measured takeover, and the figures are theirs
     takeovers = result["takeovers_s"]
-    assert len(takeovers) == 3 and all(isinstance(t, float) and t > 0 for t in takeovers)
+    assert len(takeovers) == 3 and all(isinstance(t, float) and t > 0 for t in takeovers), \
+        story
     assert result["failovers"] == 3
     assert result["max_takeover_s"] == max(takeovers)
     assert min(takeovers) <= result["median_takeover_s"] <= max(takeovers)
     assert {f["kind"] for f in result["faults"]} == {"kill", "pause"}
     # each takeover is by the other server, and a new epoch each time
     epochs = [f["epoch"] for f in result["faults"]]
-    assert epochs == sorted(set(epochs))
-    assert all(f["new_leader"] != f["server"] for f in result["faults"])
+    assert epochs == sorted(set(epochs)), story
+    assert all(f["new_leader"] != f["server"] for f in result["faults"]), story
     # the paused leader woke up, stepped down and exited (non-zero)
     pause = next(f for f in result["faults"] if f["kind"] == "pause")
-    assert pause["stepped_down"] is True and pause["exit_code"] not in (None, 0)
+    assert pause["stepped_down"] is True and pause["exit_code"] not in (None, 0), story
     assert result["paused_leaders_stepped_down"] == 1
-    assert result["rollouts"] == 3 == len(result["outcomes"])
+    assert result["rollouts"] == 3 == len(result["outcomes"]), story
     assert result["wrong_outcomes"] == sum(o["outcome"] != o["expected"]
                                            for o in result["outcomes"])
     # real traffic, real instances, real deliveries and a real event log were read
