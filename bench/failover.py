@@ -360,6 +360,8 @@ class Campaign:
         self.epochs: dict[int, float] = {}
         #: (epoch of a paused leader, time.time() it was woken)
         self.woken: list[tuple[int, float]] = []
+        #: takeovers not seen within TAKEOVER_TIMEOUT_S: the database's sessions then
+        self.stuck: list[dict[str, Any]] = []
         #: good release? -> the last such rollout's own length (s); first guesses
         self.usual_s = dict(USUAL_S)
 
@@ -403,6 +405,12 @@ class Campaign:
         if took is None:
             self.notes.append(f"{rollout.version}: no standby led within "
                               f"{TAKEOVER_TIMEOUT_S:g} s of the {kind} of server {index}")
+            # what held the standbys back, seen before the fallen leader is woken
+            self.stuck.append({"version": rollout.version, "kind": kind, "server": index,
+                               "epoch": epoch, "sessions": self.sessions(),
+                               "standby_logs": {i: self.dep.log(i)[-1500:]
+                                                for i in range(len(self.dep.apis))
+                                                if i != index}})
         if kind == "pause":
             # Asleep for twice the lease (from the stop), then woken: it must see it lost
             # the lead, write nothing and exit.
@@ -477,6 +485,24 @@ class Campaign:
         time.sleep(2.0)
         return self.result(time.monotonic() - started)
 
+    def sessions(self) -> list[dict[str, Any]]:
+        """The database's sessions as PostgreSQL sees them: state, what each waits on,
+        which sessions block it, its open transaction's age and last statement."""
+        import psycopg
+
+        dsn = self.store_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            rows = connection.execute(
+                "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid), "
+                "round(extract(epoch FROM now() - xact_start)::numeric, 2), "
+                "round(extract(epoch FROM now() - state_change)::numeric, 2), "
+                "left(query, 160) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+        return [{"pid": pid, "state": state, "wait": f"{wtype}/{wevent}",
+                 "blocked_by": blocked, "xact_age_s": None if xact is None else float(xact),
+                 "state_age_s": None if age is None else float(age), "query": query}
+                for pid, state, wtype, wevent, blocked, xact, age, query in rows]
+
     def read_store(self) -> tuple[list[dict[str, Any]], dict[int, float], list[int]]:
         """Every event, every epoch's start and the ids of the deliveries the outbox says
         were sent, read from PostgreSQL itself."""
@@ -533,6 +559,7 @@ class Campaign:
             "events": len(events),
             "epochs": len(epochs),
             "stale_samples": stale[:5],
+            "stuck_takeovers": self.stuck,
             "requests": len(requests),
             "injected_errors": sum(r.injected for r in requests),
             "failure_samples": [r.error for r in failed[:5]],
