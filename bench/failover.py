@@ -78,6 +78,11 @@ TERMINAL = ("succeeded", "rolled_back", "failed")
 #: a rollout's length without faults before one of its kind was measured (s): a good
 #: canary runs its 5 s analysis to the end, a bad one is failed within a second or two
 USUAL_S = {True: 9.0, False: 3.0}
+#: ``python -m entrega`` with the stacks of every thread written to its log on SIGUSR1:
+#: what a standby that does not take over is doing (see ``stuck_takeovers``)
+LAUNCH = ("import faulthandler, runpy, signal; "
+          "faulthandler.register(signal.SIGUSR1, all_threads=True); "
+          "runpy.run_module('entrega', run_name='__main__', alter_sys=True)")
 #: how often a standby is asked whether it leads, while a takeover is awaited (s)
 POLL_S = 0.05
 #: a takeover not seen by then is a missed one (the campaign goes on with the next fault)
@@ -193,7 +198,7 @@ class SharedStore(Deployment):
     def start(self, i: int) -> None:
         with (self.root / f"server-{i}.log").open("ab") as log:
             self.processes[i] = subprocess.Popen(
-                [sys.executable, "-m", "entrega", "server", "-c", str(self.config),
+                [sys.executable, "-c", LAUNCH, "server", "-c", str(self.config),
                  "--listen", f"127.0.0.1:{self.ports[i]}"],
                 cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
 
@@ -406,11 +411,17 @@ class Campaign:
             self.notes.append(f"{rollout.version}: no standby led within "
                               f"{TAKEOVER_TIMEOUT_S:g} s of the {kind} of server {index}")
             # what held the standbys back, seen before the fallen leader is woken
+            standbys = [i for i in range(len(self.dep.apis)) if i != index]
+            for i in standbys:
+                if (standby := self.dep.processes[i]) is not None:
+                    standby.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             self.stuck.append({"version": rollout.version, "kind": kind, "server": index,
                                "epoch": epoch, "sessions": self.sessions(),
-                               "standby_logs": {i: self.dep.log(i)[-1500:]
-                                                for i in range(len(self.dep.apis))
-                                                if i != index}})
+                               "standbys": {i: self.dep.who(self.dep.apis[i])
+                                            for i in standbys},
+                               "standby_logs": {i: self.dep.log(i)[-6000:]
+                                                for i in standbys}})
         if kind == "pause":
             # Asleep for twice the lease (from the stop), then woken: it must see it lost
             # the lead, write nothing and exit.
