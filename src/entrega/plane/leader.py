@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from entrega.errors import EntregaError, NotLeader
 from entrega.store.database import Store
-from entrega.store.leadership import Election, Leader
+from entrega.store.leadership import Election, Leader, short_timeouts
 
 if TYPE_CHECKING:
     from entrega.plane import ControlPlane
@@ -46,6 +46,12 @@ class LeaderRole:
         self.plane = plane
         self.store = store
         self.election = election
+        # A leader paused inside a fenced transaction holds the leadership row FOR SHARE,
+        # and the next leader's epoch increment waits for it: the database must end such
+        # a transaction after the lease. The pool's connections so far (the migrations')
+        # were opened without the setting: they are closed, the next ones get it.
+        short_timeouts(store.engine, election.lease_s)
+        store.engine.dispose()
         #: when this server took the lead (time.time()), None while it is a standby
         self.leading_since: float | None = None
         self._task: asyncio.Task[None] | None = None
