@@ -92,7 +92,7 @@ class LeaderRole:
         await asyncio.to_thread(self.election.close)
 
     async def _run(self) -> None:
-        while not await asyncio.to_thread(self.election.campaign):
+        while not await self._campaign():
             await asyncio.sleep(CAMPAIGN_INTERVAL_S)
         self.election.start_renewing()
         started = time.monotonic()
@@ -117,6 +117,15 @@ class LeaderRole:
             await self.plane.stop()
         finally:
             self._ended.set()
+
+    async def _campaign(self) -> bool:
+        # Whatever goes wrong in one campaign, a standby must campaign again: a task that
+        # ended on an exception would leave this server a standby for good, silently.
+        try:
+            return await asyncio.to_thread(self.election.campaign)
+        except Exception:  # noqa: BLE001 - logged with its stack, retried
+            log.exception("campaign for the lead failed; trying again")
+            return False
 
     async def _until_lost(self) -> str:
         """Returns why, once the lease is no longer held (the renewals run in a thread of

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from entrega.errors import NotLeader, StoreError
+from entrega.store.database import CONNECT_TIMEOUT_S
 
 log = logging.getLogger("entrega.leadership")
 
@@ -99,7 +100,9 @@ class Election:
         #: how often the leader renews its lease
         self.renew_interval_s = lease_s / 6
         try:
-            self._engine = create_engine(url, poolclass=NullPool)
+            # A database that does not answer must fail a campaign, not hang it forever.
+            self._engine = create_engine(url, poolclass=NullPool,
+                                         connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
         except (SQLAlchemyError, ImportError) as exc:
             raise StoreError(f"cannot open the store for the election: {exc}") from exc
         self._lock_session: Connection | None = None
@@ -115,8 +118,8 @@ class Election:
         """Try once to become leader; True when this server now leads."""
         if self.epoch is not None:
             return True
-        session = self._session()
         try:
+            session = self._session()
             got = session.execute(text("SELECT pg_try_advisory_lock(:key)"),
                                   {"key": LOCK_KEY}).scalar()
             if not got:
