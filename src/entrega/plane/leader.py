@@ -21,7 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from entrega.errors import EntregaError, NotLeader
+from entrega.errors import EntregaError, NotLeader, SteppedDown
 from entrega.store.database import Store
 from entrega.store.leadership import Election, Leader, short_timeouts
 
@@ -33,10 +33,6 @@ log = logging.getLogger("entrega.leader")
 #: How often a standby tries to take the lead (s): a dead leader's lock is free at once,
 #: so this bounds the takeover after a kill -9 (plus the controllers' start).
 CAMPAIGN_INTERVAL_S = 0.5
-
-
-class SteppedDown(EntregaError):
-    """This server led and lost the lead: it ends, to be started again as a standby."""
 
 
 class LeaderRole:
