@@ -65,10 +65,11 @@ def _parse(url: str) -> URL:
     return parsed
 
 
-def _driver_message(exc: DBAPIError) -> str:
+def driver_message(exc: SQLAlchemyError) -> str:
     """The database's own words for what failed (first line), without the driver's class
     names or SQLAlchemy's background link."""
-    text = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason"
+    said = str(getattr(exc, "orig", None) or exc).strip()
+    text = said.splitlines()[0] if said else "no reason"
     return text.removeprefix("connection failed: ")
 
 
@@ -166,7 +167,7 @@ class Store:
                     command.upgrade(config, "head")
             except DBAPIError as exc:
                 raise StoreError(f"cannot migrate the store {self.where}: "
-                                 f"{_driver_message(exc)}") from None
+                                 f"{driver_message(exc)}") from None
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -175,7 +176,7 @@ class Store:
         try:
             connection = self.engine.connect()
         except DBAPIError as exc:
-            raise StoreError(f"cannot reach the store {self.where}: {_driver_message(exc)}",
+            raise StoreError(f"cannot reach the store {self.where}: {driver_message(exc)}",
                              hint="check store.url, and that the database is up and "
                              "accepts this server's connections") from None
         with connection:

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from entrega.errors import NotLeader, StoreError
-from entrega.store.database import CONNECT_TIMEOUT_S
+from entrega.store.database import CONNECT_TIMEOUT_S, driver_message
 
 log = logging.getLogger("entrega.leadership")
 
@@ -134,7 +134,7 @@ class Election:
             ).scalar_one()
         except SQLAlchemyError as exc:
             self._drop_session()
-            log.warning("campaign for the lead failed: %s", _reason(exc))
+            log.warning("campaign for the lead failed: %s", driver_message(exc))
             return False
         self.epoch = int(epoch)
         self._renewed_at = time.monotonic()
@@ -151,7 +151,7 @@ class Election:
             epoch = self._lock_session.execute(
                 text("SELECT epoch FROM leadership WHERE id = 1")).scalar_one()
         except SQLAlchemyError as exc:
-            self._lose(f"its session with the database ended ({_reason(exc)})")
+            self._lose(f"its session with the database ended ({driver_message(exc)})")
             return False
         if epoch != self.epoch:
             self._lose(f"epoch {epoch} was taken by another server")
@@ -221,7 +221,8 @@ class Election:
                 row = connection.execute(text(
                     "SELECT epoch, holder, address, since FROM leadership WHERE id = 1")).one()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read who leads from the store: {_reason(exc)}") from exc
+            raise StoreError("cannot read who leads from the store: "
+                             f"{driver_message(exc)}") from exc
         return Leader(int(row.epoch), row.holder, row.address, row.since)
 
     # -- the lock's session ------------------------------------------------------------------
@@ -246,8 +247,3 @@ class Election:
         self.epoch = None
         self._drop_session()
 
-
-def _reason(exc: SQLAlchemyError) -> str:
-    original = getattr(exc, "orig", None)
-    return str(original or exc).strip().splitlines()[0] if str(original or exc).strip() \
-        else "no reason given"
