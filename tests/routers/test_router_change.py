@@ -92,6 +92,15 @@ class MovingLoad:
         """The one retry of a request; None (and a failure counted) when it fails too."""
         try:
             return await client.get(url + "/")
+        except httpx.ConnectError as exc:
+            if url == self.new:
+                self.failures.append(f"{url} (after {after}): {type(exc).__name__}: {exc}")
+                return None
+            # The old address closed its kept-alive connection and then its listener
+            # (HAProxy's soft stop does both at once): refused, so on to the new one,
+            # as for any refused connection.
+            self.url, self.retried_on_new = self.new, self.retried_on_new + 1
+            return await self._again(client, self.url, f"{after}, then {exc} on the old address")
         except httpx.HTTPError as exc:
             self.failures.append(f"{url} (after {after}): {type(exc).__name__}: {exc}")
             return None
