@@ -249,7 +249,7 @@ class Service:
         active = self.repo.active_rollout(self.app, environment)
         if active is None:
             raise NotFound(f"no rollout in progress in {environment}")
-        return active
+        return self.controller.writeback.merged(active)  # with the checks it keeps
 
     async def promote(self, *, environment: str, actor: str, full: bool = False) -> Rollout:
         async with self._lock(environment):
@@ -366,7 +366,8 @@ class Service:
         return RolloutView.model_validate(self._rollout_fields(row))
 
     def _rollout_fields(self, row: Rollout) -> dict[str, Any]:
-        state = state_from_dict(row.state)
+        # What the controller knows now: a check it has not written yet counts too.
+        state = state_from_dict(self.controller.writeback.live_state(row))
         spec = spec_from_dict(row.spec)
         # A first release goes straight to 100% (strategy "direct") although its spec
         # is the environment's canary: its steps never run, so they are not shown.

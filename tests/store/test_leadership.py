@@ -16,7 +16,7 @@ from sqlalchemy import text
 from entrega.errors import NotLeader
 from entrega.store.database import Store
 from entrega.store.leadership import Election
-from entrega.store.repository import Repository
+from entrega.store.repository import AnalysisRecord, Repository
 from entrega.waiting import wait_until_sync
 
 pytestmark = pytest.mark.real
@@ -74,6 +74,20 @@ def test_a_leader_writes_with_its_epoch_a_standby_cannot_write(
     standby_store.close()
     events = Repository(pg_store).events("shop")
     assert [(e.message, e.epoch) for e in events] == [("by the leader", 1)]
+
+
+def test_a_standby_cannot_write_a_rollout_s_state_or_an_analysis_verdict(
+        pg_store: Store, elections: list[Election]) -> None:
+    """The controller's hot writes are statements built once on the tables (not the
+    mapped classes): the fence sees them too."""
+    a = election(elections, pg_store.url, "a")
+    b = election(elections, pg_store.url, "b")
+    assert a.campaign()
+    pg_store.fence = b.fence
+    with pytest.raises(NotLeader):
+        Repository(pg_store).save_transition(
+            1, state={}, phase="progressing", events=[], actor="controller",
+            analysis=AnalysisRecord(1, "pass", {}))
 
 
 def test_a_resigned_leader_is_replaced_at_once_and_its_writes_are_refused(

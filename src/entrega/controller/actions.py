@@ -34,7 +34,7 @@ from entrega.rollouts.model import (
 )
 from entrega.routers.base import CohortRule
 from entrega.store.models import AnalysisRun, Rollout
-from entrega.store.repository import Repository
+from entrega.store.repository import AnalysisRecord, Repository
 from entrega.targets.base import InstanceState, ReleaseRef, host_of
 from entrega.vocabulary import EventKind
 from entrega.waiting import stop_task, wait_until
@@ -67,6 +67,9 @@ class ActionRunner:
         #: rollout id -> its analysis window as begun (its id, start and baseline never
         #: change once stored): a check reads it from here, not from the store
         self._runs: dict[int, AnalysisRun] = {}
+        #: rollout id -> its latest check's verdict, not stored yet: the controller writes
+        #: it with the rollout's state (``take_verdict``), in one transaction
+        self._verdicts: dict[int, AnalysisRecord] = {}
 
     def _must_lead(self, what: str) -> None:
         if not self.may_act():
@@ -335,9 +338,18 @@ class ActionRunner:
             self._runs[rollout_id] = run
         return run
 
+    def checked(self, rollout_id: int, record: AnalysisRecord) -> None:
+        """A check's verdict, kept until the rollout's state is next written."""
+        self._verdicts[rollout_id] = record
+
+    def take_verdict(self, rollout_id: int) -> AnalysisRecord | None:
+        """The verdict to write with the rollout's state now (None: none since the last)."""
+        return self._verdicts.pop(rollout_id, None)
+
     def forget(self, rollout_id: int) -> None:
         """A rollout ended: its window is read no more."""
         self._runs.pop(rollout_id, None)
+        self._verdicts.pop(rollout_id, None)
 
     def start_verification(self, rt: EnvironmentRuntime, row: Rollout, version: str, *,
                            on_preview: bool) -> None:

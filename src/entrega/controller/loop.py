@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -56,10 +57,12 @@ from entrega.controller.reload import Reload, replace_router
 from entrega.controller.restarts import RouterRestartLog, record_adoption, router_answers
 from entrega.controller.retention import prune
 from entrega.controller.runtime import ROUTERS, EnvironmentRuntime, build_runtime
+from entrega.controller.writeback import WriteBack
 from entrega.errors import ConfigError, EntregaError
 from entrega.insights.collector import MetricsCollector
 from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts import advance
+from entrega.rollouts.analysing import only_bookkeeping
 from entrega.rollouts.fleet import routed_hosts, running_hosts
 from entrega.rollouts.model import (
     Action,
@@ -91,6 +94,11 @@ OBSERVE_INTERVAL_S = 2.0
 #: loop (everything that writes it wakes the loop: this bounds the cost of one that
 #: would not).
 STORE_READ_INTERVAL_S = 5.0
+#: ... or once it was taken from the last read this many passes (a loop that lags passes
+#: each environment less often than every second: with the time limit alone, each late
+#: pass would read, and the reads make more lag), never longer than MAX_UNREAD_S.
+READ_EVERY_PASSES = 5
+MAX_UNREAD_S = 30.0
 
 #: A router change whose new router failed to start is tried again after this long.
 ROUTER_RETRY_S = 10.0
@@ -124,6 +132,18 @@ class _LastRead:
     at: float
     rollout: Rollout | None
     current: str | None | _Unread
+    passes: int = 0  #: passes that took the environment from this read
+    #: how long it may be taken from this read whatever the passes: drawn at the read,
+    #: from half of STORE_READ_INTERVAL_S to all of it, so that environments read
+    #: together (a start, a wake) are not all read together again every interval
+    fresh_for: float = STORE_READ_INTERVAL_S
+
+
+def _may_reuse(last: _LastRead, now: float) -> bool:
+    """An environment's pass may take it from ``last`` instead of the store."""
+    age = now - last.at
+    return age < last.fresh_for or (last.passes < READ_EVERY_PASSES
+                                           and age < MAX_UNREAD_S)
 
 
 async def _drain(old: Router, retiring: Router | None, environment: str) -> None:
@@ -166,6 +186,8 @@ class Controller:
         #: this pass reads every environment from the store (reconcile_once)
         self._read_all = True
         self._due: dict[int, float] = {}
+        #: checks that moved only their bookkeeping, kept a few seconds (writeback.py)
+        self.writeback = WriteBack()
         self._last_observe: dict[str, float] = {}
         #: environments whose data plane was repaired to the store since this start
         self._repaired: set[str] = set()
@@ -224,6 +246,7 @@ class Controller:
     async def stop(self) -> None:
         """Stop the loop; routers and instances keep running (the data plane outlives us)."""
         await stop_task(self._task)
+        self._write_kept()
         await self.notifier.stop()
         await self.actions.cancel_background()
         if self._retiring:  # an old router drains on its own; wait a little for it
@@ -231,6 +254,22 @@ class Controller:
         for rt in self.runtimes.values():
             await rt.target.close()
             await rt.router.close()
+
+    def _write_kept(self) -> None:
+        """A stopping controller writes the checks it kept (writeback.py), each only if
+        nobody wrote its rollout since; a server that does not lead any more writes
+        nothing (its successor has checked again already)."""
+        for kept in self.writeback.unwritten():
+            if not self.may_act():
+                return
+            try:
+                self.repo.save_transition(
+                    kept.rollout_id, state=kept.state, phase=kept.state["phase"], events=[],
+                    actor="controller", analysis=self.actions.take_verdict(kept.rollout_id),
+                    if_updated_at=kept.updated_at)
+            except EntregaError as exc:  # the store is gone: a crash would lose as much
+                log.warning("writing the last analysis checks: %s", exc)
+                return
 
     def wake(self) -> None:
         """Pass again at once, reading every environment from the store again: whatever
@@ -260,7 +299,8 @@ class Controller:
         an environment is taken from what its last pass read, not read from the store
         again, as long as nothing called :meth:`wake` since (everything that writes this
         app's rollouts, requests or current releases does, and that drops what was
-        read), at most ``STORE_READ_INTERVAL_S`` later. Its rollout, if due, is then
+        read), at most ``STORE_READ_INTERVAL_S`` later (or ``READ_EVERY_PASSES`` passes, for
+        a loop that lags). Its rollout, if due, is then
         advanced from the row the loop keeps current itself; if not due, or with none,
         the environment is only repaired. A thousand environments in one server would
         otherwise ask the store a thousand times a second what it already knows
@@ -289,7 +329,7 @@ class Controller:
             now, wakes = self.clock(), self._wakes
             last = self._last_read.get(name)
             known = not self._read_all and last is not None and name in self._repaired \
-                and now - last.at < STORE_READ_INTERVAL_S
+                and _may_reuse(last, now)
             if known and last is not None:
                 if last.rollout is None or self._due.get(last.rollout.id, 0.0) > now:
                     await self._repair(rt, last.rollout, current=last.current)
@@ -297,12 +337,15 @@ class Controller:
                         await self._maybe_change_router(name, rt)
                     return
                 rollout: Rollout | None = last.rollout
-                read_at = last.at
+                read_at, passes, fresh_for = last.at, last.passes + 1, last.fresh_for
             else:
                 rollout = self.repo.active_rollout(self.config.app, name)
-                if rollout is None:
+                if rollout is not None:
+                    rollout = self.writeback.merged(rollout)
+                else:
                     rollout = start_next(self.repo, self.config, name)
-                read_at = now
+                read_at, passes = now, 0
+                fresh_for = random.uniform(0.5, 1.0) * STORE_READ_INTERVAL_S
             if name not in self._repaired:
                 if not await self._repair(rt, rollout):
                     return  # nothing may observe a data plane behind the store
@@ -313,7 +356,8 @@ class Controller:
                     rollout = None
             repaired = await self._repair(rt, rollout)
             if wakes == self._wakes:  # else what was read may be stale already
-                self._last_read[name] = _LastRead(read_at, rollout, repaired.current)
+                self._last_read[name] = _LastRead(read_at, rollout, repaired.current, passes,
+                                                  fresh_for)
             if rollout is None:
                 await self._maybe_change_router(name, rt)
 
@@ -349,6 +393,7 @@ class Controller:
         if transition.state.phase.terminal:
             self._due.pop(row.id, None)
             self.actions.forget(row.id)
+            self.writeback.forget(row.id)
             if transition.state.phase == Phase.SUCCEEDED and state.phase != Phase.SUCCEEDED:
                 after_success(self.repo, self.config, row)
                 for version in prune(self.repo, self.artifacts, self.config):
@@ -375,6 +420,12 @@ class Controller:
         after = transition.state
         if after == before and not transition.events:
             return
+        now = self.clock()
+        if not transition.events and only_bookkeeping(before, after) \
+                and self.writeback.may_keep(row.id, now):
+            row.state = state_to_dict(after)
+            self.writeback.keep(row.id, row.state)
+            return
         data = {"phase": after.phase.value, "weights": after.weights,
                 "step_index": after.step_index}
         events: list[tuple[str, str, dict[str, Any]]] = [
@@ -384,9 +435,12 @@ class Controller:
             events[-1] = (FINAL_EVENT[after.phase], message,
                           {**data, "reason": after.message})
         succeeded = after.phase == Phase.SUCCEEDED and before.phase != Phase.SUCCEEDED
-        self.repo.save_transition(row.id, state=state_to_dict(after), phase=after.phase.value,
-                                  events=events, actor="controller",
-                                  current_version=after.canary, set_current=succeeded)
+        updated_at = self.repo.save_transition(
+            row.id, state=state_to_dict(after), phase=after.phase.value, events=events,
+            actor="controller", current_version=after.canary, set_current=succeeded,
+            analysis=self.actions.take_verdict(row.id))
+        assert updated_at is not None
+        self.writeback.written(row.id, at=now, updated_at=updated_at)
         row.state = state_to_dict(after)
         row.phase = after.phase.value
 
@@ -555,7 +609,10 @@ class Controller:
 
     def update_state(self, row: Rollout, state: RolloutState, *, actor: str,
                      message: str) -> None:
-        self.repo.save_transition(row.id, state=state_to_dict(state), phase=state.phase.value,
-                                  events=[(EventKind.COMMAND, message, {})], actor=actor)
+        updated_at = self.repo.save_transition(
+            row.id, state=state_to_dict(state), phase=state.phase.value,
+            events=[(EventKind.COMMAND, message, {})], actor=actor)
+        assert updated_at is not None
+        self.writeback.written(row.id, at=self.clock(), updated_at=updated_at)
         self._due[row.id] = self.clock()  # due now (and the lag of its pass counts from now)
         self.wake()

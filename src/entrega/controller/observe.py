@@ -25,6 +25,7 @@ from entrega.rollouts.model import (
 )
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
+from entrega.store.repository import AnalysisRecord
 from entrega.targets.base import Readiness, host_of
 
 log = logging.getLogger("entrega.controller")
@@ -233,7 +234,8 @@ async def _judge(actions: ActionRunner, rt: EnvironmentRuntime, row: Rollout,
                                                duration_s=max(0.0, time.time() - run.started_at),
                                                environment=rt.name, peers=peers)
     result = {"verdict": verdict, "reason": reason, "metrics": [m.to_dict() for m in metrics]}
-    actions.repo.record_analysis(run.id, verdict=verdict, result=result)
+    # Stored with the rollout's state the check leads to, in the same transaction.
+    actions.checked(row.id, AnalysisRecord(run.id, verdict, result))
     return AnalysisVerdict(window=window, verdict=verdict, reason=reason,
                            metrics={m.metric: m.to_dict() for m in metrics})
 

@@ -136,3 +136,20 @@ def passed_on_evidence(verdict: AnalysisVerdict, passed_metrics: tuple[str, ...]
                 and name not in passed_metrics:
             return False
     return True
+
+
+#: What every analysis check moves even when nothing else does. None of it is evidence
+#: (that is in the window's baseline and the router's cumulative counters, judged afresh
+#: at each check, and in ``passed_metrics``/``failures``), so a store may get it late:
+#: the controller writes a check that moved only these at most every few seconds
+#: (``controller/loop.py``, ``STORE_WRITE_INTERVAL_S``).
+CHECK_BOOKKEEPING = ("checks", "next_check_at", "last_verdict", "last_reason")
+
+
+def only_bookkeeping(before: RolloutState, after: RolloutState) -> bool:
+    """``after`` is ``before`` but for an analysis check's bookkeeping: a restart that
+    read ``before`` back would check again at once and judge the same evidence."""
+    if before.analysis is None or after.analysis is None:
+        return before == after
+    kept = {name: getattr(before.analysis, name) for name in CHECK_BOOKKEEPING}
+    return replace(after, analysis=replace(after.analysis, **kept)) == before

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from entrega.errors import RolloutInProgress
@@ -28,6 +28,36 @@ from entrega.vocabulary import (
     NotificationStatus,
     RequestStatus,
 )
+
+
+class AnalysisRecord(NamedTuple):
+    """An analysis check's verdict, for its window's row (``analysis_runs``)."""
+
+    run_id: int
+    verdict: str
+    result: dict[str, Any]
+
+
+# Built once, run with parameters: a thousand rollouts checked every second run these
+# (bench/scale.py), and building a statement costs more than running it on SQLite.
+_ACTIVE_ROLLOUT = (select(Rollout)
+                   .where(Rollout.app == bindparam("app"),
+                          Rollout.environment == bindparam("environment"),
+                          Rollout.phase.not_in(TERMINAL_PHASES))
+                   .order_by(Rollout.id))
+# The writes are on the tables, not the mapped classes: the ORM's bulk UPDATE machinery
+# has nothing to do here (no objects in the session) and cost as much as the rest. The
+# session's fence (store/database.py) sees them as it sees every statement.
+_rollouts: Table = Rollout.__table__  # type: ignore[assignment]
+_analysis_runs: Table = AnalysisRun.__table__  # type: ignore[assignment]
+_SAVE_STATE = (update(_rollouts).where(_rollouts.c.id == bindparam("rollout_id"))
+               .values(state=bindparam("new_state", type_=_rollouts.c.state.type),
+                       phase=bindparam("new_phase"), updated_at=bindparam("now"))
+               .returning(_rollouts.c.app, _rollouts.c.environment, _rollouts.c.version))
+_RECORD_VERDICT = (update(_analysis_runs).where(_analysis_runs.c.id == bindparam("run_id"))
+                   .values(verdict=bindparam("new_verdict"),
+                           result=bindparam("new_result", type_=_analysis_runs.c.result.type),
+                           updated_at=bindparam("now")))
 
 
 class Repository:
@@ -137,9 +167,7 @@ class Repository:
 
     def active_rollout(self, app: str, environment: str) -> Rollout | None:
         with self.store.session() as s:
-            return s.scalar(select(Rollout).where(
-                Rollout.app == app, Rollout.environment == environment,
-                Rollout.phase.not_in(TERMINAL_PHASES)).order_by(Rollout.id))
+            return s.scalar(_ACTIVE_ROLLOUT, {"app": app, "environment": environment})
 
     def active_rollouts(self) -> list[Rollout]:
         with self.store.session() as s:
@@ -156,20 +184,32 @@ class Repository:
 
     def save_transition(self, rollout_id: int, *, state: dict[str, Any], phase: str,
                         events: list[tuple[str, str, dict[str, Any]]], actor: str,
-                        current_version: str | None = None, set_current: bool = False) -> None:
-        """Persist a rollout's new state, its events and (when it ends) the environment's
-        current release, in one transaction: the record of a step and the step are one."""
+                        current_version: str | None = None, set_current: bool = False,
+                        analysis: AnalysisRecord | None = None,
+                        if_updated_at: float | None = None) -> float | None:
+        """Persist a rollout's new state, its events, the analysis verdict that led to it
+        and (when it ends) the environment's current release, in one transaction: the
+        record of a step and the step are one. Returns the ``updated_at`` written (the
+        controller knows by it that nobody wrote the row since). With ``if_updated_at``,
+        only a row still at that ``updated_at`` is written (else nothing, and None)."""
         now = time.time()
-        values: dict[str, Any] = {"state": state, "phase": phase, "updated_at": now}
-        if phase in TERMINAL_PHASES:
-            values["finished_at"] = func.coalesce(Rollout.finished_at, now)
         with self.store.session() as s:
-            # One UPDATE, not a load and a flush: a thousand rollouts checked every
-            # second each commit a transition per check (bench/scale.py).
-            rollout = s.execute(
-                update(Rollout).where(Rollout.id == rollout_id).values(**values)
-                .returning(Rollout.app, Rollout.environment, Rollout.version)
-                .execution_options(synchronize_session=False)).one_or_none()
+            # One UPDATE, not a load and a flush; the usual one built once.
+            if phase in TERMINAL_PHASES or if_updated_at is not None:
+                row = update(Rollout).where(Rollout.id == rollout_id)
+                if if_updated_at is not None:
+                    row = row.where(Rollout.updated_at == if_updated_at)
+                rollout = s.execute(
+                    row.values(state=state, phase=phase, updated_at=now,
+                               finished_at=func.coalesce(Rollout.finished_at, now)
+                               if phase in TERMINAL_PHASES else Rollout.finished_at)
+                    .returning(Rollout.app, Rollout.environment, Rollout.version)
+                    .execution_options(synchronize_session=False)).one_or_none()
+            else:
+                rollout = s.execute(_SAVE_STATE, {"rollout_id": rollout_id, "new_state": state,
+                                                  "new_phase": phase, "now": now}).one_or_none()
+            if rollout is None and if_updated_at is not None:
+                return None
             assert rollout is not None
             for kind, message, data in events:
                 s.add(Event(time=now, app=rollout.app, environment=rollout.environment,
@@ -181,6 +221,11 @@ class Repository:
                 assert env is not None
                 env.current_version = current_version
                 env.updated_at = now
+            if analysis is not None:
+                s.execute(_RECORD_VERDICT, {"run_id": analysis.run_id, "now": now,
+                                            "new_verdict": analysis.verdict,
+                                            "new_result": analysis.result})
+        return now
 
     # -- analysis runs ---------------------------------------------------------------------
 
