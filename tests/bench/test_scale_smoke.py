@@ -21,7 +21,7 @@ pytestmark = pytest.mark.real
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"rollouts", "apps", "environments", "data_plane", "store", "duration_s",
-          "lag_p50_s", "lag_p99_s", "lag_max_s", "controller_cpu", "passes"}
+          "lag_p50_s", "lag_p99_s", "lag_max_s", "controller_cpu", "passes", "warmup_s"}
 
 
 def bench_json(*args: str) -> dict[str, Any]:
@@ -48,14 +48,15 @@ def check_figures(result: dict[str, Any], *, duration_s: float) -> None:
 
 
 def test_stand_in_run_of_twenty_apps_by_two_environments() -> None:
-    result = bench_json("--apps", "20", "--environments", "2", "--duration", "5")
+    result = bench_json("--apps", "20", "--environments", "2", "--duration", "5",
+                        "--warmup", "1")
     assert (result["apps"], result["environments"], result["rollouts"]) == (20, 2, 40)
     assert result["data_plane"] == "stand-in"
     check_figures(result, duration_s=5)
 
 
 def test_real_routers_run_reports_the_same_figures() -> None:
-    result = bench_json("--real-routers", "2", "--duration", "4")
+    result = bench_json("--real-routers", "2", "--duration", "4", "--warmup", "1")
     assert (result["apps"], result["environments"], result["rollouts"]) == (2, 1, 2)
     assert result["data_plane"] == "embedded"
     check_figures(result, duration_s=4)

@@ -31,7 +31,7 @@ class Row:
 
 @pytest.mark.parametrize(("age_s", "kept_checks", "keeps"), [
     (0.0, 0, True),
-    (STORE_WRITE_INTERVAL_S / 2 - 0.1, 100, True),  # young: kept however many checks
+    (0.8 * STORE_WRITE_INTERVAL_S - 0.1, 100, True),  # young: kept however many checks
     (STORE_WRITE_INTERVAL_S + 1, KEEP_CHECKS - 1, True),  # a loop that lags: five checks
     (STORE_WRITE_INTERVAL_S + 1, KEEP_CHECKS, False),
     (STORE_WRITE_INTERVAL_S, 100, False),

@@ -5,6 +5,7 @@ point."""
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from entrega.analysis.providers.builtin import release_metrics, router_restarted
 from entrega.analysis.window import WindowCounts, compute_window
 from entrega.codec import from_config
 from entrega.config import MetricConfig
+from entrega.routers.base import ReleaseMetrics
 
 BuiltinJudge = Callable[[str, str, MetricConfig, WindowCounts, WindowCounts | None],
                         MetricVerdict]
@@ -91,12 +93,33 @@ def compute_windows(baseline: dict[str, Any], latest: dict[str, Any], *, canary:
     """The canary's and the stable's counts over one window: the difference of two
     snapshots of the builtin provider, or the latest alone after a router restart."""
     restarted = router_restarted(baseline, latest)
-    canary_counts = compute_window(release_metrics(baseline, canary),
+    canary_counts = compute_window(_baseline_metrics(baseline, canary),
                                    release_metrics(latest, canary), router_restarted=restarted)
-    stable_counts = (compute_window(release_metrics(baseline, stable),
+    stable_counts = (compute_window(_baseline_metrics(baseline, stable),
                                     release_metrics(latest, stable), router_restarted=restarted)
                      if stable else None)
     return canary_counts, stable_counts
+
+
+#: id(baseline) -> (the baseline, its releases parsed). A window's baseline is the same
+#: stored document at every check of the window (a thousand rollouts checked every second
+#: parsed theirs a thousand times a second). The entry holds the document itself, so its
+#: id is not reused while cached; a baseline is never changed once stored.
+_BASELINES: OrderedDict[int, tuple[dict[str, Any], dict[str | None, ReleaseMetrics | None]]] = (
+    OrderedDict())
+_BASELINES_KEPT = 4096
+
+
+def _baseline_metrics(baseline: dict[str, Any], version: str | None) -> ReleaseMetrics | None:
+    entry = _BASELINES.get(id(baseline))
+    if entry is None or entry[0] is not baseline:
+        entry = _BASELINES[id(baseline)] = (baseline, {})
+        if len(_BASELINES) > _BASELINES_KEPT:
+            _BASELINES.popitem(last=False)
+    parsed = entry[1]
+    if version not in parsed:
+        parsed[version] = release_metrics(baseline, version)
+    return parsed[version]
 
 
 def evaluate_window(metrics: Mapping[str, MetricConfig], *, baseline: dict[str, Any],

@@ -68,6 +68,7 @@ from entrega.rollouts.model import (
     Action,
     AnalysisStep,
     Phase,
+    RolloutSpec,
     RolloutState,
     SetRoutes,
     Transition,
@@ -134,7 +135,7 @@ class _LastRead:
     current: str | None | _Unread
     passes: int = 0  #: passes that took the environment from this read
     #: how long it may be taken from this read whatever the passes: drawn at the read,
-    #: from half of STORE_READ_INTERVAL_S to all of it, so that environments read
+    #: from four fifths of STORE_READ_INTERVAL_S to all of it, so that environments read
     #: together (a start, a wake) are not all read together again every interval
     fresh_for: float = STORE_READ_INTERVAL_S
 
@@ -186,6 +187,8 @@ class Controller:
         #: this pass reads every environment from the store (reconcile_once)
         self._read_all = True
         self._due: dict[int, float] = {}
+        #: rollout id -> its spec, parsed once (a rollout's spec never changes)
+        self._specs: dict[int, RolloutSpec] = {}
         #: checks that moved only their bookkeeping, kept a few seconds (writeback.py)
         self.writeback = WriteBack()
         self._last_observe: dict[str, float] = {}
@@ -345,7 +348,7 @@ class Controller:
                 else:
                     rollout = start_next(self.repo, self.config, name)
                 read_at, passes = now, 0
-                fresh_for = random.uniform(0.5, 1.0) * STORE_READ_INTERVAL_S
+                fresh_for = random.uniform(0.8, 1.0) * STORE_READ_INTERVAL_S
             if name not in self._repaired:
                 if not await self._repair(rt, rollout):
                     return  # nothing may observe a data plane behind the store
@@ -372,7 +375,7 @@ class Controller:
         due = self._due.get(row.id, math.inf)
         if self.on_lag is not None and now >= due:
             self.on_lag(now - due)
-        spec = spec_from_dict(row.spec)
+        spec = self._spec(row)
         state = state_from_dict(row.state)
         observed = await observe_rollout(self.actions, rt, row, spec, state, now=now)
         transition = advance(spec, state, observed, now=now)
@@ -394,6 +397,7 @@ class Controller:
             self._due.pop(row.id, None)
             self.actions.forget(row.id)
             self.writeback.forget(row.id)
+            self._specs.pop(row.id, None)
             if transition.state.phase == Phase.SUCCEEDED and state.phase != Phase.SUCCEEDED:
                 after_success(self.repo, self.config, row)
                 for version in prune(self.repo, self.artifacts, self.config):
@@ -401,6 +405,12 @@ class Controller:
             self.wake()  # a queued rollout (or the repair) may go on at once
         else:
             self._due[row.id] = transition.requeue_at or math.inf
+
+    def _spec(self, row: Rollout) -> RolloutSpec:
+        spec = self._specs.get(row.id)
+        if spec is None:
+            spec = self._specs[row.id] = spec_from_dict(row.spec)
+        return spec
 
     async def _apply(self, rt: EnvironmentRuntime, row: Rollout,
                      actions: tuple[Action, ...]) -> bool:
@@ -456,7 +466,7 @@ class Controller:
         routed: dict[str, tuple[str, ...]] = {}
         if active is not None:
             state = state_from_dict(active.state)
-            spec = spec_from_dict(active.spec)
+            spec = self._spec(active)
             weights, preview = state.weights, state.preview
             cohort = cohort_rule(spec.cohort, state.cohort,
                                  canary=state.canary, app=self.config.app)

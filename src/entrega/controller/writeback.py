@@ -10,8 +10,8 @@ up to ``STORE_WRITE_INTERVAL_S`` have passed since the last write and ``KEEP_CHE
 checks were kept, together with its verdict. The second condition is for a loop that
 lags: its checks come late, and with a time limit alone every late check would be a
 write, and the writes more lag. "Up to": each write draws how long its successor waits
-(half the interval to all of it), so rollouts that began together (a release group, a
-benchmark) do not all write in the same second, every few seconds.
+(four fifths of the interval to all of it), so rollouts that began together (a release
+group, a benchmark) do not all write in the same second, every few seconds.
 
 Nothing of the evidence waits: it is the window's baseline (stored when the window
 begins) and the router's cumulative counters, judged afresh at every check, and what a
@@ -31,7 +31,7 @@ from typing import Any
 from entrega.store.models import Rollout
 
 #: A check that moved only its bookkeeping is kept while the rollout's last write is less
-#: than this old (at most; half of it at least: module docstring). The store's
+#: than this old (at most; four fifths of it at least). The store's
 #: ``status`` lags by as much on a standby; the leader answers from what it keeps...
 STORE_WRITE_INTERVAL_S = 5.0
 #: ... or fewer checks than this were kept since (a loop that lags writes every fifth)...
@@ -48,7 +48,7 @@ class _Written:
     checks: int = 0  #: checks kept since the write
     #: how long after ``at`` a check may be kept whatever the count (module docstring)
     keep_for: float = field(
-        default_factory=lambda: random.uniform(0.5, 1.0) * STORE_WRITE_INTERVAL_S)
+        default_factory=lambda: random.uniform(0.8, 1.0) * STORE_WRITE_INTERVAL_S)
 
 
 @dataclass(frozen=True)
