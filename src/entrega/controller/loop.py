@@ -143,8 +143,7 @@ class _LastRead:
 def _may_reuse(last: _LastRead, now: float) -> bool:
     """An environment's pass may take it from ``last`` instead of the store."""
     age = now - last.at
-    return age < last.fresh_for or (last.passes < READ_EVERY_PASSES
-                                           and age < MAX_UNREAD_S)
+    return age < last.fresh_for or (last.passes < READ_EVERY_PASSES and age < MAX_UNREAD_S)
 
 
 async def _drain(old: Router, retiring: Router | None, environment: str) -> None:
@@ -302,12 +301,11 @@ class Controller:
         an environment is taken from what its last pass read, not read from the store
         again, as long as nothing called :meth:`wake` since (everything that writes this
         app's rollouts, requests or current releases does, and that drops what was
-        read), at most ``STORE_READ_INTERVAL_S`` later (or ``READ_EVERY_PASSES`` passes, for
-        a loop that lags). Its rollout, if due, is then
-        advanced from the row the loop keeps current itself; if not due, or with none,
-        the environment is only repaired. A thousand environments in one server would
-        otherwise ask the store a thousand times a second what it already knows
-        (``bench/scale.py``)."""
+        read), at most ``STORE_READ_INTERVAL_S`` later (or ``READ_EVERY_PASSES`` passes,
+        for a loop that lags). Its rollout, if due, is then advanced from the row the
+        loop keeps current itself; if not due, or with none, the environment is only
+        repaired. A thousand environments in one server would otherwise ask the store a
+        thousand times a second what it already knows (``bench/scale.py``)."""
         self.passes += 1
         self._read_all = read_all
         for name, rt in self.runtimes.items():
@@ -335,6 +333,8 @@ class Controller:
                 and _may_reuse(last, now)
             if known and last is not None:
                 if last.rollout is None or self._due.get(last.rollout.id, 0.0) > now:
+                    # a pass all the same: an idle environment is read every five
+                    self._last_read[name] = replace(last, passes=last.passes + 1)
                     await self._repair(rt, last.rollout, current=last.current)
                     if last.rollout is None:
                         await self._maybe_change_router(name, rt)
