@@ -40,7 +40,7 @@ from entrega.procenv import minimal_env
 from entrega.routers.base import CohortRule, ReleaseMetrics, Router, RouterMetrics, Routes
 from entrega.routers.haproxy import render
 from entrega.routers.haproxy.runtime import RuntimeApi, arg
-from entrega.routers.haproxy.sink import LogSinkProcess
+from entrega.routers.haproxy.sink import HAPROXY_MAX_SOCKET_PATH, LogSinkProcess
 from entrega.runner import LocalRunner, ProcessRunner, Program
 from entrega.waiting import wait_until
 
@@ -48,10 +48,6 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 70.0  # hard-stop-after 60 s, plus exit
 #: srv_admin_state bits meaning "in maintenance" (forced, inherited, from config)
 _MAINT = 0x01 | 0x02 | 0x04 | 0x20
-
-
-#: HAProxy refuses a ``stats socket`` path longer than this ("too long (max 97)")
-HAPROXY_MAX_SOCKET_PATH = 97
 
 
 def runtime_socket_path(router_dir: Path) -> Path:

@@ -57,8 +57,16 @@ class SinkCounters:
 _COUNTERS: Codec[SinkCounters] = Codec(SinkCounters, what="the log sink's counters")
 
 
+#: HAProxy refuses a unix socket path longer than this ("too long (max 97)"), the
+#: ``stats socket`` and the ring's ``server ... unix@`` alike, though AF_UNIX takes 107
+HAPROXY_MAX_SOCKET_PATH = 97
+
+
 def log_socket_path(router_dir: Path) -> Path:
-    return unix_socket_path(router_dir, "logs.sock", fallback_prefix="entrega-haproxy-logs")
+    """Where the sink listens for HAProxy's log ring: HAProxy names it in its config, so
+    HAProxy's limit applies, not AF_UNIX's (a state directory 100 bytes deep failed)."""
+    return unix_socket_path(router_dir, "logs.sock", fallback_prefix="entrega-haproxy-logs",
+                            max_bytes=HAPROXY_MAX_SOCKET_PATH)
 
 
 def control_socket_path(router_dir: Path) -> Path:
