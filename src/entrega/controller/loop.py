@@ -430,11 +430,11 @@ class Controller:
         after = transition.state
         if after == before and not transition.events:
             return
-        now = self.clock()
+        now, dumped = self.clock(), state_to_dict(after)
         if not transition.events and only_bookkeeping(before, after) \
                 and self.writeback.may_keep(row.id, now):
-            row.state = state_to_dict(after)
-            self.writeback.keep(row.id, row.state)
+            row.state = dumped
+            self.writeback.keep(row.id, dumped)
             return
         data = {"phase": after.phase.value, "weights": after.weights,
                 "step_index": after.step_index}
@@ -446,12 +446,12 @@ class Controller:
                           {**data, "reason": after.message})
         succeeded = after.phase == Phase.SUCCEEDED and before.phase != Phase.SUCCEEDED
         updated_at = self.repo.save_transition(
-            row.id, state=state_to_dict(after), phase=after.phase.value, events=events,
+            row.id, state=dumped, phase=after.phase.value, events=events,
             actor="controller", current_version=after.canary, set_current=succeeded,
             analysis=self.actions.take_verdict(row.id))
         assert updated_at is not None
         self.writeback.written(row.id, at=now, updated_at=updated_at)
-        row.state = state_to_dict(after)
+        row.state = dumped
         row.phase = after.phase.value
 
     async def _repair(self, rt: EnvironmentRuntime, active: Rollout | None, *,

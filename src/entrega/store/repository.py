@@ -256,9 +256,8 @@ class Repository:
 
     def record_analysis(self, run_id: int, *, verdict: str, result: dict[str, Any]) -> None:
         with self.store.session() as s:
-            s.execute(update(AnalysisRun).where(AnalysisRun.id == run_id)
-                      .values(verdict=verdict, result=result, updated_at=time.time())
-                      .execution_options(synchronize_session=False))
+            s.execute(_RECORD_VERDICT, {"run_id": run_id, "new_verdict": verdict,
+                                        "new_result": result, "now": time.time()})
 
     # -- events ----------------------------------------------------------------------------
 
