@@ -6,8 +6,16 @@ loop (plane.py), real embedded routers and real app processes. ``app-00``'s cana
 HTTP metrics provider that accepts the connection and never answers (timeout 60 s), so
 its analysis hangs. Meanwhile the nineteen others each roll v2 out (canary: 50%, a 1 s
 pause, 100%), and, once app-00 is aborted, v3 the same way: with and without the hang, the
-same work. Their rollouts must all succeed while app-00 still hangs, and take no longer
-than without it (the issue's bound: within a second, median against median).
+same work. Their rollouts must all succeed while app-00 still hangs, and not be delayed
+by it by more than a second (the issue's bound).
+
+"Delayed" is measured where a delay would come from: the controller's reconcile lag
+(``Controller.on_lag``, the time from a rollout being due to its pass, which bench.scale
+reports too). A hang that blocked the event loop, held a lock the others wait on, or
+made a pass wait for another app's shows there. The rollouts' wall-clock times are
+printed, not judged: nineteen app processes starting at once on two cores make a
+round's median vary by up to a second with no hang at all (4.4 s then 4.8 s in one run,
+4.1 s then 5.1 s in another), which says nothing about the controller.
 """
 
 from __future__ import annotations
@@ -132,9 +140,13 @@ async def deploy(plane: ControlPlane, app: str, version: str) -> int:
     return await deploy_release(plane, app, version, source=SHOP)
 
 
-async def roll_out_others(plane: ControlPlane, version: str) -> list[float]:
-    """v<version> to every app but the stuck one at once; how long each took."""
+async def roll_out_others(plane: ControlPlane, version: str) -> tuple[list[float], list[float]]:
+    """v<version> to every app but the stuck one at once: how long each took, and the
+    reconcile lag of every pass of theirs that was due meanwhile."""
     others = APPS[1:]
+    lags: list[float] = []
+    for app in others:
+        plane.service(app).controller.on_lag = lags.append
     started = time.monotonic()
     rids = await asyncio.gather(*(deploy(plane, app, version) for app in others))
     took: dict[str, float] = {}
@@ -149,7 +161,9 @@ async def roll_out_others(plane: ControlPlane, version: str) -> list[float]:
         return len(took) == len(others)
 
     await wait_until(done, timeout_s=180, what=f"{version} on the nineteen other apps")
-    return sorted(took.values())
+    for app in others:
+        plane.service(app).controller.on_lag = None
+    return sorted(took.values()), lags
 
 
 async def test_one_apps_hanging_provider_does_not_delay_the_other_apps(
@@ -162,17 +176,20 @@ async def test_one_apps_hanging_provider_does_not_delay_the_other_apps(
     # app-00's canary reaches its analysis and asks the provider, which never answers.
     stuck = await deploy(plane, STUCK, "v2")
     await wait_until(provider.asked, timeout_s=60, what="app-00's analysis to ask")
-    with_hang = await roll_out_others(plane, "v2")
+    with_hang, lags_with_hang = await roll_out_others(plane, "v2")
     assert phase(plane, STUCK, stuck) == "progressing"  # still hanging all along
 
     provider.close()  # the check ends (refused), and the abort is taken
     await plane.service(STUCK).abort(environment="production", actor="test")
     await wait_until(lambda: phase(plane, STUCK, stuck) == "rolled_back", timeout_s=90,
                      what="app-00's abort")
-    without = await roll_out_others(plane, "v3")
+    without, lags_without = await roll_out_others(plane, "v3")
 
-    delay = statistics.median(with_hang) - statistics.median(without)
     print(f"nineteen canaries: median {statistics.median(with_hang):.2f}s with app-00 "
           f"hanging, {statistics.median(without):.2f}s without; slowest "
-          f"{with_hang[-1]:.2f}s / {without[-1]:.2f}s")
-    assert delay <= 1.0, (with_hang, without)
+          f"{with_hang[-1]:.2f}s / {without[-1]:.2f}s; reconcile lag max "
+          f"{max(lags_with_hang):.3f}s over {len(lags_with_hang)} passes with the hang, "
+          f"{max(lags_without):.3f}s over {len(lags_without)} without")
+    assert lags_with_hang and lags_without  # their passes were measured
+    assert max(lags_with_hang) <= max(lags_without) + 1.0, \
+        (sorted(lags_with_hang)[-5:], sorted(lags_without)[-5:])

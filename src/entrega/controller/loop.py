@@ -23,9 +23,12 @@ command (``wake``), or the repair interval.
 
 Reconcile lag is the time from a rollout being due (the ``requeue_at`` its last pass
 returned: a pause's end, an analysis check, a step that may advance; a command's "now")
-to the pass that reaches it. The loop knows both ends, so it reports each one to
-``on_lag`` when set (``bench/scale.py`` reads it): the one observation point, no
-timing of its own.
+to the pass that reaches it. A rollout is not due before its environment's last pass
+has ended: a pass that starts instances waits for them and then repairs the routes to
+them, and that time is the step's own work, not the loop's lag (without that rule, an
+app's slow start would read as the controller falling behind). The loop knows both
+ends, so it reports each one to ``on_lag`` when set (``bench/scale.py`` and the
+many-apps test read it): the one observation point, no timing of its own.
 """
 
 from __future__ import annotations
@@ -358,6 +361,8 @@ class Controller:
                 if Phase(rollout.phase).terminal:  # _persist keeps the row current
                     rollout = None
             repaired = await self._repair(rt, rollout)
+            if rollout is not None and self._due.get(rollout.id, math.inf) < self.clock():
+                self._due[rollout.id] = self.clock()  # not due before its pass ended
             if wakes == self._wakes:  # else what was read may be stale already
                 self._last_read[name] = _LastRead(read_at, rollout, repaired.current, passes,
                                                   fresh_for)

@@ -4,8 +4,8 @@ Each instance has a supervisor of its own (:mod:`entrega.dataplane.instances.sup
 started detached, so instances outlive the controller: after a crash or ``kill -9`` of the
 controller, :meth:`LocalTarget.start` and :meth:`LocalTarget.observe` adopt them from
 their directories. All of that is host-side work, done by the host agent
-(:mod:`entrega.dataplane.instances.host`), called here in process through
-``asyncio.to_thread``; the SSH target runs the same agent on each host. What stays here is
+(:mod:`entrega.dataplane.instances.host`), called here in process on the environment's
+own threads; the SSH target runs the same agent on each host. What stays here is
 what needs the controller: the health probes (httpx) and readiness. Nothing about
 instances is kept in memory that is not also on disk::
 
@@ -20,6 +20,12 @@ An instance's environment is built, not inherited (:mod:`entrega.procenv`): ``PA
 ``HOME`` and ``LANG``, the controller's variables named in ``inherit_env``, ``env``
 (``run.env``), then ``PORT`` and the ``ENTREGA_*`` variables below. The controller's
 secrets (the webhook secret) never reach an app or its supervisor.
+
+Threads: the agent's calls block (a start waits for its supervisors, a stop for the
+drain), so each environment has threads of its own, not asyncio's shared pool. A server
+with many apps would otherwise have six of them draining old releases for 30 s hold
+every thread, and every other app's pass wait behind them to read a state file (issue
+14: one app's rollout never delays another's). The threads are made when first needed.
 
 Ports: by default each instance gets a port the kernel picks; with ``ports`` (a range,
 ``target.ports: "20000-20999"``) a free port of that range, never one that an instance of
@@ -40,7 +46,10 @@ did not come up (its own log is quoted).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from entrega.dataplane.instances.host import HostInstances
 from entrega.dataplane.instances.lookup import check_name
@@ -53,6 +62,11 @@ from entrega.procenv import minimal_env
 from entrega.runner import ProcessRunner
 from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef
 from entrega.targets.supervised import SupervisedTarget
+
+T = TypeVar("T")
+
+#: an environment's own threads: a start, a stop and the controller's reads at once
+THREADS_PER_ENVIRONMENT = 3
 
 
 class LocalTarget(SupervisedTarget):
@@ -94,6 +108,23 @@ class LocalTarget(SupervisedTarget):
         self.agent = HostInstances(app=app, environment=environment, state_dir=state_dir,
                                    address=host, runner=runner)
         self.run_dir = self.agent.run_dir
+        self._threads: ThreadPoolExecutor | None = None
+
+    async def _in_thread(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking agent call on this environment's threads (module docstring)."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(
+                THREADS_PER_ENVIRONMENT, thread_name_prefix=f"{self.app}/{self.environment}")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, lambda: call(*args, **kwargs))
+
+    async def close(self) -> None:
+        """Stop probing, close the HTTP client and let the threads go (the instances keep
+        running); a later call makes new threads."""
+        await super().close()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+            self._threads = None
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -120,20 +151,20 @@ class LocalTarget(SupervisedTarget):
         spec = ReleaseSpec(version=release.version, path=str(release.path),
                            command=self.command, env=env, instances=self.instances,
                            ports=self.ports)
-        endpoints = await asyncio.to_thread(self.agent.start, spec)
+        endpoints = await self._in_thread(self.agent.start, spec)
         await self._restart_probes_if_moved(release.version, endpoints)
         return endpoints
 
     # -- what the probes need ----------------------------------------------------------
 
     async def _running_endpoints(self, version: str) -> list[Endpoint]:
-        observed = await asyncio.to_thread(self.agent.observe, version)
+        observed = await self._in_thread(self.agent.observe, version)
         return [Endpoint(self.host, o.port, o.instance) for o in observed
                 if o.status != STOPPED]
 
     async def _reports(self, version: str,
                        hosts: tuple[str, ...] | None = None) -> list[InstanceReport]:
-        return await asyncio.to_thread(self.agent.explain, version)
+        return await self._in_thread(self.agent.explain, version)
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -146,7 +177,7 @@ class LocalTarget(SupervisedTarget):
         """
         _one_machine(hosts)
         await self._cancel_probes(release.version)
-        await asyncio.to_thread(self.agent.stop, release.version, drain_s=drain_s)
+        await self._in_thread(self.agent.stop, release.version, drain_s=drain_s)
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -163,7 +194,7 @@ class LocalTarget(SupervisedTarget):
             restarts=o.restarts, started_at=o.started_at,
             extra={"status": o.status, "supervisor_pid": o.supervisor_pid,
                    "last_exit_code": o.last_exit_code, "directory": o.directory},
-        ) for o in await asyncio.to_thread(self.agent.observe)]
+        ) for o in await self._in_thread(self.agent.observe)]
 
 
 def _one_machine(hosts: tuple[str, ...] | None) -> None:
