@@ -42,13 +42,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from entrega.config import Config, RouterConfig
+from entrega.config import Config
 from entrega.configdiff import (
     diff_configs,
     metrics_in_use_problem,
-    pending_routers,
     running_config,
-    with_router,
 )
 from entrega.controller.actions import ActionRunner
 from entrega.controller.launch import cohort_rule
@@ -56,10 +54,11 @@ from entrega.controller.notify import Notifier
 from entrega.controller.observe import observe_rollout
 from entrega.controller.peers import PeerLookup, PeerWatch
 from entrega.controller.pipeline import after_success, start_next
-from entrega.controller.reload import Reload, replace_router
+from entrega.controller.reload import Reload
 from entrega.controller.restarts import RouterRestartLog, record_adoption, router_answers
 from entrega.controller.retention import prune
-from entrega.controller.runtime import ROUTERS, EnvironmentRuntime, build_runtime
+from entrega.controller.router_change import RouterChanges
+from entrega.controller.runtime import EnvironmentRuntime, build_runtime
 from entrega.controller.writeback import WriteBack
 from entrega.errors import ConfigError, EntregaError
 from entrega.insights.collector import MetricsCollector
@@ -79,7 +78,6 @@ from entrega.rollouts.model import (
     state_from_dict,
     state_to_dict,
 )
-from entrega.routers.base import Router
 from entrega.store.insights_repository import InsightsRepository
 from entrega.store.models import Rollout
 from entrega.store.repository import Repository
@@ -103,12 +101,6 @@ STORE_READ_INTERVAL_S = 5.0
 #: pass would read, and the reads make more lag), never longer than MAX_UNREAD_S.
 READ_EVERY_PASSES = 5
 MAX_UNREAD_S = 30.0
-
-#: A router change whose new router failed to start is tried again after this long.
-ROUTER_RETRY_S = 10.0
-#: How long a stopping server waits for old routers still draining after a router change.
-RETIRING_WAIT_S = 5.0
-
 
 class _Unread:
     """The current release was not read from the store (a rollout in progress needs none)."""
@@ -147,19 +139,6 @@ def _may_reuse(last: _LastRead, now: float) -> bool:
     """An environment's pass may take it from ``last`` instead of the store."""
     age = now - last.at
     return age < last.fresh_for or (last.passes < READ_EVERY_PASSES and age < MAX_UNREAD_S)
-
-
-async def _drain(old: Router, retiring: Router | None, environment: str) -> None:
-    """Drain and stop a replaced router (``retiring``: None when stopped already)."""
-    await old.close()  # its connections to the control socket, before the router exits
-    if retiring is None:
-        return
-    try:
-        await retiring.shutdown()
-    except EntregaError as exc:
-        log.warning("stopping the old router of %s: %s", environment, exc)
-    finally:
-        await retiring.close()
 
 
 class Controller:
@@ -201,16 +180,8 @@ class Controller:
         #: called with the lag (s) of every pass over a rollout that was due (module
         #: docstring); None: not measured. Called on the loop: it must return at once.
         self.on_lag: Callable[[float], None] | None = None
-        #: environment -> the router the last reload asks for, until it is applied (an
-        #: environment with a rollout in progress keeps its router until the rollout ends)
-        self.pending_routers: dict[str, RouterConfig] = {}
-        #: environment -> the router the last reloaded file asks for (empty: the file the
-        #: server started from, which it runs or has pending)
-        self._file_routers: dict[str, RouterConfig] = {}
-        #: environment -> when a router change that failed to start is tried again
-        self._router_retry_at: dict[str, float] = {}
-        #: old routers draining after a router change (awaited on stop)
-        self._retiring: set[asyncio.Task[None]] = set()
+        #: router changes waiting for an idle environment (router_change.py)
+        self.router_changes = RouterChanges(self, repo, clock)
 
     @property
     def may_act(self) -> Callable[[], bool]:
@@ -240,7 +211,7 @@ class Controller:
         for rt in self.runtimes.values():
             router_adopted = await router_answers(rt.router)
             if router_adopted:
-                await self._adopt_router_as_it_runs(rt)
+                await self.router_changes.adopt_as_it_runs(rt)
             await rt.router.ensure_running()
             instances = await self.actions.adopt(rt)
             record_adoption(self.repo, self.config.app, rt, router_adopted=router_adopted,
@@ -254,8 +225,7 @@ class Controller:
         self._write_kept()
         await self.notifier.stop()
         await self.actions.cancel_background()
-        if self._retiring:  # an old router drains on its own; wait a little for it
-            await asyncio.wait(self._retiring, timeout=RETIRING_WAIT_S)
+        await self.router_changes.wait_for_retiring()
         for rt in self.runtimes.values():
             await rt.target.close()
             await rt.router.close()
@@ -340,7 +310,7 @@ class Controller:
                     self._last_read[name] = replace(last, passes=last.passes + 1)
                     await self._repair(rt, last.rollout, current=last.current)
                     if last.rollout is None:
-                        await self._maybe_change_router(name, rt)
+                        await self.router_changes.maybe_apply(rt)
                     return
                 rollout: Rollout | None = last.rollout
                 read_at, passes, fresh_for = last.at, last.passes + 1, last.fresh_for
@@ -367,13 +337,7 @@ class Controller:
                 self._last_read[name] = _LastRead(read_at, rollout, repaired.current, passes,
                                                   fresh_for)
             if rollout is None:
-                await self._maybe_change_router(name, rt)
-
-    async def _maybe_change_router(self, name: str, rt: EnvironmentRuntime) -> None:
-        """An idle environment takes the router a reload asked for (or tries again)."""
-        if name in self.pending_routers \
-                and self.clock() >= self._router_retry_at.get(name, 0.0):
-            await self._apply_router_change(rt)
+                await self.router_changes.maybe_apply(rt)
 
     async def _reconcile_rollout(self, rt: EnvironmentRuntime, row: Rollout) -> None:
         now = self.clock()
@@ -527,98 +491,20 @@ class Controller:
         self.config = running
         for name, rt in self.runtimes.items():
             rt.config = running.environment(name)
-        self.pending_routers = pending_routers(running, new)
-        self._file_routers = {e.name: e.router for e in new.environments}
+        waiting = self.router_changes.asked(running, new)
         self.notifier.use(running)
         self.peer_watch.use(running)
         waiting_for = {}
-        for name in self.pending_routers:
+        for name in waiting:
             active = self.repo.active_rollout(running.app, name)
             waiting_for[name] = (f"rollout {active.id} of {active.version} in progress"
                                  if active else "applying now")
-            self._router_retry_at.pop(name, None)
         outcome = Reload(tuple(changes), waiting_for)
         self.repo.add_event(app=running.app, kind=EventKind.CONFIG_RELOADED, actor=actor,
                             message=f"configuration reloaded by {actor}: {outcome.summary()}",
                             data=outcome.to_data())
         self.wake()
         return outcome
-
-    async def _adopt_router_as_it_runs(self, rt: EnvironmentRuntime) -> None:
-        """A router running on other settings than the file's (changed while no server
-        ran, or a reload's change still waiting when it stopped) is adopted as it runs; the
-        file's settings wait for an idle environment, as after a reload."""
-        settings = await rt.router.running_settings()
-        wanted = rt.config.router
-        if settings is None:
-            return
-        try:
-            running = type(wanted).model_validate({**wanted.model_dump(), **settings})
-        except ValueError as exc:
-            log.warning("the router of %s reports settings that do not read (%s): "
-                        "restarting it on the file's", rt.name, exc)
-            return
-        if running == wanted:
-            return
-        env = rt.config.model_copy(update={"router": running})
-        self.config = with_router(self.config, rt.name, running)
-        await rt.router.close()
-        rt.router, rt.config = ROUTERS[running.kind](self.config, env), env
-        self.pending_routers[rt.name] = wanted
-        changes = diff_configs(self.config, with_router(self.config, rt.name, wanted))
-        self.repo.add_event(
-            app=self.config.app, environment=rt.name, kind=EventKind.CONFIG_RELOADED,
-            actor="controller", message=f"the router of {rt.name} runs on other settings "
-            f"than entrega.yaml ({', '.join(c.describe() for c in changes)}): adopted as it "
-            "runs; the file's settings apply once no rollout is in progress",
-            data={"applied": [], "needs_restart": [], "waiting": [
-                {"path": c.path, "environment": c.environment, "before": c.before,
-                 "after": c.after} for c in changes],
-                "waiting_for": {rt.name: "no rollout in progress"}})
-
-    async def _apply_router_change(self, rt: EnvironmentRuntime) -> None:
-        """Replace the router of an idle environment with the one the config asks for
-        (the caller holds the environment's lock)."""
-        wanted = self.pending_routers[rt.name]
-        before = rt.config.router
-        config = with_router(self.config, rt.name, wanted)
-        router = ROUTERS[wanted.kind](config, config.environment(rt.name))
-        changes = [c for c in diff_configs(self.config, config) if c.environment == rt.name]
-        try:
-            retiring = await replace_router(rt.router, router, old_config=before,
-                                            new_config=wanted)
-        except EntregaError as exc:
-            self._router_retry_at[rt.name] = self.clock() + ROUTER_RETRY_S
-            log.warning("router change of %s: %s", rt.name, exc)
-            self.repo.add_event(
-                app=self.config.app, environment=rt.name, kind=EventKind.ERROR,
-                actor="controller", message=f"the router of {rt.name} could not start on its "
-                f"new settings ({exc}); the router on the running settings serves on (started "
-                f"again if it had stopped); tried again in {ROUTER_RETRY_S:g} s",
-                data={"changes": [c.path for c in changes]})
-            await router.close()
-            return
-        # From the values now current: a reload may have swapped the config while the
-        # routers were being replaced (its live changes stay, and its router wins).
-        old = rt.router
-        self.config = with_router(self.config, rt.name, wanted)
-        rt.router, rt.config = router, self.config.environment(rt.name)
-        desired = self._file_routers.get(rt.name, wanted)
-        if desired == wanted:
-            self.pending_routers.pop(rt.name, None)
-        else:
-            self.pending_routers[rt.name] = desired
-        shown = ", ".join(c.describe() for c in changes)
-        self.repo.add_event(
-            app=self.config.app, environment=rt.name, kind=EventKind.CONFIG_APPLIED,
-            actor="controller", message=f"the router of {rt.name} was restarted on its new "
-            f"settings ({shown}); the old one "
-            + ("drains its requests in flight" if retiring else "was drained and stopped"),
-            data={"changes": [{"path": c.path, "before": c.before, "after": c.after}
-                              for c in changes]})
-        task = asyncio.create_task(_drain(old, retiring, rt.name))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
 
     # -- commands (called by the service layer, under the environment's lock) ---------------
 
