@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 import entrega
+from entrega.dataplane.instances.hostrouter import HostRouter
 from entrega.errors import TargetError
 from entrega.net import free_port
 from entrega.routers.base import CohortRule
@@ -240,12 +241,18 @@ async def test_a_router_of_the_other_kind_left_on_the_host_is_retired_once_the_n
     in the environment's router directory on the same port, which both kinds bind with
     SO_REUSEPORT. Once the new kind holds its table, the agent drains and stops the old
     one (``router-retire``)."""
-    from entrega.dataplane.instances.hostrouter import HostRouter
-
     here, haproxy = host
     embedded = HostRouter(app="shop", environment="production",
                           state_dir=Path(here.state_dir), listen=haproxy.listen)
     old = embedded.ensure()
+    try:
+        await _retire_and_back(here, haproxy, embedded, old, backends)
+    finally:  # whatever failed, no embedded router outlives the test
+        embedded.stop()
+
+
+async def _retire_and_back(here: ThisHost, haproxy: HostHaproxyRouter, embedded: HostRouter,
+                           old: dict[str, Any], backends: dict[str, Backend]) -> None:
     assert old["started"] is True and isinstance(old["pid"], int)
     files = Path(here.state_dir) / "routers" / "shop-production"
 
@@ -267,7 +274,6 @@ async def test_a_router_of_the_other_kind_left_on_the_host_is_retired_once_the_n
     await wait_for(lambda: _exited(master), what=f"HAProxy (pid {master}) to exit")
     await wait_for(lambda: _exited(sink), what=f"its log sink (pid {sink}) to exit")
     assert embedded.health() is not None
-    embedded.stop()
 
 
 async def _exited(pid: object) -> bool:
