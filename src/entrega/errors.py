@@ -256,9 +256,16 @@ class ApiError(EntregaError):
 
 class ServerUnreachable(EntregaError):
     """The CLI got no answer from the server: it is down, restarting or too slow. Temporary:
-    a command that follows a rollout reconnects (the rollout goes on without it)."""
+    a command that follows a rollout reconnects (the rollout goes on without it).
+    ``not_sent``: the connection was refused, so the request was never sent (another
+    server of the same store may take it)."""
 
     temporary = True
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 not_sent: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.not_sent = not_sent
 
 
 # -- the router process ---------------------------------------------------------------------

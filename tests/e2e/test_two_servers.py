@@ -59,11 +59,13 @@ class TwoServers(Deployment):
         except (httpx.HTTPError, ValueError):
             return None
 
-    def second_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """The CLI pointed at the second server (ENTREGA_SERVER)."""
+    def second_cli(self, *args: str, check: bool = True,
+                   servers: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The CLI pointed at the second server, or at ``servers`` (ENTREGA_SERVER)."""
         result = subprocess.run([sys.executable, "-m", "entrega", *args, "-c", str(self.config)],
                                 cwd=self.root, capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "ENTREGA_SERVER": self.second_api})
+                                env={**os.environ,
+                                     "ENTREGA_SERVER": servers or self.second_api})
         if check and result.returncode != 0:
             raise AssertionError(f"entrega {' '.join(args)} failed:\n{result.stdout}\n"
                                  f"{result.stderr}\n{self.second_log()}")
@@ -141,7 +143,8 @@ def test_the_standby_serves_reads_sends_writes_to_the_leader_and_takes_over_a_ki
         took = time.monotonic() - killed_at
         assert took < 5, f"takeover took {took:.1f} s"
         assert two.rollout_at(two.second_api, rollout["id"])["phase"] == "paused"
-        two.second_cli("promote", "--full")
+        # An operator's CLI names both servers, the dead one first: it moves on.
+        two.second_cli("promote", "--full", servers=f"{two.api},{two.second_api}")
         wait_for(lambda: two.rollout_at(two.second_api, rollout["id"])["phase"] == "succeeded",
                  30, "v2 to succeed under the new leader")
         wait_for(lambda: two.served_by() == {"v2": 20}, what="v2 to serve everything")
