@@ -102,6 +102,7 @@ STORE_READ_INTERVAL_S = 5.0
 READ_EVERY_PASSES = 5
 MAX_UNREAD_S = 30.0
 
+
 class _Unread:
     """The current release was not read from the store (a rollout in progress needs none)."""
 
