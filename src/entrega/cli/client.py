@@ -32,7 +32,7 @@ def server_url(listen: str | None) -> str:
     else the address ``server.listen`` gives."""
     url = os.environ.get("ENTREGA_SERVER")
     if url:
-        return ",".join(u.strip().rstrip("/") for u in url.split(",") if u.strip())
+        return ",".join(_servers(url))
     if not listen:
         raise EntregaError("no server address: no entrega.yaml here and ENTREGA_SERVER is unset",
                            hint="run in the directory of entrega.yaml or set ENTREGA_SERVER")
@@ -49,7 +49,7 @@ class Client:
 
     def __init__(self, base_url: str, *, timeout_s: float = 30.0, app: str | None = None,
                  unnamed: EntregaError | None = None) -> None:
-        self.servers = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
+        self.servers = _servers(base_url)
         if not self.servers:
             raise EntregaError(f"no server address in {base_url!r}",
                                hint="ENTREGA_SERVER=http://HOST:PORT[,http://HOST2:PORT]")
@@ -138,6 +138,11 @@ class Client:
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, json=body or {})
+
+
+def _servers(text: str) -> list[str]:
+    """The URLs of a comma-separated list, without blanks or trailing slashes."""
+    return [u.strip().rstrip("/") for u in text.split(",") if u.strip()]
 
 
 def _rewind(kwargs: dict[str, Any]) -> None:
