@@ -24,6 +24,9 @@ What is measured, over that window only:
 - ``passes``: reconcile passes, summed over the apps' controllers.
 - ``rolled_back``: rollouts that ended during the run (none should: the data plane is
   healthy, so a non-zero count is a fault of the benchmark or the controller).
+- ``store_statements_per_s``/``store_write_transactions_per_s``: what the server asked
+  of its store per wall second: SQL statements sent (a statement of many rows counts
+  once), and transactions that wrote something.
 
 The data plane. ``"data_plane": "stand-in"`` (the default): two thousand instances and a
 thousand routers do not fit on two cores, so every environment's target and router are
@@ -52,6 +55,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import event
 
 from bench.scale_standin import StandInRouter, StandInTarget
 from entrega.config.apps import AppsConfig, load_apps
@@ -201,9 +206,24 @@ async def measure(plane: ControlPlane, *, rollouts: int, duration_s: float, warm
     for controller in controllers:
         controller.on_lag = lags.append
     passes = sum(c.passes for c in controllers)
+    engine = next(iter(plane)).repo.store.engine
+    store_calls = {"statements": 0, "writes": 0}
+
+    def statement(connection: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        store_calls["statements"] += 1
+        if sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            connection.info["wrote"] = True
+
+    def commit(connection: Any) -> None:
+        store_calls["writes"] += connection.info.pop("wrote", False)
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
     cpu, wall = cpu_s(), time.monotonic()
     await asyncio.sleep(duration_s)
     cpu, wall = cpu_s() - cpu, time.monotonic() - wall
+    event.remove(engine, "before_cursor_execute", statement)
+    event.remove(engine, "commit", commit)
     passes = sum(c.passes for c in controllers) - passes
     for controller in controllers:
         controller.on_lag = None
@@ -219,6 +239,8 @@ async def measure(plane: ControlPlane, *, rollouts: int, duration_s: float, warm
         "checks": len(lags),
         "in_flight": counted.get("progressing", 0),
         "rolled_back": counted.get("rolled_back", 0) + counted.get("failed", 0),
+        "store_statements_per_s": round(store_calls["statements"] / wall, 1),
+        "store_write_transactions_per_s": round(store_calls["writes"] / wall, 1),
     }
 
 
@@ -267,6 +289,8 @@ def table(result: dict[str, Any]) -> str:
         f"reconcile lag   p50 {result['lag_p50_s']} s   p99 {result['lag_p99_s']} s   "
         f"max {result['lag_max_s']} s   ({result['checks']} rollout passes that were due)",
         f"controller CPU  {result['controller_cpu']} s per s   passes {result['passes']}",
+        f"store           {result['store_statements_per_s']} statements/s   "
+        f"{result['store_write_transactions_per_s']} transactions that wrote/s",
         f"rolled back     {result['rolled_back']}   still in flight {result['in_flight']}",
     ])
 

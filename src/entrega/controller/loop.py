@@ -49,6 +49,7 @@ from entrega.configdiff import (
     running_config,
 )
 from entrega.controller.actions import ActionRunner
+from entrega.controller.batched import BatchedWrites
 from entrega.controller.launch import cohort_rule
 from entrega.controller.notify import Notifier
 from entrega.controller.observe import observe_rollout
@@ -79,7 +80,7 @@ from entrega.rollouts.model import (
     state_to_dict,
 )
 from entrega.store.insights_repository import InsightsRepository
-from entrega.store.models import Rollout
+from entrega.store.models import DeployRequest, Rollout
 from entrega.store.repository import Repository
 from entrega.vocabulary import FINAL_EVENT, EventKind
 from entrega.waiting import stop_task, wait_event
@@ -136,6 +137,19 @@ class _LastRead:
     fresh_for: float = STORE_READ_INTERVAL_S
 
 
+@dataclass(frozen=True)
+class _AppRead:
+    """Every environment of the app as one read saw it: a pass that must read one
+    environment from the store reads them all, in three queries at most (not three per
+    environment), and each of them takes its rollout from it."""
+
+    wakes: int  #: ``Controller._wakes`` at the read: a wake since makes it stale
+    rollouts: dict[str, Rollout]  #: environment -> its rollout in progress
+    #: environments with none: their waiting requests and their current release
+    waiting: dict[str, list[DeployRequest]]
+    current: dict[str, str | None]
+
+
 def _may_reuse(last: _LastRead, now: float) -> bool:
     """An environment's pass may take it from ``last`` instead of the store."""
     age = now - last.at
@@ -144,7 +158,8 @@ def _may_reuse(last: _LastRead, now: float) -> bool:
 
 class Controller:
     def __init__(self, config: Config, repo: Repository, artifacts: ArtifactStore, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 batch: BatchedWrites | None = None) -> None:
         self.config = config
         self.repo = repo
         self.clock = clock
@@ -159,8 +174,12 @@ class Controller:
         self.peer_watch = PeerWatch(config, clock=clock)
         self.actions.peers = self.peer_watch
         self.router_restarts = RouterRestartLog(repo, config.app)
+        #: the writes that may wait a moment (batched.py): the server's, shared by its
+        #: apps, or this controller's own, written at the end of each pass
+        self.batch = batch or BatchedWrites(repo)
         self.collector = MetricsCollector(config.app, InsightsRepository(repo.store),
-                                          interval_s=config.insights.sample_interval_s)
+                                          interval_s=config.insights.sample_interval_s,
+                                          write=self.batch.samples)
         self._wake = asyncio.Event()
         #: environment -> what its last pass read from the store (reconcile_once)
         self._last_read: dict[str, _LastRead] = {}
@@ -168,11 +187,13 @@ class Controller:
         self._wakes = 0
         #: this pass reads every environment from the store (reconcile_once)
         self._read_all = True
+        #: what this pass read of every environment at its start (None: nothing)
+        self._app_read: _AppRead | None = None
         self._due: dict[int, float] = {}
         #: rollout id -> its spec, parsed once (a rollout's spec never changes)
         self._specs: dict[int, RolloutSpec] = {}
         #: checks that moved only their bookkeeping, kept a few seconds (writeback.py)
-        self.writeback = WriteBack()
+        self.writeback = WriteBack(clock)
         self._last_observe: dict[str, float] = {}
         #: environments whose data plane was repaired to the store since this start
         self._repaired: set[str] = set()
@@ -235,6 +256,8 @@ class Controller:
         """A stopping controller writes the checks it kept (writeback.py), each only if
         nobody wrote its rollout since; a server that does not lead any more writes
         nothing (its successor has checked again already)."""
+        if self.may_act():
+            self.batch.flush()
         for kept in self.writeback.unwritten():
             if not self.may_act():
                 return
@@ -264,6 +287,7 @@ class Controller:
                 await self.reconcile_once(read_all=False)
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("reconcile pass failed")
+            self.batch.flush_if_due()
             now = self.clock()
             next_at = min([now + REPAIR_INTERVAL_S, *self._due.values()])
             await wait_event(self._wake, timeout_s=next_at - now)
@@ -282,6 +306,10 @@ class Controller:
         thousand times a second what it already knows (``bench/scale.py``)."""
         self.passes += 1
         self._read_all = read_all
+        now = self.clock()
+        self._app_read = None
+        if read_all or not all(self._may_take_last_read(name, now) for name in self.runtimes):
+            self._app_read = self._read_app()
         for name, rt in self.runtimes.items():
             # Environments are independent: a fault in one (a bug, a store hiccup) must
             # not keep the others from their pass; it is retried with the next.
@@ -297,14 +325,30 @@ class Controller:
             log.warning("collecting release metrics: %s", exc)
         self.notifier.wake()
 
+    def _may_take_last_read(self, name: str, now: float) -> bool:
+        last = self._last_read.get(name)
+        return last is not None and name in self._repaired and _may_reuse(last, now)
+
+    def _read_app(self) -> _AppRead:
+        app, wakes = self.config.app, self._wakes
+        rollouts = self.repo.active_rollouts_of(app)
+        waiting: dict[str, list[DeployRequest]] = {}
+        current: dict[str, str | None] = {}
+        if any(name not in rollouts for name in self.runtimes):
+            for request in self.repo.waiting_requests(app):
+                waiting.setdefault(request.environment, []).append(request)
+            current = {e.name: e.current_version for e in self.repo.environments(app)}
+        return _AppRead(wakes, rollouts, waiting, current)
+
     async def _reconcile_environment(self, name: str, rt: EnvironmentRuntime) -> None:
         async with self.locks[name]:
             if not self.may_act():
                 return  # a leader that woke from a pause: it steps down, it acts no more
             now, wakes = self.clock(), self._wakes
             last = self._last_read.get(name)
-            known = not self._read_all and last is not None and name in self._repaired \
-                and _may_reuse(last, now)
+            read = self._app_read if self._app_read and self._app_read.wakes == wakes else None
+            known = read is None and not self._read_all and self._may_take_last_read(name, now)
+            current: str | None | _Unread = UNREAD
             if known and last is not None:
                 if last.rollout is None or self._due.get(last.rollout.id, 0.0) > now:
                     # a pass all the same: an idle environment is read every five
@@ -316,11 +360,15 @@ class Controller:
                 rollout: Rollout | None = last.rollout
                 read_at, passes, fresh_for = last.at, last.passes + 1, last.fresh_for
             else:
-                rollout = self.repo.active_rollout(self.config.app, name)
+                rollout = read.rollouts.get(name) if read \
+                    else self.repo.active_rollout(self.config.app, name)
                 if rollout is not None:
                     rollout = self.writeback.merged(rollout)
                 else:
-                    rollout = start_next(self.repo, self.config, name)
+                    rollout = start_next(self.repo, self.config, name,
+                                         waiting=read.waiting.get(name, []) if read else None)
+                    if rollout is None and read is not None:
+                        current = read.current.get(name, UNREAD)
                 read_at, passes = now, 0
                 fresh_for = random.uniform(0.8, 1.0) * STORE_READ_INTERVAL_S
             if name not in self._repaired:
@@ -331,7 +379,9 @@ class Controller:
                 await self._reconcile_rollout(rt, rollout)
                 if Phase(rollout.phase).terminal:  # _persist keeps the row current
                     rollout = None
-            repaired = await self._repair(rt, rollout)
+            if wakes != self._wakes:  # what the read said of the current release may be old
+                current = UNREAD
+            repaired = await self._repair(rt, rollout, current=current)
             if rollout is not None and self._due.get(rollout.id, math.inf) < self.clock():
                 self._due[rollout.id] = self.clock()  # not due before its pass ended
             if wakes == self._wakes:  # else what was read may be stale already
@@ -367,6 +417,7 @@ class Controller:
             self._due.pop(row.id, None)
             self.actions.forget(row.id)
             self.writeback.forget(row.id)
+            self.batch.withdraw(row.id)
             self._specs.pop(row.id, None)
             if transition.state.phase == Phase.SUCCEEDED and state.phase != Phase.SUCCEEDED:
                 after_success(self.repo, self.config, row)
@@ -402,9 +453,13 @@ class Controller:
             return
         now, dumped = self.clock(), state_to_dict(after)
         if not transition.events and only_bookkeeping(before, after) \
-                and self.writeback.may_keep(row.id, now):
+                and self.writeback.updated_at(row.id) is not None:
             row.state = dumped
             self.writeback.keep(row.id, dumped)
+            if not self.writeback.may_keep(row.id, now):
+                # due to be written: with the other rollouts' in a moment (batched.py)
+                self.batch.bookkeeping(self.writeback, row.id, dumped,
+                                       self.actions.take_verdict(row.id))
             return
         data = {"phase": after.phase.value, "weights": after.weights,
                 "step_index": after.step_index}
@@ -415,10 +470,11 @@ class Controller:
             events[-1] = (FINAL_EVENT[after.phase], message,
                           {**data, "reason": after.message})
         succeeded = after.phase == Phase.SUCCEEDED and before.phase != Phase.SUCCEEDED
+        waiting = self.batch.withdraw(row.id)  # this write supersedes it
         updated_at = self.repo.save_transition(
             row.id, state=dumped, phase=after.phase.value, events=events,
             actor="controller", current_version=after.canary, set_current=succeeded,
-            analysis=self.actions.take_verdict(row.id))
+            analysis=self.actions.take_verdict(row.id) or waiting)
         assert updated_at is not None
         self.writeback.written(row.id, at=now, updated_at=updated_at)
         row.state = dumped
@@ -513,7 +569,8 @@ class Controller:
                      message: str) -> None:
         updated_at = self.repo.save_transition(
             row.id, state=state_to_dict(state), phase=state.phase.value,
-            events=[(EventKind.COMMAND, message, {})], actor=actor)
+            events=[(EventKind.COMMAND, message, {})], actor=actor,
+            analysis=self.batch.withdraw(row.id))
         assert updated_at is not None
         self.writeback.written(row.id, at=self.clock(), updated_at=updated_at)
         self._due[row.id] = self.clock()  # due now (and the lag of its pass counts from now)

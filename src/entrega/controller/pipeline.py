@@ -14,17 +14,20 @@ import logging
 from entrega.config import Config
 from entrega.controller.launch import launch_rollout
 from entrega.errors import EntregaError
-from entrega.store.models import Rollout
+from entrega.store.models import DeployRequest, Rollout
 from entrega.store.repository import Repository
 from entrega.vocabulary import EventKind, Phase, RequestStatus
 
 log = logging.getLogger("entrega.controller")
 
 
-def start_next(repo: Repository, config: Config, environment: str) -> Rollout | None:
-    """Start the environment's queued request, if any (the environment must be idle)."""
-    queued = [r for r in repo.waiting_requests(config.app, environment)
-              if r.status == RequestStatus.QUEUED]
+def start_next(repo: Repository, config: Config, environment: str, *,
+               waiting: list[DeployRequest] | None = None) -> Rollout | None:
+    """Start the environment's queued request, if any (the environment must be idle).
+    ``waiting``: its waiting requests, when the caller has just read them."""
+    if waiting is None:
+        waiting = repo.waiting_requests(config.app, environment)
+    queued = [r for r in waiting if r.status == RequestStatus.QUEUED]
     if not queued:
         return None
     request = queued[-1]

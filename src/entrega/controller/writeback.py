@@ -25,10 +25,15 @@ someone else wrote wins over what it kept.
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from entrega.store.models import Rollout
+
+if TYPE_CHECKING:
+    from entrega.store.repository import Bookkeeping
 
 #: A check that moved only its bookkeeping is kept while the rollout's last write is less
 #: than this old (at most; four fifths of it at least). The store's
@@ -63,8 +68,9 @@ class Unwritten:
 class WriteBack:
     """Per rollout: when the controller last wrote it, and what it keeps unwritten."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._rows: dict[int, _Written] = {}
+        self.clock = clock
 
     def may_keep(self, rollout_id: int, now: float) -> bool:
         """A check that moved only its bookkeeping may wait (the row was written by this
@@ -82,6 +88,21 @@ class WriteBack:
 
     def written(self, rollout_id: int, *, at: float, updated_at: float) -> None:
         self._rows[rollout_id] = _Written(at, updated_at)
+
+    def updated_at(self, rollout_id: int) -> float | None:
+        """The row's ``updated_at`` as this controller last wrote it (None: it did not)."""
+        written = self._rows.get(rollout_id)
+        return written.updated_at if written else None
+
+    def written_kept(self, rollout_id: int, write: Bookkeeping, *, updated_at: float) -> None:
+        """``write`` (what was kept, ``batched.py``) is in the store now, unless the row
+        was written since it was handed over (then ``merged`` finds the row's
+        ``updated_at`` is not ours, and the store's row wins)."""
+        written = self._rows.get(rollout_id)
+        if written is None or written.updated_at != write.if_updated_at:
+            return  # forgotten (ended), or written directly since
+        newer = written.kept if written.kept is not write.state else None
+        self._rows[rollout_id] = _Written(self.clock(), updated_at, kept=newer)
 
     def merged(self, row: Rollout) -> Rollout:
         """``row`` as just read from the store, with the state kept since this

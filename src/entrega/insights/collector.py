@@ -12,7 +12,7 @@ requests (``insights.series`` takes the differences).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from entrega.errors import EntregaError
@@ -34,9 +34,13 @@ class HasRouter(Protocol):
 
 class MetricsCollector:
     def __init__(self, app: str, insights: InsightsRepository, *,
-                 interval_s: float = INTERVAL_S) -> None:
+                 interval_s: float = INTERVAL_S,
+                 write: Callable[[Sequence[ReleaseSample]], int] | None = None) -> None:
         self.app = app
         self.insights = insights
+        #: where the samples go: the store at once, or with a server's other writes
+        #: that may wait a moment (controller/batched.py)
+        self.write = write or insights.add_samples
         self.interval_s = interval_s
         self._last_at: float | None = None
         self._written: dict[tuple[str, str], ReleaseSample] | None = None
@@ -78,4 +82,4 @@ class MetricsCollector:
                     latency_sum_ms=m.latency_sum_ms, inflight=m.inflight, weight=weight)
                 rows.append(row)
                 self._written[(environment, version)] = row
-        return self.insights.add_samples(rows)
+        return self.write(rows)

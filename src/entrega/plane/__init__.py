@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from entrega.config.apps import AppsConfig
+from entrega.controller.batched import PLANE_INTERVAL_S, BatchedWrites
 from entrega.controller.loop import Controller
 from entrega.errors import NotFound
 from entrega.plane.groups import GroupCoordinator
@@ -99,10 +100,12 @@ def build_plane(apps: AppsConfig, *, config_file: Path | None = None
     store = Store(shared.store_url)
     store.migrate()
     repo = Repository(store)
+    # the apps' bookkeeping and samples, a transaction for all every quarter second
+    batch = BatchedWrites(repo, interval_s=PLANE_INTERVAL_S)
     services = []
     for config in apps:
         artifacts = artifact_store_for(config)
-        controller = Controller(config, repo, artifacts)
+        controller = Controller(config, repo, artifacts, batch=batch)
         services.append(Service(config, repo, artifacts, controller, config_file=config_file))
     plane = ControlPlane(services, many=apps.many, store=store)
     for service in services:  # metrics naming another app (app: web) read its router

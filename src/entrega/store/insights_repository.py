@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, insert, select
+from sqlalchemy.orm import Session
 
 from entrega.store.database import Store
 from entrega.store.models import AnalysisRun, Event, Feedback, Release, ReleaseSample, Rollout
@@ -102,13 +103,17 @@ class InsightsRepository:
 
     # -- router samples --------------------------------------------------------------------
 
-    def add_samples(self, samples: Iterable[ReleaseSample]) -> int:
+    def add_samples(self, samples: Iterable[ReleaseSample], *,
+                    session: Session | None = None) -> int:
+        """Samples in one INSERT of many rows (in ``session``'s transaction if given),
+        not a flush of objects (a thousand routers sampled every few seconds:
+        bench/scale.py); the samples stay unbound."""
         rows = [{column: getattr(sample, column) for column in _SAMPLE_COLUMNS}
                 for sample in samples]
-        if rows:
+        if rows and session is not None:
+            session.execute(insert(ReleaseSample), rows)
+        elif rows:
             with self.store.session() as s:
-                # One INSERT of many rows, not a flush of objects (a thousand routers
-                # sampled every few seconds: bench/scale.py); the samples stay unbound.
                 s.execute(insert(ReleaseSample), rows)
         return len(rows)
 

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from entrega.errors import RolloutInProgress
 from entrega.store.database import Store
@@ -45,6 +46,10 @@ _ACTIVE_ROLLOUT = (select(Rollout)
                           Rollout.environment == bindparam("environment"),
                           Rollout.phase.not_in(TERMINAL_PHASES))
                    .order_by(Rollout.id))
+_ACTIVE_ROLLOUTS_OF = (select(Rollout)
+                       .where(Rollout.app == bindparam("app"),
+                              Rollout.phase.not_in(TERMINAL_PHASES))
+                       .order_by(Rollout.id))
 # The writes are on the tables, not the mapped classes: the ORM's bulk UPDATE machinery
 # has nothing to do here (no objects in the session) and cost as much as the rest. The
 # session's fence (store/database.py) sees them as it sees every statement.
@@ -54,10 +59,27 @@ _SAVE_STATE = (update(_rollouts).where(_rollouts.c.id == bindparam("rollout_id")
                .values(state=bindparam("new_state", type_=_rollouts.c.state.type),
                        phase=bindparam("new_phase"), updated_at=bindparam("now"))
                .returning(_rollouts.c.app, _rollouts.c.environment, _rollouts.c.version))
+# Bookkeeping (below) is written only over the row it was derived from.
+_SAVE_BOOKKEEPING = (update(_rollouts)
+                     .where(_rollouts.c.id == bindparam("rollout_id"),
+                            _rollouts.c.updated_at == bindparam("if_updated_at"))
+                     .values(state=bindparam("new_state", type_=_rollouts.c.state.type),
+                             updated_at=bindparam("now")))
 _RECORD_VERDICT = (update(_analysis_runs).where(_analysis_runs.c.id == bindparam("run_id"))
                    .values(verdict=bindparam("new_verdict"),
                            result=bindparam("new_result", type_=_analysis_runs.c.result.type),
                            updated_at=bindparam("now")))
+
+
+class Bookkeeping(NamedTuple):
+    """An analysis check that moved only its bookkeeping (controller/batched.py): the
+    rollout's new state, written only if the row is still at ``if_updated_at``, and the
+    check's verdict."""
+
+    rollout_id: int
+    state: dict[str, Any]
+    if_updated_at: float
+    analysis: AnalysisRecord | None
 
 
 class Repository:
@@ -83,12 +105,12 @@ class Repository:
                                       current_version=None, updated_at=now))
 
     def environments(self, app: str) -> list[Environment]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(Environment).where(Environment.app == app)
                                   .order_by(Environment.position)))
 
     def environment(self, app: str, name: str) -> Environment | None:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return s.scalar(select(Environment).where(Environment.app == app,
                                                       Environment.name == name))
 
@@ -103,19 +125,19 @@ class Repository:
     # -- releases --------------------------------------------------------------------------
 
     def release(self, app: str, version: str) -> Release | None:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return s.scalar(select(Release).where(Release.app == app,
                                                   Release.version == version))
 
     def releases(self, app: str) -> list[Release]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(Release).where(Release.app == app)
                                   .order_by(Release.id.desc())))
 
     def digests_in_use(self, *, besides: str) -> set[str]:
         """The digests of every unpruned release of the apps other than ``besides`` (one
         artifact directory serves every app of a server: bytes two apps share stay)."""
-        with self.store.session() as s:
+        with self.store.read() as s:
             return set(s.scalars(select(Release.digest).where(
                 Release.app != besides, Release.pruned_at.is_(None))))
 
@@ -162,15 +184,21 @@ class Repository:
             return rollout
 
     def rollout(self, rollout_id: int) -> Rollout | None:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return s.get(Rollout, rollout_id)
 
     def active_rollout(self, app: str, environment: str) -> Rollout | None:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return s.scalar(_ACTIVE_ROLLOUT, {"app": app, "environment": environment})
 
+    def active_rollouts_of(self, app: str) -> dict[str, Rollout]:
+        """Every environment's rollout in progress, by environment: one query for all of
+        an app's environments (the controller reads them together)."""
+        with self.store.read() as s:
+            return {r.environment: r for r in s.scalars(_ACTIVE_ROLLOUTS_OF, {"app": app})}
+
     def active_rollouts(self) -> list[Rollout]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(Rollout).where(Rollout.phase.not_in(TERMINAL_PHASES))
                                   .order_by(Rollout.id)))
 
@@ -227,15 +255,32 @@ class Repository:
                                             "new_result": analysis.result})
         return now
 
+    def save_bookkeeping(self, writes: list[Bookkeeping], *, session: Session) -> float:
+        """Many rollouts' bookkeeping, in ``session``'s transaction, each only over the
+        row it was derived from (a row written since keeps what it has; the verdict is
+        written all the same: the controller takes a rollout's bookkeeping back before it
+        writes the row itself, so what is here is the newest check). Returns the
+        ``updated_at`` of the rows written. Two statements of many rows each."""
+        now = time.time()
+        session.execute(_SAVE_BOOKKEEPING, [
+            {"rollout_id": w.rollout_id, "new_state": w.state,
+             "if_updated_at": w.if_updated_at, "now": now} for w in writes])
+        verdicts = [{"run_id": w.analysis.run_id, "new_verdict": w.analysis.verdict,
+                     "new_result": w.analysis.result, "now": now}
+                    for w in writes if w.analysis is not None]
+        if verdicts:
+            session.execute(_RECORD_VERDICT, verdicts)
+        return now
+
     # -- analysis runs ---------------------------------------------------------------------
 
     def analysis_run(self, rollout_id: int, window: int) -> AnalysisRun | None:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return s.scalar(select(AnalysisRun).where(AnalysisRun.rollout_id == rollout_id,
                                                       AnalysisRun.window == window))
 
     def analysis_runs(self, rollout_id: int) -> list[AnalysisRun]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(AnalysisRun).where(AnalysisRun.rollout_id == rollout_id)
                                   .order_by(AnalysisRun.window)))
 
@@ -319,7 +364,7 @@ class Repository:
             return request
 
     def waiting_requests(self, app: str, environment: str | None = None) -> list[DeployRequest]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             query = select(DeployRequest).where(DeployRequest.app == app,
                                                 DeployRequest.status.in_(WAITING))
             if environment:
@@ -327,7 +372,7 @@ class Repository:
             return list(s.scalars(query.order_by(DeployRequest.id)))
 
     def requests(self, app: str, limit: int = 500) -> list[DeployRequest]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(DeployRequest).where(DeployRequest.app == app)
                                   .order_by(DeployRequest.id.desc()).limit(limit)))
 
@@ -357,11 +402,11 @@ class Repository:
                 row.value = value
 
     def last_event_id(self) -> int:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return int(s.scalar(select(func.max(Event.id))) or 0)
 
     def events_after(self, after_id: int, limit: int = 500) -> list[Event]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(Event).where(Event.id > after_id)
                                   .order_by(Event.id).limit(limit)))
 
@@ -382,7 +427,7 @@ class Repository:
                 row.value = value
 
     def due_notifications(self, now: float, limit: int = 50) -> list[Notification]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(Notification).where(
                 Notification.status == NotificationStatus.PENDING,
                 Notification.next_attempt_at <= now).order_by(Notification.id).limit(limit)))
@@ -408,7 +453,7 @@ class Repository:
                 row.next_attempt_at = retry_at
 
     def notifications(self, limit: int = 100) -> list[Notification]:
-        with self.store.session() as s:
+        with self.store.read() as s:
             return list(s.scalars(select(Notification).order_by(Notification.id.desc())
                                   .limit(limit)))
 
