@@ -38,8 +38,10 @@ and real instances of the example shop app (three processes or more per rollout)
 traffic is sent, so each check judges an empty window (inconclusive, the analysis goes
 on), which costs the controller less than counted requests do.
 
-``--store-url`` (default: SQLite in a temporary directory): the same run on another store,
-for example PostgreSQL once ``postgresql+psycopg://`` URLs are supported.
+``--store-url`` (default: SQLite in a temporary directory): the same run on another store.
+On PostgreSQL the server runs as ``entrega server`` does there (``"elected": true``): it
+wins the election first, renews its lease throughout, and every transaction that writes
+is fenced by the leader's epoch (a ``SELECT ... FOR SHARE`` more).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ from entrega.config.apps import AppsConfig, load_apps
 from entrega.controller.teardown import stop_data_plane
 from entrega.net import free_port
 from entrega.plane import ControlPlane, build_plane
+from entrega.plane.leader import LeaderRole
+from entrega.store.database import Store
+from entrega.store.leadership import Election
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "examples" / "shop" / "app.py"
@@ -259,23 +264,45 @@ async def run(*, apps: int, environments: int, duration_s: float, store_url: str
         plane, store = build_plane(config)
         if not real_routers:
             use_stand_ins(plane)
+        role = None
         try:
-            await plane.start()  # each app's row first: its releases refer to it
+            if store.shared:  # as `entrega server` runs on PostgreSQL: elected, fenced
+                role = await lead(plane, store, config)
+            else:
+                await plane.start()  # each app's row first: its releases refer to it
             await release(plane, root, "v1")
             await release(plane, root, "v2")
             figures = await measure(plane, rollouts=rollouts, duration_s=duration_s,
                                     warmup_s=warmup_s, on_step=on_step)
         finally:
-            await stop(plane, config, real=bool(real_routers))
+            await stop(plane, config, role, real=bool(real_routers))
             store.close()
     return {"rollouts": rollouts, "apps": apps, "environments": environments,
             "data_plane": "embedded" if real_routers else "stand-in",
-            "store": store_kind(url), **figures,
+            "store": store_kind(url), "elected": role is not None, **figures,
             "command": "python -m bench.scale " + " ".join(sys.argv[1:])}
 
 
-async def stop(plane: ControlPlane, config: AppsConfig, *, real: bool) -> None:
-    await plane.stop()
+async def lead(plane: ControlPlane, store: Store, config: AppsConfig) -> LeaderRole:
+    """The server leads its store as ``entrega server`` does on PostgreSQL (serve()):
+    elected, every write fenced by the epoch, the lease renewed; returns once every
+    app's controller runs."""
+    election = Election(store.url, identity="bench.scale", address="http://127.0.0.1:9",
+                        lease_s=config.first.server.lease_s)
+    role = LeaderRole(plane, store, election)
+    plane.role = role
+    role.start()
+    await wait_for(lambda: role.leads and all(s.controller.running for s in plane),
+                   timeout_s=60, what="the server leading with every app's controller")
+    return role
+
+
+async def stop(plane: ControlPlane, config: AppsConfig, role: LeaderRole | None, *,
+               real: bool) -> None:
+    if role is not None:
+        await role.stop()
+    else:
+        await plane.stop()
     if real:
         stopping: list[Awaitable[Any]] = [stop_data_plane(c, drain_s=0.2) for c in config]
         await asyncio.gather(*stopping)

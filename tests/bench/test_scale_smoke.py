@@ -21,7 +21,8 @@ pytestmark = pytest.mark.real
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"rollouts", "apps", "environments", "data_plane", "store", "duration_s",
-          "lag_p50_s", "lag_p99_s", "lag_max_s", "controller_cpu", "passes", "warmup_s"}
+          "lag_p50_s", "lag_p99_s", "lag_max_s", "controller_cpu", "passes", "warmup_s",
+          "elected", "store_statements_per_s", "store_write_transactions_per_s"}
 
 
 def bench_json(*args: str) -> dict[str, Any]:
@@ -32,10 +33,12 @@ def bench_json(*args: str) -> dict[str, Any]:
     return result
 
 
-def check_figures(result: dict[str, Any], *, duration_s: float) -> None:
+def check_figures(result: dict[str, Any], *, duration_s: float, store: str = "sqlite") -> None:
     assert FIELDS <= set(result)
     assert result["rollouts"] == result["apps"] * result["environments"]
-    assert result["store"] == "sqlite"
+    assert result["store"] == store
+    assert result["elected"] is (store == "postgresql")  # as `entrega server` runs there
+    assert 0 < result["store_write_transactions_per_s"] < result["store_statements_per_s"]
     assert result["duration_s"] >= duration_s
     assert result["rolled_back"] == 0
     assert result["in_flight"] == result["rollouts"]
@@ -60,3 +63,11 @@ def test_real_routers_run_reports_the_same_figures() -> None:
     assert (result["apps"], result["environments"], result["rollouts"]) == (2, 1, 2)
     assert result["data_plane"] == "embedded"
     check_figures(result, duration_s=4)
+
+
+def test_postgresql_run_is_elected_and_fenced_and_reports_the_same_figures(
+        postgres_url: str) -> None:
+    result = bench_json("--apps", "10", "--environments", "2", "--duration", "5",
+                        "--warmup", "1", "--store-url", postgres_url)
+    assert (result["apps"], result["environments"], result["rollouts"]) == (10, 2, 20)
+    check_figures(result, duration_s=5, store="postgresql")

@@ -241,6 +241,11 @@ class Controller:
         self.notifier.start()
         self._task = asyncio.create_task(self._run(), name="entrega-reconcile")
 
+    @property
+    def running(self) -> bool:
+        """The loop is started and has not ended."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         """Stop the loop; routers and instances keep running (the data plane outlives us)."""
         await stop_task(self._task)
