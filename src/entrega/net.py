@@ -39,6 +39,28 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+#: Listen addresses that mean "every interface": a process on this machine reaches them
+#: on loopback.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def local_host(host: str) -> str:
+    """How a process on this machine reaches a listener on ``host``."""
+    return "127.0.0.1" if host in WILDCARD_HOSTS else host
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 host in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def local_url(listen: str) -> str:
+    """How a process on this machine reaches a server listening on ``listen``
+    (``HOST:PORT``). Raises ValueError for what is not an address."""
+    host, port = parse_address(listen)
+    return http_url(local_host(host), port)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the kernel says is free now (another process may still take it later)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

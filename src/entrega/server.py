@@ -23,7 +23,7 @@ from entrega.config import Config
 from entrega.config.apps import AppsConfig
 from entrega.controller.loop import Controller
 from entrega.errors import EntregaError
-from entrega.net import parse_address
+from entrega.net import WILDCARD_HOSTS, http_url, parse_address
 from entrega.plane import ControlPlane, build_plane
 from entrega.plane.leader import LeaderRole
 from entrega.releases.artifacts import artifact_store_for
@@ -127,9 +127,7 @@ async def serve(apps: AppsConfig | Config, *, config_file: Path | None = None,
 
 def server_url(host: str, port: int) -> str:
     """How another process reaches a server listening on ``host:port``."""
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return http_url(socket.gethostname() if host in WILDCARD_HOSTS else host, port)
 
 
 def run_server(apps: AppsConfig | Config, *, config_file: Path | None = None,

@@ -64,17 +64,12 @@ class LeaderGate:
             leads = True
         else:
             leads = role.leads
-            leader: dict[str, Any] | None
+            leader: dict[str, object] | None
             if leads:  # no query: the answer must not wait behind a takeover's work
-                election = role.election
-                leader = {"holder": election.identity, "address": election.address,
-                          "epoch": election.epoch, "since": role.leading_since}
+                leader = role.as_leader().to_dict()
             else:
                 try:
-                    current = await role.leader()
-                    leader = {"holder": current.holder, "address": current.address,
-                              "epoch": current.epoch, "since": current.since} \
-                        if current.epoch else None
+                    leader = (await role.leader()).to_dict()
                 except EntregaError:
                     leader = None  # the database does not answer: who leads is not known
             body = {"role": "leader" if leads else "standby", "shared_store": True,

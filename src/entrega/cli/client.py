@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from entrega.errors import LEADER_HEADER, ApiError, EntregaError, ServerUnreachable
+from entrega.net import local_url
 
 #: Where CI's HMAC-SHA256 signature of a body goes (GitHub's convention).
 SIGNATURE_HEADER = "X-Entrega-Signature-256"
@@ -36,10 +37,11 @@ def server_url(listen: str | None) -> str:
     if not listen:
         raise EntregaError("no server address: no entrega.yaml here and ENTREGA_SERVER is unset",
                            hint="run in the directory of entrega.yaml or set ENTREGA_SERVER")
-    host, _, port = listen.rpartition(":")
-    if host in ("0.0.0.0", "", "[::]"):
-        host = "127.0.0.1"
-    return f"http://{host}:{port}"
+    try:
+        return local_url(listen)
+    except ValueError as exc:
+        raise EntregaError(f"server.listen: {exc}",
+                           hint="set it to HOST:PORT, or set ENTREGA_SERVER") from None
 
 
 class Client:

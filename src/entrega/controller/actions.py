@@ -20,7 +20,7 @@ from entrega.controller.restarts import restart_router
 from entrega.controller.runtime import EnvironmentRuntime, release_ref
 from entrega.controller.verification import VerificationResult, run_verification
 from entrega.errors import EntregaError, NotFound, NotLeader, RouterUnreachable
-from entrega.net import parse_address
+from entrega.net import http_url, local_host, parse_address
 from entrega.releases.artifacts import ArtifactStore
 from entrega.rollouts.model import (
     Action,
@@ -363,7 +363,7 @@ class ActionRunner:
         listen = rt.config.router.preview_listen if on_preview else rt.config.router.listen
         if listen:
             host, port = parse_address(listen)
-            host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            host = local_host(host)
             if getattr(rt.config.router, "placement", "front") == "every_host":
                 # Every host's router routes alike: the first host that answered the last
                 # observation (a host that went down, left out by max_failed, would fail
@@ -372,7 +372,7 @@ class ActionRunner:
                 hosts = rt.target.hosts()
                 host = next((address for name, address in hosts if name not in unreachable),
                             hosts[0][1])
-            base_url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+            base_url = http_url(host, port)
         else:
             endpoints = rt.endpoints.get(version) or ()
             if not endpoints:

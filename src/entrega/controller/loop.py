@@ -308,7 +308,9 @@ class Controller:
         for a loop that lags). Its rollout, if due, is then advanced from the row the
         loop keeps current itself; if not due, or with none, the environment is only
         repaired. A thousand environments in one server would otherwise ask the store a
-        thousand times a second what it already knows (``bench/scale.py``)."""
+        thousand times a second what it already knows (``bench/scale.py``). When one
+        environment must be read, the pass reads every environment of the app with one
+        query (``_AppRead``): their reads fall due together from then on."""
         self.passes += 1
         self._read_all = read_all
         now = self.clock()

@@ -20,7 +20,7 @@ from entrega.config import (
     LocalTargetConfig,
 )
 from entrega.config.ssh import SshTargetConfig
-from entrega.net import Endpoint, parse_address
+from entrega.net import Endpoint, local_url, parse_address
 from entrega.routers.base import CohortRule, Router, Routes
 from entrega.routers.embedded import EmbeddedRouter
 from entrega.targets.base import HealthCheck, InstanceState, ReleaseRef, Target, host_of
@@ -49,9 +49,7 @@ def _embedded_router(config: Config, env: EnvironmentConfig) -> Router:
         return _every_host_router(config, env, router)
     control_plane = router.control_plane_url
     if control_plane is None:
-        host, port = parse_address(config.server.listen)
-        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        control_plane = f"http://{host}:{port}"
+        control_plane = local_url(config.server.listen)
         if config.one_of_many:  # the feedback its users send goes to this app (api/apps.py)
             control_plane += f"/apps/{config.app}"
     return EmbeddedRouter(name=f"{config.app}-{env.name}", listen=router.listen,

@@ -58,6 +58,12 @@ class LeaderRole:
     def leads(self) -> bool:
         return self.leading_since is not None and self.election.holds()
 
+    def as_leader(self) -> Leader:
+        """This server as the ``leadership`` row says of it while it leads (no query)."""
+        election = self.election
+        return Leader(election.epoch or 0, election.identity, election.address,
+                      self.leading_since)
+
     async def leader(self) -> Leader:
         return await asyncio.to_thread(self.election.leader)
 

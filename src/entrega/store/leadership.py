@@ -65,6 +65,13 @@ class Leader:
     address: str | None
     since: float | None
 
+    def to_dict(self) -> dict[str, object] | None:
+        """As ``GET /api/v1/leader`` shows it (None: nobody has led yet)."""
+        if not self.epoch:
+            return None
+        return {"holder": self.holder, "address": self.address, "epoch": self.epoch,
+                "since": self.since}
+
 
 def _milliseconds(seconds: float) -> int:
     return max(1, int(seconds * 1000))
