@@ -37,7 +37,7 @@ def test_a_listen_that_is_no_address_is_an_error_naming_the_field(
 
 
 @pytest.mark.parametrize(("host", "url"), [
-    ("10.1.2.3", "http://10.1.2.3:7070"),
+    ("127.0.1.3", "http://127.0.1.3:7070"),
     ("::1", "http://[::1]:7070"),
     ("0.0.0.0", f"http://{socket.gethostname()}:7070"),  # other servers: by name
     ("::", f"http://{socket.gethostname()}:7070"),

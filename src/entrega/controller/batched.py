@@ -48,7 +48,7 @@ class BatchedWrites:
         self._bookkeeping: dict[int, tuple[WriteBack, Bookkeeping]] = {}
         self._samples: list[ReleaseSample] = []
         self._last_flush = clock()
-        #: how many transactions and rows it wrote (the scale benchmark prints them)
+        #: how many transactions and rows it wrote (tests/controller/test_batched_writes.py)
         self.flushes = 0
         self.rows = 0
 
